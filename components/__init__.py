@@ -1,0 +1,1 @@
+"""Pulumi ComponentResources: one backend per cloud, and the Kubernetes add-ons."""

@@ -1,0 +1,130 @@
+"""The CloudBackend interface and its registry.
+
+A backend turns the cloud-neutral Platform into one cloud's resources (network, cluster, node
+pools, buckets, registry, identity) and hands the Kubernetes layer what it needs: a provider for
+the cluster, where objects and images live, and how pods reach them. Each backend declares what
+its cloud cannot do, with the reason, and checks its own part of a config before anything is
+declared.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
+
+import pulumi
+
+if TYPE_CHECKING:
+    import pulumi_kubernetes as k8s
+
+    from stacks.errors import Problem
+    from stacks.schema import Platform
+
+
+class SecretSource(Protocol):
+    """Reads the stack's secret config (`pulumi config set --secret mlstack:<key>`)."""
+
+    def get(self, key: str) -> pulumi.Output[str] | None: ...
+
+
+@dataclass(frozen=True)
+class StaticCredentials:
+    """An access key pair, for stores that have no workload identity (on-prem S3)."""
+
+    access_key_id: pulumi.Input[str]
+    secret_access_key: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
+class ObjectStore:
+    """Where the platform's buckets are and how workloads authenticate to them."""
+
+    scheme: Literal["s3", "gs"]
+    buckets: Mapping[str, pulumi.Input[str]]
+    endpoint: str | None = None
+    region: str | None = None
+    #: None where pods get access from their cloud identity; set for static-key stores.
+    credentials: StaticCredentials | None = None
+
+    def url(self, purpose: str) -> pulumi.Output[str]:
+        return pulumi.Output.concat(self.scheme, "://", self.buckets[purpose])
+
+
+@dataclass(frozen=True)
+class ImageRegistry:
+    url: pulumi.Input[str]
+    #: Username and password for an image pull secret; None where nodes pull by identity.
+    pull_credentials: tuple[pulumi.Input[str], pulumi.Input[str]] | None = None
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    """What a backend yields to the Kubernetes layer."""
+
+    provider: k8s.Provider
+    object_store: ObjectStore
+    registry: ImageRegistry
+    #: Resources the Kubernetes layer waits for (node pools that must exist first).
+    cluster_ready: Sequence[pulumi.Resource] = ()
+    outputs: Mapping[str, pulumi.Input[object]] = field(default_factory=dict)
+
+
+class CloudBackend(ABC):
+    """One cloud's implementation. Subclasses live in components/<cloud>/backend.py."""
+
+    cloud: ClassVar[str]
+    #: Features of the shared schema this cloud cannot provide: feature -> reason.
+    unsupported: ClassVar[Mapping[str, str]] = {}
+    #: Whether the Kubernetes layer installs the NVIDIA device plugin (False where the cloud
+    #: manages GPU drivers and the plugin itself).
+    needs_gpu_device_plugin: ClassVar[bool] = True
+    #: Secret config keys that must be set before `pulumi up`.
+    required_secrets: ClassVar[tuple[str, ...]] = ()
+    #: Secret config keys read when set.
+    optional_secrets: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    @abstractmethod
+    def check(cls, platform: Platform) -> list[Problem]:
+        """This cloud's own config checks; the shared ones have already passed."""
+
+    @classmethod
+    def required_secret_keys(cls, platform: Platform) -> tuple[str, ...]:
+        """Secret keys this platform needs set; some depend on the config."""
+        return cls.required_secrets
+
+    @abstractmethod
+    def provision(self, platform: Platform, secrets: SecretSource) -> Provisioned:
+        """Declare the cloud side of the platform."""
+
+
+class BackendUnavailable(LookupError):
+    """A known cloud whose backend is not part of this release."""
+
+
+#: cloud -> "module:Class", imported on first use so one cloud's SDK never loads for another.
+_BACKENDS: dict[str, str] = {"onprem": "components.onprem.backend:OnPremBackend"}
+#: Known clouds without a backend yet, with the reason shown to users.
+_UNAVAILABLE: dict[str, str] = {
+    "aws": "the AWS backend (EKS, S3, ECR) is not in this release yet (issue #3)",
+    "gcp": "the GCP backend (GKE, GCS, Artifact Registry) is not in this release yet (issue #4)",
+}
+
+
+def available_clouds() -> tuple[str, ...]:
+    return tuple(_BACKENDS)
+
+
+def get_backend(cloud: str) -> type[CloudBackend]:
+    """The backend class for `cloud`; an unknown or unavailable cloud says why and what exists."""
+    if cloud in _UNAVAILABLE:
+        raise BackendUnavailable(_UNAVAILABLE[cloud])
+    if cloud not in _BACKENDS:
+        raise LookupError(f"unknown cloud {cloud!r}; known: {', '.join(available_clouds())}")
+    module_name, _, class_name = _BACKENDS[cloud].partition(":")
+    backend = getattr(importlib.import_module(module_name), class_name)
+    assert issubclass(backend, CloudBackend)
+    return backend

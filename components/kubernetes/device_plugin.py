@@ -1,0 +1,52 @@
+"""The NVIDIA device plugin: advertises `nvidia.com/gpu` on GPU nodes so pods can request GPUs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.kubernetes.addons import NVIDIA_DEVICE_PLUGIN
+from stacks.schema import POOL_KIND_LABEL, NodePool, PoolKind
+
+#: The plugin mounts the kubelet's device-plugin socket directory, which the restricted Pod
+#: Security level forbids; kube-system is where clusters admit such node agents.
+NAMESPACE = "kube-system"
+
+
+def device_plugin_values(gpu_pools: Sequence[NodePool]) -> dict[str, Any]:
+    """Helm values: run only on GPU pool nodes, tolerating every taint those pools carry."""
+    keys = sorted({t.key for p in gpu_pools for t in p.effective_taints})
+    return {
+        "nodeSelector": {POOL_KIND_LABEL: PoolKind.GPU.value},
+        "tolerations": [{"key": key, "operator": "Exists"} for key in keys],
+        "priorityClassName": "system-node-critical",
+        "failOnInitError": True,
+    }
+
+
+class NvidiaDevicePlugin(pulumi.ComponentResource):
+    """The device plugin's Helm release, pinned, on the GPU pools' nodes."""
+
+    def __init__(
+        self, name: str, gpu_pools: Sequence[NodePool], opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("mlstack:kubernetes:NvidiaDevicePlugin", name, None, opts)
+        chart = NVIDIA_DEVICE_PLUGIN
+        self.release = k8s.helm.v3.Release(
+            f"{name}-release",
+            k8s.helm.v3.ReleaseArgs(
+                name="nvidia-device-plugin",
+                chart=chart.chart,
+                version=chart.version,
+                repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repo),
+                namespace=NAMESPACE,
+                values=device_plugin_values(gpu_pools),
+                atomic=True,
+                cleanup_on_fail=True,
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs({"release": self.release.name})

@@ -1,0 +1,63 @@
+"""Turn a manifest dict into the typed pulumi_kubernetes resource for its kind.
+
+Manifests are built by pure functions (tested and schema-validated without Pulumi); this is
+the one place they become resources. Typed classes keep the plan's type tokens exact
+(`kubernetes:core/v1:ConfigMap`); kinds without a typed class (CRDs) become CustomResources.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+Manifest = Mapping[str, Any]
+
+_TYPED: dict[tuple[str, str], Callable[..., pulumi.CustomResource]] = {
+    ("v1", "Namespace"): k8s.core.v1.Namespace,
+    ("v1", "ConfigMap"): k8s.core.v1.ConfigMap,
+    ("v1", "Secret"): k8s.core.v1.Secret,
+    ("v1", "ServiceAccount"): k8s.core.v1.ServiceAccount,
+    ("v1", "Service"): k8s.core.v1.Service,
+    ("v1", "ResourceQuota"): k8s.core.v1.ResourceQuota,
+    ("v1", "LimitRange"): k8s.core.v1.LimitRange,
+    ("apps/v1", "Deployment"): k8s.apps.v1.Deployment,
+    ("rbac.authorization.k8s.io/v1", "Role"): k8s.rbac.v1.Role,
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): k8s.rbac.v1.RoleBinding,
+    ("networking.k8s.io/v1", "NetworkPolicy"): k8s.networking.v1.NetworkPolicy,
+    ("scheduling.k8s.io/v1", "PriorityClass"): k8s.scheduling.v1.PriorityClass,
+    ("policy/v1", "PodDisruptionBudget"): k8s.policy.v1.PodDisruptionBudget,
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): k8s.autoscaling.v2.HorizontalPodAutoscaler,
+}
+
+#: Kinds mlstack only ever patches (objects that exist already, such as on-prem Nodes).
+_PATCHES: dict[tuple[str, str], Callable[..., pulumi.CustomResource]] = {
+    ("v1", "Node"): k8s.core.v1.NodePatch,
+}
+
+
+def _snake(key: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+
+
+def declare(
+    name: str, manifest: Manifest, opts: pulumi.ResourceOptions, *, patch: bool = False
+) -> pulumi.CustomResource:
+    """Declare `manifest` as a resource named `name`.
+
+    With patch=True the object must exist already and only the manifest's fields are applied
+    (server-side apply), so other owners' fields are left alone.
+    """
+    gvk = (manifest["apiVersion"], manifest["kind"])
+    body = {k: v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
+    table = _PATCHES if patch else _TYPED
+    if gvk in table:
+        return table[gvk](name, opts=opts, **{_snake(k): v for k, v in body.items()})
+    if patch:
+        raise ValueError(f"no patch type for {gvk[1]} ({gvk[0]})")
+    return k8s.apiextensions.CustomResource(
+        name, api_version=gvk[0], kind=gvk[1], opts=opts, **body
+    )

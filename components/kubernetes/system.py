@@ -1,0 +1,132 @@
+"""The platform's own namespace and the environment contract every workload reads.
+
+`mlstack-system` holds a ConfigMap with where the buckets and the registry are (the same keys
+the training and serving code read, in the cluster and under `mlstack local`), and, on stores
+without workload identity, the object-store and image-pull Secrets.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import pulumi
+
+from components.backend import ImageRegistry, ObjectStore
+from components.kubernetes.resources import declare
+
+NAMESPACE = "mlstack-system"
+PLATFORM_CONFIGMAP = "mlstack-platform"
+OBJECT_STORE_SECRET = "object-store-credentials"
+REGISTRY_PULL_SECRET = "registry-pull"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "mlstack"}
+
+
+def namespace_manifest() -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": NAMESPACE,
+            "labels": {
+                **MANAGED_BY,
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/warn": "restricted",
+            },
+        },
+    }
+
+
+def platform_env(
+    store: ObjectStore, registry: ImageRegistry, cluster: str
+) -> dict[str, pulumi.Input[str]]:
+    """The environment contract: variable name -> value, as workloads read it."""
+    env: dict[str, pulumi.Input[str]] = {
+        "MLSTACK_CLUSTER": cluster,
+        "MLSTACK_DATASETS_URL": store.url("datasets"),
+        "MLSTACK_CHECKPOINTS_URL": store.url("checkpoints"),
+        "MLSTACK_MODELS_URL": store.url("models"),
+        "MLSTACK_REGISTRY": registry.url,
+    }
+    if store.endpoint:
+        env["AWS_ENDPOINT_URL_S3"] = store.endpoint
+    if store.region:
+        env["AWS_REGION"] = store.region
+    return env
+
+
+def configmap_manifest(env: Mapping[str, pulumi.Input[str]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": PLATFORM_CONFIGMAP, "namespace": NAMESPACE, "labels": MANAGED_BY},
+        "data": dict(env),
+    }
+
+
+def secret_manifest(name: str, secret_type: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": MANAGED_BY},
+        "type": secret_type,
+        "stringData": dict(data),
+    }
+
+
+def dockerconfigjson(host: str, username: str, password: str) -> str:
+    """The `.dockerconfigjson` document for one registry."""
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return json.dumps({"auths": {host: {"username": username, "password": password, "auth": token}}})
+
+
+class PlatformSystem(pulumi.ComponentResource):
+    """mlstack-system: the platform ConfigMap and, where needed, credentials Secrets."""
+
+    def __init__(
+        self,
+        name: str,
+        store: ObjectStore,
+        registry: ImageRegistry,
+        cluster: str,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("mlstack:kubernetes:System", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.namespace = declare(f"{name}-namespace", namespace_manifest(), child)
+        in_ns = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
+        self.env = platform_env(store, registry, cluster)
+        declare(f"{name}-platform-config", configmap_manifest(self.env), in_ns)
+        if store.credentials is not None:
+            declare(
+                f"{name}-object-store-credentials",
+                secret_manifest(
+                    OBJECT_STORE_SECRET,
+                    "Opaque",
+                    {
+                        "AWS_ACCESS_KEY_ID": store.credentials.access_key_id,
+                        "AWS_SECRET_ACCESS_KEY": store.credentials.secret_access_key,
+                    },
+                ),
+                in_ns,
+            )
+        if registry.pull_credentials is not None:
+            username, password = registry.pull_credentials
+            host = pulumi.Output.from_input(registry.url).apply(lambda u: u.split("/")[0])
+            config = pulumi.Output.secret(
+                pulumi.Output.all(host, username, password).apply(
+                    lambda args: dockerconfigjson(args[0], args[1], args[2])
+                )
+            )
+            declare(
+                f"{name}-registry-pull",
+                secret_manifest(
+                    REGISTRY_PULL_SECRET,
+                    "kubernetes.io/dockerconfigjson",
+                    {".dockerconfigjson": config},
+                ),
+                in_ns,
+            )
+        self.register_outputs({"namespace": NAMESPACE})

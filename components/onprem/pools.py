@@ -1,0 +1,46 @@
+"""On-prem node pools: existing nodes, labelled and tainted so workloads can select them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+
+from components.kubernetes.resources import declare
+from stacks.schema import NodePool
+
+
+def node_patch_manifest(node: str, pool: NodePool) -> dict[str, Any]:
+    """The fields mlstack owns on a node of `pool`: its pool labels and taints.
+
+    A pool without taints sends no taint list at all: under server-side apply an empty list
+    would still claim the field, and mlstack must not own taints it never set.
+    """
+    manifest: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": node, "labels": pool.node_labels},
+    }
+    if pool.effective_taints:
+        manifest["spec"] = {
+            "taints": [
+                {"key": t.key, "value": t.value, "effect": t.effect.value}
+                for t in pool.effective_taints
+            ]
+        }
+    return manifest
+
+
+class LabeledNodePool(pulumi.ComponentResource):
+    """One pool of existing nodes: a server-side-apply patch per node."""
+
+    def __init__(
+        self, name: str, pool: NodePool, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("mlstack:onprem:NodePool", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.patches = [
+            declare(f"{name}-{node}", node_patch_manifest(node, pool), child, patch=True)
+            for node in pool.nodes or ()
+        ]
+        self.register_outputs({"nodes": list(pool.nodes or ())})

@@ -1,0 +1,1 @@
+"""The tenancy layer and the CrossGuard policy pack (issue #5)."""

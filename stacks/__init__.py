@@ -1,0 +1,1 @@
+"""Stack configs, the config schema, the platform assembly, the offline plan and the CLI."""

@@ -1,0 +1,49 @@
+"""Config problems: each one line with its path, the value given and the fix."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+_MISSING = object()
+
+
+def format_path(loc: Sequence[str | int], root: str = "platform") -> str:
+    """('teams', 1, 'quota', 'gpus', 'h100') -> 'platform.teams[1].quota.gpus.h100'."""
+    out = root
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _show(value: Any) -> str:
+    text = repr(list(value) if isinstance(value, tuple) else value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config, said in one line."""
+
+    path: str
+    message: str
+    fix: str
+    value: Any = _MISSING
+
+    def __str__(self) -> str:
+        got = "" if self.value is _MISSING else f" (got {_show(self.value)})"
+        return f"{self.path}: {self.message}{got}; fix: {self.fix}"
+
+
+class ConfigError(Exception):
+    """A stack config that cannot be deployed; carries every problem found, one per line."""
+
+    def __init__(self, problems: Sequence[Problem], source: str | None = None) -> None:
+        self.problems = tuple(problems)
+        self.source = source
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        prefix = f"{self.source}: " if self.source else ""
+        return "\n".join(f"{prefix}{p}" for p in self.problems)

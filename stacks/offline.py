@@ -1,0 +1,242 @@
+"""The offline plan: the real program under Pulumi's SDK mock runtime, every resource recorded.
+
+No Pulumi CLI, provider plugin, network or credentials: `set_mocks` replaces the engine and the
+resource monitor with in-process fakes, and `RecordingMonitor` keeps each registration (type,
+name, URN, parent, provider, inputs in wire form). Secrets the CLI would decrypt are replaced by
+a placeholder and marked secret, so what the program does with them is still visible.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+from pulumi.runtime import mocks as _mocks
+from pulumi.runtime import rpc, settings
+from pulumi.runtime.proto import resource_pb2
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
+
+from components.backend import get_backend
+from stacks import program
+from stacks.schema import Platform
+from stacks.stackfile import PROJECT, StackFile
+from stacks.validate import load_platform
+
+SECRET_PLACEHOLDER = "offline-placeholder"
+SECRET_SIG = rpc._special_sig_key  # pyright: ignore[reportPrivateUsage]
+SECRET_VALUE = rpc._special_secret_sig  # pyright: ignore[reportPrivateUsage]
+
+
+@dataclass(frozen=True)
+class PlannedResource:
+    """One registration, as the engine would have seen it."""
+
+    type: str
+    name: str
+    urn: str
+    parent: str | None
+    custom: bool
+    provider: str | None
+    inputs: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "name": self.name,
+            "urn": self.urn,
+            "parent": self.parent,
+            "custom": self.custom,
+            "provider": self.provider,
+            "inputs": mask_secrets(self.inputs),
+        }
+
+
+@dataclass
+class Plan:
+    stack: str
+    platform: Platform
+    resources: list[PlannedResource]
+    outputs: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def get(self, type_: str, name: str) -> PlannedResource:
+        """The resource with this type token and logical name (registration order is random)."""
+        for r in self.resources:
+            if r.type == type_ and r.name == name:
+                return r
+        raise KeyError(f"no {type_} named {name!r} in the plan of {self.stack}")
+
+    def of_type(self, type_: str) -> list[PlannedResource]:
+        return [r for r in self.resources if r.type == type_]
+
+    def children(self, urn: str | None) -> list[PlannedResource]:
+        return [r for r in self.resources if r.parent == urn]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stack": self.stack,
+            "cloud": self.platform.cloud,
+            "resources": [r.to_json() for r in sorted(self.resources, key=lambda r: r.urn)],
+            "outputs": mask_secrets(self.outputs),
+            "notes": self.notes,
+        }
+
+
+def is_secret(value: Any) -> bool:
+    return isinstance(value, Mapping) and value.get(SECRET_SIG) == SECRET_VALUE
+
+
+def mask_secrets(value: Any, replacement: Any = None) -> Any:
+    """A copy with every wire-form secret's value replaced (default: the envelope kept, value
+    hidden; with `replacement`, the whole envelope becomes that plain value)."""
+    if is_secret(value):
+        if replacement is not None:
+            return replacement
+        return {SECRET_SIG: SECRET_VALUE, "value": "[secret]"}
+    if isinstance(value, Mapping):
+        return {k: mask_secrets(v, replacement) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_secrets(v, replacement) for v in value]
+    return value
+
+
+class PlanMocks(pulumi.runtime.Mocks):
+    """Every resource is created with its inputs as its state; invokes return nothing."""
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
+        return f"{args.name}-id", dict(args.inputs)
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list[tuple[str, str]]]:
+        return {}, []
+
+
+class RecordingMonitor(_mocks.MockMonitor):
+    """The SDK's MockMonitor, keeping each registration with its parent and provider."""
+
+    def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
+        super().__init__(mocks)
+        self.records: dict[str, PlannedResource] = {}
+        self._lock = threading.Lock()
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        if request.type == "pulumi:pulumi:Stack":
+            return super().RegisterResource(request)
+        urn = self.make_urn(request.parent, request.type, request.name)
+        _ensure_event_loop()
+        inputs = rpc.deserialize_properties(request.object)
+        resource_id, state = self.mocks.new_resource(
+            _mocks.MockResourceArgs(
+                typ=request.type,
+                name=request.name,
+                inputs=inputs,
+                provider=request.provider,
+                resource_id=request.importId,
+                custom=request.custom or False,
+            )
+        )
+        record = PlannedResource(
+            type=request.type,
+            name=request.name,
+            urn=urn,
+            parent=request.parent or None,
+            custom=bool(request.custom),
+            provider=request.provider or None,
+            inputs=inputs,
+        )
+        with self._lock:
+            self.records[urn] = record
+            self.resources[urn] = _mocks.MockMonitor.ResourceRegistration(urn, resource_id, state)
+        state_proto = _sync_await(rpc.serialize_properties(state, {}))
+        return resource_pb2.RegisterResourceResponse(urn=urn, id=resource_id, object=state_proto)
+
+
+def pulumi_config(
+    stack: StackFile, required: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> tuple[dict[str, str], list[str], list[str]]:
+    """The config map the CLI would hand the program, with secrets as placeholders.
+
+    Returns (config, secret config keys, notes for the user).
+    """
+    config: dict[str, str] = {}
+    secret: list[str] = []
+    notes: list[str] = []
+    for key, value in stack.config.items():
+        if isinstance(value, Mapping) and "secure" in value:
+            config[key] = SECRET_PLACEHOLDER
+            secret.append(key)
+            notes.append(f"{key} is encrypted in {stack.path.name}; the plan uses a placeholder")
+        else:
+            config[key] = value if isinstance(value, str) else json.dumps(value)
+    for key in (*required, *optional):
+        full = f"{PROJECT}:{key}"
+        if full in config:
+            secret.append(full)
+        elif key in required:
+            config[full] = SECRET_PLACEHOLDER
+            secret.append(full)
+            notes.append(
+                f"{full} is not set; the plan uses a placeholder. Before `pulumi up`: "
+                f"pulumi config set --secret {full} <value> -s {stack.name}"
+            )
+    return config, sorted(set(secret)), notes
+
+
+def run_program(stack_name: str, config: dict[str, str], secret_keys: list[str]) -> tuple[
+    list[PlannedResource], dict[str, Any]
+]:
+    """Run `stacks.program.main` under the mock runtime; returns the records and the outputs."""
+    settings.reset_options(project=PROJECT, stack=stack_name, preview=True)
+    settings.SETTINGS.outputs.clear()
+    pulumi.runtime.set_all_config(config, secret_keys)
+    monitor = RecordingMonitor(PlanMocks())
+    pulumi.runtime.set_mocks(
+        monitor.mocks, project=PROJECT, stack=stack_name, preview=True, monitor=monitor
+    )
+    _sync_await(run_pulumi_func(program.main))
+    root = settings.get_root_resource()
+    exported: dict[str, Any] = dict(getattr(root, "outputs", {}) or {})
+    outputs = {k: _resolve(v) for k, v in exported.items()}
+    return list(monitor.records.values()), outputs
+
+
+def _resolve(value: Any) -> Any:
+    output = pulumi.Output.from_input(value)
+    resolved = _sync_await(output.future())
+    if _sync_await(output.is_secret()):
+        return {SECRET_SIG: SECRET_VALUE, "value": resolved}
+    return resolved
+
+
+def run_plan(stack: StackFile) -> Plan:
+    """Validate the stack's platform, then run the real program on it offline.
+
+    Raises ConfigError (with every problem) before anything is declared.
+    """
+    platform = load_platform(stack.platform, source=str(stack.path))
+    backend = get_backend(platform.cloud)
+    config, secret_keys, notes = pulumi_config(
+        stack, backend.required_secret_keys(platform), backend.optional_secrets
+    )
+    resources, outputs = run_program(stack.name, config, secret_keys)
+    return Plan(stack.name, platform, resources, outputs, notes)
+
+
+def iter_tree(plan: Plan) -> Iterator[tuple[int, PlannedResource]]:
+    """Depth-first (depth, resource) over the plan's parent tree, children sorted by URN."""
+    by_parent: dict[str | None, list[PlannedResource]] = {}
+    urns = {r.urn for r in plan.resources}
+    for r in plan.resources:
+        parent = r.parent if r.parent in urns else None
+        by_parent.setdefault(parent, []).append(r)
+
+    def walk(parent: str | None, depth: int) -> Iterator[tuple[int, PlannedResource]]:
+        for r in sorted(by_parent.get(parent, ()), key=lambda x: x.urn):
+            yield depth, r
+            yield from walk(r.urn, depth + 1)
+
+    yield from walk(None, 0)

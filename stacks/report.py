@@ -1,0 +1,73 @@
+"""What `mlstack plan` prints: the resource tree by component and type, and GPU capacity."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.tree import Tree
+
+from stacks.capacity import pool_capacity, team_quotas
+from stacks.offline import Plan, PlannedResource
+
+_SHOWN_NAMES = 4
+
+
+def resource_tree(plan: Plan) -> Tree:
+    """Components nest; the plain resources under each are grouped by type with a count."""
+    urns = {r.urn for r in plan.resources}
+    children: dict[str | None, list[PlannedResource]] = defaultdict(list)
+    for r in plan.resources:
+        children[r.parent if r.parent in urns else None].append(r)
+
+    def fill(node: Tree, parent: str | None) -> None:
+        kids = sorted(children.get(parent, ()), key=lambda r: (r.type, r.name))
+        by_type: dict[str, list[str]] = defaultdict(list)
+        for kid in kids:
+            if kid.custom or kid.urn not in children:
+                by_type[kid.type].append(kid.name)
+        for kid in kids:
+            if not kid.custom and kid.urn in children:
+                fill(node.add(f"[bold]{kid.name}[/] [dim]{kid.type}[/]"), kid.urn)
+        for type_, names in by_type.items():
+            shown = ", ".join(names[:_SHOWN_NAMES])
+            more = f", +{len(names) - _SHOWN_NAMES} more" if len(names) > _SHOWN_NAMES else ""
+            node.add(f"[cyan]{type_}[/] x{len(names)}  [dim]{shown}{more}[/]")
+
+    tree = Tree(
+        f"[bold]stack {plan.stack}[/] ({plan.platform.cloud}, {len(plan.resources)} resources)"
+    )
+    fill(tree, None)
+    return tree
+
+
+def capacity_tables(plan: Plan) -> Group:
+    pools = Table(title="GPU capacity per pool (at max scale)", title_justify="left")
+    for col in ("pool", "GPU", "GPUs/node", "max nodes", "max GPUs", "quotas", "headroom"):
+        pools.add_column(col, justify="left" if col in ("pool", "GPU") else "right", no_wrap=True)
+    for c in pool_capacity(plan.platform):
+        style = "red" if c.headroom < 0 else ""
+        pools.add_row(
+            c.pool,
+            c.accelerator,
+            str(c.gpus_per_node),
+            str(c.max_nodes),
+            str(c.max_gpus),
+            str(c.quota_gpus),
+            f"[{style}]{c.headroom}[/]" if style else str(c.headroom),
+        )
+    teams = Table(title="GPU quota per team", title_justify="left")
+    for col in ("team", "pool", "GPUs", "share of pool"):
+        teams.add_column(col, justify="left" if col in ("team", "pool") else "right")
+    for q in team_quotas(plan.platform):
+        teams.add_row(q.team, q.pool, str(q.gpus), f"{q.share:.0%}")
+    return Group(pools, teams)
+
+
+def print_plan(plan: Plan, console: Console) -> None:
+    console.print(resource_tree(plan))
+    console.print()
+    console.print(capacity_tables(plan))
+    for note in plan.notes:
+        console.print(f"[yellow]note:[/] {note}", soft_wrap=True)

@@ -1,0 +1,328 @@
+"""The stack config schema: one typed, frozen description of a platform for every cloud.
+
+A stack file carries it under the Pulumi config key `mlstack:platform`. Field checks live here
+(types, ranges, name shapes); checks that need several fields or the catalog live in
+`stacks.validate`, which is the only way a `Platform` should be loaded.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from stacks.catalog import Cloud
+
+#: Label keys every node of a pool carries; workloads, flavors and the device plugin select on them.
+POOL_LABEL = "mlstack.dev/pool"
+ACCELERATOR_LABEL = "mlstack.dev/accelerator"
+POOL_KIND_LABEL = "mlstack.dev/pool-kind"
+#: The taint GPU pools carry by default so that only pods that ask for GPUs land there.
+GPU_TAINT_KEY = "nvidia.com/gpu"
+
+#: Kubernetes minor versions this release of mlstack deploys and validates manifests against.
+SUPPORTED_KUBERNETES = ("1.29", "1.30", "1.31", "1.32", "1.33", "1.34", "1.35")
+
+_DNS_LABEL = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
+)
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_HOST_PORT = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._/-]+)?$")
+
+
+def _dns_label(value: str) -> str:
+    if not _DNS_LABEL.match(value):
+        raise ValueError(
+            "use a DNS label: lowercase letters, digits and '-', starting with a letter, "
+            "at most 40 characters"
+        )
+    return value
+
+
+def _label_key(value: str) -> str:
+    if not _LABEL_KEY.match(value):
+        raise ValueError("use a Kubernetes label key such as 'example.com/tier'")
+    return value
+
+
+def _label_value(value: str) -> str:
+    if not _LABEL_VALUE.match(value):
+        raise ValueError(
+            "use a Kubernetes label value: at most 63 letters, digits, '-', '_' or '.'"
+        )
+    return value
+
+
+def _bucket(value: str) -> str:
+    if not _BUCKET.match(value) or ".." in value:
+        raise ValueError("use a bucket name: 3-63 lowercase letters, digits, '-' or '.'")
+    return value
+
+
+def _kubernetes_version(value: str) -> str:
+    if value not in SUPPORTED_KUBERNETES:
+        raise ValueError(f"use one of {', '.join(SUPPORTED_KUBERNETES)}")
+    return value
+
+
+def _http_url(value: str) -> str:
+    if not re.match(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$", value):
+        raise ValueError("use an http(s) URL with a host and optional port, no path")
+    return value.rstrip("/")
+
+
+def _host_port(value: str) -> str:
+    if not _HOST_PORT.match(value) or "://" in value:
+        raise ValueError("use a registry host[:port][/path] without a scheme")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_dns_label)]
+LabelKey = Annotated[str, AfterValidator(_label_key)]
+LabelValue = Annotated[str, AfterValidator(_label_value)]
+BucketName = Annotated[str, AfterValidator(_bucket)]
+
+
+class Model(BaseModel):
+    """Base for every config group: unknown fields are errors and loaded configs are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class PoolKind(StrEnum):
+    CPU = "cpu"
+    GPU = "gpu"
+
+
+class Capacity(StrEnum):
+    ON_DEMAND = "on-demand"
+    SPOT = "spot"
+    RESERVED = "reserved"
+
+
+class TaintEffect(StrEnum):
+    NO_SCHEDULE = "NoSchedule"
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_EXECUTE = "NoExecute"
+
+
+class Taint(Model):
+    key: LabelKey = Field(description="Taint key, for example 'nvidia.com/gpu'.")
+    value: LabelValue = Field(default="", description="Taint value; may be empty.")
+    effect: TaintEffect = Field(
+        default=TaintEffect.NO_SCHEDULE, description="NoSchedule, PreferNoSchedule or NoExecute."
+    )
+
+
+GPU_TAINT = Taint(key=GPU_TAINT_KEY, value="present", effect=TaintEffect.NO_SCHEDULE)
+
+
+class ClusterConfig(Model):
+    name: Name = Field(description="Cluster name; on clouds the cluster is created with it.")
+    kubernetes_version: Annotated[str, AfterValidator(_kubernetes_version)] = Field(
+        description="Kubernetes minor version, for example '1.33'; manifests are validated "
+        "against it."
+    )
+
+
+class NodePool(Model):
+    name: Name = Field(description="Pool name; quotas, flavors and workloads refer to it.")
+    kind: PoolKind = Field(description="'cpu' or 'gpu'.")
+    accelerator: str | None = Field(
+        default=None, description="GPU pools: an accelerator from the catalog, e.g. 'h100-80gb'."
+    )
+    instance_type: str | None = Field(
+        default=None,
+        description="Cloud machine type; defaults from the catalog. Not used on onprem.",
+    )
+    gpus_per_node: int | None = Field(
+        default=None,
+        ge=1,
+        description="GPUs per node; derived from the machine type on clouds, required on onprem.",
+    )
+    min_nodes: int | None = Field(
+        default=None,
+        ge=0,
+        description="Smallest size the pool scales to (default 0: scale to zero). Clouds only.",
+    )
+    max_nodes: int = Field(ge=1, le=1000, description="Largest size the pool scales to.")
+    capacity: Capacity = Field(
+        default=Capacity.ON_DEMAND, description="'on-demand', 'spot' or 'reserved'."
+    )
+    labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, description="Extra node labels, on top of the mlstack.dev/* ones."
+    )
+    taints: tuple[Taint, ...] | None = Field(
+        default=None,
+        description="Node taints. Default: GPU pools carry nvidia.com/gpu=present:NoSchedule, "
+        "CPU pools none. Setting this replaces the default.",
+    )
+    disk_gib: int = Field(default=200, ge=20, le=16384, description="Node boot disk size in GiB.")
+    nodes: tuple[str, ...] | None = Field(
+        default=None,
+        description="onprem only: the names of the existing Kubernetes nodes in this pool.",
+    )
+
+    @property
+    def gpus(self) -> int:
+        """GPUs per node (0 for CPU pools)."""
+        return (self.gpus_per_node or 0) if self.kind is PoolKind.GPU else 0
+
+    @property
+    def max_gpus(self) -> int:
+        return self.gpus * self.max_nodes
+
+    @property
+    def effective_taints(self) -> tuple[Taint, ...]:
+        if self.taints is not None:
+            return self.taints
+        return (GPU_TAINT,) if self.kind is PoolKind.GPU else ()
+
+    @property
+    def node_labels(self) -> dict[str, str]:
+        """Labels every node of the pool carries: the mlstack.dev/* ones, then the config's."""
+        labels = {POOL_LABEL: self.name, POOL_KIND_LABEL: self.kind.value}
+        if self.accelerator:
+            labels[ACCELERATOR_LABEL] = self.accelerator
+        labels.update(self.labels)
+        return labels
+
+
+class BucketConfig(Model):
+    name: BucketName | None = Field(
+        default=None, description="Bucket name; default '<bucket_prefix>-<purpose>'."
+    )
+    noncurrent_version_days: int = Field(
+        default=30, ge=1, description="Days a replaced object version is kept before expiry."
+    )
+    archive_after_days: int | None = Field(
+        default=None, ge=1, description="Move objects to a colder storage class after N days."
+    )
+
+
+class StorageConfig(Model):
+    bucket_prefix: Annotated[str, AfterValidator(_dns_label)] = Field(
+        description="Prefix for the default bucket names, e.g. 'acme-ml-prod'."
+    )
+    datasets: BucketConfig = Field(default_factory=BucketConfig, description="Training data.")
+    checkpoints: BucketConfig = Field(
+        default_factory=BucketConfig, description="Training checkpoints."
+    )
+    models: BucketConfig = Field(default_factory=BucketConfig, description="Serving bundles.")
+
+    def bucket_names(self) -> dict[str, str]:
+        """Bucket name per purpose, defaults filled in."""
+        return {
+            purpose: cfg.name or f"{self.bucket_prefix}-{purpose}"
+            for purpose, cfg in (
+                ("datasets", self.datasets),
+                ("checkpoints", self.checkpoints),
+                ("models", self.models),
+            )
+        }
+
+
+class RegistryConfig(Model):
+    name: Name = Field(default="ml", description="Registry (or repository prefix) name.")
+    repositories: tuple[Name, ...] = Field(
+        default=("train", "serve"), description="Image repositories for the workloads."
+    )
+    keep_last_images: int = Field(
+        default=50, ge=1, description="Images kept per repository by cleanup policies."
+    )
+
+
+class Quota(Model):
+    gpus: dict[str, int] = Field(
+        default_factory=dict, description="GPUs the team may use, per GPU pool name."
+    )
+    cpu: float = Field(default=16, gt=0, le=100000, description="CPU cores (requests).")
+    memory_gib: float = Field(default=64, gt=0, le=1000000, description="Memory in GiB.")
+
+
+class Team(Model):
+    name: Name = Field(description="Team name; its namespace is named after it.")
+    groups: tuple[str, ...] = Field(
+        default=(), description="Identity-provider groups mapped to the team's Kubernetes groups."
+    )
+    quota: Quota = Field(default_factory=Quota, description="The team's share of the platform.")
+
+
+class TrainingJob(Model):
+    name: Name = Field(description="Job name.")
+    team: Name = Field(description="The team that owns it (its namespace, queue, quota).")
+    pool: Name = Field(description="The node pool it runs on.")
+    num_hosts: int = Field(default=1, ge=1, le=1024, description="Pods (JAX processes).")
+    model: str = Field(default="tiny", description="Named model config of the training workload.")
+
+
+class InferenceService(Model):
+    name: Name = Field(description="Service name.")
+    team: Name = Field(description="The team that owns it.")
+    pool: Name = Field(description="The node pool it runs on.")
+    replicas: int = Field(default=1, ge=1, le=1000, description="Serving replicas.")
+
+
+class Workloads(Model):
+    training_jobs: tuple[TrainingJob, ...] = Field(default=(), description="JAX training jobs.")
+    inference_services: tuple[InferenceService, ...] = Field(
+        default=(), description="Model servers."
+    )
+
+
+class OnPremConfig(Model):
+    kubeconfig_path: str | None = Field(
+        default=None,
+        description="Path to a kubeconfig for the existing cluster, on the machine that runs "
+        "pulumi. Alternatively set the secret `mlstack:kubeconfig`.",
+    )
+    context: str | None = Field(default=None, description="kubeconfig context to use.")
+    storage_endpoint: Annotated[str, AfterValidator(_http_url)] = Field(
+        description="S3-compatible endpoint, e.g. 'https://minio.lab.internal:9000'. Buckets "
+        "exist already; credentials come from the secrets `mlstack:s3AccessKeyId` and "
+        "`mlstack:s3SecretAccessKey`."
+    )
+    storage_region: str = Field(default="us-east-1", description="Region the S3 endpoint uses.")
+    registry_host: Annotated[str, AfterValidator(_host_port)] = Field(
+        description="Container registry host[:port][/path], e.g. 'registry.lab.internal:5000'."
+    )
+
+
+class AwsConfig(Model):
+    region: str = Field(description="AWS region, e.g. 'us-east-1'.")
+
+
+class GcpConfig(Model):
+    project: str = Field(description="GCP project id.")
+    region: str = Field(description="GCP region, e.g. 'us-central1'.")
+
+
+class Platform(Model):
+    cloud: Cloud = Field(description="'aws', 'gcp' or 'onprem'.")
+    environment: Literal["dev", "staging", "prod"] = Field(
+        default="dev", description="prod protects stateful resources from deletion."
+    )
+    cluster: ClusterConfig = Field(description="The Kubernetes cluster.")
+    node_pools: tuple[NodePool, ...] = Field(description="CPU and GPU node pools.")
+    storage: StorageConfig = Field(description="Object storage buckets by purpose.")
+    registry: RegistryConfig = Field(
+        default_factory=RegistryConfig, description="Container registry for workload images."
+    )
+    teams: tuple[Team, ...] = Field(default=(), description="Teams sharing the platform.")
+    workloads: Workloads = Field(
+        default_factory=Workloads, description="Training jobs and inference services to deploy."
+    )
+    onprem: OnPremConfig | None = Field(default=None, description="cloud: onprem settings.")
+    aws: AwsConfig | None = Field(default=None, description="cloud: aws settings.")
+    gcp: GcpConfig | None = Field(default=None, description="cloud: gcp settings.")
+
+    def pool(self, name: str) -> NodePool:
+        return next(p for p in self.node_pools if p.name == name)
+
+    @property
+    def gpu_pools(self) -> tuple[NodePool, ...]:
+        return tuple(p for p in self.node_pools if p.kind is PoolKind.GPU)

@@ -1,0 +1,339 @@
+"""Load and validate a platform config: every problem at once, before anything is declared.
+
+Field problems (types, unknown fields, ranges) come from the schema and are all reported in one
+pass. Only when the fields are sound do the cross-field checks run (unique names, references,
+the accelerator catalog, capacity, the backend's own rules), again all reported at once: they
+need a well-formed config to say anything true.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any, Union, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+
+from components.backend import BackendUnavailable, get_backend
+from stacks.catalog import CatalogError, resolve_gpu_machine
+from stacks.errors import ConfigError, Problem, format_path
+from stacks.schema import NodePool, Platform, PoolKind
+
+
+def load_platform(raw: Any, source: str | None = None) -> Platform:
+    """Validate raw config (the `mlstack:platform` value) into a resolved, frozen Platform.
+
+    Raises ConfigError listing every problem found.
+    """
+    if raw is None:
+        raise ConfigError(
+            [Problem("platform", "the stack sets no mlstack:platform", "add a config section")],
+            source,
+        )
+    if not isinstance(raw, Mapping):
+        raise ConfigError(
+            [Problem("platform", "must be a mapping of fields", "see the README", raw)], source
+        )
+    try:
+        platform = Platform.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError([_problem_from_pydantic(e) for e in exc.errors()], source) from None
+    problems = check_platform(platform)
+    if problems:
+        raise ConfigError(problems, source)
+    return _resolve(platform)
+
+
+def check_platform(p: Platform) -> list[Problem]:
+    """Cross-field checks on a platform whose fields are individually valid."""
+    problems: list[Problem] = []
+    problems += _check_cloud(p)
+    problems += _check_unique(p)
+    pools = {pool.name: pool for pool in p.node_pools}
+    for i, pool in enumerate(p.node_pools):
+        problems += _check_pool(p, i, pool)
+    for i, team in enumerate(p.teams):
+        for pool_name, gpus in team.quota.gpus.items():
+            path = format_path(("teams", i, "quota", "gpus", pool_name))
+            pool = pools.get(pool_name)
+            if pool is None or pool.kind is not PoolKind.GPU:
+                gpu_pools = ", ".join(x.name for x in p.gpu_pools) or "none defined"
+                problems.append(
+                    Problem(path, "names no GPU pool", f"use a GPU pool: {gpu_pools}", pool_name)
+                )
+            elif gpus < 0:
+                problems.append(Problem(path, "GPU quota is negative", "use 0 or more", gpus))
+            elif not _pool_has_errors(p, pool) and gpus > pool.max_gpus:
+                problems.append(
+                    Problem(
+                        path,
+                        f"quota exceeds pool {pool_name!r} maximum of {pool.max_gpus} GPUs "
+                        f"({pool.max_nodes} nodes x {pool.gpus} GPUs)",
+                        f"lower it to at most {pool.max_gpus} or raise "
+                        f"platform.node_pools[{p.node_pools.index(pool)}].max_nodes",
+                        gpus,
+                    )
+                )
+    problems += _check_workload_refs(p, pools)
+    problems += _backend_checks(p)
+    return problems
+
+
+def _check_cloud(p: Platform) -> list[Problem]:
+    problems = []
+    try:
+        get_backend(p.cloud)
+    except BackendUnavailable as exc:
+        problems.append(
+            Problem("platform.cloud", str(exc), "use cloud: onprem for now", p.cloud)
+        )
+    for section in ("aws", "gcp", "onprem"):
+        present = getattr(p, section) is not None
+        if section == p.cloud and not present:
+            problems.append(
+                Problem(
+                    f"platform.{section}",
+                    f"cloud is {p.cloud} but the {section} section is missing",
+                    f"add the {section}: section (see the README's config reference)",
+                )
+            )
+        elif section != p.cloud and present:
+            problems.append(
+                Problem(
+                    f"platform.{section}",
+                    f"the {section} section is only read when cloud is {section}, not {p.cloud}",
+                    f"remove it, or set cloud: {section}",
+                )
+            )
+    return problems
+
+
+def _check_unique(p: Platform) -> list[Problem]:
+    problems = []
+    groups: Iterable[tuple[str, Iterable[str]]] = (
+        ("node_pools", (x.name for x in p.node_pools)),
+        ("teams", (x.name for x in p.teams)),
+        ("workloads.training_jobs", (x.name for x in p.workloads.training_jobs)),
+        ("workloads.inference_services", (x.name for x in p.workloads.inference_services)),
+    )
+    for field, names in groups:
+        names = list(names)
+        for name, count in Counter(names).items():
+            if count > 1:
+                i = [j for j, n in enumerate(names) if n == name][1]
+                problems.append(
+                    Problem(
+                        f"platform.{field}[{i}].name",
+                        f"name is used {count} times",
+                        "give each entry its own name",
+                        name,
+                    )
+                )
+    buckets = p.storage.bucket_names()
+    for name, count in Counter(buckets.values()).items():
+        if count > 1:
+            purposes = [k for k, v in buckets.items() if v == name]
+            problems.append(
+                Problem(
+                    f"platform.storage.{purposes[1]}.name",
+                    f"bucket is also used for {purposes[0]}",
+                    "give each purpose its own bucket",
+                    name,
+                )
+            )
+    return problems
+
+
+def _pool_machine_problem(p: Platform, pool: NodePool) -> CatalogError | None:
+    if pool.kind is not PoolKind.GPU or pool.accelerator is None:
+        return None
+    try:
+        resolve_gpu_machine(p.cloud, pool.accelerator, pool.instance_type, pool.gpus_per_node)
+    except CatalogError as exc:
+        return exc
+    return None
+
+
+def _pool_has_errors(p: Platform, pool: NodePool) -> bool:
+    i = p.node_pools.index(pool)
+    return bool(_check_pool(p, i, pool))
+
+
+def _check_pool(p: Platform, i: int, pool: NodePool) -> list[Problem]:
+    problems = []
+
+    def path(field: str) -> str:
+        return format_path(("node_pools", i, field))
+
+    if pool.kind is PoolKind.GPU:
+        if pool.accelerator is None:
+            problems.append(
+                Problem(path("accelerator"), "GPU pools need an accelerator", "set one, e.g. l4")
+            )
+        err = _pool_machine_problem(p, pool)
+        if err is not None:
+            value = getattr(pool, err.field)
+            problems.append(Problem(path(err.field), err.message, err.fix, value))
+    else:
+        for field in ("accelerator", "gpus_per_node"):
+            if getattr(pool, field) is not None:
+                problems.append(
+                    Problem(
+                        path(field),
+                        "CPU pools carry no GPUs",
+                        f"remove {field}, or set kind: gpu",
+                        getattr(pool, field),
+                    )
+                )
+    if p.cloud != "onprem" and pool.nodes is not None:
+        problems.append(
+            Problem(
+                path("nodes"),
+                f"{p.cloud} pools are created and scaled by mlstack; nodes is onprem only",
+                "remove nodes",
+                pool.nodes,
+            )
+        )
+    if pool.min_nodes is not None and pool.min_nodes > pool.max_nodes:
+        problems.append(
+            Problem(
+                path("min_nodes"),
+                f"min_nodes is above max_nodes ({pool.max_nodes})",
+                f"set min_nodes to at most {pool.max_nodes}",
+                pool.min_nodes,
+            )
+        )
+    return problems
+
+
+def _check_workload_refs(p: Platform, pools: Mapping[str, NodePool]) -> list[Problem]:
+    problems = []
+    teams = {t.name for t in p.teams}
+    kinds: tuple[tuple[str, Iterable[Any]], ...] = (
+        ("training_jobs", p.workloads.training_jobs),
+        ("inference_services", p.workloads.inference_services),
+    )
+    for kind, items in kinds:
+        for i, item in enumerate(items):
+            if item.team not in teams:
+                problems.append(
+                    Problem(
+                        format_path(("workloads", kind, i, "team")),
+                        "names no team",
+                        f"use one of: {', '.join(sorted(teams)) or 'none defined'}",
+                        item.team,
+                    )
+                )
+            if item.pool not in pools:
+                problems.append(
+                    Problem(
+                        format_path(("workloads", kind, i, "pool")),
+                        "names no node pool",
+                        f"use one of: {', '.join(pools)}",
+                        item.pool,
+                    )
+                )
+    return problems
+
+
+def _backend_checks(p: Platform) -> list[Problem]:
+    try:
+        backend = get_backend(p.cloud)
+    except LookupError:
+        return []
+    problems = []
+    for i, pool in enumerate(p.node_pools):
+        reason = backend.unsupported.get(f"capacity.{pool.capacity.value}")
+        if reason is not None:
+            problems.append(
+                Problem(
+                    format_path(("node_pools", i, "capacity")),
+                    f"{p.cloud} has no {pool.capacity.value} capacity: {reason}",
+                    "use capacity: on-demand",
+                    pool.capacity.value,
+                )
+            )
+    return problems + backend.check(p)
+
+
+def _resolve(p: Platform) -> Platform:
+    """Fill in what the catalog and defaults decide: machine types, GPU counts, min sizes."""
+    pools = []
+    for pool in p.node_pools:
+        update: dict[str, Any] = {}
+        if pool.kind is PoolKind.GPU and pool.accelerator is not None:
+            machine = resolve_gpu_machine(
+                p.cloud, pool.accelerator, pool.instance_type, pool.gpus_per_node
+            )
+            update = {"instance_type": machine.instance_type, "gpus_per_node": machine.gpus_per_node}
+        if pool.min_nodes is None and p.cloud != "onprem":
+            update["min_nodes"] = 0
+        pools.append(pool.model_copy(update=update) if update else pool)
+    return p.model_copy(update={"node_pools": tuple(pools)})
+
+
+# --- pydantic errors as one-line problems -------------------------------------------------
+
+
+def _problem_from_pydantic(err: Mapping[str, Any]) -> Problem:
+    loc = tuple(err["loc"])
+    path = format_path(loc)
+    kind = err["type"]
+    msg: str = err["msg"]
+    value = err.get("input")
+    if kind == "missing":
+        field = _field_at(loc)
+        description = field.description if field is not None else None
+        hint = f": {description}" if description else ""
+        return Problem(path, "required field is missing", f"add {loc[-1]}{hint}")
+    if kind == "extra_forbidden":
+        allowed = _allowed_fields(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        fix = f"did you mean {close[0]!r}?" if close else "remove it"
+        return Problem(path, "unknown field", f"{fix} allowed here: {', '.join(allowed)}", value)
+    if msg.startswith("Value error, "):
+        return Problem(path, "invalid value", msg.removeprefix("Value error, "), value)
+    if msg.startswith("Input should be"):
+        return Problem(path, "invalid value", "use" + msg.removeprefix("Input should be"), value)
+    return Problem(path, msg, "see the README's config reference", value)
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Optional/Annotated wrappers down to a model class or container type."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return _unwrap(args[0]) if len(args) == 1 else annotation
+    if origin is not None and hasattr(annotation, "__metadata__"):
+        return _unwrap(get_args(annotation)[0])
+    return annotation
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    current: Any = Platform
+    for part in loc:
+        current = _unwrap(current)
+        origin = get_origin(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return None
+            current = field.annotation
+        elif origin in (tuple, list) or origin is dict:
+            current = get_args(current)[-1] if origin is dict else get_args(current)[0]
+        else:
+            return None
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _field_at(loc: tuple[Any, ...]) -> Any:
+    model = _model_at(loc[:-1])
+    return model.model_fields.get(str(loc[-1])) if model is not None else None
+
+
+def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
+    model = _model_at(loc)
+    return list(model.model_fields) if model is not None else []

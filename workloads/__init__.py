@@ -1,0 +1,1 @@
+"""The JAX training and serving workloads and how they are deployed (issues #6 and #7)."""
