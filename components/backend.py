@@ -101,7 +101,7 @@ class CloudBackend(ABC):
         """Declare the cloud side of the platform."""
 
 
-class BackendUnavailable(LookupError):
+class BackendUnavailableError(LookupError):
     """A known cloud whose backend is not part of this release."""
 
 
@@ -121,7 +121,7 @@ def available_clouds() -> tuple[str, ...]:
 def get_backend(cloud: str) -> type[CloudBackend]:
     """The backend class for `cloud`; an unknown or unavailable cloud says why and what exists."""
     if cloud in _UNAVAILABLE:
-        raise BackendUnavailable(_UNAVAILABLE[cloud])
+        raise BackendUnavailableError(_UNAVAILABLE[cloud])
     if cloud not in _BACKENDS:
         raise LookupError(f"unknown cloud {cloud!r}; known: {', '.join(available_clouds())}")
     module_name, _, class_name = _BACKENDS[cloud].partition(":")

@@ -14,7 +14,7 @@ from typing import Literal
 Cloud = Literal["aws", "gcp", "onprem"]
 CLOUDS: tuple[Cloud, ...] = ("aws", "gcp", "onprem")
 
-#: Most GPUs a single on-prem node is accepted with (HGX boards carry 8; a few 16-GPU systems exist).
+#: Most GPUs an on-prem node is accepted with (HGX boards carry 8; a few 16-GPU systems exist).
 MAX_ONPREM_GPUS_PER_NODE = 16
 
 #: CPU machine types used when a CPU pool names none.

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 _MISSING = object()
+_KEY = re.compile(r"^[A-Za-z0-9_./-]+$")
 
 
 def format_path(loc: Sequence[str | int], root: str = "platform") -> str:
     """('teams', 1, 'quota', 'gpus', 'h100') -> 'platform.teams[1].quota.gpus.h100'."""
     out = root
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _KEY.match(str(part)):
+            out += f".{part}"
+        else:
+            out += f"[{str(part)!r}]"
     return out
 
 
@@ -33,7 +40,8 @@ class Problem:
 
     def __str__(self) -> str:
         got = "" if self.value is _MISSING else f" (got {_show(self.value)})"
-        return f"{self.path}: {self.message}{got}; fix: {self.fix}"
+        line = f"{self.path}: {self.message}{got}; fix: {self.fix}"
+        return line.replace("\r", "\\r").replace("\n", "\\n")
 
 
 class ConfigError(Exception):

@@ -12,7 +12,7 @@ import json
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pulumi
 from pulumi.runtime import mocks as _mocks
@@ -129,7 +129,7 @@ class RecordingMonitor(_mocks.MockMonitor):
         urn = self.make_urn(request.parent, request.type, request.name)
         _ensure_event_loop()
         inputs = rpc.deserialize_properties(request.object)
-        resource_id, state = self.mocks.new_resource(
+        new_id, state = self.mocks.new_resource(
             _mocks.MockResourceArgs(
                 typ=request.type,
                 name=request.name,
@@ -148,6 +148,7 @@ class RecordingMonitor(_mocks.MockMonitor):
             provider=request.provider or None,
             inputs=inputs,
         )
+        resource_id = new_id or ""
         with self._lock:
             self.records[urn] = record
             self.resources[urn] = _mocks.MockMonitor.ResourceRegistration(urn, resource_id, state)
@@ -186,12 +187,13 @@ def pulumi_config(
     return config, sorted(set(secret)), notes
 
 
-def run_program(stack_name: str, config: dict[str, str], secret_keys: list[str]) -> tuple[
-    list[PlannedResource], dict[str, Any]
-]:
+def run_program(
+    stack_name: str, config: dict[str, str], secret_keys: list[str]
+) -> tuple[list[PlannedResource], dict[str, Any]]:
     """Run `stacks.program.main` under the mock runtime; returns the records and the outputs."""
     settings.reset_options(project=PROJECT, stack=stack_name, preview=True)
-    settings.SETTINGS.outputs.clear()
+    # Tasks left by an earlier plan in this process must not be awaited by this one.
+    cast(Any, settings.SETTINGS).outputs.clear()
     pulumi.runtime.set_all_config(config, secret_keys)
     monitor = RecordingMonitor(PlanMocks())
     pulumi.runtime.set_mocks(

@@ -74,7 +74,7 @@ def manifests(plan: Plan) -> list[dict[str, Any]]:
 def render_yaml(plan: Plan) -> str:
     objs = manifests(plan)
     header = [
-        f"# Kubernetes objects of stack {plan.stack!r} ({len(objs)} objects), from the offline plan.",
+        f"# Kubernetes objects of stack {plan.stack!r} ({len(objs)}), from the offline plan.",
         "# Apply with: kubectl apply --server-side -f <this file>",
         "# (Node objects are patches of existing nodes: server-side apply keeps other fields.)",
     ]

@@ -82,7 +82,9 @@ def read_stack(ref: str, root: Path | None = None) -> StackFile:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([Problem(str(path), "cannot be read", f"check the file ({exc})")]) from None
+        raise ConfigError(
+            [Problem(str(path), "cannot be read", f"check the file ({exc})")]
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

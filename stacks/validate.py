@@ -16,7 +16,7 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from components.backend import BackendUnavailable, get_backend
+from components.backend import BackendUnavailableError, get_backend
 from stacks.catalog import CatalogError, resolve_gpu_machine
 from stacks.errors import ConfigError, Problem, format_path
 from stacks.schema import NodePool, Platform, PoolKind
@@ -85,10 +85,8 @@ def _check_cloud(p: Platform) -> list[Problem]:
     problems = []
     try:
         get_backend(p.cloud)
-    except BackendUnavailable as exc:
-        problems.append(
-            Problem("platform.cloud", str(exc), "use cloud: onprem for now", p.cloud)
-        )
+    except BackendUnavailableError as exc:
+        problems.append(Problem("platform.cloud", str(exc), "use cloud: onprem for now", p.cloud))
     for section in ("aws", "gcp", "onprem"):
         present = getattr(p, section) is not None
         if section == p.cloud and not present:
@@ -118,8 +116,8 @@ def _check_unique(p: Platform) -> list[Problem]:
         ("workloads.training_jobs", (x.name for x in p.workloads.training_jobs)),
         ("workloads.inference_services", (x.name for x in p.workloads.inference_services)),
     )
-    for field, names in groups:
-        names = list(names)
+    for field, names_iter in groups:
+        names = list(names_iter)
         for name, count in Counter(names).items():
             if count > 1:
                 i = [j for j, n in enumerate(names) if n == name][1]
@@ -267,7 +265,10 @@ def _resolve(p: Platform) -> Platform:
             machine = resolve_gpu_machine(
                 p.cloud, pool.accelerator, pool.instance_type, pool.gpus_per_node
             )
-            update = {"instance_type": machine.instance_type, "gpus_per_node": machine.gpus_per_node}
+            update = {
+                "instance_type": machine.instance_type,
+                "gpus_per_node": machine.gpus_per_node,
+            }
         if pool.min_nodes is None and p.cloud != "onprem":
             update["min_nodes"] = 0
         pools.append(pool.model_copy(update=update) if update else pool)
@@ -291,8 +292,8 @@ def _problem_from_pydantic(err: Mapping[str, Any]) -> Problem:
     if kind == "extra_forbidden":
         allowed = _allowed_fields(loc[:-1])
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        fix = f"did you mean {close[0]!r}?" if close else "remove it"
-        return Problem(path, "unknown field", f"{fix} allowed here: {', '.join(allowed)}", value)
+        fix = f"rename it to {close[0]!r}" if close else "remove it"
+        return Problem(path, "unknown field", f"{fix}; allowed here: {', '.join(allowed)}", value)
     if msg.startswith("Value error, "):
         return Problem(path, "invalid value", msg.removeprefix("Value error, "), value)
     if msg.startswith("Input should be"):

@@ -79,7 +79,9 @@ def secret_manifest(name: str, secret_type: str, data: Mapping[str, Any]) -> dic
 def dockerconfigjson(host: str, username: str, password: str) -> str:
     """The `.dockerconfigjson` document for one registry."""
     token = base64.b64encode(f"{username}:{password}".encode()).decode()
-    return json.dumps({"auths": {host: {"username": username, "password": password, "auth": token}}})
+    return json.dumps(
+        {"auths": {host: {"username": username, "password": password, "auth": token}}}
+    )
 
 
 class PlatformSystem(pulumi.ComponentResource):

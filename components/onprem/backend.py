@@ -76,7 +76,9 @@ class OnPremBackend(CloudBackend):
                 path = format_path(("node_pools", i, "nodes", j))
                 if not _NODE_NAME.match(node):
                     problems.append(
-                        Problem(path, "not a Kubernetes node name", "use the name kubectl shows", node)
+                        Problem(
+                            path, "not a Kubernetes node name", "use the name kubectl shows", node
+                        )
                     )
                 elif node in owner:
                     problems.append(
@@ -122,7 +124,9 @@ class OnPremBackend(CloudBackend):
         user, password = secrets.get("registryUsername"), secrets.get("registryPassword")
         registry = ImageRegistry(
             url=f"{onprem.registry_host}/{platform.registry.name}",
-            pull_credentials=(user, password) if user is not None and password is not None else None,
+            pull_credentials=(user, password)
+            if user is not None and password is not None
+            else None,
         )
         return Provisioned(
             provider=cluster.provider,

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The test command (README): sets up everything on a fresh machine, then lint, types, tests.
+# Usage: bash tests/run.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  echo "== installing python3-venv (Debian)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+fi
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv"
+  python3 -m venv .venv
+fi
+echo "== installing mlstack and its dev tools into .venv"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+
+echo "== ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+echo "== pyright"
+.venv/bin/pyright
+echo "== pytest"
+.venv/bin/python -m pytest "$@"
