@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -106,4 +107,6 @@ def list_stacks() -> None:
 
 
 def main() -> None:
+    # The mock engine logs the program's pulumi.log messages through the root logger.
+    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
     app()

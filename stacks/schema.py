@@ -11,11 +11,12 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from stacks.catalog import Cloud
 
 #: Label keys every node of a pool carries; workloads, flavors and the device plugin select on them.
+MLSTACK_LABEL_PREFIX = "mlstack.dev/"
 POOL_LABEL = "mlstack.dev/pool"
 ACCELERATOR_LABEL = "mlstack.dev/accelerator"
 POOL_KIND_LABEL = "mlstack.dev/pool-kind"
@@ -60,6 +61,24 @@ def _label_value(value: str) -> str:
 def _bucket(value: str) -> str:
     if not _BUCKET.match(value) or ".." in value:
         raise ValueError("use a bucket name: 3-63 lowercase letters, digits, '-' or '.'")
+    return value
+
+
+def _version_text(value: object) -> object:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError(
+            f'quote the version, e.g. "1.33": YAML reads an unquoted {value} as a number'
+        )
+    return value
+
+
+def _pool_labels(value: dict[str, str]) -> dict[str, str]:
+    reserved = sorted(k for k in value if k.startswith(MLSTACK_LABEL_PREFIX))
+    if reserved:
+        raise ValueError(
+            f"use your own prefix: {', '.join(reserved)} under {MLSTACK_LABEL_PREFIX} are set "
+            "by mlstack from the pool"
+        )
     return value
 
 
@@ -123,7 +142,9 @@ GPU_TAINT = Taint(key=GPU_TAINT_KEY, value="present", effect=TaintEffect.NO_SCHE
 
 class ClusterConfig(Model):
     name: Name = Field(description="Cluster name; on clouds the cluster is created with it.")
-    kubernetes_version: Annotated[str, AfterValidator(_kubernetes_version)] = Field(
+    kubernetes_version: Annotated[
+        str, BeforeValidator(_version_text), AfterValidator(_kubernetes_version)
+    ] = Field(
         description="Kubernetes minor version, for example '1.33'; manifests are validated "
         "against it."
     )
@@ -153,7 +174,7 @@ class NodePool(Model):
     capacity: Capacity = Field(
         default=Capacity.ON_DEMAND, description="'on-demand', 'spot' or 'reserved'."
     )
-    labels: dict[LabelKey, LabelValue] = Field(
+    labels: Annotated[dict[LabelKey, LabelValue], AfterValidator(_pool_labels)] = Field(
         default_factory=dict, description="Extra node labels, on top of the mlstack.dev/* ones."
     )
     taints: tuple[Taint, ...] | None = Field(

@@ -65,13 +65,14 @@ def check_platform(p: Platform) -> list[Problem]:
                 )
             elif gpus < 0:
                 problems.append(Problem(path, "GPU quota is negative", "use 0 or more", gpus))
-            elif not _pool_has_errors(p, pool) and gpus > pool.max_gpus:
+            elif (per_node := _gpus_per_node(p, pool)) and gpus > per_node * pool.max_nodes:
+                most = per_node * pool.max_nodes
                 problems.append(
                     Problem(
                         path,
-                        f"quota exceeds pool {pool_name!r} maximum of {pool.max_gpus} GPUs "
-                        f"({pool.max_nodes} nodes x {pool.gpus} GPUs)",
-                        f"lower it to at most {pool.max_gpus} or raise "
+                        f"quota exceeds pool {pool_name!r} maximum of {most} GPUs "
+                        f"({pool.max_nodes} nodes x {per_node} GPUs)",
+                        f"lower it to at most {most} or raise "
                         f"platform.node_pools[{p.node_pools.index(pool)}].max_nodes",
                         gpus,
                     )
@@ -133,10 +134,14 @@ def _check_unique(p: Platform) -> list[Problem]:
     for name, count in Counter(buckets.values()).items():
         if count > 1:
             purposes = [k for k, v in buckets.items() if v == name]
+            # Point at a name the user wrote, not at a default they never saw.
+            written = [k for k in purposes if getattr(p.storage, k).name is not None]
+            at = written[-1] if written else purposes[1]
+            other = next(k for k in purposes if k != at)
             problems.append(
                 Problem(
-                    f"platform.storage.{purposes[1]}.name",
-                    f"bucket is also used for {purposes[0]}",
+                    f"platform.storage.{at}.name",
+                    f"bucket is also used for {other}",
                     "give each purpose its own bucket",
                     name,
                 )
@@ -154,9 +159,13 @@ def _pool_machine_problem(p: Platform, pool: NodePool) -> CatalogError | None:
     return None
 
 
-def _pool_has_errors(p: Platform, pool: NodePool) -> bool:
-    i = p.node_pools.index(pool)
-    return bool(_check_pool(p, i, pool))
+def _gpus_per_node(p: Platform, pool: NodePool) -> int | None:
+    """GPUs per node as the catalog resolves them; None while the pool itself has problems."""
+    if _check_pool(p, p.node_pools.index(pool), pool) or pool.accelerator is None:
+        return None
+    return resolve_gpu_machine(
+        p.cloud, pool.accelerator, pool.instance_type, pool.gpus_per_node
+    ).gpus_per_node
 
 
 def _check_pool(p: Platform, i: int, pool: NodePool) -> list[Problem]:

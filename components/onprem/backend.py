@@ -54,6 +54,15 @@ class OnPremBackend(CloudBackend):
                         pool.min_nodes,
                     )
                 )
+            if pool.instance_type is not None and pool.kind.value == "cpu":
+                problems.append(
+                    Problem(
+                        format_path(("node_pools", i, "instance_type")),
+                        "onprem pools are existing machines and have no instance type",
+                        "remove instance_type",
+                        pool.instance_type,
+                    )
+                )
             if not pool.nodes:
                 problems.append(
                     Problem(

@@ -1,0 +1,355 @@
+"""The offline plan: the real program under the mock runtime, every resource as declared."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import runpy
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pulumi
+import pytest
+
+from components.kubernetes.addons import NVIDIA_DEVICE_PLUGIN
+from components.onprem.backend import OnPremBackend
+from stacks import offline, program
+from stacks.errors import ConfigError
+from stacks.offline import (
+    SECRET_PLACEHOLDER,
+    Plan,
+    PlannedResource,
+    is_secret,
+    iter_tree,
+    pulumi_config,
+    run_plan,
+    run_program,
+)
+from stacks.schema import ACCELERATOR_LABEL, GPU_TAINT_KEY, POOL_KIND_LABEL, POOL_LABEL
+from stacks.stackfile import StackFile, read_stack
+from stacks.validate import load_platform
+
+REPO = Path(__file__).resolve().parents[2]
+MakeStack = Callable[..., StackFile]
+NODE_PATCH = "kubernetes:core/v1:NodePatch"
+PROVIDER = "pulumi:providers:kubernetes"
+SECRET = "kubernetes:core/v1:Secret"
+LAB_NODES = {
+    "cpu": ["cpu-01", "cpu-02", "cpu-03", "cpu-04"],
+    "a100": ["dgx-01", "dgx-02"],
+    "l40s": ["l40s-01", "l40s-02", "l40s-03"],
+}
+GPU_TAINT = {"key": GPU_TAINT_KEY, "value": "present", "effect": "NoSchedule"}
+
+
+def _provider_urn(reference: str | None) -> str | None:
+    """A provider reference is '<urn>::<id>'."""
+    return reference.rsplit("::", 1)[0] if reference else None
+
+
+def _taints(patch: PlannedResource) -> list[dict[str, Any]]:
+    return patch.inputs.get("spec", {}).get("taints", [])
+
+
+def _identity(plan: Plan) -> set[tuple[str, str, str, str | None]]:
+    return {(r.type, r.name, r.urn, r.parent) for r in plan.resources}
+
+
+# --- the lab stack's resources ----------------------------------------------------------------
+
+
+def test_one_node_patch_per_listed_node(lab_plan: Plan) -> None:
+    assert len(lab_plan.of_type(NODE_PATCH)) == sum(len(n) for n in LAB_NODES.values())
+    for pool, nodes in LAB_NODES.items():
+        component = lab_plan.get("mlstack:onprem:NodePool", f"onprem-pool-{pool}")
+        for node in nodes:
+            patch = lab_plan.get(NODE_PATCH, f"onprem-pool-{pool}-{node}")
+            assert patch.parent == component.urn
+            assert patch.inputs["metadata"]["name"] == node
+            assert patch.inputs["metadata"]["labels"][POOL_LABEL] == pool
+
+
+def test_gpu_nodes_carry_accelerator_label_and_gpu_taint(lab_plan: Plan) -> None:
+    for pool, accelerator in (("a100", "a100-80gb"), ("l40s", "l40s")):
+        for node in LAB_NODES[pool]:
+            patch = lab_plan.get(NODE_PATCH, f"onprem-pool-{pool}-{node}")
+            labels = patch.inputs["metadata"]["labels"]
+            assert labels[ACCELERATOR_LABEL] == accelerator
+            assert labels[POOL_KIND_LABEL] == "gpu"
+            assert _taints(patch) == [GPU_TAINT]
+
+
+def test_cpu_nodes_carry_no_accelerator_label_and_no_taint(lab_plan: Plan) -> None:
+    for node in LAB_NODES["cpu"]:
+        patch = lab_plan.get(NODE_PATCH, f"onprem-pool-cpu-{node}")
+        labels = patch.inputs["metadata"]["labels"]
+        assert ACCELERATOR_LABEL not in labels
+        assert labels[POOL_KIND_LABEL] == "cpu"
+        assert _taints(patch) == []
+
+
+def test_configured_node_labels_reach_the_nodes(lab_plan: Plan) -> None:
+    patch = lab_plan.get(NODE_PATCH, "onprem-pool-l40s-l40s-02")
+    assert patch.inputs["metadata"]["labels"]["lab.internal/rack"] == "r7"
+
+
+def test_provider_uses_the_expanded_kubeconfig_path_and_context(lab_plan: Plan) -> None:
+    provider = lab_plan.get(PROVIDER, "onprem-cluster-provider")
+    assert provider.inputs["kubeconfig"] == str(Path("~/.kube/lab.yaml").expanduser())
+    assert not provider.inputs["kubeconfig"].startswith("~")
+    assert provider.inputs["context"] == "lab-admin"
+    assert str(provider.inputs["enableServerSideApply"]).lower() == "true"
+    assert provider.parent == lab_plan.get("mlstack:onprem:ExistingCluster", "onprem-cluster").urn
+
+
+def test_every_kubernetes_resource_goes_through_the_cluster_provider(lab_plan: Plan) -> None:
+    provider = lab_plan.get(PROVIDER, "onprem-cluster-provider")
+    k8s = [r for r in lab_plan.resources if r.custom and r.type.startswith("kubernetes:")]
+    assert {r.type for r in k8s} >= {
+        NODE_PATCH,
+        SECRET,
+        "kubernetes:core/v1:Namespace",
+        "kubernetes:core/v1:ConfigMap",
+        "kubernetes:helm.sh/v3:Release",
+    }
+    for r in k8s:
+        assert _provider_urn(r.provider) == provider.urn, r.name
+    assert len(lab_plan.of_type(PROVIDER)) == 1
+
+
+def test_device_plugin_release_is_pinned_and_runs_on_gpu_nodes(lab_plan: Plan) -> None:
+    release = lab_plan.get("kubernetes:helm.sh/v3:Release", "nvidia-device-plugin-release")
+    inputs = release.inputs
+    assert inputs["chart"] == NVIDIA_DEVICE_PLUGIN.chart == "nvidia-device-plugin"
+    assert inputs["version"] == NVIDIA_DEVICE_PLUGIN.version
+    assert all(part.isdigit() for part in inputs["version"].split("."))
+    assert inputs["repositoryOpts"]["repo"] == NVIDIA_DEVICE_PLUGIN.repo
+    assert inputs["namespace"] == "kube-system"
+    assert inputs["values"]["nodeSelector"] == {POOL_KIND_LABEL: "gpu"}
+    assert inputs["values"]["tolerations"] == [{"key": GPU_TAINT_KEY, "operator": "Exists"}]
+    assert (
+        release.parent
+        == lab_plan.get("mlstack:kubernetes:NvidiaDevicePlugin", "nvidia-device-plugin").urn
+    )
+
+
+def test_system_namespace_is_restricted(lab_plan: Plan) -> None:
+    ns = lab_plan.get("kubernetes:core/v1:Namespace", "system-namespace")
+    assert ns.inputs["metadata"]["name"] == "mlstack-system"
+    assert ns.inputs["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_platform_configmap_tells_workloads_where_things_are(lab_plan: Plan) -> None:
+    cm = lab_plan.get("kubernetes:core/v1:ConfigMap", "system-platform-config")
+    assert cm.inputs["metadata"]["name"] == "mlstack-platform"
+    assert cm.inputs["metadata"]["namespace"] == "mlstack-system"
+    assert cm.inputs["data"] == {
+        "MLSTACK_CLUSTER": "lab",
+        "MLSTACK_DATASETS_URL": "s3://lab-ml-datasets",
+        "MLSTACK_CHECKPOINTS_URL": "s3://lab-ml-checkpoints",
+        "MLSTACK_MODELS_URL": "s3://lab-ml-models",
+        "MLSTACK_REGISTRY": "harbor.lab.internal/ml",
+        "AWS_ENDPOINT_URL_S3": "https://minio.lab.internal:9000",
+        "AWS_REGION": "us-east-1",
+    }
+
+
+def test_object_store_credentials_are_a_secret(lab_plan: Plan) -> None:
+    secret = lab_plan.get(SECRET, "system-object-store-credentials")
+    assert secret.inputs["metadata"]["name"] == "object-store-credentials"
+    assert secret.inputs["type"] == "Opaque"
+    data = secret.inputs["stringData"]
+    assert is_secret(data)
+    assert set(data["value"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+
+
+def test_no_registry_pull_secret_without_registry_credentials(lab_plan: Plan) -> None:
+    assert [r.name for r in lab_plan.of_type(SECRET)] == ["system-object-store-credentials"]
+
+
+def test_notes_say_how_to_set_the_missing_s3_secrets(lab_plan: Plan) -> None:
+    for key in ("mlstack:s3AccessKeyId", "mlstack:s3SecretAccessKey"):
+        (note,) = [n for n in lab_plan.notes if key in n]
+        assert f"pulumi config set --secret {key}" in note
+        assert "-s onprem-lab" in note
+
+
+def test_outputs(lab_plan: Plan) -> None:
+    outputs = lab_plan.outputs
+    assert outputs["cloud"] == "onprem"
+    assert outputs["cluster_name"] == "lab"
+    assert outputs["kubernetes_version"] == "1.33"
+    assert outputs["bucket_urls"] == {
+        "datasets": "s3://lab-ml-datasets",
+        "checkpoints": "s3://lab-ml-checkpoints",
+        "models": "s3://lab-ml-models",
+    }
+    assert outputs["registry_url"] == "harbor.lab.internal/ml"
+    assert outputs["storage_endpoint"] == "https://minio.lab.internal:9000"
+    cm = lab_plan.get("kubernetes:core/v1:ConfigMap", "system-platform-config")
+    assert outputs["platform_env"] == cm.inputs["data"]
+
+
+def test_tree_puts_every_resource_under_its_parent(lab_plan: Plan) -> None:
+    seen: dict[str, int] = {}
+    for depth, r in iter_tree(lab_plan):
+        if r.parent in seen:
+            assert depth == seen[r.parent] + 1
+        else:
+            assert depth == 0
+        seen[r.urn] = depth
+    assert len(seen) == len(lab_plan.resources)
+    assert seen[lab_plan.get(PROVIDER, "onprem-cluster-provider").urn] == 1
+
+
+# --- secrets and config -----------------------------------------------------------------------
+
+
+def test_registry_credentials_give_a_dockerconfigjson_pull_secret(
+    lab_config: dict[str, Any], make_stack: MakeStack
+) -> None:
+    plan = run_plan(
+        make_stack(lab_config, name="reg", registryUsername="robot", registryPassword="s3cr:t")
+    )
+    pull = plan.get(SECRET, "system-registry-pull")
+    assert pull.inputs["metadata"]["name"] == "registry-pull"
+    assert pull.inputs["metadata"]["namespace"] == "mlstack-system"
+    assert pull.inputs["type"] == "kubernetes.io/dockerconfigjson"
+    data = pull.inputs["stringData"]
+    assert is_secret(data)
+    auths = json.loads(data["value"][".dockerconfigjson"])["auths"]
+    assert list(auths) == ["harbor.lab.internal"]
+    entry = auths["harbor.lab.internal"]
+    assert (entry["username"], entry["password"]) == ("robot", "s3cr:t")
+    assert base64.b64decode(entry["auth"]).decode() == "robot:s3cr:t"
+    assert "s3cr:t" not in json.dumps(plan.to_json())
+
+
+def test_plain_registry_credentials_are_still_treated_as_secrets(
+    lab_config: dict[str, Any], make_stack: MakeStack
+) -> None:
+    stack = make_stack(lab_config, registryUsername="robot", registryPassword="pw")
+    _, secret_keys, _ = pulumi_config(stack, (), OnPremBackend.optional_secrets)
+    assert {"mlstack:registryUsername", "mlstack:registryPassword"} <= set(secret_keys)
+
+
+def test_an_encrypted_value_becomes_a_placeholder_with_a_note(
+    lab_config: dict[str, Any], make_stack: MakeStack
+) -> None:
+    stack = make_stack(lab_config, name="enc", s3AccessKeyId={"secure": "v1:AAAA"})
+    plan = run_plan(stack)
+    (note,) = [n for n in plan.notes if "mlstack:s3AccessKeyId" in n]
+    assert "placeholder" in note and "Pulumi.enc.yaml" in note
+    assert not any("s3AccessKeyId is not set" in n for n in plan.notes)
+    creds = plan.get(SECRET, "system-object-store-credentials").inputs["stringData"]
+    assert creds["value"]["AWS_ACCESS_KEY_ID"] == SECRET_PLACEHOLDER
+    assert "v1:AAAA" not in json.dumps(plan.to_json())
+
+
+def test_without_a_kubeconfig_path_the_kubeconfig_secret_is_required(
+    lab_config: dict[str, Any], make_stack: MakeStack
+) -> None:
+    del lab_config["onprem"]["kubeconfig_path"]
+    plan = run_plan(make_stack(lab_config))
+    assert any("mlstack:kubeconfig is not set" in n for n in plan.notes)
+    assert is_secret(plan.get(PROVIDER, "onprem-cluster-provider").inputs["kubeconfig"])
+
+
+def test_a_stack_without_gpu_pools_installs_no_device_plugin(
+    lab_config: dict[str, Any], make_stack: MakeStack
+) -> None:
+    lab_config["node_pools"] = lab_config["node_pools"][:1]
+    lab_config["teams"] = []
+    plan = run_plan(make_stack(lab_config))
+    assert plan.of_type("kubernetes:helm.sh/v3:Release") == []
+    assert len(plan.of_type(NODE_PATCH)) == 4
+
+
+def test_json_form_masks_secrets_and_describes_every_resource(lab_plan: Plan) -> None:
+    data = lab_plan.to_json()
+    text = json.dumps(data)
+    assert SECRET_PLACEHOLDER not in text
+    assert data["stack"] == "onprem-lab" and data["cloud"] == "onprem"
+    assert len(data["resources"]) == len(lab_plan.resources)
+    for r in data["resources"]:
+        assert {"type", "name", "urn", "parent", "inputs"} <= set(r)
+    (creds,) = [r for r in data["resources"] if r["name"] == "system-object-store-credentials"]
+    assert creds["inputs"]["stringData"]["value"] == "[secret]"
+    assert data["notes"] == lab_plan.notes
+
+
+# --- the runtime ------------------------------------------------------------------------------
+
+
+def test_running_the_plan_twice_gives_the_same_resources(lab_plan: Plan) -> None:
+    again = run_plan(read_stack("onprem-lab"))
+    assert _identity(again) == _identity(lab_plan)
+    assert again.to_json() == lab_plan.to_json()
+
+
+def test_a_failed_run_leaks_nothing_into_the_next(
+    lab_plan: Plan, lab_config: dict[str, Any], make_stack: MakeStack
+) -> None:
+    broken = copy.deepcopy(lab_config)
+    broken["node_pools"][1]["capacity"] = "spot"
+    with pytest.raises(pulumi.RunError):
+        run_program("broken", {"mlstack:platform": json.dumps(broken)}, [])
+    with_registry = run_plan(
+        make_stack(lab_config, name="reg", registryUsername="u", registryPassword="p")
+    )
+    assert "system-registry-pull" in {r.name for r in with_registry.of_type(SECRET)}
+    again = run_plan(read_stack("onprem-lab"))
+    assert _identity(again) == _identity(lab_plan)
+    assert all(r.urn.startswith("urn:pulumi:onprem-lab::") for r in again.resources)
+
+
+def test_a_bad_config_stops_the_program_with_the_same_lines_as_load_platform(
+    lab_config: dict[str, Any],
+) -> None:
+    lab_config["teams"][1]["quota"]["gpus"]["a100"] = 24
+    lab_config["node_pools"][2]["nodes"][0] = "dgx-01"
+    with pytest.raises(ConfigError) as loaded:
+        load_platform(lab_config)
+    with pytest.raises(pulumi.RunError) as run:
+        run_program("broken", {"mlstack:platform": json.dumps(lab_config)}, [])
+    assert str(run.value).splitlines() == str(loaded.value).splitlines()
+    assert len(str(run.value).splitlines()) == 2
+
+
+def test_missing_required_secrets_stop_the_program_with_the_fix(
+    lab_config: dict[str, Any],
+) -> None:
+    with pytest.raises(pulumi.RunError) as run:
+        run_program("nosecrets", {"mlstack:platform": json.dumps(lab_config)}, [])
+    lines = str(run.value).splitlines()
+    assert len(lines) == 2
+    for key, line in zip(("s3AccessKeyId", "s3SecretAccessKey"), lines, strict=True):
+        assert line.startswith(f"mlstack:{key}: ")
+        assert f"pulumi config set --secret mlstack:{key}" in line
+
+
+def test_main_file_calls_the_program_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(program, "main", lambda: calls.append("main"))
+    runpy.run_path(str(REPO / "__main__.py"), run_name="__main__")
+    assert calls == ["main"]
+
+
+def test_main_file_under_the_mock_runtime_declares_the_lab_plan(
+    lab_plan: Plan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def run_main_file() -> None:
+        runpy.run_path(str(REPO / "__main__.py"), run_name="__main__")
+
+    monkeypatch.setattr(offline, "program", SimpleNamespace(main=run_main_file))
+    stack = read_stack("onprem-lab")
+    platform = load_platform(stack.platform)
+    config, secret_keys, _ = pulumi_config(
+        stack, OnPremBackend.required_secret_keys(platform), OnPremBackend.optional_secrets
+    )
+    resources, outputs = run_program(stack.name, config, secret_keys)
+    assert {(r.type, r.name, r.urn, r.parent) for r in resources} == _identity(lab_plan)
+    assert outputs == lab_plan.outputs

@@ -1,0 +1,567 @@
+"""Loading a platform config: every mistake is one line with its path, the value and a fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from components.backend import CloudBackend
+from stacks import validate
+from stacks.catalog import ACCELERATORS
+from stacks.errors import ConfigError, Problem
+from stacks.schema import (
+    ACCELERATOR_LABEL,
+    GPU_TAINT,
+    POOL_LABEL,
+    SUPPORTED_KUBERNETES,
+    Platform,
+    PoolKind,
+    Taint,
+    TaintEffect,
+)
+from stacks.stackfile import read_stack, shipped_stacks
+from stacks.validate import load_platform
+
+
+def problems(cfg: Any, source: str | None = None) -> list[Problem]:
+    with pytest.raises(ConfigError) as exc:
+        load_platform(cfg, source)
+    return list(exc.value.problems)
+
+
+def problem_at(cfg: Any, path: str) -> Problem:
+    """The one problem reported at `path` (others may be reported too)."""
+    found = [p for p in problems(cfg) if p.path == path]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def only_problem(cfg: Any) -> Problem:
+    """The config's single problem; a second one would be a false report."""
+    found = problems(cfg)
+    assert len(found) == 1, [str(p) for p in found]
+    return found[0]
+
+
+def aws_config() -> dict[str, Any]:
+    """A well-formed aws platform (the aws backend itself is not in this release)."""
+    return {
+        "cloud": "aws",
+        "aws": {"region": "us-east-1"},
+        "cluster": {"name": "prod", "kubernetes_version": "1.33"},
+        "node_pools": [
+            {"name": "cpu", "kind": "cpu", "max_nodes": 3},
+            {"name": "h100", "kind": "gpu", "accelerator": "h100-80gb", "max_nodes": 2},
+            {"name": "l4", "kind": "gpu", "accelerator": "l4", "gpus_per_node": 1, "max_nodes": 4},
+        ],
+        "storage": {"bucket_prefix": "acme-ml"},
+        "teams": [{"name": "vision", "quota": {"gpus": {"h100": 8}}}],
+    }
+
+
+class _AvailableCloud(CloudBackend):
+    """Stands in for a cloud backend that exists, to see what loading resolves on a cloud."""
+
+    cloud = "aws"
+
+    @classmethod
+    def check(cls, platform: Platform) -> list[Problem]:
+        return []
+
+    def provision(self, platform: Platform, secrets: Any) -> Any:
+        raise NotImplementedError
+
+
+# --- shipped stacks -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", shipped_stacks())
+def test_every_shipped_stack_loads(stack: str) -> None:
+    platform = load_platform(read_stack(stack).platform)
+    assert platform.node_pools
+
+
+def test_shipped_stacks_include_the_onprem_lab() -> None:
+    assert "onprem-lab" in shipped_stacks()
+
+
+# --- field problems (the schema) ------------------------------------------------------------
+
+
+def test_unknown_field_suggests_the_close_one(lab_config: dict[str, Any]) -> None:
+    lab_config["node_pools"][1]["max_node"] = 3
+    p = only_problem(lab_config)
+    assert p.path == "platform.node_pools[1].max_node"
+    assert p.value == 3
+    assert "'max_nodes'" in p.fix
+
+
+def test_unknown_top_level_field_suggests_the_close_one(lab_config: dict[str, Any]) -> None:
+    lab_config["clouds"] = "onprem"
+    p = only_problem(lab_config)
+    assert p.path == "platform.clouds"
+    assert "'cloud'" in p.fix
+
+
+def test_unknown_field_without_a_close_one_says_remove_and_lists_the_allowed(
+    lab_config: dict[str, Any],
+) -> None:
+    lab_config["teams"][0]["quota"]["xyzzy"] = 1
+    p = only_problem(lab_config)
+    assert p.path == "platform.teams[0].quota.xyzzy"
+    assert "remove" in p.fix
+    assert all(name in p.fix for name in ("gpus", "cpu", "memory_gib"))
+
+
+def test_wrong_type_names_the_expected_type(lab_config: dict[str, Any]) -> None:
+    lab_config["node_pools"][1]["max_nodes"] = "many"
+    p = only_problem(lab_config)
+    assert p.path == "platform.node_pools[1].max_nodes"
+    assert p.value == "many"
+    assert "integer" in p.fix
+
+
+def test_wrong_type_inside_a_quota_map_names_the_pool_key(lab_config: dict[str, Any]) -> None:
+    lab_config["teams"][1]["quota"]["gpus"]["a100"] = "eight"
+    p = only_problem(lab_config)
+    assert p.path == "platform.teams[1].quota.gpus.a100"
+    assert p.value == "eight"
+
+
+def test_missing_required_field_says_what_to_add(lab_config: dict[str, Any]) -> None:
+    del lab_config["storage"]
+    p = only_problem(lab_config)
+    assert p.path == "platform.storage"
+    assert "missing" in p.message
+    assert p.fix.startswith("add storage")
+    assert "got" not in str(p)
+
+
+def test_missing_required_field_of_a_list_item(lab_config: dict[str, Any]) -> None:
+    del lab_config["node_pools"][2]["kind"]
+    p = only_problem(lab_config)
+    assert p.path == "platform.node_pools[2].kind"
+    assert p.fix.startswith("add kind")
+    assert "'cpu' or 'gpu'" in p.fix
+
+
+def test_missing_field_of_the_onprem_section(lab_config: dict[str, Any]) -> None:
+    del lab_config["onprem"]["storage_endpoint"]
+    p = only_problem(lab_config)
+    assert p.path == "platform.onprem.storage_endpoint"
+    assert p.fix.startswith("add storage_endpoint")
+
+
+def test_unsupported_kubernetes_version_lists_the_supported_ones(
+    lab_config: dict[str, Any],
+) -> None:
+    lab_config["cluster"]["kubernetes_version"] = "1.28"
+    p = only_problem(lab_config)
+    assert p.path == "platform.cluster.kubernetes_version"
+    assert p.value == "1.28"
+    assert all(v in p.fix for v in SUPPORTED_KUBERNETES)
+
+
+def test_unknown_cloud_lists_the_clouds(lab_config: dict[str, Any]) -> None:
+    lab_config["cloud"] = "azure"
+    p = only_problem(lab_config)
+    assert p.path == "platform.cloud"
+    assert p.value == "azure"
+    assert all(c in p.fix for c in ("aws", "gcp", "onprem"))
+
+
+def test_bad_label_key_is_reported(lab_config: dict[str, Any]) -> None:
+    lab_config["node_pools"][0]["labels"] = {"not a key": "x"}
+    p = only_problem(lab_config)
+    assert p.path.startswith("platform.node_pools[0].labels")
+    assert p.value == "not a key"
+    assert "label key" in p.fix
+
+
+def test_no_platform_and_a_non_mapping_platform_are_one_problem_each() -> None:
+    (missing,) = problems(None)
+    assert missing.path == "platform"
+    assert "mlstack:platform" in missing.message
+    (scalar,) = problems(["cloud", "onprem"])
+    assert scalar.path == "platform"
+    assert scalar.value == ["cloud", "onprem"]
+
+
+# --- cross-field problems -------------------------------------------------------------------
+
+
+def test_unknown_accelerator_lists_the_catalog(lab_config: dict[str, Any]) -> None:
+    lab_config["node_pools"][1]["accelerator"] = "a100"
+    p = only_problem(lab_config)
+    assert p.path == "platform.node_pools[1].accelerator"
+    assert p.value == "a100"
+    assert all(name in p.fix for name in ACCELERATORS)
+
+
+def test_accelerator_the_cloud_does_not_offer(lab_config: dict[str, Any]) -> None:
+    cfg = aws_config()
+    cfg["cloud"] = "gcp"
+    cfg["gcp"] = {"project": "acme", "region": "us-central1"}
+    del cfg["aws"]
+    cfg["node_pools"].append({"name": "l40s", "kind": "gpu", "accelerator": "l40s", "max_nodes": 1})
+    p = problem_at(cfg, "platform.node_pools[3].accelerator")
+    assert p.value == "l40s"
+    assert "gcp" in p.message
+    offered = p.fix.split("use one of: ", 1)[1].split(", ")
+    assert "l40s" not in offered and "l4" in offered
+
+
+@pytest.mark.parametrize(("cloud", "issue"), [("aws", "issue #3"), ("gcp", "issue #4")])
+def test_clouds_without_a_backend_say_they_are_not_available_yet(
+    lab_config: dict[str, Any], cloud: str, issue: str
+) -> None:
+    lab_config["cloud"] = cloud
+    p = problem_at(lab_config, "platform.cloud")
+    assert p.value == cloud
+    assert "not in this release" in p.message and issue in p.message
+    assert "onprem" in p.fix
+
+
+def test_onprem_gpu_pool_must_say_its_gpus_per_node(lab_config: dict[str, Any]) -> None:
+    del lab_config["node_pools"][2]["gpus_per_node"]
+    p = only_problem(lab_config)
+    assert p.path == "platform.node_pools[2].gpus_per_node"
+    assert "set gpus_per_node" in p.fix
+
+
+def test_gpu_pool_without_an_accelerator(lab_config: dict[str, Any]) -> None:
+    del lab_config["node_pools"][1]["accelerator"]
+    p = only_problem(lab_config)
+    assert p.path == "platform.node_pools[1].accelerator"
+
+
+@pytest.mark.parametrize(("field", "value"), [("accelerator", "l4"), ("gpus_per_node", 2)])
+def test_cpu_pool_with_gpu_fields(lab_config: dict[str, Any], field: str, value: Any) -> None:
+    lab_config["node_pools"][0][field] = value
+    p = only_problem(lab_config)
+    assert p.path == f"platform.node_pools[0].{field}"
+    assert p.value == value
+    assert "kind: gpu" in p.fix
+
+
+def test_duplicate_pool_name(lab_config: dict[str, Any]) -> None:
+    lab_config["node_pools"].append(
+        {"name": "cpu", "kind": "cpu", "max_nodes": 1, "nodes": ["cpu-05"]}
+    )
+    p = only_problem(lab_config)
+    assert p.path == "platform.node_pools[3].name"
+    assert p.value == "cpu"
+
+
+def test_duplicate_team_name(lab_config: dict[str, Any]) -> None:
+    lab_config["teams"][2]["name"] = "vision"
+    p = only_problem(lab_config)
+    assert p.path == "platform.teams[2].name"
+    assert p.value == "vision"
+
+
+def test_quota_naming_a_missing_pool_lists_the_gpu_pools(lab_config: dict[str, Any]) -> None:
+    lab_config["teams"][1]["quota"]["gpus"]["a1000"] = 2
+    p = only_problem(lab_config)
+    assert p.path == "platform.teams[1].quota.gpus.a1000"
+    assert p.value == "a1000"
+    assert "a100" in p.fix and "l40s" in p.fix
+
+
+def test_quota_naming_a_cpu_pool(lab_config: dict[str, Any]) -> None:
+    lab_config["teams"][0]["quota"]["gpus"]["cpu"] = 1
+    p = only_problem(lab_config)
+    assert p.path == "platform.teams[0].quota.gpus.cpu"
+    assert p.value == "cpu"
+    assert "cpu" not in p.fix.split(":", 1)[1].split(", ")
+
+
+def test_negative_gpu_quota(lab_config: dict[str, Any]) -> None:
+    lab_config["teams"][2]["quota"]["gpus"]["l40s"] = -1
+    p = only_problem(lab_config)
+    assert p.path == "platform.teams[2].quota.gpus.l40s"
+    assert p.value == -1
+
+
+def test_quota_above_the_pool_maximum_names_the_maximum(lab_config: dict[str, Any]) -> None:
+    lab_config["teams"][1]["quota"]["gpus"]["a100"] = 24
+    p = only_problem(lab_config)
+    assert p.path == "platform.teams[1].quota.gpus.a100"
+    assert p.value == 24
+    assert "16" in p.message
+    assert "2 nodes x 8 GPUs" in p.message
+    assert "16" in p.fix and "max_nodes" in p.fix
+
+
+def test_quota_equal_to_the_pool_maximum_is_fine(lab_config: dict[str, Any]) -> None:
+    lab_config["teams"][1]["quota"]["gpus"]["a100"] = 16
+    assert load_platform(lab_config).teams[1].quota.gpus["a100"] == 16
+
+
+def test_min_nodes_above_max_nodes(lab_config: dict[str, Any]) -> None:
+    lab_config["node_pools"][1]["min_nodes"] = 3
+    found = [p for p in problems(lab_config) if p.path == "platform.node_pools[1].min_nodes"]
+    assert any("max_nodes" in p.message and "2" in p.fix for p in found), found
+    assert all(p.value == 3 for p in found)
+
+
+@pytest.mark.parametrize("capacity", ["spot", "reserved"])
+def test_onprem_has_no_spot_or_reserved_capacity(lab_config: dict[str, Any], capacity: str) -> None:
+    lab_config["node_pools"][1]["capacity"] = capacity
+    p = only_problem(lab_config)
+    assert p.path == "platform.node_pools[1].capacity"
+    assert p.value == capacity
+    assert "on-demand" in p.fix
+
+
+def test_onprem_pools_do_not_scale(lab_config: dict[str, Any]) -> None:
+    lab_config["node_pools"][0]["min_nodes"] = 1
+    p = only_problem(lab_config)
+    assert p.path == "platform.node_pools[0].min_nodes"
+    assert p.value == 1
+    assert "remove min_nodes" in p.fix
+
+
+@pytest.mark.parametrize("nodes", [None, []])
+def test_onprem_pool_must_list_its_nodes(lab_config: dict[str, Any], nodes: Any) -> None:
+    if nodes is None:
+        del lab_config["node_pools"][0]["nodes"]
+    else:
+        lab_config["node_pools"][0]["nodes"] = nodes
+    p = only_problem(lab_config)
+    assert p.path == "platform.node_pools[0].nodes"
+    assert "kubectl get nodes" in p.fix
+
+
+def test_onprem_max_nodes_must_match_the_listed_nodes(lab_config: dict[str, Any]) -> None:
+    lab_config["node_pools"][2]["max_nodes"] = 2
+    p = only_problem(lab_config)
+    assert p.path == "platform.node_pools[2].max_nodes"
+    assert p.value == 2
+    assert "3" in p.fix
+
+
+def test_a_node_in_two_pools(lab_config: dict[str, Any]) -> None:
+    lab_config["node_pools"][2]["nodes"][2] = "dgx-01"
+    p = only_problem(lab_config)
+    assert p.path == "platform.node_pools[2].nodes[2]"
+    assert p.value == "dgx-01"
+    assert "'a100'" in p.message
+
+
+@pytest.mark.parametrize("kind", ["training_jobs", "inference_services"])
+def test_workloads_must_name_a_team_and_a_pool(lab_config: dict[str, Any], kind: str) -> None:
+    lab_config["workloads"] = {
+        kind: [
+            {"name": "ok", "team": "vision", "pool": "a100"},
+            {"name": "lost", "team": "robotics", "pool": "h100"},
+        ]
+    }
+    found = {p.path: p for p in problems(lab_config)}
+    assert set(found) == {
+        f"platform.workloads.{kind}[1].team",
+        f"platform.workloads.{kind}[1].pool",
+    }
+    team = found[f"platform.workloads.{kind}[1].team"]
+    pool = found[f"platform.workloads.{kind}[1].pool"]
+    assert team.value == "robotics" and "language, research-infra, vision" in team.fix
+    assert pool.value == "h100" and "cpu, a100, l40s" in pool.fix
+
+
+def test_missing_onprem_section(lab_config: dict[str, Any]) -> None:
+    del lab_config["onprem"]
+    p = only_problem(lab_config)
+    assert p.path == "platform.onprem"
+    assert "missing" in p.message
+    assert "onprem:" in p.fix
+
+
+def test_stray_aws_section_in_an_onprem_stack(lab_config: dict[str, Any]) -> None:
+    lab_config["aws"] = {"region": "us-east-1"}
+    p = only_problem(lab_config)
+    assert p.path == "platform.aws"
+    assert "remove it" in p.fix
+
+
+def test_two_purposes_sharing_a_bucket(lab_config: dict[str, Any]) -> None:
+    lab_config["storage"]["checkpoints"]["name"] = "lab-ml-datasets"
+    p = only_problem(lab_config)
+    assert p.path == "platform.storage.checkpoints.name"
+    assert p.value == "lab-ml-datasets"
+    assert "datasets" in p.message
+
+
+def test_a_shared_bucket_is_reported_at_the_name_the_user_wrote(
+    lab_config: dict[str, Any],
+) -> None:
+    lab_config["storage"]["datasets"] = {"name": "lab-ml-checkpoints"}
+    p = only_problem(lab_config)
+    assert p.path == "platform.storage.datasets.name"
+
+
+def test_a_cloud_quota_is_checked_against_the_catalog_machine() -> None:
+    p = only_problem(aws_config())
+    assert p.path == "platform.cloud"
+
+
+def test_onprem_cpu_pool_with_an_instance_type(lab_config: dict[str, Any]) -> None:
+    lab_config["node_pools"][0]["instance_type"] = "m6i.2xlarge"
+    p = only_problem(lab_config)
+    assert p.path == "platform.node_pools[0].instance_type"
+
+
+def test_configured_labels_cannot_override_mlstack_labels(lab_config: dict[str, Any]) -> None:
+    lab_config["node_pools"][1]["labels"] = {POOL_LABEL: "l40s"}
+    p = only_problem(lab_config)
+    assert p.path.startswith("platform.node_pools[1].labels")
+
+
+def test_an_unquoted_kubernetes_version_says_to_quote_it(lab_config: dict[str, Any]) -> None:
+    lab_config["cluster"]["kubernetes_version"] = 1.3  # what YAML makes of `1.30`
+    p = only_problem(lab_config)
+    assert p.path == "platform.cluster.kubernetes_version"
+    assert "quote the version" in p.fix
+
+
+# --- reporting ------------------------------------------------------------------------------
+
+
+def test_every_cross_field_problem_is_reported_at_once(lab_config: dict[str, Any]) -> None:
+    lab_config["teams"][1]["quota"]["gpus"]["a100"] = 24
+    lab_config["teams"][2]["name"] = "vision"
+    lab_config["node_pools"][0]["min_nodes"] = 1
+    lab_config["node_pools"][1]["capacity"] = "spot"
+    lab_config["node_pools"][2]["accelerator"] = "tpu-v5"
+    lab_config["storage"]["models"] = {"name": "lab-ml-datasets"}
+    found = problems(lab_config)
+    assert sorted(p.path for p in found) == sorted(
+        [
+            "platform.teams[1].quota.gpus.a100",
+            "platform.teams[2].name",
+            "platform.node_pools[0].min_nodes",
+            "platform.node_pools[1].capacity",
+            "platform.node_pools[2].accelerator",
+            "platform.storage.models.name",
+        ]
+    )
+    for p in found:
+        line = str(p)
+        assert "\n" not in line
+        assert line.startswith(f"{p.path}: ")
+        assert "(got " in line and "; fix: " in line
+
+
+def test_every_field_problem_is_reported_at_once(lab_config: dict[str, Any]) -> None:
+    lab_config["node_pools"][0]["max_node"] = 3
+    lab_config["node_pools"][1]["max_nodes"] = "many"
+    lab_config["cluster"]["kubernetes_version"] = "1.20"
+    lab_config["teams"][0]["quota"]["cpu"] = -1
+    del lab_config["storage"]
+    paths = [p.path for p in problems(lab_config)]
+    assert sorted(paths) == sorted(
+        [
+            "platform.node_pools[0].max_node",
+            "platform.node_pools[1].max_nodes",
+            "platform.cluster.kubernetes_version",
+            "platform.teams[0].quota.cpu",
+            "platform.storage",
+        ]
+    )
+
+
+def test_config_error_is_one_line_per_problem_prefixed_with_the_source(
+    lab_config: dict[str, Any],
+) -> None:
+    lab_config["node_pools"][1]["capacity"] = "spot"
+    lab_config["teams"][1]["name"] = "vision"
+    with pytest.raises(ConfigError) as exc:
+        load_platform(lab_config, source="stacks/Pulumi.x.yaml")
+    lines = str(exc.value).splitlines()
+    assert len(lines) == len(exc.value.problems) == 2
+    assert [line.removeprefix("stacks/Pulumi.x.yaml: ") for line in lines] == [
+        str(p) for p in exc.value.problems
+    ]
+
+
+def test_long_values_are_shortened_to_keep_the_line_readable(
+    lab_config: dict[str, Any],
+) -> None:
+    lab_config["cluster"]["name"] = "lab-" * 100
+    p = only_problem(lab_config)
+    assert p.path == "platform.cluster.name"
+    assert len(str(p)) < 250
+    assert "(got 'lab-lab-" in str(p) and "...)" in str(p)
+
+
+# --- the resolved platform ------------------------------------------------------------------
+
+
+def test_onprem_gpu_pools_keep_their_counts_and_have_no_machine_type(
+    lab_config: dict[str, Any],
+) -> None:
+    platform = load_platform(lab_config)
+    a100 = platform.pool("a100")
+    assert (a100.instance_type, a100.gpus_per_node, a100.min_nodes) == (None, 8, None)
+    assert a100.max_gpus == 16
+    assert [p.name for p in platform.gpu_pools] == ["a100", "l40s"]
+
+
+def test_cloud_gpu_pools_get_their_machine_type_and_gpu_count_filled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(validate, "get_backend", lambda cloud: _AvailableCloud)
+    cfg = aws_config()
+    cfg["teams"] = []
+    platform = load_platform(cfg)
+    h100, l4, cpu = platform.pool("h100"), platform.pool("l4"), platform.pool("cpu")
+    assert (h100.instance_type, h100.gpus_per_node) == ("p5.48xlarge", 8)
+    assert (l4.instance_type, l4.gpus_per_node) == ("g6.xlarge", 1)
+    assert cpu.gpus_per_node is None
+    assert [p.min_nodes for p in platform.node_pools] == [0, 0, 0]
+
+
+def test_gpu_pools_are_tainted_by_default_and_cpu_pools_are_not(
+    lab_config: dict[str, Any],
+) -> None:
+    platform = load_platform(lab_config)
+    assert platform.pool("a100").effective_taints == (GPU_TAINT,)
+    assert platform.pool("a100").effective_taints[0] == Taint(
+        key="nvidia.com/gpu", value="present", effect=TaintEffect.NO_SCHEDULE
+    )
+    assert platform.pool("cpu").effective_taints == ()
+
+
+def test_configured_taints_replace_the_default(lab_config: dict[str, Any]) -> None:
+    lab_config["node_pools"][1]["taints"] = [{"key": "example.com/reserved", "value": "vision"}]
+    lab_config["node_pools"][2]["taints"] = []
+    platform = load_platform(lab_config)
+    assert platform.pool("a100").effective_taints == (
+        Taint(key="example.com/reserved", value="vision", effect=TaintEffect.NO_SCHEDULE),
+    )
+    assert platform.pool("l40s").effective_taints == ()
+
+
+def test_node_labels_carry_pool_accelerator_and_configured_labels(
+    lab_config: dict[str, Any],
+) -> None:
+    platform = load_platform(lab_config)
+    l40s = platform.pool("l40s")
+    assert l40s.kind is PoolKind.GPU
+    assert l40s.node_labels[POOL_LABEL] == "l40s"
+    assert l40s.node_labels[ACCELERATOR_LABEL] == "l40s"
+    assert l40s.node_labels["lab.internal/rack"] == "r7"
+    cpu = platform.pool("cpu").node_labels
+    assert cpu[POOL_LABEL] == "cpu"
+    assert ACCELERATOR_LABEL not in cpu
+
+
+def test_loaded_platform_is_frozen(lab_config: dict[str, Any]) -> None:
+    platform = load_platform(lab_config)
+    with pytest.raises(ValidationError):
+        platform.cloud = "aws"
+    with pytest.raises(ValidationError):
+        platform.node_pools[0].max_nodes = 100
+    with pytest.raises(ValidationError):
+        platform.teams[0].quota.cpu = 1
