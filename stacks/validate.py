@@ -52,8 +52,16 @@ def check_platform(p: Platform) -> list[Problem]:
     problems += _check_cloud(p)
     problems += _check_unique(p)
     pools = {pool.name: pool for pool in p.node_pools}
+    #: GPUs per node of each sound GPU pool, with its index (for the fix's path).
+    sound: dict[str, tuple[int, int]] = {}
     for i, pool in enumerate(p.node_pools):
-        problems += _check_pool(p, i, pool)
+        pool_problems = _check_pool(p, i, pool)
+        problems += pool_problems
+        if not pool_problems and pool.kind is PoolKind.GPU and pool.accelerator is not None:
+            machine = resolve_gpu_machine(
+                p.cloud, pool.accelerator, pool.instance_type, pool.gpus_per_node
+            )
+            sound.setdefault(pool.name, (i, machine.gpus_per_node))
     for i, team in enumerate(p.teams):
         for pool_name, gpus in team.quota.gpus.items():
             path = format_path(("teams", i, "quota", "gpus", pool_name))
@@ -65,7 +73,8 @@ def check_platform(p: Platform) -> list[Problem]:
                 )
             elif gpus < 0:
                 problems.append(Problem(path, "GPU quota is negative", "use 0 or more", gpus))
-            elif (per_node := _gpus_per_node(p, pool)) and gpus > per_node * pool.max_nodes:
+            elif pool_name in sound and gpus > sound[pool_name][1] * pool.max_nodes:
+                index, per_node = sound[pool_name]
                 most = per_node * pool.max_nodes
                 problems.append(
                     Problem(
@@ -73,7 +82,7 @@ def check_platform(p: Platform) -> list[Problem]:
                         f"quota exceeds pool {pool_name!r} maximum of {most} GPUs "
                         f"({pool.max_nodes} nodes x {per_node} GPUs)",
                         f"lower it to at most {most} or raise "
-                        f"platform.node_pools[{p.node_pools.index(pool)}].max_nodes",
+                        f"platform.node_pools[{index}].max_nodes",
                         gpus,
                     )
                 )
@@ -157,15 +166,6 @@ def _pool_machine_problem(p: Platform, pool: NodePool) -> CatalogError | None:
     except CatalogError as exc:
         return exc
     return None
-
-
-def _gpus_per_node(p: Platform, pool: NodePool) -> int | None:
-    """GPUs per node as the catalog resolves them; None while the pool itself has problems."""
-    if _check_pool(p, p.node_pools.index(pool), pool) or pool.accelerator is None:
-        return None
-    return resolve_gpu_machine(
-        p.cloud, pool.accelerator, pool.instance_type, pool.gpus_per_node
-    ).gpus_per_node
 
 
 def _check_pool(p: Platform, i: int, pool: NodePool) -> list[Problem]:

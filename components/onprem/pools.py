@@ -39,8 +39,10 @@ class LabeledNodePool(pulumi.ComponentResource):
     ) -> None:
         super().__init__("mlstack:onprem:NodePool", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        # '_' appears in neither pool nor node names, so no two pools' patches share a URN
+        # (pool 'gpu' + node 'a-1' vs pool 'gpu-a' + node '1' would with '-').
         self.patches = [
-            declare(f"{name}-{node}", node_patch_manifest(node, pool), child, patch=True)
+            declare(f"{name}_{node}", node_patch_manifest(node, pool), child, patch=True)
             for node in pool.nodes or ()
         ]
         self.register_outputs({"nodes": list(pool.nodes or ())})

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pulumi
+import pulumi_kubernetes as k8s
 import pytest
 
 from components.kubernetes.addons import NVIDIA_DEVICE_PLUGIN
@@ -34,6 +35,7 @@ from stacks.validate import load_platform
 
 REPO = Path(__file__).resolve().parents[2]
 MakeStack = Callable[..., StackFile]
+RunMocked = Callable[[Callable[[], object]], list[PlannedResource]]
 NODE_PATCH = "kubernetes:core/v1:NodePatch"
 PROVIDER = "pulumi:providers:kubernetes"
 SECRET = "kubernetes:core/v1:Secret"
@@ -66,7 +68,7 @@ def test_one_node_patch_per_listed_node(lab_plan: Plan) -> None:
     for pool, nodes in LAB_NODES.items():
         component = lab_plan.get("mlstack:onprem:NodePool", f"onprem-pool-{pool}")
         for node in nodes:
-            patch = lab_plan.get(NODE_PATCH, f"onprem-pool-{pool}-{node}")
+            patch = lab_plan.get(NODE_PATCH, f"onprem-pool-{pool}_{node}")
             assert patch.parent == component.urn
             assert patch.inputs["metadata"]["name"] == node
             assert patch.inputs["metadata"]["labels"][POOL_LABEL] == pool
@@ -75,7 +77,7 @@ def test_one_node_patch_per_listed_node(lab_plan: Plan) -> None:
 def test_gpu_nodes_carry_accelerator_label_and_gpu_taint(lab_plan: Plan) -> None:
     for pool, accelerator in (("a100", "a100-80gb"), ("l40s", "l40s")):
         for node in LAB_NODES[pool]:
-            patch = lab_plan.get(NODE_PATCH, f"onprem-pool-{pool}-{node}")
+            patch = lab_plan.get(NODE_PATCH, f"onprem-pool-{pool}_{node}")
             labels = patch.inputs["metadata"]["labels"]
             assert labels[ACCELERATOR_LABEL] == accelerator
             assert labels[POOL_KIND_LABEL] == "gpu"
@@ -84,7 +86,7 @@ def test_gpu_nodes_carry_accelerator_label_and_gpu_taint(lab_plan: Plan) -> None
 
 def test_cpu_nodes_carry_no_accelerator_label_and_no_taint(lab_plan: Plan) -> None:
     for node in LAB_NODES["cpu"]:
-        patch = lab_plan.get(NODE_PATCH, f"onprem-pool-cpu-{node}")
+        patch = lab_plan.get(NODE_PATCH, f"onprem-pool-cpu_{node}")
         labels = patch.inputs["metadata"]["labels"]
         assert ACCELERATOR_LABEL not in labels
         assert labels[POOL_KIND_LABEL] == "cpu"
@@ -92,7 +94,7 @@ def test_cpu_nodes_carry_no_accelerator_label_and_no_taint(lab_plan: Plan) -> No
 
 
 def test_configured_node_labels_reach_the_nodes(lab_plan: Plan) -> None:
-    patch = lab_plan.get(NODE_PATCH, "onprem-pool-l40s-l40s-02")
+    patch = lab_plan.get(NODE_PATCH, "onprem-pool-l40s_l40s-02")
     assert patch.inputs["metadata"]["labels"]["lab.internal/rack"] == "r7"
 
 
@@ -353,3 +355,26 @@ def test_main_file_under_the_mock_runtime_declares_the_lab_plan(
     resources, outputs = run_program(stack.name, config, secret_keys)
     assert {(r.type, r.name, r.urn, r.parent) for r in resources} == _identity(lab_plan)
     assert outputs == lab_plan.outputs
+
+
+def test_pools_whose_names_and_nodes_overlap_keep_every_node_patch(
+    lab_config: dict[str, Any], make_stack: MakeStack
+) -> None:
+    """Pool 'gpu' with node 'a-1' and pool 'gpu-a' with node '1' must be two resources."""
+    lab_config["node_pools"] = [
+        {"name": "gpu", "kind": "cpu", "max_nodes": 1, "nodes": ["a-1"]},
+        {"name": "gpu-a", "kind": "cpu", "max_nodes": 1, "nodes": ["1"]},
+    ]
+    lab_config["teams"] = []
+    plan = run_plan(make_stack(lab_config))
+    patched = sorted(r.inputs["metadata"]["name"] for r in plan.of_type(NODE_PATCH))
+    assert patched == ["1", "a-1"]
+
+
+def test_a_urn_registered_twice_fails_the_plan(run_mocked: RunMocked) -> None:
+    def program() -> None:
+        for _ in range(2):
+            k8s.core.v1.ConfigMap("same", metadata={"name": "same"})
+
+    with pytest.raises(Exception, match="duplicate resource URN"):
+        run_mocked(program)
