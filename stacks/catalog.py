@@ -17,11 +17,6 @@ CLOUDS: tuple[Cloud, ...] = ("aws", "gcp", "onprem")
 #: Most GPUs an on-prem node is accepted with (HGX boards carry 8; a few 16-GPU systems exist).
 MAX_ONPREM_GPUS_PER_NODE = 16
 
-#: CPU machine types used when a CPU pool names none.
-DEFAULT_CPU_MACHINE: MappingProxyType[str, str] = MappingProxyType(
-    {"aws": "m6i.2xlarge", "gcp": "n2-standard-8"}
-)
-
 
 @dataclass(frozen=True)
 class Accelerator:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -75,8 +75,13 @@ class Plan:
     def of_type(self, type_: str) -> list[PlannedResource]:
         return [r for r in self.resources if r.type == type_]
 
-    def children(self, urn: str | None) -> list[PlannedResource]:
-        return [r for r in self.resources if r.parent == urn]
+    def by_parent(self) -> dict[str | None, list[PlannedResource]]:
+        """Resources by parent URN; None holds the top level (children of the root stack)."""
+        urns = {r.urn for r in self.resources}
+        groups: dict[str | None, list[PlannedResource]] = {}
+        for r in self.resources:
+            groups.setdefault(r.parent if r.parent in urns else None, []).append(r)
+        return groups
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -92,18 +97,20 @@ def is_secret(value: Any) -> bool:
     return isinstance(value, Mapping) and value.get(SECRET_SIG) == SECRET_VALUE
 
 
-def mask_secrets(value: Any, replacement: Any = None) -> Any:
-    """A copy with every wire-form secret's value replaced (default: the envelope kept, value
-    hidden; with `replacement`, the whole envelope becomes that plain value)."""
+def map_secrets(value: Any, fn: Callable[[Mapping[str, Any]], Any]) -> Any:
+    """A copy of `value` with every wire-form secret envelope replaced by `fn(envelope)`."""
     if is_secret(value):
-        if replacement is not None:
-            return replacement
-        return {SECRET_SIG: SECRET_VALUE, "value": "[secret]"}
+        return fn(value)
     if isinstance(value, Mapping):
-        return {k: mask_secrets(v, replacement) for k, v in value.items()}
+        return {k: map_secrets(v, fn) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [mask_secrets(v, replacement) for v in value]
+        return [map_secrets(v, fn) for v in value]
     return value
+
+
+def mask_secrets(value: Any) -> Any:
+    """A copy with each secret's envelope kept and its value hidden."""
+    return map_secrets(value, lambda _: {SECRET_SIG: SECRET_VALUE, "value": "[secret]"})
 
 
 class PlanMocks(pulumi.runtime.Mocks):
@@ -237,19 +244,3 @@ def run_plan(stack: StackFile) -> Plan:
     )
     resources, outputs = run_program(stack.name, config, secret_keys)
     return Plan(stack.name, platform, resources, outputs, notes)
-
-
-def iter_tree(plan: Plan) -> Iterator[tuple[int, PlannedResource]]:
-    """Depth-first (depth, resource) over the plan's parent tree, children sorted by URN."""
-    by_parent: dict[str | None, list[PlannedResource]] = {}
-    urns = {r.urn for r in plan.resources}
-    for r in plan.resources:
-        parent = r.parent if r.parent in urns else None
-        by_parent.setdefault(parent, []).append(r)
-
-    def walk(parent: str | None, depth: int) -> Iterator[tuple[int, PlannedResource]]:
-        for r in sorted(by_parent.get(parent, ()), key=lambda x: x.urn):
-            yield depth, r
-            yield from walk(r.urn, depth + 1)
-
-    yield from walk(None, 0)

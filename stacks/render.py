@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from stacks.offline import Plan, PlannedResource, is_secret
+from stacks.offline import Plan, PlannedResource, map_secrets
 
 REDACTED = "REDACTED"
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -22,16 +22,6 @@ def is_manifest(resource: PlannedResource) -> bool:
         and resource.type != HELM_RELEASE
         and "kind" in resource.inputs
     )
-
-
-def _redact(value: Any) -> Any:
-    if is_secret(value):
-        return _redact_all(value["value"])
-    if isinstance(value, Mapping):
-        return {k: _redact(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact(v) for v in value]
-    return value
 
 
 def _redact_all(value: Any) -> Any:
@@ -67,7 +57,11 @@ def _order(manifest: Mapping[str, Any]) -> tuple[int, str, str, str]:
 
 def manifests(plan: Plan) -> list[dict[str, Any]]:
     """Every Kubernetes object of the plan, secrets redacted, in apply order."""
-    objs = [canonical(_redact(r.inputs)) for r in plan.resources if is_manifest(r)]
+    objs = [
+        canonical(map_secrets(r.inputs, lambda s: _redact_all(s["value"])))
+        for r in plan.resources
+        if is_manifest(r)
+    ]
     return sorted(objs, key=_order)
 
 

@@ -9,17 +9,14 @@ from rich.table import Table
 from rich.tree import Tree
 
 from stacks.capacity import pool_capacity, team_quotas
-from stacks.offline import Plan, PlannedResource
+from stacks.offline import Plan
 
 _SHOWN_NAMES = 4
 
 
 def resource_tree(plan: Plan) -> Tree:
     """Components nest; the plain resources under each are grouped by type with a count."""
-    urns = {r.urn for r in plan.resources}
-    children: dict[str | None, list[PlannedResource]] = defaultdict(list)
-    for r in plan.resources:
-        children[r.parent if r.parent in urns else None].append(r)
+    children = plan.by_parent()
 
     def fill(node: Tree, parent: str | None) -> None:
         kids = sorted(children.get(parent, ()), key=lambda r: (r.type, r.name))

@@ -24,7 +24,6 @@ from stacks.offline import (
     Plan,
     PlannedResource,
     is_secret,
-    iter_tree,
     pulumi_config,
     run_plan,
     run_program,
@@ -196,13 +195,16 @@ def test_outputs(lab_plan: Plan) -> None:
 
 
 def test_tree_puts_every_resource_under_its_parent(lab_plan: Plan) -> None:
+    groups = lab_plan.by_parent()
     seen: dict[str, int] = {}
-    for depth, r in iter_tree(lab_plan):
-        if r.parent in seen:
-            assert depth == seen[r.parent] + 1
-        else:
-            assert depth == 0
-        seen[r.urn] = depth
+
+    def walk(parent: str | None, depth: int) -> None:
+        for r in groups.get(parent, []):
+            assert depth == (seen[r.parent] + 1 if r.parent in seen else 0)
+            seen[r.urn] = depth
+            walk(r.urn, depth + 1)
+
+    walk(None, 0)
     assert len(seen) == len(lab_plan.resources)
     assert seen[lab_plan.get(PROVIDER, "onprem-cluster-provider").urn] == 1
 
