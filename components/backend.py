@@ -69,6 +69,10 @@ class Provisioned:
     registry: ImageRegistry
     #: Resources the Kubernetes layer waits for (node pools that must exist first).
     cluster_ready: Sequence[pulumi.Resource] = ()
+    #: Per team: annotations binding its workload ServiceAccount to a cloud identity.
+    service_account_annotations: Mapping[str, Mapping[str, pulumi.Input[str]]] = field(
+        default_factory=dict
+    )
     outputs: Mapping[str, pulumi.Input[object]] = field(default_factory=dict)
 
 

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -16,7 +17,7 @@ from rich.console import Console
 from stacks.errors import ConfigError
 from stacks.offline import Plan, run_plan
 from stacks.render import render_yaml
-from stacks.report import print_plan
+from stacks.report import StackCheck, print_check, print_plan, print_rules
 from stacks.stackfile import read_stack, shipped_stacks
 
 app = typer.Typer(
@@ -97,6 +98,70 @@ def render(
     else:
         output.write_text(text)
         err.print(f"wrote {output}", markup=False)
+
+
+@app.command()
+def check(
+    stacks: Annotated[
+        list[str] | None,
+        typer.Argument(help="Stack names or files; default: every stack in stacks/."),
+    ] = None,
+    json_file: Annotated[
+        Path | None,
+        typer.Option("--json", help="Write the results as JSON to FILE ('-': stdout)."),
+    ] = None,
+    policy_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy-config",
+            help="Rule levels and settings, as for pulumi --policy-pack-config.",
+        ),
+    ] = None,
+    list_rules: Annotated[
+        bool, typer.Option("--list", help="List the pack's rules and exit.")
+    ] = False,
+) -> None:
+    """Plan each stack offline and run the policy pack on it; exit 1 on a mandatory violation."""
+    from policies.check import PolicyConfigError, check_plan, load_policy_config
+    from policies.rules import ALL_POLICIES
+
+    if list_rules:
+        print_rules(ALL_POLICIES, out)
+        return
+    try:
+        config = load_policy_config(policy_config) if policy_config is not None else {}
+    except PolicyConfigError as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(2) from None
+    results: list[StackCheck] = []
+    bad_input = False
+    for ref in stacks or shipped_stacks():
+        started = time.perf_counter()
+        try:
+            planned = _plan(ref)
+        except typer.Exit:
+            bad_input = True
+            continue
+        plan_seconds = time.perf_counter() - started
+        results.append(StackCheck(check_plan(planned, config=config), plan_seconds))
+    if json_file is not None:
+        text = (
+            json.dumps(
+                {"rules": [p.name for p in ALL_POLICIES], "stacks": [r.to_json() for r in results]},
+                indent=2,
+            )
+            + "\n"
+        )
+        if str(json_file) == "-":
+            sys.stdout.write(text)
+        else:
+            json_file.write_text(text)
+    if str(json_file) != "-":
+        print_check(results, len(ALL_POLICIES), out)
+    if bad_input:
+        raise typer.Exit(2)
+    if any(r.report.mandatory for r in results):
+        raise typer.Exit(1)
 
 
 @app.command("stacks")

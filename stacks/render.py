@@ -76,14 +76,19 @@ def render_yaml(plan: Plan) -> str:
         header.append(f"# Secret values are {REDACTED}: `pulumi up` sets the real ones.")
     releases = plan.of_type(HELM_RELEASE)
     if releases:
-        header.append("# Helm releases are not rendered offline; install them with helm:")
+        header.append(
+            "# Helm releases are not rendered offline; install them with helm first (they bring "
+            "the CRDs some objects below need):"
+        )
         for r in sorted(releases, key=lambda r: r.name):
-            repo = (r.inputs.get("repositoryOpts") or {}).get("repo", "")
+            repo = (r.inputs.get("repositoryOpts") or {}).get("repo")
             header.append(
                 f"#   helm upgrade --install {r.inputs.get('name', r.name)} {r.inputs['chart']} "
-                f"--repo {repo} --version {r.inputs.get('version', '')} "
+                + (f"--repo {repo} " if repo else "")
+                + f"--version {r.inputs.get('version', '')} "
                 f"--namespace {r.inputs.get('namespace', 'default')} "
-                "(values: mlstack plan --json)"
+                + ("--create-namespace " if r.inputs.get("createNamespace") else "")
+                + "(values: mlstack plan --json)"
             )
     docs = yaml.safe_dump_all(objs, sort_keys=False, default_flow_style=False)
     return "\n".join(header) + "\n---\n" + docs

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
+from pulumi_policy import StackValidationPolicy
 from rich.console import Console, Group
 from rich.table import Table
 from rich.tree import Tree
 
+from policies.check import PACK_ENFORCEMENT, CheckReport, Policy
 from stacks.capacity import pool_capacity, team_quotas
 from stacks.offline import Plan
 
@@ -68,3 +73,49 @@ def print_plan(plan: Plan, console: Console) -> None:
     console.print(capacity_tables(plan))
     for note in plan.notes:
         console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
+
+
+@dataclass(frozen=True)
+class StackCheck:
+    report: CheckReport
+    plan_seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.report.to_json(), "plan_seconds": round(self.plan_seconds, 4)}
+
+
+def print_check(results: list[StackCheck], rules: int, console: Console) -> None:
+    """One table of violations (stack, rule, resource, message), then a line per stack."""
+    violations = [v for r in results for v in r.report.violations]
+    if violations:
+        table = Table(title="Policy violations", title_justify="left", show_lines=True)
+        for col in ("stack", "rule", "level", "resource", "message"):
+            table.add_column(col, overflow="fold", no_wrap=col != "message")
+        for v in violations:
+            level = "[red]mandatory[/]" if v.enforcement == "mandatory" else "advisory"
+            table.add_row(v.stack, v.policy, level, v.resource or "(stack)", v.message)
+        console.print(table)
+    for r in results:
+        rep = r.report
+        status = (
+            f"[red]{len(rep.mandatory)} mandatory[/], {len(rep.violations) - len(rep.mandatory)} "
+            "advisory"
+            if rep.violations
+            else "[green]no violations[/]"
+        )
+        console.print(
+            f"stack {rep.stack}: {rules} rules on {rep.resources} resources, {status} "
+            f"[dim](plan {r.plan_seconds:.2f} s, rules {rep.rule_seconds:.3f} s)[/]"
+        )
+        for line in (*rep.diagnostics, *rep.not_applicable):
+            console.print(f"  [yellow]note:[/] {line}", soft_wrap=True)
+
+
+def print_rules(policies: Sequence[Policy], console: Console) -> None:
+    """A line per rule: its name, what it checks (one resource or the stack), its level."""
+    for p in policies:
+        kind = "stack" if isinstance(p, StackValidationPolicy) else "resource"
+        level = (p.enforcement_level or PACK_ENFORCEMENT).value
+        console.print(
+            f"[bold]{p.name}[/] [dim]({kind}, {level})[/] {p.description}", soft_wrap=True
+        )

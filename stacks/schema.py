@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -20,6 +20,7 @@ MLSTACK_LABEL_PREFIX = "mlstack.dev/"
 POOL_LABEL = "mlstack.dev/pool"
 ACCELERATOR_LABEL = "mlstack.dev/accelerator"
 POOL_KIND_LABEL = "mlstack.dev/pool-kind"
+CAPACITY_LABEL = "mlstack.dev/capacity"
 #: The taint GPU pools carry by default so that only pods that ask for GPUs land there.
 GPU_TAINT_KEY = "nvidia.com/gpu"
 
@@ -206,7 +207,11 @@ class NodePool(Model):
     @property
     def node_labels(self) -> dict[str, str]:
         """Labels every node of the pool carries: the mlstack.dev/* ones, then the config's."""
-        labels = {POOL_LABEL: self.name, POOL_KIND_LABEL: self.kind.value}
+        labels = {
+            POOL_LABEL: self.name,
+            POOL_KIND_LABEL: self.kind.value,
+            CAPACITY_LABEL: self.capacity.value,
+        }
         if self.accelerator:
             labels[ACCELERATOR_LABEL] = self.accelerator
         labels.update(self.labels)
@@ -261,16 +266,91 @@ class Quota(Model):
     gpus: dict[str, int] = Field(
         default_factory=dict, description="GPUs the team may use, per GPU pool name."
     )
+    borrowing_limit_gpus: dict[str, int] = Field(
+        default_factory=dict,
+        description="GPUs the team may borrow above its quota from its cohort, per GPU pool; "
+        "pools not listed: no limit. Needs a cohort.",
+    )
     cpu: float = Field(default=16, gt=0, le=100000, description="CPU cores (requests).")
     memory_gib: float = Field(default=64, gt=0, le=1000000, description="Memory in GiB.")
+    pods: int = Field(default=200, ge=1, le=100000, description="Pods in the namespace.")
+
+
+class PodSecurityLevel(StrEnum):
+    RESTRICTED = "restricted"
+    BASELINE = "baseline"
+    PRIVILEGED = "privileged"
+
+
+class RbacRule(Model):
+    api_groups: tuple[str, ...] = Field(
+        default=("",), description="API groups, e.g. ['apps']; '' is the core group."
+    )
+    resources: tuple[str, ...] = Field(min_length=1, description="Resources, e.g. ['secrets'].")
+    verbs: tuple[str, ...] = Field(min_length=1, description="Verbs, e.g. ['get', 'list'].")
 
 
 class Team(Model):
     name: Name = Field(description="Team name; its namespace is named after it.")
     groups: tuple[str, ...] = Field(
-        default=(), description="Identity-provider groups mapped to the team's Kubernetes groups."
+        default=(),
+        description="Identity-provider groups bound to the team's ml-engineer role.",
+    )
+    viewer_groups: tuple[str, ...] = Field(
+        default=(), description="Groups bound to the team's read-only viewer role."
     )
     quota: Quota = Field(default_factory=Quota, description="The team's share of the platform.")
+    cohort: Name | None = Field(
+        default=None,
+        description="A cohort from tenancy.cohorts: teams in one cohort lend each other "
+        "unused GPU quota.",
+    )
+    pod_security: PodSecurityLevel | None = Field(
+        default=None,
+        description="Pod Security level enforced in the namespace; default tenancy.pod_security.",
+    )
+    allow_load_balancers: bool = Field(
+        default=False,
+        description="Allow Services of type LoadBalancer (internal only) in the namespace.",
+    )
+    extra_rules: tuple[RbacRule, ...] = Field(
+        default=(), description="Extra permissions for the team's ml-engineer role."
+    )
+
+
+class Cohort(Model):
+    name: Name = Field(description="Cohort name; teams join it with teams[].cohort.")
+    allow_overcommit: bool = Field(
+        default=False,
+        description="Let its teams' GPU quotas add up to more than a pool holds (they share "
+        "and preempt by priority).",
+    )
+
+
+class TenancyConfig(Model):
+    pod_security: PodSecurityLevel = Field(
+        default=PodSecurityLevel.RESTRICTED,
+        description="Default Pod Security level of team namespaces.",
+    )
+    monitoring_namespace: Name = Field(
+        default="monitoring",
+        description="Namespace whose pods may reach team pods (metrics scraping).",
+    )
+    default_request_cpu: float = Field(
+        default=0.25, gt=0, description="CPU request of containers that set none."
+    )
+    default_request_memory_gib: float = Field(
+        default=0.5, gt=0, description="Memory request (GiB) of containers that set none."
+    )
+    default_limit_cpu: float = Field(
+        default=2, gt=0, description="CPU limit of containers that set none."
+    )
+    default_limit_memory_gib: float = Field(
+        default=4, gt=0, description="Memory limit (GiB) of containers that set none."
+    )
+    cohorts: tuple[Cohort, ...] = Field(
+        default=(), description="Kueue cohorts: groups of teams that borrow from each other."
+    )
 
 
 class TrainingJob(Model):
@@ -334,8 +414,17 @@ class Platform(Model):
         default_factory=RegistryConfig, description="Container registry for workload images."
     )
     teams: tuple[Team, ...] = Field(default=(), description="Teams sharing the platform.")
+    tenancy: TenancyConfig = Field(
+        default_factory=TenancyConfig,
+        description="How teams share the cluster: Pod Security, container defaults, cohorts.",
+    )
     workloads: Workloads = Field(
         default_factory=Workloads, description="Training jobs and inference services to deploy."
+    )
+    extra_manifests: tuple[dict[str, Any], ...] = Field(
+        default=(),
+        description="Extra Kubernetes objects deployed with the platform (apiVersion, kind, "
+        "metadata.name); the policy pack checks them like the rest.",
     )
     onprem: OnPremConfig | None = Field(default=None, description="cloud: onprem settings.")
     aws: AwsConfig | None = Field(default=None, description="cloud: aws settings.")
@@ -347,3 +436,10 @@ class Platform(Model):
     @property
     def gpu_pools(self) -> tuple[NodePool, ...]:
         return tuple(p for p in self.node_pools if p.kind is PoolKind.GPU)
+
+    def pod_security(self, team: Team) -> PodSecurityLevel:
+        """The Pod Security level a team's namespace enforces."""
+        return team.pod_security or self.tenancy.pod_security
+
+    def cohort(self, name: str) -> Cohort:
+        return next(c for c in self.tenancy.cohorts if c.name == name)

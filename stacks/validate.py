@@ -17,6 +17,8 @@ from typing import Any, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from components.backend import BackendUnavailableError, get_backend
+from components.kubernetes.extra import extra_manifest_key
+from components.kubernetes.resources import top_level_fields
 from stacks.catalog import CatalogError, resolve_gpu_machine
 from stacks.errors import ConfigError, Problem, format_path
 from stacks.schema import NodePool, Platform, PoolKind
@@ -86,8 +88,131 @@ def check_platform(p: Platform) -> list[Problem]:
                         gpus,
                     )
                 )
+    problems += _check_tenancy(p, pools)
     problems += _check_workload_refs(p, pools)
+    problems += _check_extra_manifests(p)
     problems += _backend_checks(p)
+    return problems
+
+
+#: Namespaces a team may not take: Kubernetes' own and the platform's add-ons.
+RESERVED_NAMESPACES = frozenset(
+    {"default", "kube-system", "kube-public", "kube-node-lease", "mlstack-system", "kueue-system"}
+)
+
+
+def _check_tenancy(p: Platform, pools: Mapping[str, NodePool]) -> list[Problem]:
+    problems = []
+    t = p.tenancy
+    cohorts = [c.name for c in t.cohorts]
+    for name, count in Counter(cohorts).items():
+        if count > 1:
+            i = [j for j, n in enumerate(cohorts) if n == name][1]
+            problems.append(
+                Problem(
+                    f"platform.tenancy.cohorts[{i}].name",
+                    f"name is used {count} times",
+                    "give each cohort its own name",
+                    name,
+                )
+            )
+    for what in ("cpu", "memory_gib"):
+        request = getattr(t, f"default_request_{what}")
+        limit = getattr(t, f"default_limit_{what}")
+        if request > limit:
+            problems.append(
+                Problem(
+                    f"platform.tenancy.default_request_{what}",
+                    f"the default request is above the default limit ({limit})",
+                    f"lower it to at most {limit} or raise default_limit_{what}",
+                    request,
+                )
+            )
+    for i, team in enumerate(p.teams):
+        if team.name in RESERVED_NAMESPACES or team.name == t.monitoring_namespace:
+            problems.append(
+                Problem(
+                    format_path(("teams", i, "name")),
+                    "is a namespace Kubernetes or the platform already uses",
+                    "give the team another name",
+                    team.name,
+                )
+            )
+        if team.cohort is not None and team.cohort not in cohorts:
+            problems.append(
+                Problem(
+                    format_path(("teams", i, "cohort")),
+                    "names no cohort",
+                    f"add it to platform.tenancy.cohorts, or use one of: "
+                    f"{', '.join(cohorts) or 'none defined'}",
+                    team.cohort,
+                )
+            )
+        for pool_name, gpus in team.quota.borrowing_limit_gpus.items():
+            path = format_path(("teams", i, "quota", "borrowing_limit_gpus", pool_name))
+            pool = pools.get(pool_name)
+            if pool is None or pool.kind is not PoolKind.GPU:
+                gpu_pools = ", ".join(x.name for x in p.gpu_pools) or "none defined"
+                problems.append(
+                    Problem(path, "names no GPU pool", f"use a GPU pool: {gpu_pools}", pool_name)
+                )
+            elif gpus < 0:
+                problems.append(Problem(path, "borrowing limit is negative", "use 0 or more", gpus))
+            elif team.cohort is None:
+                problems.append(
+                    Problem(
+                        path,
+                        "a team borrows only from its cohort, and this team has none",
+                        f"set platform.teams[{i}].cohort, or remove the limit",
+                        gpus,
+                    )
+                )
+    return problems
+
+
+def _check_extra_manifests(p: Platform) -> list[Problem]:
+    problems = []
+    seen: dict[str, int] = {}
+    for i, manifest in enumerate(p.extra_manifests):
+        path = format_path(("extra_manifests", i))
+        metadata = manifest.get("metadata")
+        fields = {
+            "apiVersion": manifest.get("apiVersion"),
+            "kind": manifest.get("kind"),
+            "metadata.name": metadata.get("name") if isinstance(metadata, Mapping) else None,
+        }
+        missing = [k for k, v in fields.items() if not isinstance(v, str) or not v]
+        if missing:
+            problems.append(
+                Problem(
+                    path,
+                    f"a Kubernetes object needs {', '.join(missing)}",
+                    "give apiVersion, kind and metadata.name as strings",
+                )
+            )
+            continue
+        allowed = top_level_fields(manifest["apiVersion"], manifest["kind"])
+        unknown = sorted(set(manifest) - allowed) if allowed is not None else []
+        if unknown:
+            problems.append(
+                Problem(
+                    f"{path}.{unknown[0]}",
+                    f"{manifest['kind']} ({manifest['apiVersion']}) has no top-level field "
+                    f"{unknown[0]}",
+                    f"remove it; allowed: {', '.join(sorted(allowed or ()))}",
+                )
+            )
+        key = extra_manifest_key(manifest)
+        if key in seen:
+            problems.append(
+                Problem(
+                    f"{path}.metadata.name",
+                    f"the same object as platform.extra_manifests[{seen[key]}]",
+                    "remove one, or give it another name",
+                    fields["metadata.name"],
+                )
+            )
+        seen.setdefault(key, i)
     return problems
 
 

@@ -9,11 +9,18 @@ from dataclasses import dataclass
 class HelmChart:
     chart: str
     version: str
-    repo: str
+    #: The chart repository URL; empty for charts addressed as oci:// references.
+    repo: str = ""
 
 
 NVIDIA_DEVICE_PLUGIN = HelmChart(
     chart="nvidia-device-plugin",
     version="0.18.2",
     repo="https://nvidia.github.io/k8s-device-plugin",
+)
+
+#: Kueue: quota-based admission of batch work. The chart installs its CRDs.
+KUEUE = HelmChart(
+    chart="oci://registry.k8s.io/kueue/charts/kueue",
+    version="0.20.0",
 )

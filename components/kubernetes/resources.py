@@ -7,12 +7,14 @@ the one place they become resources. Typed classes keep the plan's type tokens e
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pulumi_kubernetes import _utilities as _k8s_utilities
 
 Manifest = Mapping[str, Any]
 
@@ -24,9 +26,18 @@ _TYPED: dict[tuple[str, str], Callable[..., pulumi.CustomResource]] = {
     ("v1", "Service"): k8s.core.v1.Service,
     ("v1", "ResourceQuota"): k8s.core.v1.ResourceQuota,
     ("v1", "LimitRange"): k8s.core.v1.LimitRange,
+    ("v1", "Pod"): k8s.core.v1.Pod,
+    ("v1", "PersistentVolumeClaim"): k8s.core.v1.PersistentVolumeClaim,
     ("apps/v1", "Deployment"): k8s.apps.v1.Deployment,
+    ("apps/v1", "StatefulSet"): k8s.apps.v1.StatefulSet,
+    ("apps/v1", "DaemonSet"): k8s.apps.v1.DaemonSet,
+    ("batch/v1", "Job"): k8s.batch.v1.Job,
+    ("batch/v1", "CronJob"): k8s.batch.v1.CronJob,
     ("rbac.authorization.k8s.io/v1", "Role"): k8s.rbac.v1.Role,
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): k8s.rbac.v1.RoleBinding,
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): k8s.rbac.v1.ClusterRole,
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): k8s.rbac.v1.ClusterRoleBinding,
+    ("storage.k8s.io/v1", "StorageClass"): k8s.storage.v1.StorageClass,
     ("networking.k8s.io/v1", "NetworkPolicy"): k8s.networking.v1.NetworkPolicy,
     ("scheduling.k8s.io/v1", "PriorityClass"): k8s.scheduling.v1.PriorityClass,
     ("policy/v1", "PodDisruptionBudget"): k8s.policy.v1.PodDisruptionBudget,
@@ -41,6 +52,23 @@ _PATCHES: dict[tuple[str, str], Callable[..., pulumi.CustomResource]] = {
 
 def _snake(key: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def top_level_fields(api_version: str, kind: str) -> frozenset[str] | None:
+    """The top-level manifest fields a typed kind accepts; None for kinds declared as
+    CustomResources, which take any."""
+    cls = _TYPED.get((api_version, kind))
+    if cls is None:
+        return None
+    params = inspect.signature(cast(Any, cls)._internal_init).parameters
+    return frozenset(
+        _camel(p) for p in params if p not in ("__self__", "resource_name", "opts", "__props__")
+    )
 
 
 def declare(
@@ -58,6 +86,21 @@ def declare(
         return table[gvk](name, opts=opts, **{_snake(k): v for k, v in body.items()})
     if patch:
         raise ValueError(f"no patch type for {gvk[1]} ({gvk[0]})")
-    return k8s.apiextensions.CustomResource(
-        name, api_version=gvk[0], kind=gvk[1], opts=opts, **body
-    )
+    return CustomObject(name, manifest, opts)
+
+
+class CustomObject(pulumi.CustomResource):
+    """An object of a CRD kind, with whatever top-level fields it has.
+
+    `k8s.apiextensions.CustomResource` takes only `metadata` and `spec`; some kinds keep their
+    fields elsewhere (a Kueue WorkloadPriorityClass has a top-level `value`). Same type token and
+    provider as CustomResource, so the engine treats both alike.
+    """
+
+    def __init__(self, name: str, manifest: Manifest, opts: pulumi.ResourceOptions) -> None:
+        opts = pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(version=_k8s_utilities.get_version())
+        )
+        super().__init__(
+            f"kubernetes:{manifest['apiVersion']}:{manifest['kind']}", name, dict(manifest), opts
+        )

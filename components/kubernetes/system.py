@@ -22,6 +22,8 @@ PLATFORM_CONFIGMAP = "mlstack-platform"
 OBJECT_STORE_SECRET = "object-store-credentials"
 REGISTRY_PULL_SECRET = "registry-pull"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "mlstack"}
+#: The environment-contract key holding the registry workload images come from.
+REGISTRY_ENV = "MLSTACK_REGISTRY"
 
 
 def namespace_manifest() -> dict[str, Any]:
@@ -48,7 +50,7 @@ def platform_env(
         "MLSTACK_DATASETS_URL": store.url("datasets"),
         "MLSTACK_CHECKPOINTS_URL": store.url("checkpoints"),
         "MLSTACK_MODELS_URL": store.url("models"),
-        "MLSTACK_REGISTRY": registry.url,
+        REGISTRY_ENV: registry.url,
     }
     if store.endpoint:
         env["AWS_ENDPOINT_URL_S3"] = store.endpoint
@@ -66,11 +68,13 @@ def configmap_manifest(env: Mapping[str, pulumi.Input[str]]) -> dict[str, Any]:
     }
 
 
-def secret_manifest(name: str, secret_type: str, data: Mapping[str, Any]) -> dict[str, Any]:
+def secret_manifest(
+    name: str, secret_type: str, data: Mapping[str, Any], namespace: str = NAMESPACE
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name, "namespace": NAMESPACE, "labels": MANAGED_BY},
+        "metadata": {"name": name, "namespace": namespace, "labels": MANAGED_BY},
         "type": secret_type,
         "stringData": dict(data),
     }
@@ -82,6 +86,51 @@ def dockerconfigjson(host: str, username: str, password: str) -> str:
     return json.dumps(
         {"auths": {host: {"username": username, "password": password, "auth": token}}}
     )
+
+
+def declare_credentials(
+    name: str,
+    namespace: str,
+    store: ObjectStore,
+    registry: ImageRegistry,
+    opts: pulumi.ResourceOptions,
+) -> str | None:
+    """The object-store and image-pull Secrets in `namespace`, for stores and registries that
+    have no workload identity. Returns the pull Secret's name, or None when there is none."""
+    if store.credentials is not None:
+        declare(
+            f"{name}-object-store-credentials",
+            secret_manifest(
+                OBJECT_STORE_SECRET,
+                "Opaque",
+                {
+                    "AWS_ACCESS_KEY_ID": store.credentials.access_key_id,
+                    "AWS_SECRET_ACCESS_KEY": store.credentials.secret_access_key,
+                },
+                namespace,
+            ),
+            opts,
+        )
+    if registry.pull_credentials is not None:
+        username, password = registry.pull_credentials
+        host = pulumi.Output.from_input(registry.url).apply(lambda u: u.split("/")[0])
+        config = pulumi.Output.secret(
+            pulumi.Output.all(host, username, password).apply(
+                lambda args: dockerconfigjson(args[0], args[1], args[2])
+            )
+        )
+        declare(
+            f"{name}-registry-pull",
+            secret_manifest(
+                REGISTRY_PULL_SECRET,
+                "kubernetes.io/dockerconfigjson",
+                {".dockerconfigjson": config},
+                namespace,
+            ),
+            opts,
+        )
+        return REGISTRY_PULL_SECRET
+    return None
 
 
 class PlatformSystem(pulumi.ComponentResource):
@@ -101,34 +150,5 @@ class PlatformSystem(pulumi.ComponentResource):
         in_ns = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
         self.env = platform_env(store, registry, cluster)
         declare(f"{name}-platform-config", configmap_manifest(self.env), in_ns)
-        if store.credentials is not None:
-            declare(
-                f"{name}-object-store-credentials",
-                secret_manifest(
-                    OBJECT_STORE_SECRET,
-                    "Opaque",
-                    {
-                        "AWS_ACCESS_KEY_ID": store.credentials.access_key_id,
-                        "AWS_SECRET_ACCESS_KEY": store.credentials.secret_access_key,
-                    },
-                ),
-                in_ns,
-            )
-        if registry.pull_credentials is not None:
-            username, password = registry.pull_credentials
-            host = pulumi.Output.from_input(registry.url).apply(lambda u: u.split("/")[0])
-            config = pulumi.Output.secret(
-                pulumi.Output.all(host, username, password).apply(
-                    lambda args: dockerconfigjson(args[0], args[1], args[2])
-                )
-            )
-            declare(
-                f"{name}-registry-pull",
-                secret_manifest(
-                    REGISTRY_PULL_SECRET,
-                    "kubernetes.io/dockerconfigjson",
-                    {".dockerconfigjson": config},
-                ),
-                in_ns,
-            )
+        declare_credentials(name, NAMESPACE, store, registry, in_ns)
         self.register_outputs({"namespace": NAMESPACE})

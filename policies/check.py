@@ -1,0 +1,226 @@
+"""Run the policy pack on an offline plan, the way the Pulumi engine's analyzer would.
+
+Each recorded resource becomes the props the analyzer hands a rule: inputs as they cross the
+wire (numbers as floats, secrets unwrapped), wrapped in pulumi_policy's unknown-value-checking
+proxy. Resource rules get a `ResourceValidationArgs` per resource, stack rules one
+`StackValidationArgs` with every resource (parents linked), and each rule its config with the
+schema's defaults filled in, the pack's default enforcement mandatory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyCustomTimeouts,
+    PolicyProviderResource,
+    PolicyResource,
+    PolicyResourceOptions,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+from pulumi_policy.policy import _NotApplicableError  # pyright: ignore[reportPrivateUsage]
+from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
+
+from policies.rules import ALL_POLICIES
+from stacks.offline import Plan, PlannedResource, is_secret
+
+Policy = ResourceValidationPolicy | StackValidationPolicy
+#: The pack's default level (policies/pack/__main__.py passes the same).
+PACK_ENFORCEMENT = EnforcementLevel.MANDATORY
+
+
+class PolicyConfigError(ValueError):
+    """A policy config file that names no rule or sets a level that does not exist."""
+
+
+@dataclass(frozen=True)
+class Violation:
+    stack: str
+    policy: str
+    enforcement: str  # "mandatory" or "advisory"
+    message: str
+    urn: str | None = None
+    resource: str | None = None  # the resource's logical name
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CheckReport:
+    stack: str
+    resources: int
+    violations: list[Violation] = field(default_factory=list)
+    not_applicable: list[str] = field(default_factory=list)
+    diagnostics: list[str] = field(default_factory=list)
+    rule_seconds: float = 0.0
+
+    @property
+    def mandatory(self) -> list[Violation]:
+        return [v for v in self.violations if v.enforcement == EnforcementLevel.MANDATORY.value]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stack": self.stack,
+            "resources": self.resources,
+            "violations": [v.to_json() for v in self.violations],
+            "not_applicable": self.not_applicable,
+            "diagnostics": self.diagnostics,
+            "rule_seconds": round(self.rule_seconds, 4),
+        }
+
+
+def wire_props(value: Any) -> Any:
+    """Inputs as the analyzer receives them: JSON through a protobuf Struct (every number a
+    float) and secrets unwrapped to their values."""
+    if is_secret(value):
+        return wire_props(value["value"])
+    if isinstance(value, Mapping):
+        return {k: wire_props(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [wire_props(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def load_policy_config(path: Path, policies: Sequence[Policy] = ALL_POLICIES) -> dict[str, Any]:
+    """A `--policy-pack-config` style JSON file: {rule: level} or {rule: {enforcementLevel,
+    ...settings}}."""
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PolicyConfigError(f"{path}: cannot read policy config ({exc})") from None
+    if not isinstance(raw, dict):
+        raise PolicyConfigError(f"{path}: must be a JSON object of rule names")
+    names = {p.name for p in policies}
+    levels = {e.value for e in EnforcementLevel}
+    for name, value in raw.items():
+        if name != "all" and name not in names:
+            raise PolicyConfigError(
+                f"{path}: {name!r} is not a rule of the pack; see mlstack check --list"
+            )
+        level = value if isinstance(value, str) else (value or {}).get("enforcementLevel")
+        if level is not None and level not in levels:
+            raise PolicyConfigError(
+                f"{path}: {name}: enforcement level {level!r} is not one of "
+                f"{', '.join(sorted(levels))}"
+            )
+    return raw
+
+
+def _settings(policy: Policy, config: Mapping[str, Any]) -> tuple[EnforcementLevel, dict[str, Any]]:
+    """A rule's enforcement level and its settings, schema defaults filled in."""
+    level = policy.enforcement_level or PACK_ENFORCEMENT
+    settings: dict[str, Any] = {}
+    if policy.config_schema is not None:
+        for key, prop in policy.config_schema.properties.items():
+            if "default" in prop:
+                settings[key] = prop["default"]
+    for name in ("all", policy.name):
+        given = config.get(name)
+        if isinstance(given, str):
+            level = EnforcementLevel(given)
+        elif isinstance(given, Mapping):
+            if "enforcementLevel" in given:
+                level = EnforcementLevel(given["enforcementLevel"])
+            settings.update({k: v for k, v in given.items() if k != "enforcementLevel"})
+    return level, settings
+
+
+async def _awaited(result: Awaitable[Any]) -> None:
+    await result
+
+
+def _options(r: PlannedResource) -> PolicyResourceOptions:
+    return PolicyResourceOptions(
+        protect=False,
+        ignore_changes=[],
+        delete_before_replace=None,
+        aliases=[],
+        custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
+        additional_secret_outputs=[],
+        parent=r.parent,
+    )
+
+
+def check_plan(
+    plan: Plan, policies: Sequence[Policy] = ALL_POLICIES, config: Mapping[str, Any] | None = None
+) -> CheckReport:
+    """Every rule on every resource of `plan`; violations in a stable order."""
+    config = config or {}
+    started = time.perf_counter()
+    report = CheckReport(plan.stack, len(plan.resources))
+    by_urn = {r.urn: r for r in plan.resources}
+    props = {r.urn: unknown_checking_proxy(wire_props(dict(r.inputs))) for r in plan.resources}
+
+    def provider(r: PlannedResource) -> PolicyProviderResource | None:
+        if not r.provider:
+            return None
+        p = by_urn.get(r.provider.rpartition("::")[0])  # a provider reference is "<urn>::<id>"
+        return PolicyProviderResource(p.type, props[p.urn], p.urn, p.name) if p else None
+
+    def collector(policy: Policy, level: EnforcementLevel, default_urn: str | None):
+        def report_violation(message: str, urn: str | None = None) -> None:
+            target = urn or default_urn
+            name = by_urn[target].name if target in by_urn else None
+            report.violations.append(
+                Violation(plan.stack, policy.name, level.value, message, target, name)
+            )
+
+        return report_violation
+
+    def run(policy: Policy, action: Callable[[], Any]) -> None:
+        try:
+            result = action()
+            if inspect.isawaitable(result):
+                asyncio.run(_awaited(result))
+        except UnknownValueError as exc:
+            report.diagnostics.append(f"{policy.name}: can't run during preview: {exc.message}")
+        except _NotApplicableError as exc:
+            report.not_applicable.append(f"{policy.name}: {exc.reason or 'not applicable'}")
+
+    resource_rules = []
+    for policy in policies:
+        level, settings = _settings(policy, config)
+        if level is EnforcementLevel.DISABLED:
+            continue
+        if level is EnforcementLevel.REMEDIATE:
+            level = EnforcementLevel.MANDATORY
+        if isinstance(policy, ResourceValidationPolicy):
+            resource_rules.append((policy, level, settings))
+            continue
+        resources = {
+            r.urn: PolicyResource(
+                r.type, props[r.urn], r.urn, r.name, _options(r), provider(r), None, [], {}
+            )
+            for r in plan.resources
+        }
+        for r in plan.resources:
+            if r.parent in resources:
+                resources[r.urn].parent = resources[r.parent]
+        args = StackValidationArgs(list(resources.values()), settings)
+        run(policy, lambda p=policy, a=args, lv=level: p.validate(a, collector(p, lv, None)))
+    for r in plan.resources:
+        opts = _options(r)
+        prov = provider(r)
+        for policy, level, settings in resource_rules:
+            args = ResourceValidationArgs(r.type, props[r.urn], r.urn, r.name, opts, prov, settings)
+            run(
+                policy,
+                lambda p=policy, a=args, lv=level, u=r.urn: p.validate(a, collector(p, lv, u)),
+            )
+    report.violations.sort(key=lambda v: (v.policy, v.urn or "", v.message))
+    report.rule_seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,154 @@
+"""Kueue scheduling from the stack config: flavors from pools, queues from team quotas.
+
+One ResourceFlavor per node pool, selecting the pool's nodes and carrying its taints; one
+ClusterQueue per team with a nominal GPU quota per flavor (and the cohort and borrowing limits
+the config gives); a LocalQueue named `default` in each team namespace; and the priorities that
+order work: serving above training above best-effort.
+
+Quotas, flavors and pools come from the same `Platform`, so they cannot drift apart. CPU and
+memory are capped per namespace by its ResourceQuota; each flavor repeats the team's total so
+Kueue never admits more than the namespace may run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from policies.tenancy import GPU_RESOURCE, MANAGED_BY, TEAM_LABEL, quantity
+from stacks.schema import CAPACITY_LABEL, POOL_LABEL, NodePool, Platform, PoolKind, Team
+
+KUEUE_GROUP = "kueue.x-k8s.io"
+KUEUE_API = f"{KUEUE_GROUP}/v1beta2"
+QUEUE_LABEL = f"{KUEUE_GROUP}/queue-name"
+PRIORITY_LABEL = f"{KUEUE_GROUP}/priority-class"
+LOCAL_QUEUE_NAME = "default"
+#: Annotations that carry a pool's size onto its flavor, so rules that see only the deployed
+#: objects (the policy pack) can compare quotas with capacity.
+MAX_GPUS_ANNOTATION = "mlstack.dev/max-gpus"
+ALLOW_OVERCOMMIT_ANNOTATION = "mlstack.dev/allow-overcommit"
+
+
+@dataclass(frozen=True)
+class Priority:
+    name: str
+    value: int
+    description: str
+
+
+#: Serving preempts training, training preempts best-effort (spot, exploratory) work.
+PRIORITIES = (
+    Priority("mlstack-serving", 100_000, "Online inference: preempts training and batch work."),
+    Priority("mlstack-training", 10_000, "Training jobs: preempt best-effort work."),
+    Priority("mlstack-best-effort", 1_000, "Exploratory and spot work: preempted first."),
+)
+
+
+def flavor_manifest(pool: NodePool) -> dict[str, Any]:
+    """A pool as Kueue sees it.
+
+    The flavor carries the pool's taints as `nodeTaints`, so Kueue admits to it only workloads
+    that tolerate them. It deliberately sets no `tolerations`: Kueue would add them to every
+    admitted pod, and CPU-only work would then be placed on GPU nodes.
+    """
+    spec: dict[str, Any] = {
+        "nodeLabels": {POOL_LABEL: pool.name, CAPACITY_LABEL: pool.capacity.value}
+    }
+    taints = [
+        {"key": t.key, "value": t.value, "effect": t.effect.value} for t in pool.effective_taints
+    ]
+    if taints:
+        spec["nodeTaints"] = taints
+    metadata: dict[str, Any] = {"name": pool.name, "labels": dict(MANAGED_BY)}
+    if pool.kind is PoolKind.GPU:
+        metadata["annotations"] = {MAX_GPUS_ANNOTATION: str(pool.max_gpus)}
+    return {"apiVersion": KUEUE_API, "kind": "ResourceFlavor", "metadata": metadata, "spec": spec}
+
+
+def _queue_pools(platform: Platform, team: Team) -> list[NodePool]:
+    """The pools a team's queue admits to: every CPU pool, and the GPU pools it has quota in or
+    may borrow in. CPU pools come first, so CPU-only work lands there before GPU nodes."""
+    cpu = [p for p in platform.node_pools if p.kind is PoolKind.CPU]
+    gpu = [
+        p
+        for p in platform.gpu_pools
+        if team.quota.gpus.get(p.name, 0) > 0 or team.cohort is not None
+    ]
+    return cpu + gpu or list(platform.gpu_pools)
+
+
+def cluster_queue_manifest(platform: Platform, team: Team) -> dict[str, Any]:
+    flavors = []
+    for pool in _queue_pools(platform, team):
+        gpu: dict[str, Any] = {
+            "name": GPU_RESOURCE,
+            "nominalQuota": team.quota.gpus.get(pool.name, 0),
+        }
+        limit = team.quota.borrowing_limit_gpus.get(pool.name)
+        if limit is not None:
+            gpu["borrowingLimit"] = limit
+        flavors.append(
+            {
+                "name": pool.name,
+                "resources": [
+                    {"name": "cpu", "nominalQuota": quantity(team.quota.cpu)},
+                    {"name": "memory", "nominalQuota": quantity(team.quota.memory_gib, "Gi")},
+                    gpu,
+                ],
+            }
+        )
+    spec: dict[str, Any] = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": team.name}},
+        "queueingStrategy": "BestEffortFIFO",
+        "preemption": {
+            "withinClusterQueue": "LowerPriority",
+            "reclaimWithinCohort": "Any",
+        },
+        "resourceGroups": [
+            {"coveredResources": ["cpu", "memory", GPU_RESOURCE], "flavors": flavors}
+        ],
+    }
+    metadata: dict[str, Any] = {
+        "name": team.name,
+        "labels": {**MANAGED_BY, TEAM_LABEL: team.name},
+    }
+    if team.cohort is not None:
+        spec["cohortName"] = team.cohort
+        if platform.cohort(team.cohort).allow_overcommit:
+            metadata["annotations"] = {ALLOW_OVERCOMMIT_ANNOTATION: "true"}
+    return {"apiVersion": KUEUE_API, "kind": "ClusterQueue", "metadata": metadata, "spec": spec}
+
+
+def local_queue_manifest(team: Team) -> dict[str, Any]:
+    return {
+        "apiVersion": KUEUE_API,
+        "kind": "LocalQueue",
+        "metadata": {
+            "name": LOCAL_QUEUE_NAME,
+            "namespace": team.name,
+            "labels": {**MANAGED_BY, TEAM_LABEL: team.name},
+        },
+        "spec": {"clusterQueue": team.name},
+    }
+
+
+def priority_class_manifest(p: Priority) -> dict[str, Any]:
+    return {
+        "apiVersion": "scheduling.k8s.io/v1",
+        "kind": "PriorityClass",
+        "metadata": {"name": p.name, "labels": dict(MANAGED_BY)},
+        "value": p.value,
+        "globalDefault": False,
+        "preemptionPolicy": "PreemptLowerPriority",
+        "description": p.description,
+    }
+
+
+def workload_priority_class_manifest(p: Priority) -> dict[str, Any]:
+    return {
+        "apiVersion": KUEUE_API,
+        "kind": "WorkloadPriorityClass",
+        "metadata": {"name": p.name, "labels": dict(MANAGED_BY)},
+        "value": p.value,
+        "description": p.description,
+    }

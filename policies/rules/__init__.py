@@ -1,0 +1,19 @@
+"""The policy pack's rules: plain functions, one per rule, importable without a policy server.
+
+`ALL_POLICIES` is what `policies/pack/__main__.py` hands to `PolicyPack` and what `mlstack
+check` runs offline. Each module keeps its own `POLICIES`; a cloud backend's rules module is
+added here when the backend lands.
+"""
+
+from __future__ import annotations
+
+from pulumi_policy import ResourceValidationPolicy, StackValidationPolicy
+
+from policies.rules import access, pods, pools, tenancy
+
+ALL_POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
+    *pods.POLICIES,
+    *access.POLICIES,
+    *pools.POLICIES,
+    *tenancy.POLICIES,
+]

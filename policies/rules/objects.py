@@ -1,0 +1,155 @@
+"""Reading Kubernetes objects as the policy engine hands them over.
+
+Props arrive as read-only Mappings and Sequences (the analyzer wraps them to detect unknown
+values) with numbers as floats, so every accessor here takes any Mapping or Sequence, never
+assumes `dict` or `int`, and treats a missing or odd-typed field as absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pulumi_policy import EnforcementLevel, ResourceValidationArgs
+
+from policies.tenancy import GPU_RESOURCE
+
+MANDATORY = EnforcementLevel.MANDATORY
+ADVISORY = EnforcementLevel.ADVISORY
+
+_EMPTY: Mapping[str, Any] = {}
+
+
+def mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else _EMPTY
+
+
+def sequence(value: Any) -> Sequence[Any]:
+    return value if isinstance(value, Sequence) and not isinstance(value, str | bytes) else ()
+
+
+def get(value: Any, *path: str | int) -> Any:
+    """The value at `path` inside nested Mappings/Sequences, or None."""
+    for key in path:
+        if isinstance(key, int):
+            items = sequence(value)
+            value = items[key] if -len(items) <= key < len(items) else None
+        else:
+            value = mapping(value).get(key)
+        if value is None:
+            return None
+    return value
+
+
+def kind_of(resource_type: str) -> str | None:
+    """The Kubernetes kind of a `kubernetes:<group>/<version>:<Kind>` type token, else None."""
+    if not resource_type.startswith("kubernetes:") or resource_type.count(":") != 2:
+        return None
+    return resource_type.rsplit(":", 1)[1]
+
+
+def labels_of(props: Mapping[str, Any]) -> Mapping[str, Any]:
+    return mapping(get(props, "metadata", "labels"))
+
+
+def annotations_of(props: Mapping[str, Any]) -> Mapping[str, Any]:
+    return mapping(get(props, "metadata", "annotations"))
+
+
+def describe(kind: str, props: Mapping[str, Any]) -> str:
+    """'Job vision/train' or 'ClusterRole reader'."""
+    name = get(props, "metadata", "name") or "(unnamed)"
+    namespace = get(props, "metadata", "namespace")
+    return f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
+
+
+def number(value: Any) -> float:
+    """A count such as a GPU request: numbers and numeric strings; anything else is 0."""
+    if isinstance(value, bool):
+        return 0.0
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return 0.0
+    return 0.0
+
+
+@dataclass(frozen=True)
+class PodTemplate:
+    """One pod spec inside a workload object, with the labels its pods get."""
+
+    where: str  # e.g. "Job vision/train" or "JobSet vision/train, replicatedJob workers"
+    spec: Mapping[str, Any]
+    pod_labels: Mapping[str, Any]
+
+    def containers(self) -> Iterator[Mapping[str, Any]]:
+        for field in ("initContainers", "containers"):
+            for c in sequence(self.spec.get(field)):
+                yield mapping(c)
+
+    def requests_gpus(self) -> bool:
+        return any(
+            number(get(c, "resources", part, GPU_RESOURCE)) > 0
+            for c in self.containers()
+            for part in ("limits", "requests")
+        )
+
+
+#: Where each workload kind keeps its pod template(s).
+_TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
+    "Deployment": ("spec", "template"),
+    "StatefulSet": ("spec", "template"),
+    "DaemonSet": ("spec", "template"),
+    "ReplicaSet": ("spec", "template"),
+    "Job": ("spec", "template"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template"),
+}
+#: Kinds that run to completion: what Kueue queues and what spot capacity may preempt.
+BATCH_KINDS = frozenset({"Pod", "Job", "CronJob", "JobSet"})
+WORKLOAD_KINDS = frozenset({*_TEMPLATE_PATHS, "Pod", "JobSet"})
+
+
+def pod_templates(kind: str, props: Mapping[str, Any]) -> list[PodTemplate]:
+    """Every pod template of a workload object; [] for other kinds."""
+    where = describe(kind, props)
+    if kind == "Pod":
+        return [PodTemplate(where, mapping(props.get("spec")), labels_of(props))]
+    if kind == "JobSet":
+        templates = []
+        for rj in sequence(get(props, "spec", "replicatedJobs")):
+            pod = get(rj, "template", "spec", "template")
+            templates.append(
+                PodTemplate(
+                    f"{where}, replicatedJob {get(rj, 'name') or '?'}",
+                    mapping(get(pod, "spec")),
+                    mapping(get(pod, "metadata", "labels")),
+                )
+            )
+        return templates
+    path = _TEMPLATE_PATHS.get(kind)
+    if path is None:
+        return []
+    template = get(props, *path)
+    return [
+        PodTemplate(
+            where, mapping(get(template, "spec")), mapping(get(template, "metadata", "labels"))
+        )
+    ]
+
+
+def workload(args: ResourceValidationArgs) -> tuple[str, list[PodTemplate]] | None:
+    """(kind, pod templates) when the resource is a workload object, else None."""
+    kind = kind_of(args.resource_type)
+    if kind is None or kind not in WORKLOAD_KINDS:
+        return None
+    return kind, pod_templates(kind, args.props)
+
+
+def config_value(args: Any, key: str, default: Any) -> Any:
+    """A policy's config value: the engine fills schema defaults, direct callers may not."""
+    value = mapping(args.get_config()).get(key)
+    return default if value is None else value

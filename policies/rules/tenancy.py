@@ -1,0 +1,408 @@
+"""Stack-level rules: relations between objects that no single resource shows.
+
+Team namespaces come with their guardrails, every GPU pool has a Kueue flavor, workloads point
+at queues that exist, spot capacity runs only work that survives preemption, GPU quotas fit the
+pools, and images come from the platform's registry.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pulumi_policy import (
+    PolicyConfigSchema,
+    PolicyResource,
+    ReportViolation,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+
+from components.kubernetes.system import NAMESPACE, PLATFORM_CONFIGMAP, REGISTRY_ENV
+from policies.queues import ALLOW_OVERCOMMIT_ANNOTATION, MAX_GPUS_ANNOTATION, QUEUE_LABEL
+from policies.rules.objects import (
+    BATCH_KINDS,
+    MANDATORY,
+    PodTemplate,
+    annotations_of,
+    config_value,
+    describe,
+    get,
+    kind_of,
+    labels_of,
+    mapping,
+    number,
+    pod_templates,
+    sequence,
+)
+from policies.rules.pools import PoolNodes, pool_of
+from policies.tenancy import GPU_RESOURCE, TEAM_LABEL
+from stacks.schema import CAPACITY_LABEL, POOL_LABEL
+
+#: Marks a batch workload that saves checkpoints and resumes from them (the TrainingJob
+#: component sets it); only such work may run on spot capacity.
+CHECKPOINTS_ANNOTATION = "mlstack.dev/checkpoints"
+
+
+@dataclass
+class Objects:
+    """The stack's Kubernetes objects by kind, and its node pools."""
+
+    by_kind: dict[str, list[PolicyResource]] = field(default_factory=lambda: defaultdict(list))
+    pools: dict[str, tuple[PoolNodes, PolicyResource]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, resources: Iterable[PolicyResource]) -> Objects:
+        objects = cls()
+        for r in resources:
+            kind = kind_of(r.resource_type)
+            if kind is not None:
+                objects.by_kind[kind].append(r)
+            nodes = pool_of(r.resource_type, r.props)
+            if nodes is not None:
+                objects.pools.setdefault(nodes.pool, (nodes, r))
+        return objects
+
+    def in_namespace(self, kind: str, namespace: str) -> list[PolicyResource]:
+        return [r for r in self.by_kind.get(kind, ()) if _namespace(r) == namespace]
+
+    def named(self, kind: str, name: str, namespace: str | None = None) -> PolicyResource | None:
+        for r in self.by_kind.get(kind, ()):
+            if get(r.props, "metadata", "name") == name and _namespace(r) == namespace:
+                return r
+        return None
+
+    def team_namespaces(self) -> list[tuple[str, PolicyResource]]:
+        return [
+            (str(get(r.props, "metadata", "name")), r)
+            for r in self.by_kind.get("Namespace", ())
+            if labels_of(r.props).get(TEAM_LABEL)
+        ]
+
+    def workloads(self) -> Iterable[tuple[str, PolicyResource, list[PodTemplate]]]:
+        for kind, items in self.by_kind.items():
+            for r in items:
+                templates = pod_templates(kind, r.props)
+                if templates:
+                    yield kind, r, templates
+
+
+def _namespace(r: PolicyResource) -> str | None:
+    ns = get(r.props, "metadata", "namespace")
+    return str(ns) if ns else None
+
+
+def team_namespaces_have_quotas(args: StackValidationArgs, report: ReportViolation) -> None:
+    objects = Objects.of(args.resources)
+    needed = ("requests.cpu", "requests.memory", f"requests.{GPU_RESOURCE}")
+    for ns, r in objects.team_namespaces():
+        covered = {
+            key
+            for q in objects.in_namespace("ResourceQuota", ns)
+            for key in mapping(get(q.props, "spec", "hard"))
+        }
+        missing = [k for k in needed if k not in covered]
+        if missing:
+            report(
+                f"team namespace {ns!r} has no ResourceQuota on {', '.join(missing)}, so one "
+                "team can take the whole cluster; declare the team in platform.teams so mlstack "
+                "creates its quota",
+                r.urn,
+            )
+
+
+def team_namespaces_have_limit_ranges(args: StackValidationArgs, report: ReportViolation) -> None:
+    objects = Objects.of(args.resources)
+    for ns, r in objects.team_namespaces():
+        ok = any(
+            get(item, "type") == "Container"
+            and get(item, "default")
+            and get(item, "defaultRequest")
+            for lr in objects.in_namespace("LimitRange", ns)
+            for item in sequence(get(lr.props, "spec", "limits"))
+        )
+        if not ok:
+            report(
+                f"team namespace {ns!r} has no LimitRange with container defaults, so pods "
+                "without requests escape the quota's accounting; declare the team in "
+                "platform.teams so mlstack creates it",
+                r.urn,
+            )
+
+
+def _denies_all_ingress(policy: PolicyResource) -> bool:
+    spec = mapping(policy.props.get("spec"))
+    selector = mapping(spec.get("podSelector"))
+    selects_all = not mapping(selector.get("matchLabels")) and not sequence(
+        selector.get("matchExpressions")
+    )
+    return (
+        selects_all
+        and "Ingress" in sequence(spec.get("policyTypes"))
+        and not sequence(spec.get("ingress"))
+    )
+
+
+def team_namespaces_deny_ingress_by_default(
+    args: StackValidationArgs, report: ReportViolation
+) -> None:
+    objects = Objects.of(args.resources)
+    for ns, r in objects.team_namespaces():
+        if not any(_denies_all_ingress(p) for p in objects.in_namespace("NetworkPolicy", ns)):
+            report(
+                f"team namespace {ns!r} has no default-deny ingress NetworkPolicy, so any pod "
+                "in the cluster can reach its pods; add one (podSelector: {}, policyTypes: "
+                "[Ingress], no ingress rules)",
+                r.urn,
+            )
+
+
+def _flavor_pools(objects: Objects) -> dict[str, PolicyResource]:
+    """Pool name -> the ResourceFlavor selecting it."""
+    return {
+        str(get(f.props, "spec", "nodeLabels", POOL_LABEL)): f
+        for f in objects.by_kind.get("ResourceFlavor", ())
+        if get(f.props, "spec", "nodeLabels", POOL_LABEL)
+    }
+
+
+def gpu_pools_have_flavors(args: StackValidationArgs, report: ReportViolation) -> None:
+    objects = Objects.of(args.resources)
+    flavors = _flavor_pools(objects)
+    for name, (nodes, r) in sorted(objects.pools.items()):
+        if nodes.kind == "gpu" and name not in flavors:
+            report(
+                f"GPU pool {name!r} has no Kueue ResourceFlavor, so no queue can admit work to "
+                f"it; add a flavor with nodeLabels {{{POOL_LABEL}: {name}}} (mlstack's tenancy "
+                "layer makes one per pool)",
+                r.urn,
+            )
+
+
+def _queue_name(r: PolicyResource, templates: list[PodTemplate]) -> str | None:
+    name = labels_of(r.props).get(QUEUE_LABEL)
+    if not name:
+        name = next(
+            (t.pod_labels.get(QUEUE_LABEL) for t in templates if t.pod_labels.get(QUEUE_LABEL)),
+            None,
+        )
+    return str(name) if name else None
+
+
+def workloads_use_existing_queues(args: StackValidationArgs, report: ReportViolation) -> None:
+    objects = Objects.of(args.resources)
+    for kind, r, templates in objects.workloads():
+        queue = _queue_name(r, templates)
+        if queue is None:
+            continue
+        ns = _namespace(r) or "default"
+        local = objects.named("LocalQueue", queue, ns)
+        where = describe(kind, r.props)
+        if local is None:
+            queues = ", ".join(
+                sorted(
+                    str(get(q.props, "metadata", "name"))
+                    for q in objects.in_namespace("LocalQueue", ns)
+                )
+            )
+            report(
+                f"{where} names queue {queue!r}, but namespace {ns!r} has no such LocalQueue, so "
+                f"it would wait forever; use one of: {queues or 'none (declare the team)'}",
+                r.urn,
+            )
+            continue
+        cluster_queue = get(local.props, "spec", "clusterQueue")
+        if objects.named("ClusterQueue", str(cluster_queue)) is None:
+            report(
+                f"{where} uses LocalQueue {ns}/{queue}, whose ClusterQueue {cluster_queue!r} does "
+                "not exist; point the LocalQueue at the team's ClusterQueue",
+                r.urn,
+            )
+
+
+def _spot_flavors(objects: Objects) -> set[str]:
+    spot_pools = {name for name, (nodes, _) in objects.pools.items() if nodes.capacity == "spot"}
+    return {
+        str(get(f.props, "metadata", "name"))
+        for f in objects.by_kind.get("ResourceFlavor", ())
+        if get(f.props, "spec", "nodeLabels", CAPACITY_LABEL) == "spot"
+        or get(f.props, "spec", "nodeLabels", POOL_LABEL) in spot_pools
+    }
+
+
+def _queue_flavors(objects: Objects, r: PolicyResource, templates: list[PodTemplate]) -> set[str]:
+    queue = _queue_name(r, templates)
+    local = objects.named("LocalQueue", queue, _namespace(r) or "default") if queue else None
+    cq = (
+        objects.named("ClusterQueue", str(get(local.props, "spec", "clusterQueue")))
+        if local
+        else None
+    )
+    if cq is None:
+        return set()
+    return {
+        str(get(f, "name"))
+        for group in sequence(get(cq.props, "spec", "resourceGroups"))
+        for f in sequence(get(group, "flavors"))
+    }
+
+
+def spot_capacity_only_for_checkpointing_jobs(
+    args: StackValidationArgs, report: ReportViolation
+) -> None:
+    objects = Objects.of(args.resources)
+    spot_flavors = _spot_flavors(objects)
+    spot_pools = {n for n, (nodes, _) in objects.pools.items() if nodes.capacity == "spot"}
+    marker = config_value(args, "checkpointAnnotation", CHECKPOINTS_ANNOTATION)
+    for kind, r, templates in objects.workloads():
+        if kind not in BATCH_KINDS or annotations_of(r.props).get(marker) == "true":
+            continue
+        pinned = [
+            t
+            for t in templates
+            if get(t.spec, "nodeSelector", CAPACITY_LABEL) == "spot"
+            or get(t.spec, "nodeSelector", POOL_LABEL) in spot_pools
+        ]
+        queued = sorted(_queue_flavors(objects, r, templates) & spot_flavors)
+        if pinned or queued:
+            via = (
+                f"its queue admits to spot flavors {', '.join(queued)}"
+                if queued
+                else "its nodeSelector picks spot nodes"
+            )
+            report(
+                f"{describe(kind, r.props)} may run on spot capacity ({via}) but does not "
+                f"checkpoint, so a preemption loses its work; save checkpoints and annotate it "
+                f"{marker}: 'true', or run it from a queue without spot flavors",
+                r.urn,
+            )
+
+
+def gpu_quota_within_pool_capacity(args: StackValidationArgs, report: ReportViolation) -> None:
+    objects = Objects.of(args.resources)
+    quotas: dict[str, list[tuple[str, float, bool]]] = defaultdict(list)
+    for cq in objects.by_kind.get("ClusterQueue", ()):
+        name = str(get(cq.props, "metadata", "name"))
+        overcommit = annotations_of(cq.props).get(ALLOW_OVERCOMMIT_ANNOTATION) == "true"
+        for group in sequence(get(cq.props, "spec", "resourceGroups")):
+            for f in sequence(get(group, "flavors")):
+                for res in sequence(get(f, "resources")):
+                    if get(res, "name") == GPU_RESOURCE and number(get(res, "nominalQuota")) > 0:
+                        quotas[str(get(f, "name"))].append(
+                            (name, number(get(res, "nominalQuota")), overcommit)
+                        )
+    for flavor in objects.by_kind.get("ResourceFlavor", ()):
+        name = str(get(flavor.props, "metadata", "name"))
+        capacity = annotations_of(flavor.props).get(MAX_GPUS_ANNOTATION)
+        if capacity is None or name not in quotas:
+            continue
+        total = sum(q for _, q, _ in quotas[name])
+        most = number(capacity)
+        if total <= most or all(allowed for _, _, allowed in quotas[name]):
+            continue
+        parts = ", ".join(f"{team} {q:g}" for team, q, _ in sorted(quotas[name]))
+        report(
+            f"GPU quotas on pool {name!r} add up to {total:g} ({parts}) but the pool has at most "
+            f"{most:g} GPUs, so admitted jobs would wait for nodes that never come; lower the "
+            f"quotas by {total - most:g}, raise the pool's max_nodes, or put these teams in a "
+            "cohort with allow_overcommit: true",
+            flavor.urn,
+        )
+
+
+def images_from_platform_registry(args: StackValidationArgs, report: ReportViolation) -> None:
+    objects = Objects.of(args.resources)
+    platform = objects.named("ConfigMap", PLATFORM_CONFIGMAP, NAMESPACE)
+    registry = get(platform.props, "data", REGISTRY_ENV) if platform else None
+    if not isinstance(registry, str) or not registry:
+        return
+    allowed = [registry, *config_value(args, "allowedRegistries", [])]
+    for kind, r, templates in objects.workloads():
+        for t in templates:
+            for c in t.containers():
+                image = c.get("image")
+                if isinstance(image, str) and not any(
+                    image == a or image.startswith(f"{a.rstrip('/')}/") for a in allowed
+                ):
+                    report(
+                        f"{t.where}: container {c.get('name')!r} pulls {image!r} from outside the "
+                        f"platform registry {registry}; push the image there (scanned, "
+                        "immutable tags) or add its registry to allowedRegistries",
+                        r.urn,
+                    )
+        del kind
+
+
+def _stack(name: str, description: str, validate: Any, **extra: Any) -> StackValidationPolicy:
+    return StackValidationPolicy(
+        name=name,
+        description=description,
+        validate=validate,
+        enforcement_level=MANDATORY,
+        **extra,
+    )
+
+
+POLICIES = [
+    _stack(
+        "team-namespaces-have-quotas",
+        "Every team namespace has a ResourceQuota on CPU, memory and GPUs.",
+        team_namespaces_have_quotas,
+    ),
+    _stack(
+        "team-namespaces-have-limit-ranges",
+        "Every team namespace has a LimitRange with container defaults.",
+        team_namespaces_have_limit_ranges,
+    ),
+    _stack(
+        "team-namespaces-deny-ingress-by-default",
+        "Every team namespace has a default-deny ingress NetworkPolicy.",
+        team_namespaces_deny_ingress_by_default,
+    ),
+    _stack(
+        "gpu-pools-have-flavors",
+        "Every GPU pool has a Kueue ResourceFlavor.",
+        gpu_pools_have_flavors,
+    ),
+    _stack(
+        "workloads-use-existing-queues",
+        "Workloads with a queue label name a LocalQueue that exists and is bound.",
+        workloads_use_existing_queues,
+    ),
+    _stack(
+        "spot-capacity-only-for-checkpointing-jobs",
+        "Batch work that may land on spot nodes checkpoints.",
+        spot_capacity_only_for_checkpointing_jobs,
+        config_schema=PolicyConfigSchema(
+            properties={
+                "checkpointAnnotation": {
+                    "type": "string",
+                    "default": CHECKPOINTS_ANNOTATION,
+                    "description": "Annotation (value 'true') marking work that checkpoints.",
+                }
+            }
+        ),
+    ),
+    _stack(
+        "gpu-quota-within-pool-capacity",
+        "GPU quotas on a pool add up to no more than it holds, unless a cohort allows it.",
+        gpu_quota_within_pool_capacity,
+    ),
+    _stack(
+        "images-from-platform-registry",
+        "Workload images come from the platform's registry.",
+        images_from_platform_registry,
+        config_schema=PolicyConfigSchema(
+            properties={
+                "allowedRegistries": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "default": [],
+                    "description": "Other registry prefixes images may come from.",
+                }
+            }
+        ),
+    ),
+]
