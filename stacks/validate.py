@@ -123,8 +123,8 @@ def _check_tenancy(p: Platform, pools: Mapping[str, NodePool]) -> list[Problem]:
             problems.append(
                 Problem(
                     f"platform.tenancy.default_request_{what}",
-                    f"the default request is above the default limit ({limit})",
-                    f"lower it to at most {limit} or raise default_limit_{what}",
+                    f"the default request is above the default limit ({limit:g})",
+                    f"lower it to at most {limit:g} or raise default_limit_{what}",
                     request,
                 )
             )

@@ -168,7 +168,13 @@ def test_object_store_credentials_are_a_secret(lab_plan: Plan) -> None:
 
 
 def test_no_registry_pull_secret_without_registry_credentials(lab_plan: Plan) -> None:
-    assert [r.name for r in lab_plan.of_type(SECRET)] == ["system-object-store-credentials"]
+    # The object-store credentials, in the platform namespace and copied into each team's.
+    assert sorted(r.name for r in lab_plan.of_type(SECRET)) == [
+        "system-object-store-credentials",
+        "team-language-object-store-credentials",
+        "team-research-infra-object-store-credentials",
+        "team-vision-object-store-credentials",
+    ]
 
 
 def test_notes_say_how_to_set_the_missing_s3_secrets(lab_plan: Plan) -> None:
@@ -268,7 +274,8 @@ def test_a_stack_without_gpu_pools_installs_no_device_plugin(
     lab_config["node_pools"] = lab_config["node_pools"][:1]
     lab_config["teams"] = []
     plan = run_plan(make_stack(lab_config))
-    assert plan.of_type("kubernetes:helm.sh/v3:Release") == []
+    (kueue,) = plan.of_type("kubernetes:helm.sh/v3:Release")
+    assert kueue.name == "kueue-release"
     assert len(plan.of_type(NODE_PATCH)) == 4
 
 

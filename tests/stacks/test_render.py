@@ -30,7 +30,10 @@ def test_every_kubernetes_resource_of_the_plan_is_rendered_except_helm(plan: Pla
         for r in plan.resources
         if r.custom and r.type.startswith("kubernetes:") and "helm.sh" not in r.type
     ]
-    rendered = {(m["kind"], m["metadata"]["name"]) for m in manifests(plan)}
+    rendered = {
+        (m["kind"], m["metadata"].get("namespace"), m["metadata"]["name"])
+        for m in manifests(plan)
+    }
     assert len(rendered) == len(k8s)
 
 

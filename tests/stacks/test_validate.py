@@ -565,3 +565,117 @@ def test_loaded_platform_is_frozen(lab_config: dict[str, Any]) -> None:
         platform.node_pools[0].max_nodes = 100
     with pytest.raises(ValidationError):
         platform.teams[0].quota.cpu = 1
+
+
+# --- tenancy and extra manifests ----------------------------------------------------------
+
+
+def test_a_team_cohort_must_be_declared(lab_config: dict[str, Any]) -> None:
+    lab_config["teams"][0]["cohort"] = "research"
+    p = only_problem(lab_config)
+    assert p.path == "platform.teams[0].cohort"
+    assert "add it to platform.tenancy.cohorts" in p.fix
+
+
+def test_borrowing_needs_a_cohort_and_a_gpu_pool(lab_config: dict[str, Any]) -> None:
+    lab_config["teams"][0]["quota"]["borrowing_limit_gpus"] = {"a100": 4, "cpu": 2}
+    found = {p.path: p for p in problems(lab_config)}
+    assert "has none" in found["platform.teams[0].quota.borrowing_limit_gpus.a100"].message
+    assert found["platform.teams[0].quota.borrowing_limit_gpus.cpu"].message == (
+        "names no GPU pool"
+    )
+
+
+def test_borrowing_within_a_cohort_loads(lab_config: dict[str, Any]) -> None:
+    lab_config["tenancy"] = {"cohorts": [{"name": "lab", "allow_overcommit": True}]}
+    lab_config["teams"][0]["cohort"] = "lab"
+    lab_config["teams"][0]["quota"]["borrowing_limit_gpus"] = {"a100": 4}
+    platform = load_platform(lab_config)
+    assert platform.cohort("lab").allow_overcommit
+    assert platform.teams[0].quota.borrowing_limit_gpus == {"a100": 4}
+
+
+def test_cohort_names_are_unique(lab_config: dict[str, Any]) -> None:
+    lab_config["tenancy"] = {"cohorts": [{"name": "lab"}, {"name": "lab"}]}
+    assert only_problem(lab_config).path == "platform.tenancy.cohorts[1].name"
+
+
+def test_default_request_above_default_limit(lab_config: dict[str, Any]) -> None:
+    lab_config["tenancy"] = {"default_request_cpu": 4, "default_limit_cpu": 2}
+    p = only_problem(lab_config)
+    assert p.path == "platform.tenancy.default_request_cpu"
+    assert p.fix == "lower it to at most 2 or raise default_limit_cpu"
+
+
+@pytest.mark.parametrize("name", ["kube-system", "default", "mlstack-system", "monitoring"])
+def test_a_team_cannot_take_a_reserved_namespace(lab_config: dict[str, Any], name: str) -> None:
+    lab_config["teams"][0]["name"] = name
+    assert only_problem(lab_config).path == "platform.teams[0].name"
+
+
+def test_pod_security_level_is_an_enum(lab_config: dict[str, Any]) -> None:
+    lab_config["teams"][0]["pod_security"] = "strict"
+    p = only_problem(lab_config)
+    assert p.path == "platform.teams[0].pod_security"
+    assert "restricted" in p.fix
+
+
+def test_team_pod_security_defaults_to_the_platform_level(lab_config: dict[str, Any]) -> None:
+    lab_config["tenancy"] = {"pod_security": "baseline"}
+    lab_config["teams"][1]["pod_security"] = "restricted"
+    platform = load_platform(lab_config)
+    assert [platform.pod_security(t).value for t in platform.teams] == [
+        "baseline",
+        "restricted",
+        "baseline",
+    ]
+
+
+def _configmap(name: str, namespace: str | None = "vision") -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if namespace:
+        meta["namespace"] = namespace
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"a": "b"}}
+
+
+def test_extra_manifests_need_api_version_kind_and_name(lab_config: dict[str, Any]) -> None:
+    lab_config["extra_manifests"] = [{"kind": "ConfigMap", "metadata": {}}]
+    p = only_problem(lab_config)
+    assert p.path == "platform.extra_manifests[0]"
+    assert p.message == "a Kubernetes object needs apiVersion, metadata.name"
+
+
+def test_extra_manifests_are_unique_objects(lab_config: dict[str, Any]) -> None:
+    lab_config["extra_manifests"] = [
+        _configmap("a"),
+        _configmap("a", "language"),
+        _configmap("a"),
+    ]
+    p = only_problem(lab_config)
+    assert p.path == "platform.extra_manifests[2].metadata.name"
+    assert "platform.extra_manifests[0]" in p.message
+
+
+def test_extra_manifests_of_typed_kinds_reject_unknown_top_level_fields(
+    lab_config: dict[str, Any],
+) -> None:
+    cm = _configmap("a")
+    cm["spec"] = {}
+    lab_config["extra_manifests"] = [cm]
+    p = only_problem(lab_config)
+    assert p.path == "platform.extra_manifests[0].spec"
+    assert "binaryData" in p.fix
+
+
+def test_extra_manifests_of_crd_kinds_take_any_top_level_field(
+    lab_config: dict[str, Any],
+) -> None:
+    lab_config["extra_manifests"] = [
+        {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "ServiceMonitor",
+            "metadata": {"name": "m", "namespace": "vision"},
+            "spec": {"endpoints": [{"port": "metrics"}]},
+        }
+    ]
+    assert len(load_platform(lab_config).extra_manifests) == 1

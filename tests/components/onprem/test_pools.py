@@ -8,7 +8,7 @@ import kubernetes_validate
 import pytest
 
 from components.onprem.pools import node_patch_manifest
-from stacks.schema import ACCELERATOR_LABEL, POOL_KIND_LABEL, POOL_LABEL, NodePool
+from stacks.schema import ACCELERATOR_LABEL, CAPACITY_LABEL, POOL_KIND_LABEL, POOL_LABEL, NodePool
 
 K8S = "1.33.0"
 
@@ -29,6 +29,7 @@ def test_gpu_node_gets_pool_labels_and_the_gpu_taint() -> None:
     assert manifest["metadata"]["labels"] == {
         POOL_LABEL: "a100",
         POOL_KIND_LABEL: "gpu",
+        CAPACITY_LABEL: "on-demand",
         ACCELERATOR_LABEL: "a100-80gb",
     }
     assert manifest["spec"]["taints"] == [
@@ -42,6 +43,7 @@ def test_cpu_node_gets_configured_labels_and_claims_no_taints() -> None:
     assert manifest["metadata"]["labels"] == {
         POOL_LABEL: "cpu",
         POOL_KIND_LABEL: "cpu",
+        CAPACITY_LABEL: "on-demand",
         "lab.internal/rack": "r7",
     }
     # Server-side apply: even an empty list would make mlstack own the node's taints.

@@ -1,0 +1,117 @@
+"""The policy pack as the Pulumi engine runs it: `policies/pack/__main__.py` started as its own
+process serves the analyzer gRPC API; the engine's requests, built from a recorded plan, must
+yield exactly the violations `mlstack check` reports offline for the same plan."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import empty_pb2, struct_pb2
+from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
+
+from policies.check import check_plan
+from policies.rules import ALL_POLICIES
+from stacks.offline import Plan, run_plan
+from tests_support import bad_extra_manifests
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "policies" / "pack" / "__main__.py")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO / "policies" / "pack",
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline().strip())
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+            yield analyzer_pb2_grpc.AnalyzerStub(channel)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _struct(inputs: Any) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(json.loads(json.dumps(inputs)))
+    return struct
+
+
+def _message(d: analyzer_pb2.AnalyzeDiagnostic) -> tuple[str, str]:
+    """(level, message): the engine sends 'description\nmessage'."""
+    description, _, message = d.message.partition("\n")
+    assert description == d.description
+    level = analyzer_pb2.EnforcementLevel.Name(d.enforcementLevel).lower()
+    return level, message
+
+
+def _engine_violations(
+    stub: analyzer_pb2_grpc.AnalyzerStub, plan: Plan
+) -> set[tuple[str, str, str, str]]:
+    """(policy, level, urn, message) of every diagnostic the pack returns, per resource and
+    for the stack."""
+    stub.Configure(analyzer_pb2.ConfigureAnalyzerRequest())
+    found: set[tuple[str, str, str]] = set()
+    for r in plan.resources:
+        response = stub.Analyze(
+            analyzer_pb2.AnalyzeRequest(
+                type=r.type, properties=_struct(r.inputs), urn=r.urn, name=r.name
+            )
+        )
+        found |= {
+            (d.policyName, *_message(d)[:1], r.urn, _message(d)[1]) for d in response.diagnostics
+        }
+    stack = stub.AnalyzeStack(
+        analyzer_pb2.AnalyzeStackRequest(
+            resources=[
+                analyzer_pb2.AnalyzerResource(
+                    type=r.type,
+                    properties=_struct(r.inputs),
+                    urn=r.urn,
+                    name=r.name,
+                    parent=r.parent or "",
+                )
+                for r in plan.resources
+            ]
+        )
+    )
+    found |= {(d.policyName, *_message(d)[:1], d.urn, _message(d)[1]) for d in stack.diagnostics}
+    return found
+
+
+def test_the_pack_serves_every_rule(analyzer: analyzer_pb2_grpc.AnalyzerStub) -> None:
+    info = analyzer.GetAnalyzerInfo(empty_pb2.Empty())
+    assert info.name == "mlstack"
+    assert sorted(p.name for p in info.policies) == sorted(p.name for p in ALL_POLICIES)
+    assert all(p.description for p in info.policies)
+
+
+def test_engine_and_mlstack_check_agree_on_a_clean_stack(
+    analyzer: analyzer_pb2_grpc.AnalyzerStub, lab_plan: Plan
+) -> None:
+    assert _engine_violations(analyzer, lab_plan) == set()
+    assert check_plan(lab_plan).violations == []
+
+
+def test_engine_and_mlstack_check_agree_on_violations(
+    analyzer: analyzer_pb2_grpc.AnalyzerStub, lab_config: dict[str, Any], make_stack: Any
+) -> None:
+    lab_config["extra_manifests"] = bad_extra_manifests()
+    lab_config["teams"][1]["quota"]["gpus"]["a100"] = 12  # vision 8 + 12 > 16
+    plan = run_plan(make_stack(lab_config))
+    offline = {(v.policy, v.enforcement, v.urn, v.message) for v in check_plan(plan).violations}
+    assert len({policy for policy, *_ in offline}) >= 8
+    assert _engine_violations(analyzer, plan) == offline
