@@ -15,11 +15,11 @@ import grpc
 import pytest
 from google.protobuf import empty_pb2, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
+from tests_support import bad_extra_manifests
 
 from policies.check import check_plan
 from policies.rules import ALL_POLICIES
 from stacks.offline import Plan, run_plan
-from tests_support import bad_extra_manifests
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,30 +50,29 @@ def _struct(inputs: Any) -> struct_pb2.Struct:
     return struct
 
 
-def _message(d: analyzer_pb2.AnalyzeDiagnostic) -> tuple[str, str]:
-    """(level, message): the engine sends 'description\nmessage'."""
+Found = tuple[str, str, str, str]  # (policy, level, urn, message)
+
+
+def _found(d: analyzer_pb2.AnalyzeDiagnostic, urn: str) -> Found:
+    """The engine sends 'description\nmessage' and its own enum for the level."""
     description, _, message = d.message.partition("\n")
     assert description == d.description
     level = analyzer_pb2.EnforcementLevel.Name(d.enforcementLevel).lower()
-    return level, message
+    return d.policyName, level, urn, message
 
 
-def _engine_violations(
-    stub: analyzer_pb2_grpc.AnalyzerStub, plan: Plan
-) -> set[tuple[str, str, str, str]]:
+def _engine_violations(stub: analyzer_pb2_grpc.AnalyzerStub, plan: Plan) -> set[Found]:
     """(policy, level, urn, message) of every diagnostic the pack returns, per resource and
     for the stack."""
     stub.Configure(analyzer_pb2.ConfigureAnalyzerRequest())
-    found: set[tuple[str, str, str]] = set()
+    found: set[Found] = set()
     for r in plan.resources:
         response = stub.Analyze(
             analyzer_pb2.AnalyzeRequest(
                 type=r.type, properties=_struct(r.inputs), urn=r.urn, name=r.name
             )
         )
-        found |= {
-            (d.policyName, *_message(d)[:1], r.urn, _message(d)[1]) for d in response.diagnostics
-        }
+        found |= {_found(d, r.urn) for d in response.diagnostics}
     stack = stub.AnalyzeStack(
         analyzer_pb2.AnalyzeStackRequest(
             resources=[
@@ -88,7 +87,7 @@ def _engine_violations(
             ]
         )
     )
-    found |= {(d.policyName, *_message(d)[:1], d.urn, _message(d)[1]) for d in stack.diagnostics}
+    found |= {_found(d, d.urn) for d in stack.diagnostics}
     return found
 
 
