@@ -155,6 +155,25 @@ def _options(r: PlannedResource) -> PolicyResourceOptions:
     )
 
 
+def _stack_resources(
+    plan: Plan,
+    props: Mapping[str, Any],
+    opts: Mapping[str, PolicyResourceOptions],
+    providers: Mapping[str, PolicyProviderResource | None],
+) -> list[PolicyResource]:
+    """The stack's resources as StackValidationArgs carries them, parents linked."""
+    resources = {
+        r.urn: PolicyResource(
+            r.type, props[r.urn], r.urn, r.name, opts[r.urn], providers[r.urn], None, [], {}
+        )
+        for r in plan.resources
+    }
+    for r in plan.resources:
+        if r.parent in resources:
+            resources[r.urn].parent = resources[r.parent]
+    return list(resources.values())
+
+
 def check_plan(
     plan: Plan, policies: Sequence[Policy] = ALL_POLICIES, config: Mapping[str, Any] | None = None
 ) -> CheckReport:
@@ -191,6 +210,11 @@ def check_plan(
         except _NotApplicableError as exc:
             report.not_applicable.append(f"{policy.name}: {exc.reason or 'not applicable'}")
 
+    # Built once and shared: rules only read props, and the analyzer's per-policy copies
+    # would cost time without changing any result.
+    opts = {r.urn: _options(r) for r in plan.resources}
+    providers = {r.urn: provider(r) for r in plan.resources}
+    stack_resources: list[PolicyResource] = []
     resource_rules = []
     for policy in policies:
         level, settings = _settings(policy, config)
@@ -201,22 +225,15 @@ def check_plan(
         if isinstance(policy, ResourceValidationPolicy):
             resource_rules.append((policy, level, settings))
             continue
-        resources = {
-            r.urn: PolicyResource(
-                r.type, props[r.urn], r.urn, r.name, _options(r), provider(r), None, [], {}
-            )
-            for r in plan.resources
-        }
-        for r in plan.resources:
-            if r.parent in resources:
-                resources[r.urn].parent = resources[r.parent]
-        args = StackValidationArgs(list(resources.values()), settings)
+        if not stack_resources:
+            stack_resources = _stack_resources(plan, props, opts, providers)
+        args = StackValidationArgs(stack_resources, settings)
         run(policy, lambda p=policy, a=args, lv=level: p.validate(a, collector(p, lv, None)))
     for r in plan.resources:
-        opts = _options(r)
-        prov = provider(r)
         for policy, level, settings in resource_rules:
-            args = ResourceValidationArgs(r.type, props[r.urn], r.urn, r.name, opts, prov, settings)
+            args = ResourceValidationArgs(
+                r.type, props[r.urn], r.urn, r.name, opts[r.urn], providers[r.urn], settings
+            )
             run(
                 policy,
                 lambda p=policy, a=args, lv=level, u=r.urn: p.validate(a, collector(p, lv, u)),
