@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jsonschema import Draft7Validator
+from jsonschema.exceptions import best_match
 from pulumi_policy import (
     EnforcementLevel,
     PolicyCustomTimeouts,
@@ -97,27 +99,50 @@ def wire_props(value: Any) -> Any:
 
 def load_policy_config(path: Path, policies: Sequence[Policy] = ALL_POLICIES) -> dict[str, Any]:
     """A `--policy-pack-config` style JSON file: {rule: level} or {rule: {enforcementLevel,
-    ...settings}}."""
+    ...settings}}, each rule's settings checked against its config schema."""
     try:
         raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise PolicyConfigError(f"{path}: cannot read policy config ({exc})") from None
     if not isinstance(raw, dict):
         raise PolicyConfigError(f"{path}: must be a JSON object of rule names")
-    names = {p.name for p in policies}
-    levels = {e.value for e in EnforcementLevel}
-    for name, value in raw.items():
-        if name != "all" and name not in names:
+    by_name = {p.name: p for p in policies}
+    levels = sorted(e.value for e in EnforcementLevel)
+    for name, given in raw.items():
+        if name != "all" and name not in by_name:
             raise PolicyConfigError(
                 f"{path}: {name!r} is not a rule of the pack; see mlstack check --list"
             )
-        level = value if isinstance(value, str) else (value or {}).get("enforcementLevel")
+        value = {"enforcementLevel": given} if isinstance(given, str) else given
+        if not isinstance(value, dict):
+            raise PolicyConfigError(
+                f"{path}: {name}: give an enforcement level ({', '.join(levels)}) or an object "
+                "of settings"
+            )
+        level = value.get("enforcementLevel")
         if level is not None and level not in levels:
             raise PolicyConfigError(
-                f"{path}: {name}: enforcement level {level!r} is not one of "
-                f"{', '.join(sorted(levels))}"
+                f"{path}: {name}: enforcement level {level!r} is not one of {', '.join(levels)}"
             )
+        settings = {k: v for k, v in value.items() if k != "enforcementLevel"}
+        policy = by_name.get(name)
+        schema = policy.config_schema if policy is not None else None
+        _check_settings(path, name, settings, schema.properties if schema else {})
     return raw
+
+
+def _check_settings(
+    path: Path, name: str, settings: Mapping[str, Any], properties: Mapping[str, Any]
+) -> None:
+    schema = {"type": "object", "properties": dict(properties), "additionalProperties": False}
+    error = best_match(Draft7Validator(schema).iter_errors(dict(settings)))
+    if error is None:
+        return
+    where = ".".join(str(p) for p in error.absolute_path) or "settings"
+    allowed = ", ".join(properties) or "none"
+    raise PolicyConfigError(
+        f"{path}: {name}: {where}: {error.message} (settings of this rule: {allowed})"
+    )
 
 
 def _settings(policy: Policy, config: Mapping[str, Any]) -> tuple[EnforcementLevel, dict[str, Any]]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from pulumi_policy import EnforcementLevel, ResourceValidationArgs
 
+from policies.queues import QUEUE_LABEL
 from policies.tenancy import GPU_RESOURCE
 
 MANDATORY = EnforcementLevel.MANDATORY
@@ -80,11 +81,10 @@ def number(value: Any) -> float:
 
 @dataclass(frozen=True)
 class PodTemplate:
-    """One pod spec inside a workload object, with the labels its pods get."""
+    """One pod spec inside a workload object."""
 
     where: str  # e.g. "Job vision/train" or "JobSet vision/train, replicatedJob workers"
     spec: Mapping[str, Any]
-    pod_labels: Mapping[str, Any]
 
     def containers(self) -> Iterator[Mapping[str, Any]]:
         for field in ("initContainers", "containers"):
@@ -117,28 +117,30 @@ def pod_templates(kind: str, props: Mapping[str, Any]) -> list[PodTemplate]:
     """Every pod template of a workload object; [] for other kinds."""
     where = describe(kind, props)
     if kind == "Pod":
-        return [PodTemplate(where, mapping(props.get("spec")), labels_of(props))]
+        return [PodTemplate(where, mapping(props.get("spec")))]
     if kind == "JobSet":
         templates = []
         for rj in sequence(get(props, "spec", "replicatedJobs")):
             pod = get(rj, "template", "spec", "template")
             templates.append(
                 PodTemplate(
-                    f"{where}, replicatedJob {get(rj, 'name') or '?'}",
-                    mapping(get(pod, "spec")),
-                    mapping(get(pod, "metadata", "labels")),
+                    f"{where}, replicatedJob {get(rj, 'name') or '?'}", mapping(get(pod, "spec"))
                 )
             )
         return templates
     path = _TEMPLATE_PATHS.get(kind)
     if path is None:
         return []
-    template = get(props, *path)
-    return [
-        PodTemplate(
-            where, mapping(get(template, "spec")), mapping(get(template, "metadata", "labels"))
-        )
-    ]
+    return [PodTemplate(where, mapping(get(props, *path, "spec")))]
+
+
+def queue_name(kind: str, props: Mapping[str, Any]) -> str | None:
+    """The LocalQueue a workload names, read where Kueue reads it: the object's own labels,
+    except a CronJob, whose Jobs get the labels of its jobTemplate. Pod template labels do not
+    count: Kueue does not look there."""
+    where = get(props, "spec", "jobTemplate") if kind == "CronJob" else props
+    name = labels_of(mapping(where)).get(QUEUE_LABEL)
+    return str(name) if name else None
 
 
 def workload(args: ResourceValidationArgs) -> tuple[str, list[PodTemplate]] | None:

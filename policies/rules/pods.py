@@ -18,8 +18,8 @@ from policies.rules.objects import (
     PodTemplate,
     config_value,
     get,
-    labels_of,
     mapping,
+    queue_name,
     sequence,
     workload,
 )
@@ -185,14 +185,18 @@ def gpu_pods_use_a_queue(args: ResourceValidationArgs, report: ReportViolation) 
     found = workload(args)
     if found is None:
         return
-    own = labels_of(args.props).get(QUEUE_LABEL)
-    for t in found[1]:
-        if t.requests_gpus() and not (own or t.pod_labels.get(QUEUE_LABEL)):
+    kind, templates = found
+    if queue_name(kind, args.props) is not None:
+        return
+    where = "spec.jobTemplate.metadata.labels" if kind == "CronJob" else "metadata.labels"
+    for t in templates:
+        if t.requests_gpus():
             report(
                 f"{t.where}: requests GPUs outside Kueue, bypassing the team's GPU quota; add "
-                f"the label {QUEUE_LABEL}: default (the team's LocalQueue)",
+                f"the label {QUEUE_LABEL}: default (the team's LocalQueue) to {where}",
                 None,
             )
+            return
 
 
 POLICIES = [

@@ -21,7 +21,7 @@ from pulumi_policy import (
 )
 
 from components.kubernetes.system import NAMESPACE, PLATFORM_CONFIGMAP, REGISTRY_ENV
-from policies.queues import ALLOW_OVERCOMMIT_ANNOTATION, MAX_GPUS_ANNOTATION, QUEUE_LABEL
+from policies.queues import ALLOW_OVERCOMMIT_ANNOTATION, MAX_GPUS_ANNOTATION
 from policies.rules.objects import (
     BATCH_KINDS,
     MANDATORY,
@@ -35,6 +35,7 @@ from policies.rules.objects import (
     mapping,
     number,
     pod_templates,
+    queue_name,
     sequence,
 )
 from policies.rules.pools import PoolNodes, pool_of
@@ -181,20 +182,10 @@ def gpu_pools_have_flavors(args: StackValidationArgs, report: ReportViolation) -
             )
 
 
-def _queue_name(r: PolicyResource, templates: list[PodTemplate]) -> str | None:
-    name = labels_of(r.props).get(QUEUE_LABEL)
-    if not name:
-        name = next(
-            (t.pod_labels.get(QUEUE_LABEL) for t in templates if t.pod_labels.get(QUEUE_LABEL)),
-            None,
-        )
-    return str(name) if name else None
-
-
 def workloads_use_existing_queues(args: StackValidationArgs, report: ReportViolation) -> None:
     objects = Objects.of(args.resources)
-    for kind, r, templates in objects.workloads():
-        queue = _queue_name(r, templates)
+    for kind, r, _ in objects.workloads():
+        queue = queue_name(kind, r.props)
         if queue is None:
             continue
         ns = _namespace(r) or "default"
@@ -232,8 +223,8 @@ def _spot_flavors(objects: Objects) -> set[str]:
     }
 
 
-def _queue_flavors(objects: Objects, r: PolicyResource, templates: list[PodTemplate]) -> set[str]:
-    queue = _queue_name(r, templates)
+def _queue_flavors(objects: Objects, kind: str, r: PolicyResource) -> set[str]:
+    queue = queue_name(kind, r.props)
     local = objects.named("LocalQueue", queue, _namespace(r) or "default") if queue else None
     cq = (
         objects.named("ClusterQueue", str(get(local.props, "spec", "clusterQueue")))
@@ -265,7 +256,7 @@ def spot_capacity_only_for_checkpointing_jobs(
             if get(t.spec, "nodeSelector", CAPACITY_LABEL) == "spot"
             or get(t.spec, "nodeSelector", POOL_LABEL) in spot_pools
         ]
-        queued = sorted(_queue_flavors(objects, r, templates) & spot_flavors)
+        queued = sorted(_queue_flavors(objects, kind, r) & spot_flavors)
         if pinned or queued:
             via = (
                 f"its queue admits to spot flavors {', '.join(queued)}"
@@ -280,33 +271,55 @@ def spot_capacity_only_for_checkpointing_jobs(
             )
 
 
-def gpu_quota_within_pool_capacity(args: StackValidationArgs, report: ReportViolation) -> None:
-    objects = Objects.of(args.resources)
-    quotas: dict[str, list[tuple[str, float, bool]]] = defaultdict(list)
+@dataclass(frozen=True)
+class _GpuQuota:
+    queue: str
+    gpus: float
+    cohort: str | None
+    overcommit_allowed: bool
+
+
+def _gpu_quotas(objects: Objects) -> dict[str, list[_GpuQuota]]:
+    """Flavor name -> the nominal GPU quotas ClusterQueues hold on it."""
+    quotas: dict[str, list[_GpuQuota]] = defaultdict(list)
     for cq in objects.by_kind.get("ClusterQueue", ()):
         name = str(get(cq.props, "metadata", "name"))
-        overcommit = annotations_of(cq.props).get(ALLOW_OVERCOMMIT_ANNOTATION) == "true"
+        cohort = get(cq.props, "spec", "cohortName")
+        allowed = annotations_of(cq.props).get(ALLOW_OVERCOMMIT_ANNOTATION) == "true"
         for group in sequence(get(cq.props, "spec", "resourceGroups")):
             for f in sequence(get(group, "flavors")):
                 for res in sequence(get(f, "resources")):
-                    if get(res, "name") == GPU_RESOURCE and number(get(res, "nominalQuota")) > 0:
+                    gpus = number(get(res, "nominalQuota"))
+                    if get(res, "name") == GPU_RESOURCE and gpus > 0:
                         quotas[str(get(f, "name"))].append(
-                            (name, number(get(res, "nominalQuota")), overcommit)
+                            _GpuQuota(name, gpus, str(cohort) if cohort else None, allowed)
                         )
+    return quotas
+
+
+def gpu_quota_within_pool_capacity(args: StackValidationArgs, report: ReportViolation) -> None:
+    objects = Objects.of(args.resources)
+    quotas = _gpu_quotas(objects)
     for flavor in objects.by_kind.get("ResourceFlavor", ()):
         name = str(get(flavor.props, "metadata", "name"))
         capacity = annotations_of(flavor.props).get(MAX_GPUS_ANNOTATION)
         if capacity is None or name not in quotas:
             continue
-        total = sum(q for _, q, _ in quotas[name])
+        held = quotas[name]
+        total = sum(q.gpus for q in held)
         most = number(capacity)
-        if total <= most or all(allowed for _, _, allowed in quotas[name]):
+        cohorts = {q.cohort for q in held}
+        # Overcommit is sharing: only queues of one cohort can lend to and preempt each other.
+        shared = (
+            len(cohorts) == 1 and None not in cohorts and all(q.overcommit_allowed for q in held)
+        )
+        if total <= most or shared:
             continue
-        parts = ", ".join(f"{team} {q:g}" for team, q, _ in sorted(quotas[name]))
+        parts = ", ".join(f"{q.queue} {q.gpus:g}" for q in sorted(held, key=lambda q: q.queue))
         report(
             f"GPU quotas on pool {name!r} add up to {total:g} ({parts}) but the pool has at most "
             f"{most:g} GPUs, so admitted jobs would wait for nodes that never come; lower the "
-            f"quotas by {total - most:g}, raise the pool's max_nodes, or put these teams in a "
+            f"quotas by {total - most:g}, raise the pool's max_nodes, or put these teams in one "
             "cohort with allow_overcommit: true",
             flavor.urn,
         )
