@@ -120,7 +120,7 @@ def load_policy_config(path: Path, policies: Sequence[Policy] = ALL_POLICIES) ->
                 "of settings"
             )
         level = value.get("enforcementLevel")
-        if level is not None and level not in levels:
+        if "enforcementLevel" in value and level not in levels:
             raise PolicyConfigError(
                 f"{path}: {name}: enforcement level {level!r} is not one of {', '.join(levels)}"
             )
@@ -215,9 +215,11 @@ def check_plan(
         p = by_urn.get(r.provider.rpartition("::")[0])  # a provider reference is "<urn>::<id>"
         return PolicyProviderResource(p.type, props[p.urn], p.urn, p.name) if p else None
 
-    def collector(policy: Policy, level: EnforcementLevel, default_urn: str | None):
+    def collector(policy: Policy, level: EnforcementLevel, resource_urn: str | None):
         def report_violation(message: str, urn: str | None = None) -> None:
-            target = urn or default_urn
+            # As in the analyzer: a resource rule's violation is always its resource's; a
+            # stack rule names the resource, or none for the stack itself.
+            target = resource_urn or urn
             name = by_urn[target].name if target in by_urn else None
             report.violations.append(
                 Violation(plan.stack, policy.name, level.value, message, target, name)
@@ -229,7 +231,13 @@ def check_plan(
         try:
             result = action()
             if inspect.isawaitable(result):
-                asyncio.run(_awaited(result))
+                # Like the analyzer: a loop of its own, closed after, leaving the thread's loop
+                # (which the next offline plan uses) alone.
+                loop = asyncio.new_event_loop()
+                try:
+                    loop.run_until_complete(_awaited(result))
+                finally:
+                    loop.close()
         except UnknownValueError as exc:
             report.diagnostics.append(f"{policy.name}: can't run during preview: {exc.message}")
         except _NotApplicableError as exc:

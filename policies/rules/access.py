@@ -37,7 +37,7 @@ def no_wildcard_rbac(args: ResourceValidationArgs, report: ReportViolation) -> N
     if kind not in ("Role", "ClusterRole"):
         return
     for i, rule in enumerate(sequence(args.props.get("rules"))):
-        for field in ("verbs", "resources", "apiGroups"):
+        for field in ("verbs", "resources", "apiGroups", "nonResourceURLs"):
             if "*" in sequence(get(rule, field)):
                 report(
                     f"{describe(kind, args.props)}: rules[{i}].{field} contains '*', which "
@@ -77,9 +77,10 @@ def namespaces_enforce_pod_security(args: ResourceValidationArgs, report: Report
             None,
         )
     elif POD_SECURITY_LEVELS.index(level) < POD_SECURITY_LEVELS.index(minimum):
+        allowed = " or ".join(POD_SECURITY_LEVELS[POD_SECURITY_LEVELS.index(minimum) :][::-1])
         report(
             f"{where} enforces Pod Security level {level!r}, below the required {minimum!r}; "
-            "use restricted (the default) or baseline in the team's pod_security",
+            f"use {allowed} (a team's pod_security, or tenancy.pod_security)",
             None,
         )
 

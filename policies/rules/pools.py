@@ -65,11 +65,12 @@ def gpu_pools_tainted(args: ResourceValidationArgs, report: ReportViolation) -> 
     if nodes is None or nodes.kind != "gpu":
         return
     wanted = (GPU_TAINT.key, GPU_TAINT.value, GPU_TAINT.effect.value)
-    if not any(t[0] == wanted[0] and t[2] == wanted[2] for t in nodes.taints):
+    # The value counts too: GPU workloads tolerate exactly this taint (or the key with Exists).
+    if wanted not in nodes.taints:
         report(
             f"GPU pool {nodes.pool!r} is not tainted {wanted[0]}={wanted[1]}:{wanted[2]}, so "
-            "any pod can fill its GPU nodes; remove taints from the pool config (the default "
-            "adds it) or include that taint",
+            "any pod can fill its GPU nodes (or GPU pods cannot tolerate it); remove taints "
+            "from the pool config (the default adds it) or include that taint",
             None,
         )
 

@@ -99,8 +99,9 @@ def team_namespaces_have_quotas(args: StackValidationArgs, report: ReportViolati
     objects = Objects.of(args.resources)
     needed = ("requests.cpu", "requests.memory", f"requests.{GPU_RESOURCE}")
     for ns, r in objects.team_namespaces():
+        # Kubernetes reads a bare `cpu` or `memory` quota as the requests quota.
         covered = {
-            key
+            key if key.startswith("requests.") or "/" in key else f"requests.{key}"
             for q in objects.in_namespace("ResourceQuota", ns)
             for key in mapping(get(q.props, "spec", "hard"))
         }
@@ -139,11 +140,9 @@ def _denies_all_ingress(policy: PolicyResource) -> bool:
     selects_all = not mapping(selector.get("matchLabels")) and not sequence(
         selector.get("matchExpressions")
     )
-    return (
-        selects_all
-        and "Ingress" in sequence(spec.get("policyTypes"))
-        and not sequence(spec.get("ingress"))
-    )
+    # Without policyTypes, Kubernetes takes Ingress (and Egress only with egress rules).
+    types = sequence(spec.get("policyTypes")) or ["Ingress"]
+    return selects_all and "Ingress" in types and not sequence(spec.get("ingress"))
 
 
 def team_namespaces_deny_ingress_by_default(
@@ -325,19 +324,29 @@ def gpu_quota_within_pool_capacity(args: StackValidationArgs, report: ReportViol
         )
 
 
+def image_repository(ref: str) -> str:
+    """An image reference with its registry spelled out, as the container runtime resolves it:
+    `python:3.11` is `docker.io/library/python:3.11`."""
+    first, _, rest = ref.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return ref
+    return f"docker.io/{ref}" if rest else f"docker.io/library/{ref}"
+
+
 def images_from_platform_registry(args: StackValidationArgs, report: ReportViolation) -> None:
     objects = Objects.of(args.resources)
     platform = objects.named("ConfigMap", PLATFORM_CONFIGMAP, NAMESPACE)
     registry = get(platform.props, "data", REGISTRY_ENV) if platform else None
     if not isinstance(registry, str) or not registry:
         return
-    allowed = [registry, *config_value(args, "allowedRegistries", [])]
-    for kind, r, templates in objects.workloads():
+    # Prefixes are registries (host[:port][/path]), so only image references need spelling out.
+    allowed = [a.rstrip("/") for a in (registry, *config_value(args, "allowedRegistries", []))]
+    for _, r, templates in objects.workloads():
         for t in templates:
             for c in t.containers():
                 image = c.get("image")
                 if isinstance(image, str) and not any(
-                    image == a or image.startswith(f"{a.rstrip('/')}/") for a in allowed
+                    image_repository(image).startswith(f"{a}/") for a in allowed
                 ):
                     report(
                         f"{t.where}: container {c.get('name')!r} pulls {image!r} from outside the "
@@ -345,7 +354,6 @@ def images_from_platform_registry(args: StackValidationArgs, report: ReportViola
                         "immutable tags) or add its registry to allowedRegistries",
                         r.urn,
                     )
-        del kind
 
 
 def _stack(name: str, description: str, validate: Any, **extra: Any) -> StackValidationPolicy:

@@ -1,0 +1,220 @@
+"""Access rules (policies/rules/access.py): RBAC, namespace Pod Security, LoadBalancers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from rule_args import fails, messages, resource_args
+
+from policies.rules import access
+
+ROLE = "kubernetes:rbac.authorization.k8s.io/v1:Role"
+CLUSTER_ROLE = "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole"
+ROLE_BINDING = "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding"
+CLUSTER_ROLE_BINDING = "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding"
+NAMESPACE = "kubernetes:core/v1:Namespace"
+SERVICE = "kubernetes:core/v1:Service"
+ENFORCE = "pod-security.kubernetes.io/enforce"
+
+
+def role(*rules: dict, namespace: str | None = "vision", name: str = "ml-engineer") -> dict:
+    metadata = {"name": name, **({"namespace": namespace} if namespace else {})}
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "metadata": metadata, "rules": rules}
+
+
+def rule(verbs: list[str], resources: list[str], groups: list[str] | None = None) -> dict:
+    return {"apiGroups": groups or ["batch"], "resources": resources, "verbs": verbs}
+
+
+def binding(
+    role_kind: str, role_name: str, subjects: list[dict], namespace: str | None = "vision"
+) -> dict:
+    metadata = {"name": "admins", **({"namespace": namespace} if namespace else {})}
+    return {
+        "metadata": metadata,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role_name},
+        "subjects": subjects,
+    }
+
+
+def namespace(labels: dict[str, str] | None = None) -> dict:
+    return {"apiVersion": "v1", "metadata": {"name": "vision", "labels": labels or {}}}
+
+
+def service(kind: str = "LoadBalancer", annotations: dict[str, str] | None = None) -> dict:
+    metadata = {"name": "serve", "namespace": "vision", "annotations": annotations or {}}
+    return {"metadata": metadata, "spec": {"type": kind, "ports": [{"port": 443}]}}
+
+
+def check(rule_fn: Any, resource_type: str, manifest: dict, config: dict | None = None) -> list:
+    return messages(rule_fn, resource_args(resource_type, manifest, config))
+
+
+def test_policies_are_the_module_rules() -> None:
+    assert [p.name for p in access.POLICIES] == [
+        "no-wildcard-rbac",
+        "no-cluster-admin-bindings",
+        "namespaces-enforce-pod-security",
+        "load-balancers-internal-only",
+    ]
+
+
+# no-wildcard-rbac
+
+
+def test_roles_that_list_what_they_grant_pass() -> None:
+    manifest = role(rule(["get", "list", "create"], ["jobs"]), rule(["get"], ["pods/log"], [""]))
+    assert check(access.no_wildcard_rbac, ROLE, manifest) == []
+    assert check(access.no_wildcard_rbac, CLUSTER_ROLE, role(namespace=None)) == []
+
+
+@fails("no-wildcard-rbac")
+def test_a_wildcard_verb_is_reported_with_the_rule_index() -> None:
+    manifest = role(rule(["get"], ["pods"]), rule(["*"], ["jobs"]))
+    [message] = check(access.no_wildcard_rbac, ROLE, manifest)
+    assert message.startswith("Role vision/ml-engineer: rules[1].verbs contains '*'")
+    assert "list the verbs the role needs" in message
+
+
+@fails("no-wildcard-rbac")
+def test_each_wildcard_field_of_a_cluster_role_is_reported() -> None:
+    manifest = role(rule(["get"], ["*"], ["*"]), namespace=None, name="reader")
+    found = check(access.no_wildcard_rbac, CLUSTER_ROLE, manifest)
+    assert found == [
+        "ClusterRole reader: rules[0].resources contains '*', which also grants whatever the API "
+        "adds later; list the resources the role needs",
+        "ClusterRole reader: rules[0].apiGroups contains '*', which also grants whatever the API "
+        "adds later; list the apiGroups the role needs",
+    ]
+
+
+@fails("no-wildcard-rbac")
+def test_a_wildcard_non_resource_url_is_reported() -> None:
+    manifest = role({"nonResourceURLs": ["*"], "verbs": ["get"]}, namespace=None, name="urls")
+    [message] = check(access.no_wildcard_rbac, CLUSTER_ROLE, manifest)
+    assert message.startswith("ClusterRole urls: rules[0].nonResourceURLs contains '*'")
+
+
+def test_wildcards_outside_roles_are_not_this_rules_business() -> None:
+    manifest = role(rule(["*"], ["*"], ["*"]))
+    assert check(access.no_wildcard_rbac, ROLE_BINDING, manifest) == []
+
+
+# no-cluster-admin-bindings
+
+
+@fails("no-cluster-admin-bindings")
+def test_a_cluster_role_binding_to_cluster_admin_names_who_gets_it() -> None:
+    subjects = [
+        {"kind": "Group", "name": "lab-admins"},
+        {"kind": "ServiceAccount", "name": "ci", "namespace": "ops"},
+    ]
+    manifest = binding("ClusterRole", "cluster-admin", subjects, namespace=None)
+    [message] = check(access.no_cluster_admin_bindings, CLUSTER_ROLE_BINDING, manifest)
+    assert message.startswith(
+        "ClusterRoleBinding admins grants cluster-admin to Group lab-admins, ServiceAccount ci;"
+    )
+    assert "namespaced ml-engineer or viewer Role instead" in message
+
+
+@fails("no-cluster-admin-bindings")
+def test_a_namespaced_binding_of_cluster_admin_without_subjects_is_reported() -> None:
+    manifest = binding("ClusterRole", "cluster-admin", [])
+    [message] = check(access.no_cluster_admin_bindings, ROLE_BINDING, manifest)
+    assert "RoleBinding vision/admins grants cluster-admin to no one yet" in message
+
+
+def test_binding_a_teams_role_passes() -> None:
+    subjects = [{"kind": "Group", "name": "lab-vision"}]
+    assert (
+        check(access.no_cluster_admin_bindings, ROLE_BINDING, binding("Role", "ml", subjects)) == []
+    )
+    # A namespaced Role that happens to be called cluster-admin is not the ClusterRole.
+    fake = binding("Role", "cluster-admin", subjects)
+    assert check(access.no_cluster_admin_bindings, ROLE_BINDING, fake) == []
+
+
+@fails("no-cluster-admin-bindings")
+def test_forbidden_cluster_roles_come_from_config() -> None:
+    config = {"forbiddenClusterRoles": ["admin", "edit"]}
+    subjects = [{"kind": "Group", "name": "lab-vision"}]
+    edit = binding("ClusterRole", "edit", subjects)
+    [message] = check(access.no_cluster_admin_bindings, ROLE_BINDING, edit, config)
+    assert "grants edit to Group lab-vision" in message
+    view = binding("ClusterRole", "view", subjects)
+    assert check(access.no_cluster_admin_bindings, ROLE_BINDING, view, config) == []
+
+
+# namespaces-enforce-pod-security
+
+
+@pytest.mark.parametrize("level", ["baseline", "restricted"])
+def test_namespaces_at_or_above_the_default_minimum_pass(level: str) -> None:
+    manifest = namespace({ENFORCE: level})
+    assert check(access.namespaces_enforce_pod_security, NAMESPACE, manifest) == []
+
+
+@fails("namespaces-enforce-pod-security")
+@pytest.mark.parametrize(
+    "labels", [{}, {ENFORCE: "strict"}, {"pod-security.kubernetes.io/warn": "restricted"}]
+)
+def test_a_namespace_without_a_valid_enforce_label_is_reported(labels: dict) -> None:
+    [message] = check(access.namespaces_enforce_pod_security, NAMESPACE, namespace(labels))
+    assert message == (
+        "Namespace vision enforces no Pod Security level; label it "
+        "pod-security.kubernetes.io/enforce: restricted"
+    )
+
+
+@fails("namespaces-enforce-pod-security")
+def test_privileged_is_below_the_default_minimum() -> None:
+    manifest = namespace({ENFORCE: "privileged"})
+    [message] = check(access.namespaces_enforce_pod_security, NAMESPACE, manifest)
+    assert "enforces Pod Security level 'privileged', below the required 'baseline'" in message
+
+
+@fails("namespaces-enforce-pod-security")
+def test_minimum_level_config_raises_the_bar() -> None:
+    config = {"minimumLevel": "restricted"}
+    baseline = namespace({ENFORCE: "baseline"})
+    [message] = check(access.namespaces_enforce_pod_security, NAMESPACE, baseline, config)
+    assert "'baseline', below the required 'restricted'" in message
+    restricted = namespace({ENFORCE: "restricted"})
+    assert check(access.namespaces_enforce_pod_security, NAMESPACE, restricted, config) == []
+
+
+def test_the_fix_names_no_level_below_the_minimum() -> None:
+    config = {"minimumLevel": "restricted"}
+    manifest = namespace({ENFORCE: "baseline"})
+    [message] = check(access.namespaces_enforce_pod_security, NAMESPACE, manifest, config)
+    fix = message.split(";", 1)[1]
+    assert "baseline" not in fix
+
+
+# load-balancers-internal-only
+
+
+@fails("load-balancers-internal-only")
+@pytest.mark.parametrize(
+    "annotations",
+    [{}, {"service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing"}],
+)
+def test_a_public_load_balancer_is_reported(annotations: dict[str, str]) -> None:
+    [message] = check(
+        access.load_balancers_internal_only, SERVICE, service(annotations=annotations)
+    )
+    assert message.startswith("Service vision/serve is a LoadBalancer reachable from outside")
+    assert "annotate it as internal" in message
+    assert "or use ClusterIP" in message
+
+
+@pytest.mark.parametrize(("key", "value"), sorted(access.INTERNAL_LB_ANNOTATIONS.items()))
+def test_each_clouds_internal_annotation_passes(key: str, value: str) -> None:
+    manifest = service(annotations={key: value})
+    assert check(access.load_balancers_internal_only, SERVICE, manifest) == []
+
+
+@pytest.mark.parametrize("kind", ["ClusterIP", "NodePort", "ExternalName"])
+def test_services_that_are_not_load_balancers_pass(kind: str) -> None:
+    assert check(access.load_balancers_internal_only, SERVICE, service(kind)) == []

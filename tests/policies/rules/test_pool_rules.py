@@ -1,0 +1,99 @@
+"""Pool rules (policies/rules/pools.py): GPU pools are tainted, whatever declared them."""
+
+from __future__ import annotations
+
+import pytest
+from rule_args import fails, messages, resource_args, wire
+
+from policies.rules import pools
+from stacks.offline import Plan
+from stacks.schema import CAPACITY_LABEL, GPU_TAINT_KEY, POOL_KIND_LABEL, POOL_LABEL
+
+NODE_PATCH = "kubernetes:core/v1:NodePatch"
+GPU_TAINT = {"key": GPU_TAINT_KEY, "value": "present", "effect": "NoSchedule"}
+
+
+def node(
+    name: str = "dgx-01",
+    pool: str | None = "a100",
+    kind: str | None = "gpu",
+    taints: list[dict] | None = None,
+    capacity: str | None = None,
+) -> dict:
+    labels = {POOL_LABEL: pool, POOL_KIND_LABEL: kind, CAPACITY_LABEL: capacity}
+    metadata = {"name": name, "labels": {k: v for k, v in labels.items() if v is not None}}
+    manifest = {"apiVersion": "v1", "kind": "Node", "metadata": metadata}
+    if taints is not None:
+        manifest["spec"] = {"taints": taints}
+    return manifest
+
+
+def check(manifest: dict, resource_type: str = NODE_PATCH) -> list[str]:
+    return messages(pools.gpu_pools_tainted, resource_args(resource_type, manifest))
+
+
+def test_policies_are_the_module_rules() -> None:
+    assert [p.name for p in pools.POLICIES] == ["gpu-pools-tainted"]
+
+
+def test_a_node_patch_is_read_as_its_pool() -> None:
+    found = pools.pool_of(NODE_PATCH, wire(node(taints=[GPU_TAINT], capacity="spot")))
+    assert found == pools.PoolNodes(
+        pool="a100",
+        kind="gpu",
+        capacity="spot",
+        taints=((GPU_TAINT_KEY, "present", "NoSchedule"),),
+    )
+
+
+def test_pool_kind_and_capacity_default_to_cpu_on_demand() -> None:
+    found = pools.pool_of(NODE_PATCH, wire(node(pool="cpu", kind=None)))
+    assert found is not None
+    assert (found.kind, found.capacity, found.taints) == ("cpu", "on-demand", ())
+
+
+def test_nodes_outside_any_pool_and_other_types_are_not_pools() -> None:
+    assert pools.pool_of(NODE_PATCH, wire(node(pool=None))) is None
+    assert pools.pool_of("kubernetes:core/v1:ConfigMap", wire(node())) is None
+
+
+def test_a_gpu_pool_with_the_gpu_taint_passes() -> None:
+    extra = {"key": "lab.internal/maintenance", "value": "true", "effect": "NoExecute"}
+    assert check(node(taints=[extra, GPU_TAINT])) == []
+
+
+def test_cpu_pools_need_no_taint() -> None:
+    assert check(node(name="cpu-01", pool="cpu", kind="cpu")) == []
+    assert check(node(name="cpu-01", pool="cpu", kind=None)) == []
+
+
+def test_untainted_gpu_nodes_of_other_types_are_not_checked() -> None:
+    assert check(node(taints=[]), resource_type="kubernetes:core/v1:ConfigMap") == []
+
+
+@fails("gpu-pools-tainted")
+@pytest.mark.parametrize(
+    "taints",
+    [
+        None,
+        [],
+        [{"key": GPU_TAINT_KEY, "value": "present", "effect": "PreferNoSchedule"}],
+        [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}],
+        # GPU pods tolerate `present` (or the key with Exists): another value strands them.
+        [{"key": GPU_TAINT_KEY, "value": "true", "effect": "NoSchedule"}],
+    ],
+)
+def test_a_gpu_pool_without_the_no_schedule_gpu_taint_is_reported(taints: list | None) -> None:
+    [message] = check(node(taints=taints))
+    assert message.startswith(
+        f"GPU pool 'a100' is not tainted {GPU_TAINT_KEY}=present:NoSchedule, so any pod can "
+        "fill its GPU nodes"
+    )
+    assert "include that taint" in message
+
+
+def test_every_gpu_node_of_the_lab_stack_passes(lab_plan: Plan) -> None:
+    patches = lab_plan.of_type(NODE_PATCH)
+    assert len(patches) == 9
+    for r in patches:
+        assert messages(pools.gpu_pools_tainted, resource_args(r.type, r.inputs, name=r.name)) == []

@@ -1,0 +1,49 @@
+"""The pack's catalog: names and descriptions as the style asks, and a failing case per rule."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from types import ModuleType
+
+import pytest
+from rule_args import FAILS_ATTR
+
+from policies.rules import ALL_POLICIES, access, pods, pools, tenancy
+
+RULE_MODULES = [pods, access, pools, tenancy]
+#: The test modules whose `fails(...)` marks count as failing cases.
+TEST_MODULES = ("test_pod_rules", "test_access_rules", "test_pool_rules", "test_stack_rules")
+KEBAB_CASE = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)+")
+
+
+@pytest.mark.parametrize("module", RULE_MODULES, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_policies_have_kebab_case_names_and_one_sentence_descriptions(module: ModuleType) -> None:
+    assert module.POLICIES
+    for policy in module.POLICIES:
+        assert KEBAB_CASE.fullmatch(policy.name), policy.name
+        description = policy.description
+        assert description[:1].isupper(), description
+        assert description.endswith("."), description
+        assert "\n" not in description, description
+        # One sentence: no sentence end before the final full stop.
+        assert not re.search(r"[.!?]\s", description[:-1]), description
+
+
+def test_all_policies_are_the_modules_policies_with_unique_names() -> None:
+    assert [p for m in RULE_MODULES for p in m.POLICIES] == ALL_POLICIES
+    names = [p.name for p in ALL_POLICIES]
+    assert len(names) == 22
+    assert sorted(set(names)) == sorted(names)
+
+
+def test_every_policy_has_a_failing_case() -> None:
+    covered: set[str] = set()
+    for name in TEST_MODULES:
+        for _, test in inspect.getmembers(importlib.import_module(name), inspect.isfunction):
+            if test.__name__.startswith("test_"):
+                covered.update(getattr(test, FAILS_ATTR, ()))
+    names = {p.name for p in ALL_POLICIES}
+    assert sorted(names - covered) == [], "rules without a test that shows them failing"
+    assert sorted(covered - names) == [], "fails(...) names that are no rule of the pack"
