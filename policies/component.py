@@ -12,6 +12,7 @@ from components.kubernetes.system import REGISTRY_PULL_SECRET, declare_credentia
 from policies.queues import (
     PRIORITIES,
     cluster_queue_manifest,
+    default_flavor_manifest,
     flavor_manifest,
     local_queue_manifest,
     priority_class_manifest,
@@ -64,7 +65,8 @@ class TeamTenancy(pulumi.ComponentResource):
 
 
 class Tenancy(pulumi.ComponentResource):
-    """Priorities and a ResourceFlavor per pool, then a TeamTenancy per team."""
+    """Priorities, a ResourceFlavor per GPU pool and the default one, then a TeamTenancy per
+    team."""
 
     def __init__(
         self,
@@ -89,8 +91,9 @@ class Tenancy(pulumi.ComponentResource):
             )
         flavors = [
             declare(f"{name}-flavor-{pool.name}", flavor_manifest(pool), after_kueue)
-            for pool in platform.node_pools
+            for pool in platform.gpu_pools
         ]
+        flavors.append(declare(f"{name}-default-flavor", default_flavor_manifest(), after_kueue))
         self.teams = [
             TeamTenancy(
                 f"team-{team.name}",

@@ -1,13 +1,12 @@
 """Kueue scheduling from the stack config: flavors from pools, queues from team quotas.
 
-One ResourceFlavor per node pool, selecting the pool's nodes and carrying its taints; one
-ClusterQueue per team with a nominal GPU quota per flavor (and the cohort and borrowing limits
-the config gives); a LocalQueue named `default` in each team namespace; and the priorities that
+One ResourceFlavor per GPU pool, selecting the pool's nodes and carrying its taints, plus a
+label-less `default` flavor for CPU and memory; one ClusterQueue per team with its CPU and
+memory totals and a nominal GPU quota per pool flavor (and the cohort and borrowing limits the
+config gives); a LocalQueue named `default` in each team namespace; and the priorities that
 order work: serving above training above best-effort.
 
-Quotas, flavors and pools come from the same `Platform`, so they cannot drift apart. CPU and
-memory are capped per namespace by its ResourceQuota; each flavor repeats the team's total so
-Kueue never admits more than the namespace may run.
+Quotas, flavors and pools come from the same `Platform`, so they cannot drift apart.
 """
 
 from __future__ import annotations
@@ -16,13 +15,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from policies.tenancy import GPU_RESOURCE, MANAGED_BY, TEAM_LABEL, quantity
-from stacks.schema import CAPACITY_LABEL, POOL_LABEL, NodePool, Platform, PoolKind, Team
+from stacks.schema import CAPACITY_LABEL, POOL_LABEL, NodePool, Platform, Team
 
 KUEUE_GROUP = "kueue.x-k8s.io"
 KUEUE_API = f"{KUEUE_GROUP}/v1beta2"
 QUEUE_LABEL = f"{KUEUE_GROUP}/queue-name"
 PRIORITY_LABEL = f"{KUEUE_GROUP}/priority-class"
+#: Named `default` so Kueue also queues a team's Jobs that carry no queue label: its built-in
+#: integrations label such a Job with the namespace's LocalQueue called `default`.
 LOCAL_QUEUE_NAME = "default"
+#: The flavor that carries CPU and memory quota; it selects no nodes. No pool may take the name.
+DEFAULT_FLAVOR = "default"
 #: Annotations that carry a pool's size onto its flavor, so rules that see only the deployed
 #: objects (the policy pack) can compare quotas with capacity.
 MAX_GPUS_ANNOTATION = "mlstack.dev/max-gpus"
@@ -44,6 +47,15 @@ PRIORITIES = (
 )
 
 
+def default_flavor_manifest() -> dict[str, Any]:
+    return {
+        "apiVersion": KUEUE_API,
+        "kind": "ResourceFlavor",
+        "metadata": {"name": DEFAULT_FLAVOR, "labels": dict(MANAGED_BY)},
+        "spec": {},
+    }
+
+
 def flavor_manifest(pool: NodePool) -> dict[str, Any]:
     """A pool as Kueue sees it.
 
@@ -59,44 +71,52 @@ def flavor_manifest(pool: NodePool) -> dict[str, Any]:
     ]
     if taints:
         spec["nodeTaints"] = taints
-    metadata: dict[str, Any] = {"name": pool.name, "labels": dict(MANAGED_BY)}
-    if pool.kind is PoolKind.GPU:
-        metadata["annotations"] = {MAX_GPUS_ANNOTATION: str(pool.max_gpus)}
+    metadata: dict[str, Any] = {
+        "name": pool.name,
+        "labels": dict(MANAGED_BY),
+        "annotations": {MAX_GPUS_ANNOTATION: str(pool.max_gpus)},
+    }
     return {"apiVersion": KUEUE_API, "kind": "ResourceFlavor", "metadata": metadata, "spec": spec}
 
 
-def _queue_pools(platform: Platform, team: Team) -> list[NodePool]:
-    """The pools a team's queue admits to: every CPU pool, and the GPU pools it has quota in or
-    may borrow in. CPU pools come first, so CPU-only work lands there before GPU nodes."""
-    cpu = [p for p in platform.node_pools if p.kind is PoolKind.CPU]
-    gpu = [
-        p
-        for p in platform.gpu_pools
-        if team.quota.gpus.get(p.name, 0) > 0 or team.cohort is not None
-    ]
-    return cpu + gpu or list(platform.gpu_pools)
-
-
-def cluster_queue_manifest(platform: Platform, team: Team) -> dict[str, Any]:
+def _gpu_flavors(platform: Platform, team: Team) -> list[dict[str, Any]]:
+    """The team's GPU quota per pool flavor: the pools it has quota in, and with a cohort every
+    GPU pool (it may borrow there)."""
     flavors = []
-    for pool in _queue_pools(platform, team):
-        gpu: dict[str, Any] = {
-            "name": GPU_RESOURCE,
-            "nominalQuota": team.quota.gpus.get(pool.name, 0),
-        }
+    for pool in platform.gpu_pools:
+        nominal = team.quota.gpus.get(pool.name, 0)
+        if nominal == 0 and team.cohort is None:
+            continue
+        gpu: dict[str, Any] = {"name": GPU_RESOURCE, "nominalQuota": nominal}
         limit = team.quota.borrowing_limit_gpus.get(pool.name)
         if limit is not None:
             gpu["borrowingLimit"] = limit
-        flavors.append(
-            {
-                "name": pool.name,
-                "resources": [
-                    {"name": "cpu", "nominalQuota": quantity(team.quota.cpu)},
-                    {"name": "memory", "nominalQuota": quantity(team.quota.memory_gib, "Gi")},
-                    gpu,
-                ],
-            }
-        )
+        flavors.append({"name": pool.name, "resources": [gpu]})
+    return flavors
+
+
+def cluster_queue_manifest(platform: Platform, team: Team) -> dict[str, Any]:
+    """Two resource groups: CPU and memory at the team's totals on the label-less `default`
+    flavor, and GPUs per pool flavor. Kueue counts quota per flavor, so CPU and memory on every
+    pool flavor would admit the team's total once per pool; and a label-less flavor adds no
+    node selector that could contradict the GPU flavor's."""
+    groups: list[dict[str, Any]] = [
+        {
+            "coveredResources": ["cpu", "memory"],
+            "flavors": [
+                {
+                    "name": DEFAULT_FLAVOR,
+                    "resources": [
+                        {"name": "cpu", "nominalQuota": quantity(team.quota.cpu)},
+                        {"name": "memory", "nominalQuota": quantity(team.quota.memory_gib, "Gi")},
+                    ],
+                }
+            ],
+        }
+    ]
+    gpu_flavors = _gpu_flavors(platform, team)
+    if gpu_flavors:
+        groups.append({"coveredResources": [GPU_RESOURCE], "flavors": gpu_flavors})
     spec: dict[str, Any] = {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": team.name}},
         "queueingStrategy": "BestEffortFIFO",
@@ -104,9 +124,7 @@ def cluster_queue_manifest(platform: Platform, team: Team) -> dict[str, Any]:
             "withinClusterQueue": "LowerPriority",
             "reclaimWithinCohort": "Any",
         },
-        "resourceGroups": [
-            {"coveredResources": ["cpu", "memory", GPU_RESOURCE], "flavors": flavors}
-        ],
+        "resourceGroups": groups,
     }
     metadata: dict[str, Any] = {
         "name": team.name,

@@ -37,9 +37,10 @@ def quantity(value: float, unit: str = "") -> str:
     """A Kubernetes quantity: whole numbers stay whole, fractions become milli-units."""
     if float(value).is_integer():
         return f"{int(value)}{unit}"
+    # A positive amount never rounds down to nothing.
     if unit == "Gi":
-        return f"{round(value * 1024)}Mi"
-    return f"{round(value * 1000)}m"
+        return f"{max(1, round(value * 1024))}Mi"
+    return f"{max(1, round(value * 1000))}m"
 
 
 def _meta(team: Team, name: str, **extra: Any) -> dict[str, Any]:
@@ -87,13 +88,13 @@ def resource_quota_manifest(platform: Platform, team: Team) -> dict[str, Any]:
     hard = {
         "requests.cpu": quantity(q.cpu),
         "requests.memory": quantity(q.memory_gib, "Gi"),
-        "limits.memory": quantity(q.memory_gib, "Gi"),
         f"requests.{GPU_RESOURCE}": str(team_gpu_ceiling(platform, team)),
         "pods": str(q.pods),
-        "services.nodeports": "0",
     }
     if not team.allow_load_balancers:
+        # A LoadBalancer Service allocates node ports too, so both stay closed together.
         hard["services.loadbalancers"] = "0"
+        hard["services.nodeports"] = "0"
     return {
         "apiVersion": "v1",
         "kind": "ResourceQuota",
@@ -157,6 +158,7 @@ def engineer_rules(extra: tuple[RbacRule, ...] = ()) -> list[dict[str, Any]]:
         _rule(["kueue.x-k8s.io"], ["localqueues"], _READ),
         _rule([""], ["pods"], [*_READ, "delete"]),
         _rule([""], ["pods/log", "events", "services", "configmaps"], _READ),
+        _rule([""], ["resourcequotas", "limitranges"], _READ),
         _rule([""], ["configmaps"], ["create", "update", "patch", "delete"]),
         _rule(["apps"], ["deployments", "replicasets"], _READ),
         _rule(["autoscaling"], ["horizontalpodautoscalers"], _READ),
@@ -169,7 +171,8 @@ def viewer_rules() -> list[dict[str, Any]]:
         _rule(["batch"], ["jobs", "cronjobs"], _READ),
         _rule(["jobset.x-k8s.io"], ["jobsets"], _READ),
         _rule(["kueue.x-k8s.io"], ["workloads", "localqueues"], _READ),
-        _rule([""], ["pods", "pods/log", "events", "services"], _READ),
+        _rule([""], ["pods", "pods/log", "events", "services", "configmaps"], _READ),
+        _rule([""], ["resourcequotas", "limitranges"], _READ),
         _rule(["apps"], ["deployments", "replicasets"], _READ),
         _rule(["autoscaling"], ["horizontalpodautoscalers"], _READ),
     ]

@@ -33,10 +33,14 @@ def _redact_all(value: Any) -> Any:
 
 
 def _sorted(value: Any) -> Any:
+    """Keys sorted, and numbers as the provider sends them: every number crosses the engine as
+    a float64, which Go's JSON encoder writes without a fraction when it is whole."""
     if isinstance(value, Mapping):
         return {k: _sorted(value[k]) for k in sorted(value)}
     if isinstance(value, list):
         return [_sorted(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     return value
 
 

@@ -408,7 +408,7 @@ class Platform(Model):
         default="dev", description="prod protects stateful resources from deletion."
     )
     cluster: ClusterConfig = Field(description="The Kubernetes cluster.")
-    node_pools: tuple[NodePool, ...] = Field(description="CPU and GPU node pools.")
+    node_pools: tuple[NodePool, ...] = Field(min_length=1, description="CPU and GPU node pools.")
     storage: StorageConfig = Field(description="Object storage buckets by purpose.")
     registry: RegistryConfig = Field(
         default_factory=RegistryConfig, description="Container registry for workload images."

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from components.backend import BackendUnavailableError, get_backend
 from components.kubernetes.extra import extra_manifest_key
 from components.kubernetes.resources import top_level_fields
+from policies.queues import DEFAULT_FLAVOR
 from stacks.catalog import CatalogError, resolve_gpu_machine
 from stacks.errors import ConfigError, Problem, format_path
 from stacks.schema import NodePool, Platform, PoolKind
@@ -126,6 +127,16 @@ def _check_tenancy(p: Platform, pools: Mapping[str, NodePool]) -> list[Problem]:
                     f"the default request is above the default limit ({limit:g})",
                     f"lower it to at most {limit:g} or raise default_limit_{what}",
                     request,
+                )
+            )
+    for i, pool in enumerate(p.node_pools):
+        if pool.name == DEFAULT_FLAVOR:
+            problems.append(
+                Problem(
+                    format_path(("node_pools", i, "name")),
+                    "is the name of the Kueue flavor that carries CPU and memory quota",
+                    "give the pool another name",
+                    pool.name,
                 )
             )
     for i, team in enumerate(p.teams):

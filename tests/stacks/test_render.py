@@ -5,6 +5,7 @@ from __future__ import annotations
 import kubernetes_validate
 import pytest
 import yaml
+from crd_schema import validate_kueue
 
 from stacks.offline import Plan, run_plan
 from stacks.render import REDACTED, canonical, manifests, render_yaml
@@ -17,11 +18,17 @@ def plan(request: pytest.FixtureRequest) -> Plan:
 
 
 def test_every_rendered_object_is_schema_valid(plan: Plan) -> None:
+    """Kubernetes' own kinds against its OpenAPI schema, Kueue's against its CRDs, strictly."""
     version = f"{plan.platform.cluster.kubernetes_version}.0"
     docs = list(yaml.safe_load_all(render_yaml(plan)))
     assert docs, "a stack renders at least its system namespace"
+    kueue = [d for d in docs if d["apiVersion"].startswith("kueue.x-k8s.io/")]
+    assert kueue, "the tenancy layer renders Kueue objects"
     for doc in docs:
-        kubernetes_validate.validate(doc, version, strict=True)
+        if doc in kueue:
+            validate_kueue(doc)
+        else:
+            kubernetes_validate.validate(doc, version, strict=True)
 
 
 def test_every_kubernetes_resource_of_the_plan_is_rendered_except_helm(plan: Plan) -> None:
@@ -31,8 +38,7 @@ def test_every_kubernetes_resource_of_the_plan_is_rendered_except_helm(plan: Pla
         if r.custom and r.type.startswith("kubernetes:") and "helm.sh" not in r.type
     ]
     rendered = {
-        (m["kind"], m["metadata"].get("namespace"), m["metadata"]["name"])
-        for m in manifests(plan)
+        (m["kind"], m["metadata"].get("namespace"), m["metadata"]["name"]) for m in manifests(plan)
     }
     assert len(rendered) == len(k8s)
 
