@@ -100,18 +100,19 @@ def cluster_queue_manifest(platform: Platform, team: Team) -> dict[str, Any]:
     flavor, and GPUs per pool flavor. Kueue counts quota per flavor, so CPU and memory on every
     pool flavor would admit the team's total once per pool; and a label-less flavor adds no
     node selector that could contradict the GPU flavor's."""
+    cpu: dict[str, Any] = {"name": "cpu", "nominalQuota": quantity(team.quota.cpu)}
+    memory: dict[str, Any] = {
+        "name": "memory",
+        "nominalQuota": quantity(team.quota.memory_gib, "Gi"),
+    }
+    if team.cohort is not None:
+        # Unset means unlimited borrowing; the namespace quota would then refuse the pods of
+        # work Kueue admitted. Cohorts share GPUs; CPU and memory stay the team's own.
+        cpu["borrowingLimit"] = memory["borrowingLimit"] = 0
     groups: list[dict[str, Any]] = [
         {
             "coveredResources": ["cpu", "memory"],
-            "flavors": [
-                {
-                    "name": DEFAULT_FLAVOR,
-                    "resources": [
-                        {"name": "cpu", "nominalQuota": quantity(team.quota.cpu)},
-                        {"name": "memory", "nominalQuota": quantity(team.quota.memory_gib, "Gi")},
-                    ],
-                }
-            ],
+            "flavors": [{"name": DEFAULT_FLAVOR, "resources": [cpu, memory]}],
         }
     ]
     gpu_flavors = _gpu_flavors(platform, team)
