@@ -168,7 +168,8 @@ async def _awaited(result: Awaitable[Any]) -> None:
     await result
 
 
-def _options(r: PlannedResource) -> PolicyResourceOptions:
+def policy_options(parent: str | None) -> PolicyResourceOptions:
+    """Resource options as the analyzer passes them for a resource declared with defaults."""
     return PolicyResourceOptions(
         protect=False,
         ignore_changes=[],
@@ -176,7 +177,7 @@ def _options(r: PlannedResource) -> PolicyResourceOptions:
         aliases=[],
         custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
         additional_secret_outputs=[],
-        parent=r.parent,
+        parent=parent,
     )
 
 
@@ -245,7 +246,7 @@ def check_plan(
 
     # Built once and shared: rules only read props, and the analyzer's per-policy copies
     # would cost time without changing any result.
-    opts = {r.urn: _options(r) for r in plan.resources}
+    opts = {r.urn: policy_options(r.parent) for r in plan.resources}
     providers = {r.urn: provider(r) for r in plan.resources}
     stack_resources: list[PolicyResource] = []
     resource_rules = []

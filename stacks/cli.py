@@ -31,6 +31,10 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 T = TypeVar("T")
 
 StackArg = Annotated[str, typer.Argument(help="A stack name in stacks/ or a stack file path.")]
+StacksArg = Annotated[
+    list[str] | None,
+    typer.Argument(help="Stack names or files; default: every stack in stacks/."),
+]
 
 
 def _guard(action: Callable[[], T]) -> T:
@@ -58,10 +62,7 @@ def _plan(ref: str) -> Plan:
 
 @app.command()
 def plan(
-    stacks: Annotated[
-        list[str] | None,
-        typer.Argument(help="Stack names or files; default: every stack in stacks/."),
-    ] = None,
+    stacks: StacksArg = None,
     json_file: Annotated[
         Path | None,
         typer.Option("--json", help="Write the plan's resources as JSON to FILE ('-': stdout)."),
@@ -102,10 +103,7 @@ def render(
 
 @app.command()
 def check(
-    stacks: Annotated[
-        list[str] | None,
-        typer.Argument(help="Stack names or files; default: every stack in stacks/."),
-    ] = None,
+    stacks: StacksArg = None,
     json_file: Annotated[
         Path | None,
         typer.Option("--json", help="Write the results as JSON to FILE ('-': stdout)."),

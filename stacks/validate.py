@@ -68,15 +68,11 @@ def check_platform(p: Platform) -> list[Problem]:
     for i, team in enumerate(p.teams):
         for pool_name, gpus in team.quota.gpus.items():
             path = format_path(("teams", i, "quota", "gpus", pool_name))
-            pool = pools.get(pool_name)
-            if pool is None or pool.kind is not PoolKind.GPU:
-                gpu_pools = ", ".join(x.name for x in p.gpu_pools) or "none defined"
-                problems.append(
-                    Problem(path, "names no GPU pool", f"use a GPU pool: {gpu_pools}", pool_name)
-                )
-            elif gpus < 0:
-                problems.append(Problem(path, "GPU quota is negative", "use 0 or more", gpus))
-            elif pool_name in sound and gpus > sound[pool_name][1] * pool.max_nodes:
+            ref_problem = _gpu_count_problem(p, path, pool_name, gpus, "GPU quota")
+            if ref_problem is not None:
+                problems.append(ref_problem)
+            elif pool_name in sound and gpus > sound[pool_name][1] * pools[pool_name].max_nodes:
+                pool = pools[pool_name]
                 index, per_node = sound[pool_name]
                 most = per_node * pool.max_nodes
                 problems.append(
@@ -89,7 +85,7 @@ def check_platform(p: Platform) -> list[Problem]:
                         gpus,
                     )
                 )
-    problems += _check_tenancy(p, pools)
+    problems += _check_tenancy(p)
     problems += _check_workload_refs(p, pools)
     problems += _check_extra_manifests(p)
     problems += _backend_checks(p)
@@ -102,7 +98,7 @@ RESERVED_NAMESPACES = frozenset(
 )
 
 
-def _check_tenancy(p: Platform, pools: Mapping[str, NodePool]) -> list[Problem]:
+def _check_tenancy(p: Platform) -> list[Problem]:
     problems = []
     t = p.tenancy
     cohorts = [c.name for c in t.cohorts]
@@ -161,14 +157,9 @@ def _check_tenancy(p: Platform, pools: Mapping[str, NodePool]) -> list[Problem]:
             )
         for pool_name, gpus in team.quota.borrowing_limit_gpus.items():
             path = format_path(("teams", i, "quota", "borrowing_limit_gpus", pool_name))
-            pool = pools.get(pool_name)
-            if pool is None or pool.kind is not PoolKind.GPU:
-                gpu_pools = ", ".join(x.name for x in p.gpu_pools) or "none defined"
-                problems.append(
-                    Problem(path, "names no GPU pool", f"use a GPU pool: {gpu_pools}", pool_name)
-                )
-            elif gpus < 0:
-                problems.append(Problem(path, "borrowing limit is negative", "use 0 or more", gpus))
+            ref_problem = _gpu_count_problem(p, path, pool_name, gpus, "borrowing limit")
+            if ref_problem is not None:
+                problems.append(ref_problem)
             elif team.cohort is None:
                 problems.append(
                     Problem(
@@ -179,6 +170,18 @@ def _check_tenancy(p: Platform, pools: Mapping[str, NodePool]) -> list[Problem]:
                     )
                 )
     return problems
+
+
+def _gpu_count_problem(
+    p: Platform, path: str, pool_name: str, gpus: int, what: str
+) -> Problem | None:
+    """A per-pool GPU count (quota, borrowing limit) that names no GPU pool or is negative."""
+    if pool_name not in {x.name for x in p.gpu_pools}:
+        gpu_pools = ", ".join(x.name for x in p.gpu_pools) or "none defined"
+        return Problem(path, "names no GPU pool", f"use a GPU pool: {gpu_pools}", pool_name)
+    if gpus < 0:
+        return Problem(path, f"{what} is negative", "use 0 or more", gpus)
+    return None
 
 
 def _check_extra_manifests(p: Platform) -> list[Problem]:

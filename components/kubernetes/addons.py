@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
 
 
 @dataclass(frozen=True)
@@ -11,6 +16,36 @@ class HelmChart:
     version: str
     #: The chart repository URL; empty for charts addressed as oci:// references.
     repo: str = ""
+
+    def release(
+        self,
+        resource_name: str,
+        *,
+        name: str,
+        namespace: str,
+        parent: pulumi.Resource,
+        values: Mapping[str, Any] | None = None,
+        create_namespace: bool = False,
+    ) -> k8s.helm.v3.Release:
+        """A Helm release of this chart at its pinned version; atomic, so a failed install
+        or upgrade rolls back instead of leaving a half-applied chart."""
+        return k8s.helm.v3.Release(
+            resource_name,
+            k8s.helm.v3.ReleaseArgs(
+                name=name,
+                chart=self.chart,
+                version=self.version,
+                repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=self.repo)
+                if self.repo
+                else None,
+                namespace=namespace,
+                create_namespace=create_namespace,
+                values=dict(values) if values is not None else None,
+                atomic=True,
+                cleanup_on_fail=True,
+            ),
+            opts=pulumi.ResourceOptions(parent=parent),
+        )
 
 
 NVIDIA_DEVICE_PLUGIN = HelmChart(

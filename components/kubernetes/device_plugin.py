@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import pulumi
-import pulumi_kubernetes as k8s
 
 from components.kubernetes.addons import NVIDIA_DEVICE_PLUGIN
 from stacks.schema import POOL_KIND_LABEL, NodePool, PoolKind
@@ -34,19 +33,11 @@ class NvidiaDevicePlugin(pulumi.ComponentResource):
         self, name: str, gpu_pools: Sequence[NodePool], opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("mlstack:kubernetes:NvidiaDevicePlugin", name, None, opts)
-        chart = NVIDIA_DEVICE_PLUGIN
-        self.release = k8s.helm.v3.Release(
+        self.release = NVIDIA_DEVICE_PLUGIN.release(
             f"{name}-release",
-            k8s.helm.v3.ReleaseArgs(
-                name="nvidia-device-plugin",
-                chart=chart.chart,
-                version=chart.version,
-                repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repo),
-                namespace=NAMESPACE,
-                values=device_plugin_values(gpu_pools),
-                atomic=True,
-                cleanup_on_fail=True,
-            ),
-            opts=pulumi.ResourceOptions(parent=self),
+            name="nvidia-device-plugin",
+            namespace=NAMESPACE,
+            parent=self,
+            values=device_plugin_values(gpu_pools),
         )
         self.register_outputs({"release": self.release.name})

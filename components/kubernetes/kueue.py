@@ -8,7 +8,6 @@ manage the kinds mlstack deploys (batch Jobs and JobSets).
 from __future__ import annotations
 
 import pulumi
-import pulumi_kubernetes as k8s
 
 from components.kubernetes.addons import KUEUE
 
@@ -18,17 +17,7 @@ NAMESPACE = "kueue-system"
 class Kueue(pulumi.ComponentResource):
     def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlstack:kubernetes:Kueue", name, None, opts)
-        self.release = k8s.helm.v3.Release(
-            f"{name}-release",
-            k8s.helm.v3.ReleaseArgs(
-                name="kueue",
-                chart=KUEUE.chart,
-                version=KUEUE.version,
-                namespace=NAMESPACE,
-                create_namespace=True,
-                atomic=True,
-                cleanup_on_fail=True,
-            ),
-            opts=pulumi.ResourceOptions(parent=self),
+        self.release = KUEUE.release(
+            f"{name}-release", name="kueue", namespace=NAMESPACE, parent=self, create_namespace=True
         )
         self.register_outputs({"release": self.release.name})

@@ -14,15 +14,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pulumi_policy import (
-    PolicyCustomTimeouts,
     PolicyResource,
-    PolicyResourceOptions,
     ResourceValidationArgs,
     StackValidationArgs,
 )
 from pulumi_policy.proxy import unknown_checking_proxy
 
-from policies.check import wire_props
+from policies.check import policy_options, wire_props
 
 STACK = "test"
 #: Attribute `fails` sets on a test function: the policy names it shows violated.
@@ -50,18 +48,6 @@ def wire(manifest: Mapping[str, Any]) -> Mapping[str, Any]:
     return unknown_checking_proxy(wire_props(dict(manifest)))
 
 
-def _options() -> PolicyResourceOptions:
-    return PolicyResourceOptions(
-        protect=False,
-        ignore_changes=[],
-        delete_before_replace=None,
-        aliases=[],
-        custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
-        additional_secret_outputs=[],
-        parent=None,
-    )
-
-
 def _name_of(manifest: Mapping[str, Any]) -> str:
     metadata = manifest.get("metadata") or {}
     return str(metadata.get("name") or "unnamed")
@@ -79,7 +65,7 @@ def resource_args(
         wire(manifest),
         urn_of(resource_type, name),
         name,
-        _options(),
+        policy_options(None),
         None,
         dict(config or {}),
     )
@@ -94,7 +80,7 @@ def policy_resource(
         wire(manifest),
         urn_of(resource_type, name),
         name,
-        _options(),
+        policy_options(None),
         None,
         None,
         [],
