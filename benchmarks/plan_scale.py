@@ -1,13 +1,19 @@
 """How the offline plan scales: plan time per resource and peak memory vs the SDK's own floor.
 
-Synthetic on-prem platforms (teams x GPU pools x nodes per pool, the same shape as the
+Synthetic on-prem platforms (teams x node pools x nodes per pool, the same shape as the
 `mlstack:platform` value of stacks/Pulumi.onprem-lab.yaml) of about 100, 1,000, 2,000 and 3,000
 resources go through the real path, `stacks.offline.run_plan` (validation, then the program under
-the SDK mock runtime). The floor is measured in the same process: `stacks.offline.run_program`
-(RecordingMonitor + set_mocks + run_pulumi_func) driving a trivial program that registers as many
-plain core/v1 ConfigMaps as the platform plan recorded; a second, "shaped" floor registers as
-many flat NodePatches with the inputs of the platform's node patches, which separates what the SDK
-charges for our resources' shape from what our components and validation add. Each size is timed
+the SDK mock runtime). A platform's size is not guessed from a hand count: `resource_model` plans
+four tiny platforms first and solves for what the plan records per team (its TeamTenancy
+component and the 12 objects in it), per pool (its pool component and Kueue ResourceFlavor), per
+node (a NodePatch) and in total besides (cluster, system, device plugin, Kueue, priorities), and
+the nodes per pool of each size follow from that.
+
+The floor is measured in the same process: `stacks.offline.run_program` (RecordingMonitor +
+set_mocks + run_pulumi_func) driving a trivial program that registers as many plain core/v1
+ConfigMaps as the platform plan recorded; a second, "shaped" floor registers as many flat
+NodePatches with the inputs of the platform's node patches, which separates what the SDK charges
+for our resources' shape from what our components and validation add. Each size is timed
 `--repeats` times, floors and platform interleaved, and the median is reported. Peak memory is
 tracemalloc's peak (Python allocations only) in a separate, untimed pass, since tracemalloc slows
 Python down.
@@ -24,8 +30,9 @@ import statistics
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +41,11 @@ import pulumi_kubernetes as k8s
 from stacks import offline, program
 from stacks.stackfile import PROJECT, StackFile
 
-#: target resources -> (teams, GPU pools); nodes per pool are derived from the target.
+#: target resources -> (teams, node pools: one CPU pool, the rest GPU pools); nodes per pool are
+#: derived from the target with a measured `ResourceModel`.
 SIZES: dict[int, tuple[int, int]] = {100: (4, 4), 1000: (10, 10), 2000: (20, 20), 3000: (30, 30)}
 GPUS_PER_NODE = 8
-#: Plan resources besides pools and nodes: the cluster component and its provider, the system
-#: component with namespace, ConfigMap and Secret, the device plugin component and its release.
-FIXED_RESOURCES = 8
+REGISTRY_HOST = "harbor.bench.internal"
 #: Each team has a GPU quota on this many pools (round-robin), as a lab would hand them out.
 POOLS_PER_TEAM = 3
 #: What a GPU node patch of the platform carries, for the shaped floor.
@@ -56,15 +62,24 @@ SHAPED_TAINT: k8s.core.v1.TaintPatchArgsDict = {
 }
 
 
-def synthetic_platform(teams: int, gpu_pools: int, nodes_per_pool: int) -> dict[str, Any]:
-    """A valid on-prem `mlstack:platform` value: one CPU pool plus `gpu_pools` GPU pools."""
+#: team name, names of the GPU pools it has quota on -> extra Kubernetes objects of the team
+#: (`platform.extra_manifests`); plan_scale declares none, check_scale a few workloads.
+TeamWorkloads = Callable[[str, Sequence[str]], list[dict[str, Any]]]
+
+
+def synthetic_platform(
+    teams: int, pools: int, nodes_per_pool: int, workloads: TeamWorkloads | None = None
+) -> dict[str, Any]:
+    """A valid on-prem `mlstack:platform` value: `pools` node pools (one CPU pool, `pools - 1`
+    GPU pools) of `nodes_per_pool` nodes each, and `teams` teams, each with a GPU quota on up to
+    `POOLS_PER_TEAM` GPU pools (round-robin) and, given `workloads`, its extra objects."""
     cpu_nodes = [f"cpu-{j:04d}" for j in range(nodes_per_pool)]
-    pools: list[dict[str, Any]] = [
+    node_pools: list[dict[str, Any]] = [
         {"name": "cpu", "kind": "cpu", "max_nodes": len(cpu_nodes), "nodes": cpu_nodes}
     ]
-    for i in range(gpu_pools - 1):
+    for i in range(pools - 1):
         nodes = [f"gpu{i:03d}-{j:04d}" for j in range(nodes_per_pool)]
-        pools.append(
+        node_pools.append(
             {
                 "name": f"gpu-{i:03d}",
                 "kind": "gpu",
@@ -75,44 +90,100 @@ def synthetic_platform(teams: int, gpu_pools: int, nodes_per_pool: int) -> dict[
                 "labels": {"lab.internal/rack": f"r{i % 8}"},
             }
         )
-    gpu_names = [p["name"] for p in pools[1:]]
+    gpu_names = [p["name"] for p in node_pools[1:]]
     # A pool's max GPUs is nodes x GPUs per node; each team's share stays below it.
     share = max(1, nodes_per_pool * GPUS_PER_NODE // max(1, teams))
-    team_list = [
-        {
-            "name": f"team-{t:03d}",
-            "groups": [f"lab-team-{t:03d}"],
-            "quota": {
-                "gpus": {
-                    gpu_names[(t + k) % len(gpu_names)]: share
-                    for k in range(min(POOLS_PER_TEAM, len(gpu_names)))
+    team_list: list[dict[str, Any]] = []
+    extra: list[dict[str, Any]] = []
+    for t in range(teams):
+        name = f"team-{t:03d}"
+        quota_pools = [
+            gpu_names[(t + k) % len(gpu_names)] for k in range(min(POOLS_PER_TEAM, len(gpu_names)))
+        ]
+        team_list.append(
+            {
+                "name": name,
+                "groups": [f"lab-team-{t:03d}"],
+                "quota": {
+                    "gpus": dict.fromkeys(quota_pools, share),
+                    "cpu": 32,
+                    "memory_gib": 256,
                 },
-                "cpu": 32,
-                "memory_gib": 256,
-            },
-        }
-        for t in range(teams)
-    ]
-    return {
+            }
+        )
+        if workloads is not None:
+            extra += workloads(name, quota_pools)
+    platform: dict[str, Any] = {
         "cloud": "onprem",
         "environment": "dev",
         "cluster": {"name": "bench", "kubernetes_version": "1.33"},
         "onprem": {
             "kubeconfig_path": "~/.kube/bench.yaml",
             "storage_endpoint": "https://minio.bench.internal:9000",
-            "registry_host": "harbor.bench.internal",
+            "registry_host": REGISTRY_HOST,
         },
-        "node_pools": pools,
+        "node_pools": node_pools,
         "storage": {"bucket_prefix": "bench-ml"},
         "teams": team_list,
     }
+    if extra:
+        platform["extra_manifests"] = extra
+    return platform
 
 
-def platform_for(target: int) -> tuple[int, int, dict[str, Any]]:
+@dataclass(frozen=True)
+class ResourceModel:
+    """What a synthetic platform's plan records: fixed + per team x teams + per pool x pools
+    + per node x pools x nodes per pool."""
+
+    fixed: int
+    per_team: int
+    per_pool: int
+    per_node: int
+
+    def count(self, teams: int, pools: int, nodes_per_pool: int) -> int:
+        return (
+            self.fixed
+            + self.per_team * teams
+            + self.per_pool * pools
+            + self.per_node * pools * nodes_per_pool
+        )
+
+    def nodes_for(self, target: int, teams: int, pools: int) -> int:
+        """Nodes per pool that bring a teams x pools platform closest to `target` resources."""
+        rest = target - self.count(teams, pools, 0)
+        return max(1, round(rest / (self.per_node * pools)))
+
+
+#: The tiny platforms `resource_model` plans: (teams, pools, nodes per pool).
+_PROBE_BASE, _PROBE_TEAM, _PROBE_POOL, _PROBE_NODE = (1, 2, 1), (2, 2, 1), (1, 3, 1), (1, 2, 2)
+
+
+@cache
+def resource_model(workloads: TeamWorkloads | None = None) -> ResourceModel:
+    """The model measured: four tiny plans, each one team, pool or node per pool larger than
+    the first, so the differences are what a team, a pool and a node add."""
+
+    def planned(shape: tuple[int, int, int]) -> int:
+        return plan_platform("bench-model", synthetic_platform(*shape, workloads=workloads))
+
+    base = planned(_PROBE_BASE)
+    teams, pools, nodes = _PROBE_BASE
+    per_team = planned(_PROBE_TEAM) - base
+    per_node, remainder = divmod(planned(_PROBE_NODE) - base, pools)
+    assert remainder == 0, "every pool gains the same resources per node"
+    per_pool = planned(_PROBE_POOL) - base - per_node * nodes
+    fixed = base - per_team * teams - per_pool * pools - per_node * pools * nodes
+    return ResourceModel(fixed, per_team, per_pool, per_node)
+
+
+def platform_for(
+    target: int, workloads: TeamWorkloads | None = None
+) -> tuple[int, int, dict[str, Any]]:
     """(teams, nodes per pool, config) for about `target` plan resources."""
     teams, pools = SIZES[target]
-    nodes = max(1, round((target - FIXED_RESOURCES - pools) / pools))
-    return teams, nodes, synthetic_platform(teams, pools, nodes)
+    nodes = resource_model(workloads).nodes_for(target, teams, pools)
+    return teams, nodes, synthetic_platform(teams, pools, nodes, workloads)
 
 
 def plan_platform(name: str, cfg: dict[str, Any]) -> int:
@@ -175,6 +246,7 @@ class Row:
     pools: int
     nodes_per_pool: int
     resources: int
+    predicted: int  # the resource model's count, checked against `resources`
     plan_s: float
     ms_per_resource: float
     floor_ms_per_resource: float
@@ -189,6 +261,8 @@ def measure(target: int, repeats: int) -> Row:
     teams, nodes, cfg = platform_for(target)
     name = f"bench-{target}"
     count = plan_platform(name, cfg)  # warm-up; also the resource count the floors match
+    predicted = resource_model().count(teams, SIZES[target][1], nodes)
+    assert count == predicted, f"the plan recorded {count} resources, the model says {predicted}"
     runs: dict[str, Callable[[], int]] = {
         "floor": lambda: plan_floor(count),
         "shaped": lambda: plan_floor(count, shaped=True),
@@ -212,6 +286,7 @@ def measure(target: int, repeats: int) -> Row:
         pools=SIZES[target][1],
         nodes_per_pool=nodes,
         resources=count,
+        predicted=predicted,
         plan_s=plan_s,
         ms_per_resource=1000 * plan_s / count,
         floor_ms_per_resource=1000 * floor_s / count,

@@ -1,13 +1,37 @@
-"""The benchmark keeps running: its quick mode plans a ~100-resource platform and its floor."""
+"""The benchmark keeps running and keeps hitting its sizes: quick mode plans a ~100-resource
+platform and its floor, and the measured resource model predicts what a plan records."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+BENCHMARKS = REPO / "benchmarks"
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """A benchmark script as a module (benchmarks/ is not a package; its scripts import each
+    other by name, so the folder goes on sys.path)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def plan_scale() -> ModuleType:
+    return load_benchmark("plan_scale")
 
 
 def test_quick_mode_reports_a_row_per_size(tmp_path: Path) -> None:
@@ -15,7 +39,7 @@ def test_quick_mode_reports_a_row_per_size(tmp_path: Path) -> None:
     proc = subprocess.run(
         [
             sys.executable,
-            str(REPO / "benchmarks" / "plan_scale.py"),
+            str(BENCHMARKS / "plan_scale.py"),
             "--quick",
             "--repeats",
             "1",
@@ -30,6 +54,25 @@ def test_quick_mode_reports_a_row_per_size(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     (row,) = json.loads(out.read_text())
     assert row["target"] == 100
-    assert 90 <= row["resources"] <= 110
+    assert 95 <= row["resources"] <= 105
+    assert row["resources"] == row["predicted"]
     assert row["ms_per_resource"] > 0 and row["floor_ms_per_resource"] > 0
     assert row["peak_mib"] > 0
+
+
+def test_resource_model_predicts_a_shape_it_was_not_measured_on(plan_scale: ModuleType) -> None:
+    model = plan_scale.resource_model()
+    # A NodePatch per node; a pool component and a Kueue flavor per pool; a TeamTenancy and at
+    # least its namespace, quota, limits, account, roles, binding, policies, queues per team.
+    assert model.per_node == 1
+    assert model.per_pool == 2
+    assert model.per_team >= 12
+    cfg = plan_scale.synthetic_platform(3, 5, 4)
+    assert plan_scale.plan_platform("model-check", cfg) == model.count(3, 5, 4)
+
+
+def test_every_size_lands_within_two_percent_of_its_target(plan_scale: ModuleType) -> None:
+    model = plan_scale.resource_model()
+    for target, (teams, pools) in plan_scale.SIZES.items():
+        nodes = model.nodes_for(target, teams, pools)
+        assert abs(model.count(teams, pools, nodes) - target) <= 0.02 * target, target
