@@ -55,7 +55,18 @@ class Objects:
     pools: dict[str, tuple[PoolNodes, PolicyResource]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, resources: Iterable[PolicyResource]) -> Objects:
+    def of(cls, resources: list[PolicyResource]) -> Objects:
+        """The index of `resources`. Stack rules run one after another on the same list (under
+        `mlstack check`; the engine hands each rule its own), so the last index is reused."""
+        last = _LAST_INDEX.get("last")
+        if last is not None and last[0] is resources:
+            return last[1]
+        objects = cls._build(resources)
+        _LAST_INDEX["last"] = (resources, objects)
+        return objects
+
+    @classmethod
+    def _build(cls, resources: Iterable[PolicyResource]) -> Objects:
         objects = cls()
         for r in resources:
             kind = kind_of(r.resource_type)
@@ -88,6 +99,10 @@ class Objects:
                 templates = pod_templates(kind, r.props)
                 if templates:
                     yield kind, r, templates
+
+
+#: The last list indexed by Objects.of and its index.
+_LAST_INDEX: dict[str, tuple[list[PolicyResource], Objects]] = {}
 
 
 def _namespace(r: PolicyResource) -> str | None:
