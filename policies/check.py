@@ -10,6 +10,7 @@ schema's defaults filled in, the pack's default enforcement mandatory.
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import json
 import time
@@ -205,6 +206,17 @@ def check_plan(
 ) -> CheckReport:
     """Every rule on every resource of `plan`; violations in a stable order."""
     config = config or {}
+    # As during a plan (stacks.offline.run_program): the proxies allocate many small objects,
+    # and the default thresholds would walk the whole plan's heap again and again.
+    thresholds = gc.get_threshold()
+    gc.set_threshold(50_000, 20, 20)
+    try:
+        return _check(plan, policies, config)
+    finally:
+        gc.set_threshold(*thresholds)
+
+
+def _check(plan: Plan, policies: Sequence[Policy], config: Mapping[str, Any]) -> CheckReport:
     started = time.perf_counter()
     report = CheckReport(plan.stack, len(plan.resources))
     by_urn = {r.urn: r for r in plan.resources}

@@ -10,6 +10,7 @@ from components.backend import ImageRegistry, ObjectStore
 from components.kubernetes.resources import declare
 from components.kubernetes.system import REGISTRY_PULL_SECRET, declare_credentials
 from policies.queues import (
+    DEFAULT_FLAVOR,
     PRIORITIES,
     cluster_queue_manifest,
     default_flavor_manifest,
@@ -35,6 +36,7 @@ class TeamTenancy(pulumi.ComponentResource):
         registry: ImageRegistry,
         sa_annotations: Mapping[str, pulumi.Input[str]],
         kueue_ready: list[pulumi.Resource],
+        flavors: Mapping[str, pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("mlstack:policies:TeamTenancy", name, None, opts)
@@ -50,16 +52,23 @@ class TeamTenancy(pulumi.ComponentResource):
         declare_credentials(name, team.name, store, registry, in_ns)
         for role, manifest in manifests.items():
             declare(f"{name}-{role}", manifest, in_ns)
-        queues = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace, *kueue_ready])
+        queue = cluster_queue_manifest(platform, team)
+        # Only the flavors this queue names: every dependency edge costs the engine a walk of
+        # all it depends on, and each flavor reaches every node pool of the cluster.
+        named = [
+            flavors[f["name"]]
+            for group in queue["spec"]["resourceGroups"]
+            for f in group["flavors"]
+        ]
         self.cluster_queue = declare(
-            f"{name}-cluster-queue", cluster_queue_manifest(platform, team), queues
+            f"{name}-cluster-queue",
+            queue,
+            pulumi.ResourceOptions(parent=self, depends_on=[self.namespace, *kueue_ready, *named]),
         )
         declare(
             f"{name}-local-queue",
             local_queue_manifest(team),
-            pulumi.ResourceOptions(
-                parent=self, depends_on=[self.namespace, self.cluster_queue, *kueue_ready]
-            ),
+            pulumi.ResourceOptions(parent=self, depends_on=[self.namespace, self.cluster_queue]),
         )
         self.register_outputs({"namespace": team.name})
 
@@ -89,11 +98,13 @@ class Tenancy(pulumi.ComponentResource):
                 workload_priority_class_manifest(p),
                 after_kueue,
             )
-        flavors = [
-            declare(f"{name}-flavor-{pool.name}", flavor_manifest(pool), after_kueue)
+        flavors = {
+            pool.name: declare(f"{name}-flavor-{pool.name}", flavor_manifest(pool), after_kueue)
             for pool in platform.gpu_pools
-        ]
-        flavors.append(declare(f"{name}-default-flavor", default_flavor_manifest(), after_kueue))
+        }
+        flavors[DEFAULT_FLAVOR] = declare(
+            f"{name}-default-flavor", default_flavor_manifest(), after_kueue
+        )
         self.teams = [
             TeamTenancy(
                 f"team-{team.name}",
@@ -102,7 +113,8 @@ class Tenancy(pulumi.ComponentResource):
                 store=store,
                 registry=registry,
                 sa_annotations=sa_annotations.get(team.name, {}),
-                kueue_ready=[*kueue_ready, *flavors],
+                kueue_ready=kueue_ready,
+                flavors=flavors,
                 opts=child,
             )
             for team in platform.teams
