@@ -102,17 +102,6 @@ def _check_tenancy(p: Platform) -> list[Problem]:
     problems = []
     t = p.tenancy
     cohorts = [c.name for c in t.cohorts]
-    for name, count in Counter(cohorts).items():
-        if count > 1:
-            i = [j for j, n in enumerate(cohorts) if n == name][1]
-            problems.append(
-                Problem(
-                    f"platform.tenancy.cohorts[{i}].name",
-                    f"name is used {count} times",
-                    "give each cohort its own name",
-                    name,
-                )
-            )
     for what in ("cpu", "memory_gib"):
         request = getattr(t, f"default_request_{what}")
         limit = getattr(t, f"default_limit_{what}")
@@ -262,6 +251,7 @@ def _check_unique(p: Platform) -> list[Problem]:
     groups: Iterable[tuple[str, Iterable[str]]] = (
         ("node_pools", (x.name for x in p.node_pools)),
         ("teams", (x.name for x in p.teams)),
+        ("tenancy.cohorts", (x.name for x in p.tenancy.cohorts)),
         ("workloads.training_jobs", (x.name for x in p.workloads.training_jobs)),
         ("workloads.inference_services", (x.name for x in p.workloads.inference_services)),
     )
