@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pulumi_policy import StackValidationPolicy
 from rich.console import Console, Group
 from rich.table import Table
 from rich.tree import Tree
 
-from policies.check import PACK_ENFORCEMENT, CheckReport, Policy
 from stacks.capacity import pool_capacity, team_quotas
 from stacks.offline import Plan
+
+if TYPE_CHECKING:
+    # Only `mlstack check` loads the policy pack; `mlstack plan` does not pay for it.
+    from policies.check import CheckReport, Policy
 
 _SHOWN_NAMES = 4
 
@@ -113,6 +115,10 @@ def print_check(results: list[StackCheck], rules: int, console: Console) -> None
 
 def print_rules(policies: Sequence[Policy], console: Console) -> None:
     """A line per rule: its name, what it checks (one resource or the stack), its level."""
+    from pulumi_policy import StackValidationPolicy
+
+    from policies.check import PACK_ENFORCEMENT
+
     for p in policies:
         kind = "stack" if isinstance(p, StackValidationPolicy) else "resource"
         level = (p.enforcement_level or PACK_ENFORCEMENT).value

@@ -17,7 +17,6 @@ from policies.queues import QUEUE_LABEL
 from policies.tenancy import GPU_RESOURCE
 
 MANDATORY = EnforcementLevel.MANDATORY
-ADVISORY = EnforcementLevel.ADVISORY
 
 _EMPTY: Mapping[str, Any] = {}
 
@@ -149,6 +148,19 @@ def workload(args: ResourceValidationArgs) -> tuple[str, list[PodTemplate]] | No
     if kind is None or kind not in WORKLOAD_KINDS:
         return None
     return kind, pod_templates(kind, args.props)
+
+
+def templates_of(args: ResourceValidationArgs) -> list[PodTemplate]:
+    """The pod templates of the resource; [] when it is not a workload object."""
+    found = workload(args)
+    return found[1] if found is not None else []
+
+
+def containers_of(args: ResourceValidationArgs) -> Iterator[tuple[PodTemplate, Mapping[str, Any]]]:
+    """(template, container) for every container, init containers included, of the resource."""
+    for t in templates_of(args):
+        for c in t.containers():
+            yield t, c
 
 
 def config_value(args: Any, key: str, default: Any) -> Any:

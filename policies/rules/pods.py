@@ -17,10 +17,12 @@ from policies.rules.objects import (
     MANDATORY,
     PodTemplate,
     config_value,
+    containers_of,
     get,
     mapping,
     queue_name,
     sequence,
+    templates_of,
     workload,
 )
 from stacks.schema import GPU_TAINT, GPU_TAINT_KEY
@@ -31,38 +33,27 @@ def _name(container: Mapping[str, Any]) -> str:
 
 
 def no_privileged_containers(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    found = workload(args)
-    if found is None:
-        return
-    for t in found[1]:
-        for c in t.containers():
-            if get(c, "securityContext", "privileged") is True:
-                report(
-                    f"{t.where}: container {_name(c)!r} runs privileged; "
-                    "remove securityContext.privileged (or set it to false)",
-                    None,
-                )
+    for t, c in containers_of(args):
+        if get(c, "securityContext", "privileged") is True:
+            report(
+                f"{t.where}: container {_name(c)!r} runs privileged; "
+                "remove securityContext.privileged (or set it to false)",
+                None,
+            )
 
 
 def no_privilege_escalation(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    found = workload(args)
-    if found is None:
-        return
-    for t in found[1]:
-        for c in t.containers():
-            if get(c, "securityContext", "allowPrivilegeEscalation") is not False:
-                report(
-                    f"{t.where}: container {_name(c)!r} may escalate privileges; "
-                    "set securityContext.allowPrivilegeEscalation: false",
-                    None,
-                )
+    for t, c in containers_of(args):
+        if get(c, "securityContext", "allowPrivilegeEscalation") is not False:
+            report(
+                f"{t.where}: container {_name(c)!r} may escalate privileges; "
+                "set securityContext.allowPrivilegeEscalation: false",
+                None,
+            )
 
 
 def no_host_namespaces(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    found = workload(args)
-    if found is None:
-        return
-    for t in found[1]:
+    for t in templates_of(args):
         shared = [f for f in ("hostNetwork", "hostPID", "hostIPC") if t.spec.get(f) is True]
         if shared:
             report(
@@ -73,10 +64,7 @@ def no_host_namespaces(args: ResourceValidationArgs, report: ReportViolation) ->
 
 
 def no_host_path_volumes(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    found = workload(args)
-    if found is None:
-        return
-    for t in found[1]:
+    for t in templates_of(args):
         for v in sequence(t.spec.get("volumes")):
             if get(v, "hostPath") is not None:
                 report(
@@ -96,38 +84,30 @@ def _runs_as_non_root(t: PodTemplate, c: Mapping[str, Any]) -> bool:
 
 
 def run_as_non_root(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    found = workload(args)
-    if found is None:
-        return
-    for t in found[1]:
-        for c in t.containers():
-            if not _runs_as_non_root(t, c):
-                report(
-                    f"{t.where}: container {_name(c)!r} may run as root; set "
-                    "securityContext.runAsNonRoot: true (pod or container) and a non-zero "
-                    "runAsUser",
-                    None,
-                )
+    for t, c in containers_of(args):
+        if not _runs_as_non_root(t, c):
+            report(
+                f"{t.where}: container {_name(c)!r} may run as root; set "
+                "securityContext.runAsNonRoot: true (pod or container) and a non-zero "
+                "runAsUser",
+                None,
+            )
 
 
 def containers_set_requests_and_limits(
     args: ResourceValidationArgs, report: ReportViolation
 ) -> None:
-    found = workload(args)
-    if found is None:
-        return
     needed = ["requests.cpu", "requests.memory", "limits.memory"]
     if config_value(args, "requireCpuLimit", False):
         needed.append("limits.cpu")
-    for t in found[1]:
-        for c in t.containers():
-            missing = [key for key in needed if get(c, "resources", *key.split(".")) in (None, "")]
-            if missing:
-                report(
-                    f"{t.where}: container {_name(c)!r} sets no {', '.join(missing)}; set "
-                    "resources so the scheduler and the team's quota can account for it",
-                    None,
-                )
+    for t, c in containers_of(args):
+        missing = [key for key in needed if get(c, "resources", *key.split(".")) in (None, "")]
+        if missing:
+            report(
+                f"{t.where}: container {_name(c)!r} sets no {', '.join(missing)}; set "
+                "resources so the scheduler and the team's quota can account for it",
+                None,
+            )
 
 
 def image_tag(image: str) -> str | None:
@@ -139,18 +119,14 @@ def image_tag(image: str) -> str | None:
 
 
 def no_latest_image_tag(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    found = workload(args)
-    if found is None:
-        return
-    for t in found[1]:
-        for c in t.containers():
-            image = c.get("image")
-            if isinstance(image, str) and image_tag(image) == "latest":
-                report(
-                    f"{t.where}: container {_name(c)!r} uses {image!r}, which means :latest; "
-                    "pin a version tag or a digest so every pod runs the same image",
-                    None,
-                )
+    for t, c in containers_of(args):
+        image = c.get("image")
+        if isinstance(image, str) and image_tag(image) == "latest":
+            report(
+                f"{t.where}: container {_name(c)!r} uses {image!r}, which means :latest; "
+                "pin a version tag or a digest so every pod runs the same image",
+                None,
+            )
 
 
 def tolerates_gpu_taint(spec: Mapping[str, Any]) -> bool:
@@ -168,10 +144,7 @@ def tolerates_gpu_taint(spec: Mapping[str, Any]) -> bool:
 
 
 def gpu_pods_tolerate_gpu_taint(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    found = workload(args)
-    if found is None:
-        return
-    for t in found[1]:
+    for t in templates_of(args):
         if t.requests_gpus() and not tolerates_gpu_taint(t.spec):
             report(
                 f"{t.where}: requests GPUs but does not tolerate the GPU taint, so it can never "
