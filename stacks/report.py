@@ -90,9 +90,16 @@ def print_check(results: list[StackCheck], rules: int, console: Console) -> None
     """One table of violations (stack, rule, resource, message), then a line per stack."""
     violations = [v for r in results for v in r.report.violations]
     if violations:
-        table = Table(title="Policy violations", title_justify="left", show_lines=True)
-        for col in ("stack", "rule", "level", "resource", "message"):
-            table.add_column(col, overflow="fold", no_wrap=col != "message")
+        table = Table(title="Policy violations", title_justify="left", show_lines=True, expand=True)
+        # Every column wraps, and the message gets the most room: CI logs are often 80 wide.
+        for col, ratio in (
+            ("stack", 1),
+            ("rule", 2),
+            ("level", 1),
+            ("resource", 2),
+            ("message", 5),
+        ):
+            table.add_column(col, overflow="fold", ratio=ratio, min_width=4)
         for v in violations:
             level = "[red]mandatory[/]" if v.enforcement == "mandatory" else "advisory"
             table.add_row(v.stack, v.policy, level, v.resource or "(stack)", v.message)
