@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from policies.check import CheckReport, Policy
 
 _SHOWN_NAMES = 4
+#: Below this console width `mlstack check` lists violations as blocks, not a table.
+_TABLE_MIN_WIDTH = 160
 
 
 def resource_tree(plan: Plan) -> Tree:
@@ -89,17 +91,18 @@ class StackCheck:
 def print_check(results: list[StackCheck], rules: int, console: Console) -> None:
     """One table of violations (stack, rule, resource, message), then a line per stack."""
     violations = [v for r in results for v in r.report.violations]
-    if violations:
-        table = Table(title="Policy violations", title_justify="left", show_lines=True, expand=True)
-        # Every column wraps, and the message gets the most room: CI logs are often 80 wide.
-        for col, ratio in (
-            ("stack", 1),
-            ("rule", 2),
-            ("level", 1),
-            ("resource", 2),
-            ("message", 5),
-        ):
-            table.add_column(col, overflow="fold", ratio=ratio, min_width=4)
+    if violations and console.width < _TABLE_MIN_WIDTH:
+        # A five-column table at CI-log width leaves the message no room: one block each.
+        console.print("[bold]Policy violations[/]")
+        for v in violations:
+            level = "[red]mandatory[/]" if v.enforcement == "mandatory" else "advisory"
+            console.print(f"{level} [bold]{v.policy}[/] in stack {v.stack}", soft_wrap=True)
+            console.print(f"  resource: {v.resource or '(stack)'}", soft_wrap=True, markup=False)
+            console.print(f"  {v.message}", soft_wrap=True, markup=False)
+    elif violations:
+        table = Table(title="Policy violations", title_justify="left", show_lines=True)
+        for col in ("stack", "rule", "level", "resource", "message"):
+            table.add_column(col, overflow="fold", no_wrap=col != "message")
         for v in violations:
             level = "[red]mandatory[/]" if v.enforcement == "mandatory" else "advisory"
             table.add_row(v.stack, v.policy, level, v.resource or "(stack)", v.message)

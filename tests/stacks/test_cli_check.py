@@ -381,3 +381,14 @@ def test_table_names_stack_rule_resource_and_message() -> None:
     assert "grants cluster-admin to Group lab-admins" in rows["no-cluster-admin-bindings"][4]
     assert "stack host-pid: 22 rules on" in out
     assert "stack cluster-admin-binding: 22 rules on" in out
+
+
+def test_narrow_output_lists_each_violation_whole() -> None:
+    """At CI-log width a table would squeeze the message away; each violation is a block."""
+    result = check(str(HOST_PID), COLUMNS="80")
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    start = lines.index("mandatory no-host-namespaces in stack host-pid")
+    assert lines[start + 1] == "  resource: extra-job.batch_vision_train"
+    assert lines[start + 2].startswith("  Job vision/train: the pod shares the node's namespaces")
+    assert "┃" not in result.stdout
