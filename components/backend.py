@@ -13,7 +13,7 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import pulumi
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import pulumi_kubernetes as k8s
 
     from stacks.errors import Problem
-    from stacks.schema import Platform
+    from stacks.schema import NodePool, Platform
 
 
 class SecretSource(Protocol):
@@ -104,16 +104,31 @@ class CloudBackend(ABC):
     def provision(self, platform: Platform, secrets: SecretSource) -> Provisioned:
         """Declare the cloud side of the platform."""
 
+    @classmethod
+    def resolve_pool(cls, platform: Platform, pool: NodePool) -> NodePool:
+        """Fill in this cloud's defaults for a checked pool (a CPU pool's machine type)."""
+        return pool
+
+    @classmethod
+    def offline_outputs(
+        cls, platform: Platform, resource_type: str, name: str, inputs: Mapping[str, Any]
+    ) -> Mapping[str, Any]:
+        """Placeholders for outputs the cloud computes (ARNs, endpoints), for the offline
+        plan: merged over the resource's inputs as its mock state. Default: none."""
+        return {}
+
 
 class BackendUnavailableError(LookupError):
     """A known cloud whose backend is not part of this release."""
 
 
 #: cloud -> "module:Class", imported on first use so one cloud's SDK never loads for another.
-_BACKENDS: dict[str, str] = {"onprem": "components.onprem.backend:OnPremBackend"}
+_BACKENDS: dict[str, str] = {
+    "aws": "components.aws.backend:AwsBackend",
+    "onprem": "components.onprem.backend:OnPremBackend",
+}
 #: Known clouds without a backend yet, with the reason shown to users.
 _UNAVAILABLE: dict[str, str] = {
-    "aws": "the AWS backend (EKS, S3, ECR) is not in this release yet (issue #3)",
     "gcp": "the GCP backend (GKE, GCS, Artifact Registry) is not in this release yet (issue #4)",
 }
 

@@ -113,11 +113,22 @@ def mask_secrets(value: Any) -> Any:
     return map_secrets(value, lambda _: {SECRET_SIG: SECRET_VALUE, "value": "[secret]"})
 
 
+#: (resource type, logical name, inputs) -> placeholder outputs the cloud would compute.
+ComputedOutputs = Callable[[str, str, Mapping[str, Any]], Mapping[str, Any]]
+
+
 class PlanMocks(pulumi.runtime.Mocks):
-    """Every resource is created with its inputs as its state; invokes return nothing."""
+    """Every resource is created with its inputs as its state, plus the backend's placeholders
+    for what the cloud computes; invokes return nothing."""
+
+    def __init__(self, computed: ComputedOutputs | None = None) -> None:
+        self._computed = computed
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
-        return f"{args.name}-id", dict(args.inputs)
+        state = dict(args.inputs)
+        if self._computed is not None:
+            state.update(self._computed(args.typ, args.name, args.inputs))
+        return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list[tuple[str, str]]]:
         return {}, []
@@ -199,14 +210,17 @@ def pulumi_config(
 
 
 def run_program(
-    stack_name: str, config: dict[str, str], secret_keys: list[str]
+    stack_name: str,
+    config: dict[str, str],
+    secret_keys: list[str],
+    computed: ComputedOutputs | None = None,
 ) -> tuple[list[PlannedResource], dict[str, Any]]:
     """Run `stacks.program.main` under the mock runtime; returns the records and the outputs."""
     settings.reset_options(project=PROJECT, stack=stack_name, preview=True)
     # Tasks left by an earlier plan in this process must not be awaited by this one.
     cast(Any, settings.SETTINGS).outputs.clear()
     pulumi.runtime.set_all_config(config, secret_keys)
-    monitor = RecordingMonitor(PlanMocks())
+    monitor = RecordingMonitor(PlanMocks(computed))
     pulumi.runtime.set_mocks(
         monitor.mocks, project=PROJECT, stack=stack_name, preview=True, monitor=monitor
     )
@@ -242,5 +256,10 @@ def run_plan(stack: StackFile) -> Plan:
     config, secret_keys, notes = pulumi_config(
         stack, backend.required_secret_keys(platform), backend.optional_secrets
     )
-    resources, outputs = run_program(stack.name, config, secret_keys)
+    resources, outputs = run_program(
+        stack.name,
+        config,
+        secret_keys,
+        lambda type_, name, inputs: backend.offline_outputs(platform, type_, name, inputs),
+    )
     return Plan(stack.name, platform, resources, outputs, notes)

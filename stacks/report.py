@@ -13,6 +13,7 @@ from rich.tree import Tree
 
 from stacks.capacity import pool_capacity, team_quotas
 from stacks.offline import Plan
+from stacks.schema import Platform, PoolKind
 
 if TYPE_CHECKING:
     # Only `mlstack check` loads the policy pack; `mlstack plan` does not pay for it.
@@ -48,6 +49,26 @@ def resource_tree(plan: Plan) -> Tree:
     return tree
 
 
+def pools_table(platform: Platform) -> Table:
+    """Every node pool as the cloud will run it: machine, capacity type, size range."""
+    table = Table(title="Node pools", title_justify="left")
+    for col in ("pool", "kind", "machine", "capacity", "nodes"):
+        table.add_column(col, justify="right" if col == "nodes" else "left", no_wrap=True)
+    for p in platform.node_pools:
+        machine = p.instance_type or ("existing nodes" if platform.cloud == "onprem" else "-")
+        if p.kind is PoolKind.GPU:
+            machine = f"{machine} ({p.gpus} x {p.accelerator})"
+        low = p.max_nodes if p.min_nodes is None else p.min_nodes
+        table.add_row(
+            p.name,
+            p.kind.value,
+            machine,
+            p.capacity.value,
+            f"{low}-{p.max_nodes}" if low != p.max_nodes else str(p.max_nodes),
+        )
+    return table
+
+
 def capacity_tables(plan: Plan) -> Group:
     pools = Table(title="GPU capacity per pool (at max scale)", title_justify="left")
     for col in ("pool", "GPU", "GPUs/node", "max nodes", "max GPUs", "quotas", "headroom"):
@@ -68,7 +89,7 @@ def capacity_tables(plan: Plan) -> Group:
         teams.add_column(col, justify="left" if col in ("team", "pool") else "right")
     for q in team_quotas(plan.platform):
         teams.add_row(q.team, q.pool, str(q.gpus), f"{q.share:.0%}")
-    return Group(pools, teams)
+    return Group(pools_table(plan.platform), pools, teams)
 
 
 def print_plan(plan: Plan, console: Console) -> None:

@@ -393,8 +393,65 @@ class OnPremConfig(Model):
     )
 
 
+class AwsAccessEntry(Model):
+    principal_arn: str = Field(
+        description="An IAM role (or user) ARN, e.g. 'arn:aws:iam::123456789012:role/vision'."
+    )
+    kubernetes_groups: tuple[str, ...] = Field(
+        min_length=1,
+        description="Kubernetes groups the principal gets: the teams' groups or viewer_groups.",
+    )
+
+
+class AwsSystemPool(Model):
+    instance_type: str = Field(default="m6i.large", description="Instance type of system nodes.")
+    min_nodes: int = Field(default=2, ge=1, le=100, description="System nodes at least.")
+    max_nodes: int = Field(default=4, ge=1, le=100, description="System nodes at most.")
+
+
 class AwsConfig(Model):
     region: str = Field(description="AWS region, e.g. 'us-east-1'.")
+    availability_zones: tuple[str, ...] | None = Field(
+        default=None,
+        description="AZs of the VPC, e.g. ['us-east-1a', 'us-east-1b']; default the region's "
+        "first 2 (dev) or 3 (staging, prod) from the catalog.",
+    )
+    vpc_cidr: str = Field(
+        default="10.0.0.0/16", description="Private IPv4 range of the VPC, a /16 to a /19."
+    )
+    nat_gateways: Literal["single", "per-az"] | None = Field(
+        default=None,
+        description="'single' (one NAT gateway, cheaper) or 'per-az' (one per AZ, survives an "
+        "AZ outage); default single in dev, per-az otherwise.",
+    )
+    public_access_cidrs: tuple[str, ...] = Field(
+        default=(),
+        description="CIDRs allowed to reach the EKS API endpoint from the internet; empty: "
+        "private endpoint only (reach it from the VPC, a VPN or a bastion).",
+    )
+    cluster_admin_arns: tuple[str, ...] = Field(
+        default=(),
+        description="IAM principals given cluster admin through EKS access entries (the "
+        "identity running pulumi gets it too).",
+    )
+    access_entries: tuple[AwsAccessEntry, ...] = Field(
+        default=(),
+        description="IAM principals mapped to Kubernetes groups (team groups) by EKS access "
+        "entries.",
+    )
+    allow_spot: bool = Field(
+        default=True, description="Whether this stack may run spot node groups."
+    )
+    default_cpu_instance_type: str = Field(
+        default="m6i.2xlarge", description="Instance type of CPU pools that name none."
+    )
+    system_pool: AwsSystemPool = Field(
+        default_factory=AwsSystemPool,
+        description="The node group for cluster add-ons (autoscaler, Kueue, CoreDNS).",
+    )
+    log_retention_days: int = Field(
+        default=90, ge=1, description="Days the control-plane logs are kept in CloudWatch."
+    )
 
 
 class GcpConfig(Model):

@@ -396,6 +396,7 @@ def _backend_checks(p: Platform) -> list[Problem]:
 
 def _resolve(p: Platform) -> Platform:
     """Fill in what the catalog and defaults decide: machine types, GPU counts, min sizes."""
+    backend = get_backend(p.cloud)
     pools = []
     for pool in p.node_pools:
         update: dict[str, Any] = {}
@@ -409,7 +410,7 @@ def _resolve(p: Platform) -> Platform:
             }
         if pool.min_nodes is None and p.cloud != "onprem":
             update["min_nodes"] = 0
-        pools.append(pool.model_copy(update=update) if update else pool)
+        pools.append(backend.resolve_pool(p, pool.model_copy(update=update) if update else pool))
     return p.model_copy(update={"node_pools": tuple(pools)})
 
 

@@ -26,6 +26,7 @@ class HelmChart:
         parent: pulumi.Resource,
         values: Mapping[str, Any] | None = None,
         create_namespace: bool = False,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> k8s.helm.v3.Release:
         """A Helm release of this chart at its pinned version; atomic, so a failed install
         or upgrade rolls back instead of leaving a half-applied chart."""
@@ -44,7 +45,7 @@ class HelmChart:
                 atomic=True,
                 cleanup_on_fail=True,
             ),
-            opts=pulumi.ResourceOptions(parent=parent),
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=parent)),
         )
 
 
@@ -58,4 +59,11 @@ NVIDIA_DEVICE_PLUGIN = HelmChart(
 KUEUE = HelmChart(
     chart="oci://registry.k8s.io/kueue/charts/kueue",
     version="0.20.0",
+)
+
+#: The cluster autoscaler (AWS): its image is chosen per Kubernetes version by the backend.
+CLUSTER_AUTOSCALER = HelmChart(
+    chart="cluster-autoscaler",
+    version="9.50.0",
+    repo="https://kubernetes.github.io/autoscaler",
 )

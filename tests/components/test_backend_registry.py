@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from components.aws.backend import AwsBackend
 from components.backend import BackendUnavailableError, CloudBackend, available_clouds, get_backend
 from components.onprem.backend import OnPremBackend
 from stacks.catalog import CLOUDS
@@ -17,8 +18,14 @@ def test_onprem_is_available() -> None:
     assert backend.cloud == "onprem"
 
 
-@pytest.mark.parametrize(("cloud", "issue"), [("aws", "issue #3"), ("gcp", "issue #4")])
-def test_aws_and_gcp_are_unavailable_with_the_reason(cloud: str, issue: str) -> None:
+def test_aws_is_available() -> None:
+    assert "aws" in available_clouds()
+    assert get_backend("aws") is AwsBackend
+    assert AwsBackend.cloud == "aws"
+
+
+@pytest.mark.parametrize(("cloud", "issue"), [("gcp", "issue #4")])
+def test_gcp_is_unavailable_with_the_reason(cloud: str, issue: str) -> None:
     with pytest.raises(BackendUnavailableError) as exc:
         get_backend(cloud)
     assert "not in this release" in str(exc.value)

@@ -107,7 +107,7 @@ def test_cross_field_problems_are_all_listed(tmp_path: Path) -> None:
     assert any("platform.teams[1].cohort" in line for line in lines)
 
 
-@pytest.mark.parametrize("cloud", ["aws", "gcp"])
+@pytest.mark.parametrize("cloud", ["gcp"])
 def test_cloud_backends_not_yet_built_are_config_errors(tmp_path: Path, cloud: str) -> None:
     platform = _platform()
     platform["cloud"] = cloud
@@ -146,7 +146,7 @@ def test_bad_input_wins_over_violations_and_good_stacks_are_still_checked(
 def test_console_script_bad_config_exits_2_without_traceback(tmp_path: Path) -> None:
     """The real entry point in its own process, as CI runs it."""
     platform = _platform()
-    platform["cloud"] = "aws"
+    platform["cloud"] = "gcp"
     path = _write_stack(tmp_path, platform)
     proc = subprocess.run(
         [sys.executable, "-c", "from stacks.cli import main; main()", "check", str(path)],

@@ -45,6 +45,10 @@ def test_every_kubernetes_resource_of_the_plan_is_rendered_except_helm(plan: Pla
 
 def test_secrets_are_redacted_but_keep_their_keys(plan: Plan) -> None:
     secrets = [m for m in manifests(plan) if m["kind"] == "Secret"]
+    if plan.platform.cloud != "onprem":
+        # Cloud stacks reach buckets and registries by workload identity: no keys to copy.
+        assert secrets == []
+        return
     assert secrets
     for s in secrets:
         assert s["stringData"]

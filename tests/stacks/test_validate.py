@@ -46,7 +46,7 @@ def only_problem(cfg: Any) -> Problem:
 
 
 def aws_config() -> dict[str, Any]:
-    """A well-formed aws platform (the aws backend itself is not in this release)."""
+    """A well-formed aws platform."""
     return {
         "cloud": "aws",
         "aws": {"region": "us-east-1"},
@@ -213,7 +213,7 @@ def test_accelerator_the_cloud_does_not_offer(lab_config: dict[str, Any]) -> Non
     assert "l40s" not in offered and "l4" in offered
 
 
-@pytest.mark.parametrize(("cloud", "issue"), [("aws", "issue #3"), ("gcp", "issue #4")])
+@pytest.mark.parametrize(("cloud", "issue"), [("gcp", "issue #4")])
 def test_clouds_without_a_backend_say_they_are_not_available_yet(
     lab_config: dict[str, Any], cloud: str, issue: str
 ) -> None:
@@ -402,8 +402,12 @@ def test_a_shared_bucket_is_reported_at_the_name_the_user_wrote(
 
 
 def test_a_cloud_quota_is_checked_against_the_catalog_machine() -> None:
-    p = only_problem(aws_config())
-    assert p.path == "platform.cloud"
+    assert load_platform(aws_config()).pool("h100").instance_type == "p5.48xlarge"
+    config = aws_config()
+    config["teams"][0]["quota"]["gpus"]["h100"] = 24
+    p = only_problem(config)
+    assert p.path == "platform.teams[0].quota.gpus.h100"
+    assert "16 GPUs (2 nodes x 8 GPUs)" in p.message
 
 
 def test_onprem_cpu_pool_with_an_instance_type(lab_config: dict[str, Any]) -> None:

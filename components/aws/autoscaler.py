@@ -1,0 +1,87 @@
+"""The cluster autoscaler: grows node groups for pending pods and shrinks idle ones to `min`.
+
+It finds the managed node groups by the ASG tags EKS sets on them (`k8s.io/cluster-autoscaler/
+enabled` and `.../<cluster>`), and builds nodes of empty groups from the node-template tags
+`NodeGroups` adds, which is what lets a GPU group rest at zero nodes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+
+from components.aws.catalog import CLUSTER_AUTOSCALER_IMAGES
+from components.aws.iam import autoscaler_policy
+from components.aws.identity import PodIdentity
+from components.aws.nodegroups import SYSTEM_POOL
+from components.kubernetes.addons import CLUSTER_AUTOSCALER
+from stacks.schema import POOL_LABEL
+
+NAMESPACE = "kube-system"
+SERVICE_ACCOUNT = "cluster-autoscaler"
+
+
+def autoscaler_values(cluster: str, region: str, kubernetes_version: str) -> dict[str, Any]:
+    """Helm values: auto-discovery for this cluster, the image matching its version, on the
+    system nodes, and scale-down that empties GPU groups promptly."""
+    return {
+        "cloudProvider": "aws",
+        "awsRegion": region,
+        "autoDiscovery": {"clusterName": cluster},
+        "image": {"tag": CLUSTER_AUTOSCALER_IMAGES[kubernetes_version]},
+        "rbac": {"serviceAccount": {"create": True, "name": SERVICE_ACCOUNT}},
+        "nodeSelector": {POOL_LABEL: SYSTEM_POOL},
+        "priorityClassName": "system-cluster-critical",
+        "extraArgs": {
+            "balance-similar-node-groups": True,
+            "expander": "least-waste",
+            "skip-nodes-with-local-storage": False,
+            "scale-down-unneeded-time": "10m",
+            "scale-down-delay-after-add": "5m",
+        },
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534},
+        "containerSecurityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+
+
+class ClusterAutoscaler(pulumi.ComponentResource):
+    """Its IAM role (Pod Identity) and its Helm release on the cluster."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        cluster: str,
+        cluster_arn: pulumi.Output[str],
+        region: str,
+        kubernetes_version: str,
+        k8s_opts: pulumi.ResourceOptions,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("mlstack:aws:ClusterAutoscaler", name, None, opts)
+        self.identity = PodIdentity(
+            f"{name}-identity",
+            cluster_name=cluster,
+            cluster_arn=cluster_arn,
+            namespace=NAMESPACE,
+            service_account=SERVICE_ACCOUNT,
+            policy=pulumi.Output.from_input(autoscaler_policy(cluster)),
+            description=f"Cluster autoscaler of {cluster}",
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.release = CLUSTER_AUTOSCALER.release(
+            f"{name}-release",
+            name="cluster-autoscaler",
+            namespace=NAMESPACE,
+            parent=self,
+            values=autoscaler_values(cluster, region, kubernetes_version),
+            opts=pulumi.ResourceOptions.merge(
+                k8s_opts, pulumi.ResourceOptions(depends_on=[self.identity])
+            ),
+        )
+        self.register_outputs({"role_arn": self.identity.role.arn})

@@ -1,0 +1,479 @@
+"""The AWS backend: VPC, EKS, managed node groups that scale to zero, S3, ECR, Pod Identity.
+
+Credentials come from the environment of whoever runs pulumi (an SSO profile, a CI role); the
+platform itself creates no access key. Everything is declared through one explicit provider
+for the configured region, with default tags naming the cluster and environment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from components.aws.autoscaler import ClusterAutoscaler
+from components.aws.catalog import GPU_FAMILIES, REGIONS, default_zones, family
+from components.aws.cluster import EksCluster
+from components.aws.iam import team_workload_policy
+from components.aws.identity import PodIdentity, policy_output
+from components.aws.network import Network, subnet_plan
+from components.aws.nodegroups import SYSTEM_POOL, NodeGroups
+from components.aws.offline import computed_outputs
+from components.aws.registry import Registry
+from components.aws.storage import ARCHIVE_MIN_DAYS, Buckets
+from components.backend import (
+    CloudBackend,
+    ImageRegistry,
+    ObjectStore,
+    Provisioned,
+    SecretSource,
+)
+from policies.tenancy import SERVICE_ACCOUNT_NAME
+from stacks.catalog import CatalogError, resolve_gpu_machine
+from stacks.errors import Problem, format_path
+from stacks.schema import AwsConfig, Capacity, NodePool, Platform, PoolKind
+
+_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$")
+_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
+_PRINCIPAL = re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:(role|user)/[A-Za-z0-9+=,.@_/-]+$")
+MAX_ZONES = 6
+
+
+class AwsBackend(CloudBackend):
+    cloud = "aws"
+    unsupported = {
+        "capacity.reserved": "EC2 Capacity Blocks need a launch template naming the "
+        "reservation, which mlstack does not create yet",
+    }
+    needs_gpu_device_plugin = True
+
+    @classmethod
+    def check(cls, platform: Platform) -> list[Problem]:
+        cfg = platform.aws
+        if cfg is None:
+            return []  # the shared checks report the missing section
+        problems = _check_region(cfg, platform.environment)
+        problems += _check_network(cfg)
+        problems += _check_access(cfg, platform)
+        problems += _check_pools(cfg, platform)
+        for purpose in ("datasets", "checkpoints", "models"):
+            days = getattr(platform.storage, purpose).archive_after_days
+            if days is not None and days < ARCHIVE_MIN_DAYS:
+                problems.append(
+                    Problem(
+                        f"platform.storage.{purpose}.archive_after_days",
+                        f"S3 moves objects to STANDARD_IA only after {ARCHIVE_MIN_DAYS} days",
+                        f"use {ARCHIVE_MIN_DAYS} or more",
+                        days,
+                    )
+                )
+        if not platform.registry.repositories:
+            problems.append(
+                Problem(
+                    "platform.registry.repositories",
+                    "the platform needs at least one image repository",
+                    "list the workload images, e.g. [train, serve]",
+                    [],
+                )
+            )
+        return problems
+
+    @classmethod
+    def resolve_pool(cls, platform: Platform, pool: NodePool) -> NodePool:
+        assert platform.aws is not None
+        if pool.kind is PoolKind.CPU and pool.instance_type is None:
+            return pool.model_copy(update={"instance_type": platform.aws.default_cpu_instance_type})
+        return pool
+
+    @classmethod
+    def offline_outputs(
+        cls, platform: Platform, resource_type: str, name: str, inputs: Mapping[str, Any]
+    ) -> Mapping[str, Any]:
+        assert platform.aws is not None
+        return computed_outputs(platform.aws.region, resource_type, name, inputs)
+
+    def provision(self, platform: Platform, secrets: SecretSource) -> Provisioned:
+        cfg = platform.aws
+        assert cfg is not None
+        cluster_name = platform.cluster.name
+        prod = platform.environment == "prod"
+        provider = aws.Provider(
+            "aws",
+            aws.ProviderArgs(
+                region=cfg.region,
+                default_tags=aws.ProviderDefaultTagsArgs(
+                    tags={
+                        "mlstack.dev/cluster": cluster_name,
+                        "mlstack.dev/environment": platform.environment,
+                        "app.kubernetes.io/managed-by": "mlstack",
+                    }
+                ),
+            ),
+        )
+        on_aws = pulumi.ResourceOptions(provider=provider)
+        zones = zones_of(cfg, platform.environment)
+        network = Network(
+            "aws-network",
+            cluster=cluster_name,
+            cidr=cfg.vpc_cidr,
+            zones=zones,
+            nat=nat_mode(cfg, platform.environment),
+            opts=on_aws,
+        )
+        private_subnets = [s.id for s in network.private_subnets]
+        eks = EksCluster(
+            "aws-cluster",
+            cluster=cluster_name,
+            version=platform.cluster.kubernetes_version,
+            region=cfg.region,
+            subnet_ids=private_subnets,
+            public_access_cidrs=cfg.public_access_cidrs,
+            admin_arns=cfg.cluster_admin_arns,
+            access_entries=cfg.access_entries,
+            log_retention_days=cfg.log_retention_days,
+            opts=on_aws,
+        )
+        nodes = NodeGroups(
+            "aws-nodes",
+            cluster_name=eks.cluster.name,
+            subnet_ids=private_subnets,
+            pools=platform.node_pools,
+            system_instance_type=cfg.system_pool.instance_type,
+            system_sizes=(cfg.system_pool.min_nodes, cfg.system_pool.max_nodes),
+            opts=pulumi.ResourceOptions(provider=provider, depends_on=[eks.cluster]),
+        )
+        pod_identity = eks.pod_identity_agent([nodes.system])
+        k8s_provider = eks.provider("aws-kubernetes")
+        names = platform.storage.bucket_names()
+        storage = Buckets(
+            "aws-storage",
+            buckets={p: (names[p], getattr(platform.storage, p)) for p in names},
+            retain=prod,
+            opts=on_aws,
+        )
+        registry = Registry(
+            "aws-registry",
+            prefix=platform.registry.name,
+            repositories=platform.registry.repositories,
+            keep_last=platform.registry.keep_last_images,
+            retain=prod,
+            opts=on_aws,
+        )
+        repository_arns = [r.arn for r in registry.repositories.values()]
+        teams = {
+            team.name: PodIdentity(
+                f"aws-team-{team.name}",
+                cluster_name=eks.cluster.name,
+                cluster_arn=eks.cluster.arn,
+                namespace=team.name,
+                service_account=SERVICE_ACCOUNT_NAME,
+                policy=policy_output(
+                    _team_policy,
+                    team=team.name,
+                    buckets=names,
+                    storage_key_arn=storage.key.arn,
+                    region=cfg.region,
+                    repository_arns=repository_arns,
+                ),
+                description=f"Workloads of team {team.name} on {cluster_name}",
+                opts=pulumi.ResourceOptions(provider=provider, depends_on=[pod_identity]),
+            )
+            for team in platform.teams
+        }
+        cluster_ready = [nodes.system, *nodes.pools.values(), pod_identity]
+        autoscaler = ClusterAutoscaler(
+            "aws-autoscaler",
+            cluster=cluster_name,
+            cluster_arn=eks.cluster.arn,
+            region=cfg.region,
+            kubernetes_version=platform.cluster.kubernetes_version,
+            k8s_opts=pulumi.ResourceOptions(provider=k8s_provider, depends_on=cluster_ready),
+            opts=on_aws,
+        )
+        store = ObjectStore(
+            scheme="s3",
+            buckets={p: b.bucket for p, b in storage.buckets.items()},
+            region=cfg.region,
+        )
+        return Provisioned(
+            provider=k8s_provider,
+            object_store=store,
+            registry=ImageRegistry(url=registry.url),
+            cluster_ready=cluster_ready,
+            outputs={
+                "kubeconfig": eks.kubeconfig,
+                "region": cfg.region,
+                "cluster_endpoint": eks.cluster.endpoint,
+                "vpc_id": network.vpc.id,
+                "availability_zones": list(zones),
+                "bucket_names": {p: b.bucket for p, b in storage.buckets.items()},
+                "registry_urls": {
+                    name: r.repository_url for name, r in registry.repositories.items()
+                },
+                "team_role_arns": {name: t.role.arn for name, t in teams.items()},
+                "node_role_arn": nodes.role.arn,
+                "autoscaler_role_arn": autoscaler.identity.role.arn,
+            },
+        )
+
+
+def _team_policy(**inputs: Any) -> dict[str, Any]:
+    return team_workload_policy(
+        team=inputs["team"],
+        buckets=inputs["buckets"],
+        storage_key_arn=inputs["storage_key_arn"],
+        region=inputs["region"],
+        repository_arns=inputs["repository_arns"],
+    )
+
+
+def zones_of(cfg: AwsConfig, environment: str) -> tuple[str, ...]:
+    zones = cfg.availability_zones or default_zones(cfg.region, environment)
+    assert zones is not None, "checked: an unknown region must list its zones"
+    return zones
+
+
+def nat_mode(cfg: AwsConfig, environment: str) -> str:
+    return cfg.nat_gateways or ("single" if environment == "dev" else "per-az")
+
+
+def _check_region(cfg: AwsConfig, environment: str) -> list[Problem]:
+    if not _REGION.match(cfg.region):
+        return [
+            Problem(
+                "platform.aws.region", "not an AWS region name", "use e.g. us-east-1", cfg.region
+            )
+        ]
+    problems = []
+    known = REGIONS.get(cfg.region)
+    zones = cfg.availability_zones
+    if zones is None:
+        if known is None:
+            problems.append(
+                Problem(
+                    "platform.aws.availability_zones",
+                    f"the catalog does not know the zones of {cfg.region}",
+                    f"list 2 or more, e.g. [{cfg.region}a, {cfg.region}b]",
+                )
+            )
+        return problems
+    if not 2 <= len(zones) <= MAX_ZONES:
+        problems.append(
+            Problem(
+                "platform.aws.availability_zones",
+                f"EKS needs 2 to {MAX_ZONES} zones",
+                "list 2 (dev) or 3 (prod) zones",
+                list(zones),
+            )
+        )
+    seen: set[str] = set()
+    for i, zone in enumerate(zones):
+        path = format_path(("aws", "availability_zones", i))
+        if not re.fullmatch(re.escape(cfg.region) + r"[a-z]", zone):
+            problems.append(
+                Problem(path, f"not a zone of {cfg.region}", f"use e.g. {cfg.region}a", zone)
+            )
+        elif known is not None and zone not in known.zones:
+            problems.append(
+                Problem(
+                    path,
+                    f"{cfg.region} has no zone {zone}",
+                    f"use one of: {', '.join(known.zones)}",
+                    zone,
+                )
+            )
+        elif zone in seen:
+            problems.append(Problem(path, "zone is listed twice", "list each zone once", zone))
+        seen.add(zone)
+    return problems
+
+
+def _check_network(cfg: AwsConfig) -> list[Problem]:
+    problems = []
+    try:
+        vpc = ipaddress.ip_network(cfg.vpc_cidr)
+    except ValueError as exc:
+        problems.append(
+            Problem(
+                "platform.aws.vpc_cidr",
+                f"invalid CIDR: {exc}",
+                "use e.g. 10.0.0.0/16",
+                cfg.vpc_cidr,
+            )
+        )
+    else:
+        if vpc.version != 4 or not vpc.is_private or not 16 <= vpc.prefixlen <= 19:
+            problems.append(
+                Problem(
+                    "platform.aws.vpc_cidr",
+                    "a VPC needs a private IPv4 range from /16 to /19 (nodes and pods take "
+                    "addresses from it)",
+                    "use e.g. 10.0.0.0/16",
+                    cfg.vpc_cidr,
+                )
+            )
+        elif cfg.availability_zones is not None:
+            try:
+                subnet_plan(cfg.vpc_cidr, cfg.availability_zones)
+            except ValueError as exc:
+                problems.append(Problem("platform.aws.vpc_cidr", str(exc), "list fewer zones"))
+    for i, cidr in enumerate(cfg.public_access_cidrs):
+        path = format_path(("aws", "public_access_cidrs", i))
+        try:
+            net = ipaddress.ip_network(cidr)
+        except ValueError as exc:
+            reason = str(exc)
+            fix = "use a CIDR such as 203.0.113.0/24"
+            if "has host bits set" in reason:
+                network = ipaddress.ip_network(cidr, strict=False)
+                fix = f"use the network address: {network}"
+            problems.append(Problem(path, f"invalid CIDR: {reason}", fix, cidr))
+            continue
+        if net.version != 4:
+            problems.append(
+                Problem(path, "EKS public access lists are IPv4", "use an IPv4 CIDR", cidr)
+            )
+    return problems
+
+
+def _check_access(cfg: AwsConfig, platform: Platform) -> list[Problem]:
+    problems = []
+    team_groups = {g for t in platform.teams for g in (*t.groups, *t.viewer_groups)}
+    for i, arn in enumerate(cfg.cluster_admin_arns):
+        if not _PRINCIPAL.match(arn):
+            problems.append(
+                Problem(
+                    format_path(("aws", "cluster_admin_arns", i)),
+                    "not an IAM role or user ARN",
+                    "use arn:aws:iam::<account>:role/<name>",
+                    arn,
+                )
+            )
+    principals: dict[str, int] = {}
+    for i, entry in enumerate(cfg.access_entries):
+        path = ("aws", "access_entries", i)
+        if not _PRINCIPAL.match(entry.principal_arn):
+            problems.append(
+                Problem(
+                    format_path((*path, "principal_arn")),
+                    "not an IAM role or user ARN",
+                    "use arn:aws:iam::<account>:role/<name>",
+                    entry.principal_arn,
+                )
+            )
+        elif entry.principal_arn in principals or entry.principal_arn in cfg.cluster_admin_arns:
+            problems.append(
+                Problem(
+                    format_path((*path, "principal_arn")),
+                    "EKS allows one access entry per principal",
+                    "merge its groups into one entry (admins need no other entry)",
+                    entry.principal_arn,
+                )
+            )
+        principals.setdefault(entry.principal_arn, i)
+        for j, group in enumerate(entry.kubernetes_groups):
+            gpath = format_path((*path, "kubernetes_groups", j))
+            if group.startswith("system:"):
+                problems.append(
+                    Problem(
+                        gpath,
+                        "EKS rejects groups under system:",
+                        "use a team group; admins go in aws.cluster_admin_arns",
+                        group,
+                    )
+                )
+            elif group not in team_groups:
+                problems.append(
+                    Problem(
+                        gpath,
+                        "no team binds this group, so it would grant nothing",
+                        f"use one of the teams' groups: {', '.join(sorted(team_groups)) or 'none'}",
+                        group,
+                    )
+                )
+    return problems
+
+
+def _check_pools(cfg: AwsConfig, platform: Platform) -> list[Problem]:
+    problems = []
+    known = REGIONS.get(cfg.region)
+    cpu_types = [("aws.default_cpu_instance_type", cfg.default_cpu_instance_type)]
+    cpu_types.append(("aws.system_pool.instance_type", cfg.system_pool.instance_type))
+    if cfg.system_pool.min_nodes > cfg.system_pool.max_nodes:
+        problems.append(
+            Problem(
+                "platform.aws.system_pool.min_nodes",
+                f"is above max_nodes ({cfg.system_pool.max_nodes})",
+                f"set it to at most {cfg.system_pool.max_nodes}",
+                cfg.system_pool.min_nodes,
+            )
+        )
+    for i, pool in enumerate(platform.node_pools):
+
+        def path(field: str, i: int = i) -> str:
+            return format_path(("node_pools", i, field))
+
+        if pool.name == SYSTEM_POOL:
+            problems.append(
+                Problem(
+                    path("name"),
+                    "is the node group mlstack creates for cluster add-ons",
+                    "give the pool another name (size the system group with aws.system_pool)",
+                    pool.name,
+                )
+            )
+        if pool.capacity is Capacity.SPOT and not cfg.allow_spot:
+            problems.append(
+                Problem(
+                    path("capacity"),
+                    "this stack forbids spot capacity (aws.allow_spot: false)",
+                    "use capacity: on-demand, or allow spot in this stack",
+                    pool.capacity.value,
+                )
+            )
+        if pool.kind is PoolKind.CPU:
+            if pool.instance_type is not None:
+                cpu_types.append(
+                    (path("instance_type").removeprefix("platform."), pool.instance_type)
+                )
+            continue
+        if pool.accelerator is None or known is None:
+            continue
+        try:
+            machine = resolve_gpu_machine(
+                "aws", pool.accelerator, pool.instance_type, pool.gpus_per_node
+            )
+        except CatalogError:
+            continue  # reported by the shared catalog check
+        itype = machine.instance_type or ""
+        if family(itype) not in known.gpu_families:
+            offered = sorted(known.gpu_families)
+            problems.append(
+                Problem(
+                    path("accelerator"),
+                    f"{cfg.region} does not offer {itype} ({pool.accelerator})",
+                    f"use an accelerator on {', '.join(offered)} machines there, or another region",
+                    pool.accelerator,
+                )
+            )
+    for where, itype in cpu_types:
+        if not _INSTANCE_TYPE.match(itype):
+            problems.append(
+                Problem(
+                    f"platform.{where}", "not an EC2 instance type", "use e.g. m6i.2xlarge", itype
+                )
+            )
+        elif family(itype) in GPU_FAMILIES:
+            problems.append(
+                Problem(
+                    f"platform.{where}",
+                    "is a GPU machine: CPU pools would pay for GPUs nobody can request",
+                    "use a CPU type such as m6i.2xlarge, or make the pool kind: gpu",
+                    itype,
+                )
+            )
+    return problems

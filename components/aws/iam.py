@@ -1,0 +1,256 @@
+"""IAM and S3 policy documents, built by pure functions from names and ARNs.
+
+The components fill in ARNs that exist only after deployment (through `Output.apply`); tests
+build the same documents with literal ARNs and hand them to a real IAM/S3 implementation
+(moto's server) so their shape is checked by an API, not by eye.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+VERSION = "2012-10-17"
+Document = dict[str, Any]
+
+#: EKS Pod Identity: the agent assumes team roles through this service principal.
+POD_IDENTITY_PRINCIPAL = "pods.eks.amazonaws.com"
+#: The ASG tags EKS puts on managed node groups; the autoscaler finds its groups by them.
+AUTOSCALER_ENABLED_TAG = "k8s.io/cluster-autoscaler/enabled"
+AUTOSCALER_NODE_TEMPLATE = "k8s.io/cluster-autoscaler/node-template"
+
+
+def autoscaler_owner_tag(cluster: str) -> str:
+    return f"k8s.io/cluster-autoscaler/{cluster}"
+
+
+def dumps(document: Document) -> str:
+    return json.dumps(document, sort_keys=True)
+
+
+def bucket_arn(bucket: str) -> str:
+    return f"arn:aws:s3:::{bucket}"
+
+
+def service_trust(service: str) -> Document:
+    """Trust for an AWS service principal (EKS control plane, EC2 nodes)."""
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": service},
+                "Action": ["sts:AssumeRole", "sts:TagSession"]
+                if service == "eks.amazonaws.com"
+                else "sts:AssumeRole",
+            }
+        ],
+    }
+
+
+def pod_identity_trust(cluster_arn: str) -> Document:
+    """Trust for EKS Pod Identity, from this cluster only (aws:SourceArn is the cluster).
+
+    Which namespace and ServiceAccount may use the role is the Pod Identity association's
+    job; the condition keeps another cluster in the account from using the role at all.
+    """
+    account = cluster_arn.split(":")[4]
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": "PodIdentityFromThisCluster",
+                "Effect": "Allow",
+                "Principal": {"Service": POD_IDENTITY_PRINCIPAL},
+                "Action": ["sts:AssumeRole", "sts:TagSession"],
+                "Condition": {
+                    "StringEquals": {"aws:SourceAccount": account},
+                    "ArnEquals": {"aws:SourceArn": cluster_arn},
+                },
+            }
+        ],
+    }
+
+
+def team_workload_policy(
+    *,
+    team: str,
+    buckets: Mapping[str, str],
+    storage_key_arn: str,
+    region: str,
+    repository_arns: Sequence[str],
+) -> Document:
+    """Least privilege for a team's workloads.
+
+    Read the datasets bucket; read and write only under `<team>/` of the checkpoints and
+    models buckets (listing limited to that prefix); use the storage KMS key only through S3;
+    pull the platform's images.
+    """
+    datasets = bucket_arn(buckets["datasets"])
+    owned = [bucket_arn(buckets[p]) for p in ("checkpoints", "models")]
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": "FindBuckets",
+                "Effect": "Allow",
+                "Action": "s3:GetBucketLocation",
+                "Resource": [datasets, *owned],
+            },
+            {
+                "Sid": "ListDatasets",
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": datasets,
+            },
+            {
+                "Sid": "ReadDatasets",
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": f"{datasets}/*",
+            },
+            {
+                "Sid": "ListOwnPrefixes",
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket", "s3:ListBucketMultipartUploads"],
+                "Resource": owned,
+                "Condition": {"StringLike": {"s3:prefix": [team, f"{team}/*"]}},
+            },
+            {
+                "Sid": "ReadWriteOwnPrefixes",
+                "Effect": "Allow",
+                "Action": [
+                    "s3:GetObject",
+                    "s3:PutObject",
+                    "s3:DeleteObject",
+                    "s3:AbortMultipartUpload",
+                    "s3:ListMultipartUploadParts",
+                ],
+                "Resource": [f"{arn}/{team}/*" for arn in owned],
+            },
+            {
+                "Sid": "UseStorageKeyThroughS3",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": storage_key_arn,
+                "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}},
+            },
+            {
+                # GetAuthorizationToken has no resource-level permissions: "*" is the only form.
+                "Sid": "RegistryLogin",
+                "Effect": "Allow",
+                "Action": "ecr:GetAuthorizationToken",
+                "Resource": "*",
+            },
+            {
+                "Sid": "PullPlatformImages",
+                "Effect": "Allow",
+                "Action": [
+                    "ecr:BatchGetImage",
+                    "ecr:GetDownloadUrlForLayer",
+                    "ecr:BatchCheckLayerAvailability",
+                ],
+                "Resource": list(repository_arns),
+            },
+        ],
+    }
+
+
+def autoscaler_policy(cluster: str) -> Document:
+    """The cluster autoscaler's rights: describe anything, resize only this cluster's groups."""
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": "ResizeOwnGroups",
+                "Effect": "Allow",
+                "Action": [
+                    "autoscaling:SetDesiredCapacity",
+                    "autoscaling:TerminateInstanceInAutoScalingGroup",
+                ],
+                "Resource": "*",
+                "Condition": {
+                    "StringEquals": {f"aws:ResourceTag/{autoscaler_owner_tag(cluster)}": "owned"}
+                },
+            },
+            {
+                # Describe calls have no resource-level permissions.
+                "Sid": "Discover",
+                "Effect": "Allow",
+                "Action": [
+                    "autoscaling:DescribeAutoScalingGroups",
+                    "autoscaling:DescribeAutoScalingInstances",
+                    "autoscaling:DescribeLaunchConfigurations",
+                    "autoscaling:DescribeScalingActivities",
+                    "autoscaling:DescribeTags",
+                    "ec2:DescribeImages",
+                    "ec2:DescribeInstanceTypes",
+                    "ec2:DescribeLaunchTemplateVersions",
+                    "ec2:GetInstanceTypesFromInstanceRequirements",
+                    "eks:DescribeNodegroup",
+                ],
+                "Resource": "*",
+            },
+        ],
+    }
+
+
+def tls_only_bucket_policy(bucket: str) -> Document:
+    """Deny every request to the bucket that does not come over TLS."""
+    arn = bucket_arn(bucket)
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [arn, f"{arn}/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ],
+    }
+
+
+def ecr_lifecycle_policy(keep_last: int) -> Document:
+    """Expire all but the newest `keep_last` images of a repository."""
+    return {
+        "rules": [
+            {
+                "rulePriority": 1,
+                "description": f"Keep the last {keep_last} images",
+                "selection": {
+                    "tagStatus": "any",
+                    "countType": "imageCountMoreThan",
+                    "countNumber": keep_last,
+                },
+                "action": {"type": "expire"},
+            }
+        ]
+    }
+
+
+def node_template_tags(
+    labels: Mapping[str, str],
+    taints: Sequence[tuple[str, str, str]],
+    gpus: int,
+    disk_gib: int,
+) -> dict[str, str]:
+    """ASG tags from which the cluster autoscaler builds a node of an empty group.
+
+    With zero nodes the autoscaler cannot look at one; these tags tell it the labels, taints
+    and GPUs a new node would have, so a pending GPU pod can scale its group up from zero.
+    """
+    tags = {f"{AUTOSCALER_NODE_TEMPLATE}/label/{k}": v for k, v in labels.items()}
+    tags.update(
+        {
+            f"{AUTOSCALER_NODE_TEMPLATE}/taint/{key}": f"{value}:{effect}"
+            for key, value, effect in taints
+        }
+    )
+    if gpus:
+        tags[f"{AUTOSCALER_NODE_TEMPLATE}/resources/nvidia.com/gpu"] = str(gpus)
+    tags[f"{AUTOSCALER_NODE_TEMPLATE}/resources/ephemeral-storage"] = f"{disk_gib}Gi"
+    return tags

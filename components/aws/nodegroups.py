@@ -1,0 +1,171 @@
+"""EKS managed node groups: the system group and one group per config pool.
+
+GPU groups use the EKS NVIDIA-accelerated AL2023 AMI (driver and container toolkit baked in;
+the device plugin is the Kubernetes layer's), carry the pool's taints and labels, and start at
+their `min_nodes` (0 by default). Scale-to-zero works because the cluster autoscaler can build
+a node of an empty group from its ASG's node-template tags (labels, taints, GPUs), set here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from components.aws.iam import dumps, node_template_tags, service_trust
+from stacks.schema import (
+    POOL_KIND_LABEL,
+    POOL_LABEL,
+    Capacity,
+    NodePool,
+    PoolKind,
+    TaintEffect,
+)
+
+GPU_AMI = "AL2023_x86_64_NVIDIA"
+CPU_AMI = "AL2023_x86_64_STANDARD"
+#: The name (and pool label) of the add-ons' node group; config pools may not use it.
+SYSTEM_POOL = "system"
+
+CAPACITY_TYPES = {Capacity.ON_DEMAND: "ON_DEMAND", Capacity.SPOT: "SPOT"}
+TAINT_EFFECTS = {
+    TaintEffect.NO_SCHEDULE: "NO_SCHEDULE",
+    TaintEffect.PREFER_NO_SCHEDULE: "PREFER_NO_SCHEDULE",
+    TaintEffect.NO_EXECUTE: "NO_EXECUTE",
+}
+NODE_POLICIES = (
+    "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
+    "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
+    "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPullOnly",
+)
+
+
+def first_asg_name(resources: Any) -> str:
+    """The ASG behind a managed node group (`NodeGroup.resources`)."""
+    groups = resources[0].autoscaling_groups if resources else None
+    if not groups or not groups[0].name:
+        raise ValueError("the node group reports no autoscaling group")
+    return str(groups[0].name)
+
+
+class NodeGroups(pulumi.ComponentResource):
+    """Node role, the system group, and a managed node group per pool."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        cluster_name: pulumi.Input[str],
+        subnet_ids: Sequence[pulumi.Input[str]],
+        pools: Sequence[NodePool],
+        system_instance_type: str,
+        system_sizes: tuple[int, int],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("mlstack:aws:NodeGroups", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.role = aws.iam.Role(
+            f"{name}-role",
+            aws.iam.RoleArgs(
+                assume_role_policy=dumps(service_trust("ec2.amazonaws.com")),
+                description="EKS worker nodes",
+            ),
+            opts=child,
+        )
+        attachments = [
+            aws.iam.RolePolicyAttachment(
+                f"{name}-role-{arn.rsplit('/', 1)[1]}",
+                aws.iam.RolePolicyAttachmentArgs(role=self.role.name, policy_arn=arn),
+                opts=child,
+            )
+            for arn in NODE_POLICIES
+        ]
+        self._cluster_name = cluster_name
+        self._subnet_ids = list(subnet_ids)
+        self._after = pulumi.ResourceOptions(parent=self, depends_on=attachments)
+        low, high = system_sizes
+        self.system = self._group(
+            f"{name}-{SYSTEM_POOL}",
+            labels={POOL_LABEL: SYSTEM_POOL, POOL_KIND_LABEL: PoolKind.CPU.value},
+            instance_type=system_instance_type,
+            ami=CPU_AMI,
+            capacity="ON_DEMAND",
+            sizes=(low, high),
+            disk_gib=50,
+            taints=(),
+        )
+        self.pools: dict[str, aws.eks.NodeGroup] = {}
+        for pool in pools:
+            taints = tuple((t.key, t.value, t.effect.value) for t in pool.effective_taints)
+            group = self._group(
+                f"{name}-{pool.name}",
+                labels=pool.node_labels,
+                instance_type=pool.instance_type or "",
+                ami=GPU_AMI if pool.kind is PoolKind.GPU else CPU_AMI,
+                capacity=CAPACITY_TYPES[pool.capacity],
+                sizes=(pool.min_nodes or 0, pool.max_nodes),
+                disk_gib=pool.disk_gib,
+                taints=taints,
+            )
+            self.pools[pool.name] = group
+            # Tag the ASG EKS made for the group; 'tags' on the node group stay on the group.
+            asg = group.resources.apply(first_asg_name)
+            template = node_template_tags(pool.node_labels, taints, pool.gpus, pool.disk_gib)
+            for i, (key, value) in enumerate(sorted(template.items())):
+                aws.autoscaling.Tag(
+                    f"{name}-{pool.name}-template-{i}",
+                    aws.autoscaling.TagArgs(
+                        autoscaling_group_name=asg,
+                        tag=aws.autoscaling.TagTagArgs(
+                            key=key, value=value, propagate_at_launch=False
+                        ),
+                    ),
+                    opts=pulumi.ResourceOptions(parent=group),
+                )
+        self.register_outputs({"role_arn": self.role.arn, "groups": [SYSTEM_POOL, *self.pools]})
+
+    def _group(
+        self,
+        resource_name: str,
+        *,
+        labels: dict[str, str],
+        instance_type: str,
+        ami: str,
+        capacity: str,
+        sizes: tuple[int, int],
+        disk_gib: int,
+        taints: Sequence[tuple[str, str, str]],
+    ) -> aws.eks.NodeGroup:
+        low, high = sizes
+        return aws.eks.NodeGroup(
+            resource_name,
+            aws.eks.NodeGroupArgs(
+                cluster_name=self._cluster_name,
+                node_role_arn=self.role.arn,
+                subnet_ids=self._subnet_ids,
+                instance_types=[instance_type],
+                ami_type=ami,
+                capacity_type=capacity,
+                disk_size=disk_gib,
+                scaling_config=aws.eks.NodeGroupScalingConfigArgs(
+                    min_size=low, max_size=high, desired_size=low
+                ),
+                update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
+                node_repair_config=aws.eks.NodeGroupNodeRepairConfigArgs(enabled=True),
+                labels=labels,
+                taints=[
+                    aws.eks.NodeGroupTaintArgs(
+                        key=key, value=value or None, effect=TAINT_EFFECTS[TaintEffect(effect)]
+                    )
+                    for key, value, effect in taints
+                ],
+                tags={POOL_LABEL: labels[POOL_LABEL]},
+            ),
+            # The autoscaler owns the group's size once it exists.
+            opts=pulumi.ResourceOptions.merge(
+                self._after,
+                pulumi.ResourceOptions(ignore_changes=["scalingConfig.desiredSize"]),
+            ),
+        )

@@ -1,0 +1,61 @@
+"""ECR repositories for the workload images: immutable tags, scan on push, bounded history."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pulumi
+import pulumi_aws as aws
+
+from components.aws.iam import dumps, ecr_lifecycle_policy
+
+
+def registry_url(repository_url: str, prefix: str) -> str:
+    """'<acct>.dkr.ecr.<region>.amazonaws.com/ml/train' -> '<acct>...amazonaws.com/ml'."""
+    host = repository_url.split("/", 1)[0]
+    return f"{host}/{prefix}"
+
+
+class Registry(pulumi.ComponentResource):
+    """`<prefix>/<repository>` per workload image."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        prefix: str,
+        repositories: Sequence[str],
+        keep_last: int,
+        retain: bool,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("mlstack:aws:Registry", name, None, opts)
+        stateful = pulumi.ResourceOptions(parent=self, protect=retain, retain_on_delete=retain)
+        self.repositories: dict[str, aws.ecr.Repository] = {}
+        for repo in repositories:
+            repository = aws.ecr.Repository(
+                f"{name}-{repo}",
+                aws.ecr.RepositoryArgs(
+                    name=f"{prefix}/{repo}",
+                    image_tag_mutability="IMMUTABLE",
+                    image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
+                        scan_on_push=True
+                    ),
+                    encryption_configurations=[
+                        aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="KMS")
+                    ],
+                    force_delete=False,
+                ),
+                opts=stateful,
+            )
+            aws.ecr.LifecyclePolicy(
+                f"{name}-{repo}",
+                aws.ecr.LifecyclePolicyArgs(
+                    repository=repository.name, policy=dumps(ecr_lifecycle_policy(keep_last))
+                ),
+                opts=pulumi.ResourceOptions(parent=repository),
+            )
+            self.repositories[repo] = repository
+        first = next(iter(self.repositories.values()))
+        self.url = first.repository_url.apply(lambda u: registry_url(u, prefix))
+        self.register_outputs({"url": self.url})
