@@ -14,7 +14,12 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.aws.iam import dumps, node_template_tags, service_trust
+from components.aws.iam import (
+    AUTOSCALER_NODE_TEMPLATE,
+    dumps,
+    node_template_tags,
+    service_trust,
+)
 from stacks.schema import (
     POOL_KIND_LABEL,
     POOL_LABEL,
@@ -113,9 +118,10 @@ class NodeGroups(pulumi.ComponentResource):
             # Tag the ASG EKS made for the group; 'tags' on the node group stay on the group.
             asg = group.resources.apply(first_asg_name)
             template = node_template_tags(pool.node_labels, taints, pool.gpus, pool.disk_gib)
-            for i, (key, value) in enumerate(sorted(template.items())):
+            for key, value in sorted(template.items()):
+                # Named by the key, so changing one label touches one tag.
                 aws.autoscaling.Tag(
-                    f"{name}-{pool.name}-template-{i}",
+                    f"{name}-{pool.name}-{key.removeprefix(AUTOSCALER_NODE_TEMPLATE + '/')}",
                     aws.autoscaling.TagArgs(
                         autoscaling_group_name=asg,
                         tag=aws.autoscaling.TagTagArgs(
