@@ -105,6 +105,11 @@ class CloudBackend(ABC):
         """Declare the cloud side of the platform."""
 
     @classmethod
+    def notes(cls, platform: Platform) -> list[str]:
+        """What the user should know about a valid config (checks that could not be made)."""
+        return []
+
+    @classmethod
     def resolve_pool(cls, platform: Platform, pool: NodePool) -> NodePool:
         """Fill in this cloud's defaults for a checked pool (a CPU pool's machine type)."""
         return pool

@@ -256,6 +256,7 @@ def run_plan(stack: StackFile) -> Plan:
     config, secret_keys, notes = pulumi_config(
         stack, backend.required_secret_keys(platform), backend.optional_secrets
     )
+    notes += backend.notes(platform)
     resources, outputs = run_program(
         stack.name,
         config,

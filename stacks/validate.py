@@ -16,7 +16,7 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from components.backend import BackendUnavailableError, get_backend
+from components.backend import BackendUnavailableError, available_clouds, get_backend
 from components.kubernetes.extra import extra_manifest_key
 from components.kubernetes.resources import top_level_fields
 from policies.queues import DEFAULT_FLAVOR
@@ -224,7 +224,11 @@ def _check_cloud(p: Platform) -> list[Problem]:
     try:
         get_backend(p.cloud)
     except BackendUnavailableError as exc:
-        problems.append(Problem("platform.cloud", str(exc), "use cloud: onprem for now", p.cloud))
+        problems.append(
+            Problem(
+                "platform.cloud", str(exc), f"use one of: {', '.join(available_clouds())}", p.cloud
+            )
+        )
     for section in ("aws", "gcp", "onprem"):
         present = getattr(p, section) is not None
         if section == p.cloud and not present:

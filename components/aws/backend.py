@@ -83,6 +83,17 @@ class AwsBackend(CloudBackend):
         return problems
 
     @classmethod
+    def notes(cls, platform: Platform) -> list[str]:
+        assert platform.aws is not None
+        region = platform.aws.region
+        if region in REGIONS:
+            return []
+        return [
+            f"aws region {region} is not in components/aws/catalog.py: its zones and the GPU "
+            "instance families it offers were not checked"
+        ]
+
+    @classmethod
     def resolve_pool(cls, platform: Platform, pool: NodePool) -> NodePool:
         assert platform.aws is not None
         if pool.kind is PoolKind.CPU and pool.instance_type is None:
