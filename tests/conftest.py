@@ -9,6 +9,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+# Imported here, not at session end by its pytest plugin: after many plans in one process,
+# CPython 3.11's AST constructor check fails ("recursion depth mismatch") when pytest rewrites
+# a module that late, which crashed runs of a subset of the tests.
+import hypothesis  # noqa: F401
 import pytest
 import yaml
 

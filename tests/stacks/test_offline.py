@@ -387,3 +387,29 @@ def test_a_urn_registered_twice_fails_the_plan(run_mocked: RunMocked) -> None:
 
     with pytest.raises(Exception, match="duplicate resource URN"):
         run_mocked(program)
+
+
+def test_a_cloud_region_outside_the_catalog_is_planned_with_a_note(make_stack: MakeStack) -> None:
+    config = read_stack("aws-dev").platform
+    assert isinstance(config, dict)
+    config = copy.deepcopy(config)
+    config["aws"]["region"] = "ap-southeast-2"
+    config["aws"]["availability_zones"] = ["ap-southeast-2a", "ap-southeast-2b"]
+    plan = run_plan(make_stack(config, name="syd"))
+    [note] = [n for n in plan.notes if "ap-southeast-2" in n]
+    assert "not checked" in note
+    subnets = plan.of_type("aws:ec2/subnet:Subnet")
+    assert {s.inputs["availabilityZone"] for s in subnets} == {"ap-southeast-2a", "ap-southeast-2b"}
+
+
+def test_cloud_placeholders_flow_into_derived_inputs_and_outputs() -> None:
+    """ARNs and URLs the cloud computes are placeholders, so what derives from them is visible."""
+    plan = run_plan(read_stack("aws-dev"))
+    cluster = plan.get("aws:eks/cluster:Cluster", "aws-cluster")
+    assert cluster.inputs["roleArn"] == "arn:aws:iam::000000000000:role/aws-cluster-role-offline"
+    assert plan.outputs["registry_url"] == "000000000000.dkr.ecr.us-east-1.amazonaws.com/ml"
+    assert is_secret(plan.outputs["kubeconfig"])
+    kubeconfig = json.loads(plan.outputs["kubeconfig"]["value"])
+    assert kubeconfig["clusters"][0]["cluster"]["server"].endswith(".eks.amazonaws.com")
+    # The onprem backend computes nothing: its resources' state is their inputs.
+    assert OnPremBackend.offline_outputs(plan.platform, "aws:iam/role:Role", "r", {}) == {}
