@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from pulumi_policy import ResourceValidationPolicy, StackValidationPolicy
 
-from policies.rules import access, pods, pools, tenancy
+from policies.rules import access, aws, pods, pools, tenancy
 
 ALL_POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
     *pods.POLICIES,
     *access.POLICIES,
     *pools.POLICIES,
     *tenancy.POLICIES,
+    *aws.POLICIES,
 ]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pulumi_policy import EnforcementLevel, ResourceValidationArgs
+from pulumi_policy.proxy import UnknownValueError
 
 from policies.queues import QUEUE_LABEL
 from policies.tenancy import GPU_RESOURCE
@@ -40,6 +41,44 @@ def get(value: Any, *path: str | int) -> Any:
         if value is None:
             return None
     return value
+
+
+class Unknown:
+    """A value the engine does not know yet (during a preview: an output of a resource not yet
+    created, such as an ARN). Falsy, so `known(...) or default` reads it as absent."""
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN = Unknown()
+
+
+def known(value: Any, *path: str | int) -> Any:
+    """`get(value, *path)`, or UNKNOWN where the analyzer's proxy reports an unknown value on the
+    way, instead of raising: for rules that can still judge the rest of a resource (or, in a
+    stack rule, every other resource) without it. UNKNOWN in, UNKNOWN out."""
+    if isinstance(value, Unknown):
+        return UNKNOWN
+    try:
+        return get(value, *path)
+    except UnknownValueError:
+        return UNKNOWN
+
+
+def known_items(value: Any) -> list[Any]:
+    """The items of a Sequence, each unknown one as UNKNOWN; [] for anything else."""
+    items = sequence(value)
+    found: list[Any] = []
+    for i in range(len(items)):
+        try:
+            found.append(items[i])
+        except UnknownValueError:
+            found.append(UNKNOWN)
+    return found
 
 
 def kind_of(resource_type: str) -> str | None:
@@ -89,6 +128,15 @@ class PodTemplate:
         for field in ("initContainers", "containers"):
             for c in sequence(self.spec.get(field)):
                 yield mapping(c)
+
+    def resource_names(self) -> set[str]:
+        """Resources the pod asks for: cpu and memory always (a LimitRange defaults them, and
+        Kueue counts them), plus whatever its containers request or limit."""
+        names = {"cpu", "memory"}
+        for c in self.containers():
+            for part in ("limits", "requests"):
+                names.update(str(k) for k in mapping(get(c, "resources", part)))
+        return names
 
     def requests_gpus(self) -> bool:
         return any(

@@ -9,10 +9,11 @@ and every pool rule covers it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
+from pulumi_policy.proxy import UnknownValueError
 
 from policies.rules.objects import MANDATORY, get, mapping, sequence
 from stacks.schema import CAPACITY_LABEL, GPU_TAINT, POOL_KIND_LABEL, POOL_LABEL
@@ -49,9 +50,67 @@ def _node_patch(props: Mapping[str, Any]) -> PoolNodes | None:
     )
 
 
-#: Pool resource type -> reader. The cloud backends add their node group types.
+EKS_NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
+#: EKS spells taint effects in capitals; Kubernetes (and the pool rules) in camel case.
+EKS_TAINT_EFFECTS = {
+    "NO_SCHEDULE": "NoSchedule",
+    "PREFER_NO_SCHEDULE": "PreferNoSchedule",
+    "NO_EXECUTE": "NoExecute",
+}
+#: A node group's capacityType as a pool capacity (CAPACITY_BLOCK: EC2 Capacity Blocks).
+EKS_CAPACITY_TYPES = {"ON_DEMAND": "on-demand", "SPOT": "spot", "CAPACITY_BLOCK": "reserved"}
+
+
+def _eks_gpu_ami(ami_type: Any) -> bool:
+    """AMIs with the NVIDIA driver (AL2023_*_NVIDIA, BOTTLEROCKET_*_NVIDIA, AL2_x86_64_GPU)."""
+    return isinstance(ami_type, str) and ("NVIDIA" in ami_type or ami_type.endswith("_GPU"))
+
+
+def _eks_node_group(props: Mapping[str, Any]) -> PoolNodes | None:
+    """An EKS managed node group, read from its Kubernetes node labels and taints.
+
+    The nodes are what EC2 runs, whatever the labels claim: a SPOT group is spot capacity and a
+    group on an NVIDIA AMI has GPUs, so either makes the pool so (the labels decide otherwise,
+    capacity defaulting to capacityType). A group whose labels or taints are not known yet (a
+    preview) is not read, rather than stopping every stack rule that indexes the pools.
+    """
+    try:
+        taints = [
+            {
+                "key": get(t, "key"),
+                "value": get(t, "value"),
+                "effect": EKS_TAINT_EFFECTS.get(str(get(t, "effect")), get(t, "effect")),
+            }
+            for t in sequence(props.get("taints"))
+        ]
+        labels = mapping(props.get("labels"))
+        nodes = pool_from_labels(labels, taints)
+        if nodes is None:
+            return None
+        labelled_capacity = labels.get(CAPACITY_LABEL)
+        capacity_type = props.get("capacityType")
+        ami_type = props.get("amiType")
+    except UnknownValueError:
+        return None
+    if capacity_type == "SPOT":
+        nodes = replace(nodes, capacity="spot")
+    elif (
+        not labelled_capacity
+        and isinstance(capacity_type, str)
+        and capacity_type in EKS_CAPACITY_TYPES
+    ):
+        nodes = replace(nodes, capacity=EKS_CAPACITY_TYPES[capacity_type])
+    if _eks_gpu_ami(ami_type):
+        nodes = replace(nodes, kind="gpu")
+    return nodes
+
+
+#: Pool resource type -> reader. The cloud backends add their node group types here, next to
+#: each other rather than from each backend's rules module at import time: pool_of then sees
+#: every type whichever rules module was imported first, and the table is the whole list.
 POOL_SOURCES: dict[str, Callable[[Mapping[str, Any]], PoolNodes | None]] = {
     "kubernetes:core/v1:NodePatch": _node_patch,
+    EKS_NODE_GROUP: _eks_node_group,
 }
 
 

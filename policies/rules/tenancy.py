@@ -237,7 +237,9 @@ def _spot_flavors(objects: Objects) -> set[str]:
     }
 
 
-def _queue_flavors(objects: Objects, kind: str, r: PolicyResource) -> set[str]:
+def _queue_flavors(objects: Objects, kind: str, r: PolicyResource, requested: set[str]) -> set[str]:
+    """Flavors Kueue may assign the workload: those of the queue's resource groups that cover a
+    resource it requests (a CPU-only Job gets the CPU group's flavor, never a GPU flavor)."""
     queue = queue_name(kind, r.props)
     local = objects.named("LocalQueue", queue, _namespace(r) or "default") if queue else None
     cq = (
@@ -250,6 +252,7 @@ def _queue_flavors(objects: Objects, kind: str, r: PolicyResource) -> set[str]:
     return {
         str(get(f, "name"))
         for group in sequence(get(cq.props, "spec", "resourceGroups"))
+        if requested & {str(x) for x in sequence(get(group, "coveredResources"))}
         for f in sequence(get(group, "flavors"))
     }
 
@@ -270,7 +273,8 @@ def spot_capacity_only_for_checkpointing_jobs(
             if get(t.spec, "nodeSelector", CAPACITY_LABEL) == "spot"
             or get(t.spec, "nodeSelector", POOL_LABEL) in spot_pools
         ]
-        queued = sorted(_queue_flavors(objects, kind, r) & spot_flavors)
+        requested = {name for t in templates for name in t.resource_names()}
+        queued = sorted(_queue_flavors(objects, kind, r, requested) & spot_flavors)
         if pinned or queued:
             via = (
                 f"its queue admits to spot flavors {', '.join(queued)}"

@@ -1,6 +1,6 @@
-"""The bad-stack corpus: each file in tests/data/bad-stacks is a complete on-prem stack with one
-deliberate misconfiguration, and `mlstack check` must fail it on the rule(s) its first line
-names and on no other. The shipped stacks must pass with no violation at all (the CI gate).
+"""The bad-stack corpus: each file in tests/data/bad-stacks is a complete on-prem or AWS stack
+with one deliberate misconfiguration, and `mlstack check` must fail it on the rule(s) its first
+line names and on no other. The shipped stacks must pass with no violation at all (the CI gate).
 
 A corpus file starts with two comment lines:
 
@@ -32,9 +32,26 @@ CORPUS = sorted(CORPUS_DIR.glob("Pulumi.*.yaml"))
 RULES = {p.name for p in ALL_POLICIES}
 _EXPECT = re.compile(r"^# expect: (?P<rules>[a-z0-9-]+(, ?[a-z0-9-]+)*)\s*$")
 
-#: Rules no stack config can trip yet: on-prem (the only backend) has no spot capacity, and
-#: mlstack always makes a Kueue flavor per GPU pool.
-UNREACHABLE = {"spot-capacity-only-for-checkpointing-jobs", "gpu-pools-have-flavors"}
+#: Rules no stack config can trip: mlstack always makes a Kueue flavor per GPU pool, and the
+#: AWS backend always declares its S3, ECR, KMS and IAM resources and the EKS control plane's
+#: encryption, logging and private endpoint the compliant way (`extra_manifests` are Kubernetes
+#: objects only). The AWS endpoint's public CIDRs and an aws-auth ConfigMap are reachable.
+UNREACHABLE = {
+    "gpu-pools-have-flavors",
+    "aws-s3-encrypted-with-kms",
+    "aws-s3-public-access-blocked",
+    "aws-s3-versioned",
+    "aws-s3-tls-only",
+    "aws-s3-owner-enforced",
+    "aws-ecr-immutable-scanned",
+    "aws-eks-secrets-encrypted",
+    "aws-eks-audit-logging",
+    "aws-iam-no-admin-statements",
+    "aws-iam-no-access-keys",
+    "aws-kms-key-rotation",
+}
+#: What a corpus stack of each cloud must have in its cloud section.
+CLOUD_KEYS = {"onprem": "registry_host", "aws": "region"}
 
 #: Corpus files the pack gets wrong today, with the reason; each becomes a strict xfail.
 KNOWN_GAPS: dict[str, str] = {}
@@ -91,6 +108,15 @@ def test_corpus_is_big_and_covers_the_pack() -> None:
     assert working >= RULES - UNREACHABLE, sorted(RULES - UNREACHABLE - working)
 
 
+def test_unreachable_rules_are_rules_of_the_pack() -> None:
+    assert UNREACHABLE <= RULES
+
+
+def test_the_corpus_covers_every_cloud() -> None:
+    clouds = {yaml.safe_load(p.read_text())["config"]["mlstack:platform"]["cloud"] for p in CORPUS}
+    assert clouds == set(CLOUD_KEYS)
+
+
 def test_known_gaps_name_corpus_files() -> None:
     assert set(KNOWN_GAPS) <= {_name(p) for p in CORPUS}
 
@@ -103,7 +129,10 @@ def test_corpus_file_is_well_formed(path: Path) -> None:
     assert re.match(r"^# \S.{10,}", lines[1]), "second line: '# <what is wrong, in words>'"
     data = yaml.safe_load(path.read_text())
     platform = data["config"]["mlstack:platform"]
-    assert platform["cloud"] == "onprem" and "registry_host" in platform["onprem"]
+    assert (
+        platform["cloud"] in CLOUD_KEYS
+        and CLOUD_KEYS[platform["cloud"]] in platform[platform["cloud"]]
+    )
     assert any(pool["kind"] == "gpu" for pool in platform["node_pools"])
     assert platform["teams"], "a corpus stack has at least one team"
 

@@ -4,6 +4,7 @@ yield exactly the violations `mlstack check` reports offline for the same plan."
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -19,7 +20,8 @@ from tests_support import bad_extra_manifests
 
 from policies.check import check_plan
 from policies.rules import ALL_POLICIES
-from stacks.offline import Plan, run_plan
+from stacks.offline import Plan, PlannedResource, run_plan
+from stacks.stackfile import read_stack
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -113,4 +115,57 @@ def test_engine_and_mlstack_check_agree_on_violations(
     plan = run_plan(make_stack(lab_config))
     offline = {(v.policy, v.enforcement, v.urn, v.message) for v in check_plan(plan).violations}
     assert len({policy for policy, *_ in offline}) >= 8
+    assert _engine_violations(analyzer, plan) == offline
+
+
+@pytest.fixture(scope="module")
+def aws_dev_plan() -> Plan:
+    return run_plan(read_stack("aws-dev"))
+
+
+def test_engine_and_mlstack_check_agree_on_the_clean_aws_stack(
+    analyzer: analyzer_pb2_grpc.AnalyzerStub, aws_dev_plan: Plan
+) -> None:
+    assert _engine_violations(analyzer, aws_dev_plan) == set()
+    assert check_plan(aws_dev_plan).violations == []
+
+
+def _broken_aws(plan: Plan) -> Plan:
+    """aws-dev with one thing broken per AWS rule family: stack rules that match settings to
+    buckets (by name, or by parent for a setting whose bucket is unknown) and resource rules."""
+    admin = json.dumps({"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
+    resources = []
+    for r in plan.resources:
+        inputs = copy.deepcopy(dict(r.inputs))
+        if r.type == "aws:s3/bucketVersioning:BucketVersioning" and r.name.endswith("checkpoints"):
+            continue
+        if r.type.startswith("aws:s3/bucketPolicy:") and r.name.endswith("models"):
+            inputs["bucket"] = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # unknown: by parent
+            inputs["policy"] = json.dumps({"Statement": []})
+        if r.type == "aws:eks/cluster:Cluster":
+            inputs["vpcConfig"]["publicAccessCidrs"] = ["0.0.0.0/0"]
+            inputs["enabledClusterLogTypes"] = ["api"]
+        if r.type == "aws:iam/rolePolicy:RolePolicy":
+            inputs["policy"] = admin
+        if r.type == "aws:kms/key:Key":
+            inputs["enableKeyRotation"] = False
+        resources.append(
+            PlannedResource(r.type, r.name, r.urn, r.parent, r.custom, r.provider, inputs)
+        )
+    return Plan(plan.stack, plan.platform, resources)
+
+
+def test_engine_and_mlstack_check_agree_on_aws_violations(
+    analyzer: analyzer_pb2_grpc.AnalyzerStub, aws_dev_plan: Plan
+) -> None:
+    plan = _broken_aws(aws_dev_plan)
+    offline = {(v.policy, v.enforcement, v.urn, v.message) for v in check_plan(plan).violations}
+    assert {policy for policy, *_ in offline} == {
+        "aws-s3-versioned",
+        "aws-s3-tls-only",
+        "aws-eks-endpoint-private",
+        "aws-eks-audit-logging",
+        "aws-iam-no-admin-statements",
+        "aws-kms-key-rotation",
+    }
     assert _engine_violations(analyzer, plan) == offline
