@@ -431,8 +431,9 @@ class AwsConfig(Model):
     )
     cluster_admin_arns: tuple[str, ...] = Field(
         default=(),
-        description="IAM principals given cluster admin through EKS access entries (the "
-        "identity running pulumi gets it too).",
+        description="IAM principals given cluster admin through EKS access entries. Not the "
+        "identity that runs pulumi: EKS makes the cluster's creator an admin already, and a "
+        "second entry for it fails.",
     )
     access_entries: tuple[AwsAccessEntry, ...] = Field(
         default=(),

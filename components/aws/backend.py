@@ -16,7 +16,13 @@ import pulumi
 import pulumi_aws as aws
 
 from components.aws.autoscaler import ClusterAutoscaler
-from components.aws.catalog import GPU_FAMILIES, REGIONS, default_zones, family
+from components.aws.catalog import (
+    REGIONS,
+    default_zones,
+    family,
+    is_gpu_family,
+    region_machine,
+)
 from components.aws.cluster import EksCluster
 from components.aws.iam import team_workload_policy
 from components.aws.identity import PodIdentity, policy_output
@@ -33,11 +39,17 @@ from components.backend import (
     SecretSource,
 )
 from policies.tenancy import SERVICE_ACCOUNT_NAME
-from stacks.catalog import CatalogError, resolve_gpu_machine
+from stacks.catalog import CatalogError, accelerator, resolve_gpu_machine
 from stacks.errors import Problem, format_path
 from stacks.schema import AwsConfig, Capacity, NodePool, Platform, PoolKind
 
 _REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$")
+#: Regions of the aws-cn and aws-us-gov partitions: every ARN mlstack builds is in 'aws'.
+_OTHER_PARTITIONS = ("cn-", "us-gov-")
+#: Ranges a public endpoint allow-list cannot use (private access is always on instead).
+_PRIVATE_RANGES = tuple(
+    ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+)
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
 _PRINCIPAL = re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:(role|user)/[A-Za-z0-9+=,.@_/-]+$")
 MAX_ZONES = 6
@@ -98,6 +110,15 @@ class AwsBackend(CloudBackend):
         assert platform.aws is not None
         if pool.kind is PoolKind.CPU and pool.instance_type is None:
             return pool.model_copy(update={"instance_type": platform.aws.default_cpu_instance_type})
+        region = REGIONS.get(platform.aws.region)
+        itype = pool.instance_type
+        if pool.kind is PoolKind.GPU and region and itype and pool.accelerator:
+            # The catalog's default machine may be missing here while another of the same GPU
+            # and count is offered (h200: p5e in us-east-1, p5en in us-east-2). A machine the
+            # user named and the region lacks was refused by the checks.
+            other = region_machine(region, accelerator(pool.accelerator).aws, pool.gpus)
+            if family(itype) not in region.gpu_families and other:
+                return pool.model_copy(update={"instance_type": other})
         return pool
 
     @classmethod
@@ -146,6 +167,7 @@ class AwsBackend(CloudBackend):
             admin_arns=cfg.cluster_admin_arns,
             access_entries=cfg.access_entries,
             log_retention_days=cfg.log_retention_days,
+            retain=prod,
             opts=on_aws,
         )
         nodes = NodeGroups(
@@ -259,6 +281,16 @@ def _check_region(cfg: AwsConfig, environment: str) -> list[Problem]:
                 "platform.aws.region", "not an AWS region name", "use e.g. us-east-1", cfg.region
             )
         ]
+    if cfg.region.startswith(_OTHER_PARTITIONS):
+        return [
+            Problem(
+                "platform.aws.region",
+                "is in the aws-cn or aws-us-gov partition; mlstack builds ARNs in the aws "
+                "partition only",
+                "use a region of the aws partition, e.g. us-east-1",
+                cfg.region,
+            )
+        ]
     problems = []
     known = REGIONS.get(cfg.region)
     zones = cfg.availability_zones
@@ -303,6 +335,17 @@ def _check_region(cfg: AwsConfig, environment: str) -> list[Problem]:
     return problems
 
 
+def _cidr_fix(cidr: str, example: str) -> str:
+    """The network address for an IPv4 CIDR with host bits set, else an example."""
+    try:
+        network = ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return f"use a CIDR such as {example}"
+    if isinstance(network, ipaddress.IPv4Network):
+        return f"use the network address: {network}"
+    return f"use an IPv4 CIDR such as {example}"
+
+
 def _check_network(cfg: AwsConfig) -> list[Problem]:
     problems = []
     try:
@@ -312,7 +355,7 @@ def _check_network(cfg: AwsConfig) -> list[Problem]:
             Problem(
                 "platform.aws.vpc_cidr",
                 f"invalid CIDR: {exc}",
-                "use e.g. 10.0.0.0/16",
+                _cidr_fix(cfg.vpc_cidr, "10.0.0.0/16"),
                 cfg.vpc_cidr,
             )
         )
@@ -327,7 +370,7 @@ def _check_network(cfg: AwsConfig) -> list[Problem]:
                     cfg.vpc_cidr,
                 )
             )
-        elif cfg.availability_zones is not None:
+        elif cfg.availability_zones is not None and len(cfg.availability_zones) <= MAX_ZONES:
             try:
                 subnet_plan(cfg.vpc_cidr, cfg.availability_zones)
             except ValueError as exc:
@@ -337,16 +380,23 @@ def _check_network(cfg: AwsConfig) -> list[Problem]:
         try:
             net = ipaddress.ip_network(cidr)
         except ValueError as exc:
-            reason = str(exc)
-            fix = "use a CIDR such as 203.0.113.0/24"
-            if "has host bits set" in reason:
-                network = ipaddress.ip_network(cidr, strict=False)
-                fix = f"use the network address: {network}"
-            problems.append(Problem(path, f"invalid CIDR: {reason}", fix, cidr))
+            problems.append(
+                Problem(path, f"invalid CIDR: {exc}", _cidr_fix(cidr, "203.0.113.0/24"), cidr)
+            )
             continue
-        if net.version != 4:
+        if not isinstance(net, ipaddress.IPv4Network):
             problems.append(
                 Problem(path, "EKS public access lists are IPv4", "use an IPv4 CIDR", cidr)
+            )
+        elif any(net.subnet_of(r) for r in _PRIVATE_RANGES):
+            problems.append(
+                Problem(
+                    path,
+                    "a private range cannot reach the public endpoint (the private endpoint "
+                    "already serves the VPC and the networks routed to it)",
+                    "remove it, or list that network's public egress range",
+                    cidr,
+                )
             )
     return problems
 
@@ -355,7 +405,16 @@ def _check_access(cfg: AwsConfig, platform: Platform) -> list[Problem]:
     problems = []
     team_groups = {g for t in platform.teams for g in (*t.groups, *t.viewer_groups)}
     for i, arn in enumerate(cfg.cluster_admin_arns):
-        if not _PRINCIPAL.match(arn):
+        if arn in cfg.cluster_admin_arns[:i]:
+            problems.append(
+                Problem(
+                    format_path(("aws", "cluster_admin_arns", i)),
+                    "is listed twice (EKS allows one access entry per principal)",
+                    "list each admin once",
+                    arn,
+                )
+            )
+        elif not _PRINCIPAL.match(arn):
             problems.append(
                 Problem(
                     format_path(("aws", "cluster_admin_arns", i)),
@@ -461,13 +520,28 @@ def _check_pools(cfg: AwsConfig, platform: Platform) -> list[Problem]:
         except CatalogError:
             continue  # reported by the shared catalog check
         itype = machine.instance_type or ""
-        if family(itype) not in known.gpu_families:
-            offered = sorted(known.gpu_families)
+        if family(itype) in known.gpu_families:
+            continue
+        other = region_machine(known, accelerator(pool.accelerator).aws, machine.gpus_per_node)
+        offered = ", ".join(sorted(known.gpu_families))
+        if pool.instance_type is not None:
+            problems.append(
+                Problem(
+                    path("instance_type"),
+                    f"{cfg.region} does not offer {itype}",
+                    f"use instance_type: {other}"
+                    if other
+                    else f"use another region, or an accelerator on {offered} machines there",
+                    itype,
+                )
+            )
+        elif other is None:
             problems.append(
                 Problem(
                     path("accelerator"),
-                    f"{cfg.region} does not offer {itype} ({pool.accelerator})",
-                    f"use an accelerator on {', '.join(offered)} machines there, or another region",
+                    f"{cfg.region} offers no machine with {machine.gpus_per_node} x "
+                    f"{pool.accelerator}",
+                    f"use an accelerator on {offered} machines there, or another region",
                     pool.accelerator,
                 )
             )
@@ -478,7 +552,7 @@ def _check_pools(cfg: AwsConfig, platform: Platform) -> list[Problem]:
                     f"platform.{where}", "not an EC2 instance type", "use e.g. m6i.2xlarge", itype
                 )
             )
-        elif family(itype) in GPU_FAMILIES:
+        elif is_gpu_family(family(itype)):
             problems.append(
                 Problem(
                     f"platform.{where}",

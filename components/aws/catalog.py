@@ -9,6 +9,8 @@ reviewed change.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -46,8 +48,14 @@ REGIONS: MappingProxyType[str, Region] = MappingProxyType(
     }
 )
 
-#: Instance families that carry GPUs: a CPU pool must not name one.
-GPU_FAMILIES = frozenset({"g4dn", "g5", "g6", "g6e", "p4d", "p4de", "p5", "p5e", "p5en"})
+#: Instance families that carry GPUs (P and G families: p3, p5en, p6-b200, g4ad, g5g, gr6, ...):
+#: a CPU pool must not name one.
+_GPU_FAMILY = re.compile(r"^(p|g|gr)[0-9]")
+
+
+def is_gpu_family(instance_family: str) -> bool:
+    return bool(_GPU_FAMILY.match(instance_family))
+
 
 #: The cluster autoscaler release per Kubernetes minor version (it must match the control plane).
 CLUSTER_AUTOSCALER_IMAGES: MappingProxyType[str, str] = MappingProxyType(
@@ -74,3 +82,10 @@ def default_zones(region: str, environment: str) -> tuple[str, ...] | None:
     if known is None:
         return None
     return known.zones[: 2 if environment == "dev" else 3]
+
+
+def region_machine(region: Region, machines: Mapping[str, int], gpus: int) -> str | None:
+    """The first of `machines` (type -> GPUs) with `gpus` GPUs whose family `region` offers."""
+    return next(
+        (t for t, n in machines.items() if n == gpus and family(t) in region.gpu_families), None
+    )

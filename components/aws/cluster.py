@@ -79,6 +79,7 @@ class EksCluster(pulumi.ComponentResource):
         admin_arns: Sequence[str],
         access_entries: Sequence[AwsAccessEntry],
         log_retention_days: int,
+        retain: bool = False,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("mlstack:aws:EksCluster", name, None, opts)
@@ -91,7 +92,8 @@ class EksCluster(pulumi.ComponentResource):
                 enable_key_rotation=True,
                 deletion_window_in_days=30,
             ),
-            opts=child,
+            # Losing the key makes every Secret in etcd unreadable.
+            opts=pulumi.ResourceOptions(parent=self, protect=retain, retain_on_delete=retain),
         )
         # EKS creates this log group on first write with no expiry; owning it sets retention.
         logs = aws.cloudwatch.LogGroup(

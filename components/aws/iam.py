@@ -113,7 +113,7 @@ def team_workload_policy(
             {
                 "Sid": "ListOwnPrefixes",
                 "Effect": "Allow",
-                "Action": ["s3:ListBucket", "s3:ListBucketMultipartUploads"],
+                "Action": "s3:ListBucket",
                 "Resource": owned,
                 "Condition": {"StringLike": {"s3:prefix": [team, f"{team}/*"]}},
             },
