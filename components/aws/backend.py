@@ -205,7 +205,7 @@ class AwsBackend(CloudBackend):
                 namespace=team.name,
                 service_account=SERVICE_ACCOUNT_NAME,
                 policy=policy_output(
-                    _team_policy,
+                    team_workload_policy,
                     team=team.name,
                     buckets=names,
                     storage_key_arn=storage.key.arn,
@@ -252,16 +252,6 @@ class AwsBackend(CloudBackend):
                 "autoscaler_role_arn": autoscaler.identity.role.arn,
             },
         )
-
-
-def _team_policy(**inputs: Any) -> dict[str, Any]:
-    return team_workload_policy(
-        team=inputs["team"],
-        buckets=inputs["buckets"],
-        storage_key_arn=inputs["storage_key_arn"],
-        region=inputs["region"],
-        repository_arns=inputs["repository_arns"],
-    )
 
 
 def zones_of(cfg: AwsConfig, environment: str) -> tuple[str, ...]:

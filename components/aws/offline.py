@@ -22,12 +22,7 @@ def computed_outputs(
     if resource_type == "aws:iam/role:Role":
         return {"name": physical, "arn": f"arn:aws:iam::{ACCOUNT}:role/{physical}"}
     if resource_type == "aws:kms/key:Key":
-        return {
-            "keyId": f"{name}-offline",
-            "arn": f"arn:aws:kms:{region}:{ACCOUNT}:key/{name}-offline",
-        }
-    if resource_type == "aws:s3/bucket:Bucket":
-        return {"arn": f"arn:aws:s3:::{inputs.get('bucket')}"}
+        return {"arn": f"arn:aws:kms:{region}:{ACCOUNT}:key/{name}-offline"}
     if resource_type == "aws:ecr/repository:Repository":
         return {
             "arn": f"arn:aws:ecr:{region}:{ACCOUNT}:repository/{physical}",
@@ -40,10 +35,5 @@ def computed_outputs(
             "certificateAuthority": {"data": "b2ZmbGluZS1wbGFjZWhvbGRlcg=="},
         }
     if resource_type == "aws:eks/nodeGroup:NodeGroup":
-        group = str(inputs.get("nodeGroupName") or f"{name}-offline")
-        return {
-            "nodeGroupName": group,
-            "arn": f"arn:aws:eks:{region}:{ACCOUNT}:nodegroup/{group}",
-            "resources": [{"autoscalingGroups": [{"name": f"eks-{group}"}]}],
-        }
+        return {"resources": [{"autoscalingGroups": [{"name": f"eks-{name}-offline"}]}]}
     return {}

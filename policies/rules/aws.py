@@ -37,14 +37,15 @@ from pulumi_policy import (
 )
 
 from policies.rules.objects import (
-    MANDATORY,
     UNKNOWN,
     config_value,
     kind_of,
     known,
     known_items,
     mapping,
+    resource_rule,
     sequence,
+    stack_rule,
 )
 
 # --- resource types ------------------------------------------------------------------------
@@ -653,74 +654,58 @@ def kms_key_rotation(args: ResourceValidationArgs, report: ReportViolation) -> N
 # --- the pack --------------------------------------------------------------------------------
 
 
-def _resource(name: str, description: str, validate: Any, **extra: Any) -> ResourceValidationPolicy:
-    return ResourceValidationPolicy(
-        name=name,
-        description=description,
-        validate=validate,
-        enforcement_level=MANDATORY,
-        **extra,
-    )
-
-
-def _stack(name: str, description: str, validate: Any) -> StackValidationPolicy:
-    return StackValidationPolicy(
-        name=name, description=description, validate=validate, enforcement_level=MANDATORY
-    )
-
-
 POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
-    _stack(
+    stack_rule(
         "aws-s3-encrypted-with-kms",
         "Every S3 bucket has default encryption with a KMS key.",
         s3_encrypted_with_kms,
     ),
-    _stack(
+    stack_rule(
         "aws-s3-public-access-blocked",
         "Every S3 bucket has a public access block with all four flags on.",
         s3_public_access_blocked,
     ),
-    _stack(
+    stack_rule(
         "aws-s3-versioned",
         "Every S3 bucket has versioning enabled.",
         s3_versioned,
     ),
-    _stack(
+    stack_rule(
         "aws-s3-tls-only",
         "Every S3 bucket has a policy denying requests made without TLS.",
         s3_tls_only,
     ),
-    _stack(
+    stack_rule(
         "aws-s3-owner-enforced",
         "Every S3 bucket enforces bucket-owner object ownership and no ACL is declared.",
         s3_owner_enforced,
     ),
-    _resource(
+    resource_rule(
         "aws-ecr-immutable-scanned",
         "ECR repositories have immutable tags and scan images on push.",
         ecr_immutable_scanned,
     ),
-    _resource(
+    resource_rule(
         "aws-eks-endpoint-private",
         "The EKS API endpoint is private, or public only to listed ranges other than 0.0.0.0/0.",
         eks_endpoint_private,
     ),
-    _resource(
+    resource_rule(
         "aws-eks-secrets-encrypted",
         "EKS clusters envelope-encrypt Kubernetes Secrets with a KMS key.",
         eks_secrets_encrypted,
     ),
-    _resource(
+    resource_rule(
         "aws-eks-audit-logging",
         "EKS clusters send their api, audit and authenticator logs to CloudWatch.",
         eks_audit_logging,
     ),
-    _resource(
+    resource_rule(
         "aws-eks-access-entries-only",
         "EKS clusters authenticate through access entries only and no aws-auth ConfigMap exists.",
         eks_access_entries_only,
     ),
-    _resource(
+    resource_rule(
         "aws-iam-no-admin-statements",
         "No IAM policy allows every action on every resource or attaches AdministratorAccess.",
         iam_no_admin_statements,
@@ -735,12 +720,12 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
             }
         ),
     ),
-    _resource(
+    resource_rule(
         "aws-iam-no-access-keys",
         "No IAM user or long-lived IAM credential is declared.",
         iam_no_access_keys,
     ),
-    _resource(
+    resource_rule(
         "aws-kms-key-rotation",
         "Symmetric KMS keys have automatic key rotation on.",
         kms_key_rotation,

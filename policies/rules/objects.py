@@ -11,7 +11,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pulumi_policy import EnforcementLevel, ResourceValidationArgs
+from pulumi_policy import (
+    EnforcementLevel,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationPolicy,
+)
 from pulumi_policy.proxy import UnknownValueError
 
 from policies.queues import QUEUE_LABEL
@@ -215,3 +220,27 @@ def config_value(args: Any, key: str, default: Any) -> Any:
     """A policy's config value: the engine fills schema defaults, direct callers may not."""
     value = mapping(args.get_config()).get(key)
     return default if value is None else value
+
+
+def resource_rule(
+    name: str, description: str, validate: Any, **extra: Any
+) -> ResourceValidationPolicy:
+    """A mandatory resource rule (`extra`: config_schema and the like)."""
+    return ResourceValidationPolicy(
+        name=name,
+        description=description,
+        validate=validate,
+        enforcement_level=MANDATORY,
+        **extra,
+    )
+
+
+def stack_rule(name: str, description: str, validate: Any, **extra: Any) -> StackValidationPolicy:
+    """A mandatory stack rule (`extra`: config_schema and the like)."""
+    return StackValidationPolicy(
+        name=name,
+        description=description,
+        validate=validate,
+        enforcement_level=MANDATORY,
+        **extra,
+    )

@@ -10,21 +10,18 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from pulumi_policy import (
     PolicyConfigSchema,
     PolicyResource,
     ReportViolation,
     StackValidationArgs,
-    StackValidationPolicy,
 )
 
 from components.kubernetes.system import NAMESPACE, PLATFORM_CONFIGMAP, REGISTRY_ENV
 from policies.queues import ALLOW_OVERCOMMIT_ANNOTATION, MAX_GPUS_ANNOTATION
 from policies.rules.objects import (
     BATCH_KINDS,
-    MANDATORY,
     PodTemplate,
     annotations_of,
     config_value,
@@ -37,6 +34,7 @@ from policies.rules.objects import (
     pod_templates,
     queue_name,
     sequence,
+    stack_rule,
 )
 from policies.rules.pools import PoolNodes, pool_of
 from policies.tenancy import GPU_RESOURCE, TEAM_LABEL
@@ -375,43 +373,33 @@ def images_from_platform_registry(args: StackValidationArgs, report: ReportViola
                     )
 
 
-def _stack(name: str, description: str, validate: Any, **extra: Any) -> StackValidationPolicy:
-    return StackValidationPolicy(
-        name=name,
-        description=description,
-        validate=validate,
-        enforcement_level=MANDATORY,
-        **extra,
-    )
-
-
 POLICIES = [
-    _stack(
+    stack_rule(
         "team-namespaces-have-quotas",
         "Every team namespace has a ResourceQuota on CPU, memory and GPUs.",
         team_namespaces_have_quotas,
     ),
-    _stack(
+    stack_rule(
         "team-namespaces-have-limit-ranges",
         "Every team namespace has a LimitRange with container defaults.",
         team_namespaces_have_limit_ranges,
     ),
-    _stack(
+    stack_rule(
         "team-namespaces-deny-ingress-by-default",
         "Every team namespace has a default-deny ingress NetworkPolicy.",
         team_namespaces_deny_ingress_by_default,
     ),
-    _stack(
+    stack_rule(
         "gpu-pools-have-flavors",
         "Every GPU pool has a Kueue ResourceFlavor.",
         gpu_pools_have_flavors,
     ),
-    _stack(
+    stack_rule(
         "workloads-use-existing-queues",
         "Workloads with a queue label name a LocalQueue that exists and is bound.",
         workloads_use_existing_queues,
     ),
-    _stack(
+    stack_rule(
         "spot-capacity-only-for-checkpointing-jobs",
         "Batch work that may land on spot nodes checkpoints.",
         spot_capacity_only_for_checkpointing_jobs,
@@ -425,12 +413,12 @@ POLICIES = [
             }
         ),
     ),
-    _stack(
+    stack_rule(
         "gpu-quota-within-pool-capacity",
         "GPU quotas on a pool add up to no more than it holds, unless a cohort allows it.",
         gpu_quota_within_pool_capacity,
     ),
-    _stack(
+    stack_rule(
         "images-from-platform-registry",
         "Workload images come from the platform's registry.",
         images_from_platform_registry,
