@@ -119,7 +119,16 @@ class CloudBackend(ABC):
         cls, platform: Platform, resource_type: str, name: str, inputs: Mapping[str, Any]
     ) -> Mapping[str, Any]:
         """Placeholders for outputs the cloud computes (ARNs, endpoints), for the offline
-        plan: merged over the resource's inputs as its mock state. Default: none."""
+        plan: merged over the resource's inputs as its mock state (an 'id' becomes the
+        resource's id). Default: none."""
+        return {}
+
+    @classmethod
+    def offline_call(
+        cls, platform: Platform, token: str, args: Mapping[str, Any]
+    ) -> Mapping[str, Any]:
+        """Placeholder results of the invokes (data sources) the backend makes, for the
+        offline plan. Default: none."""
         return {}
 
 
@@ -130,12 +139,11 @@ class BackendUnavailableError(LookupError):
 #: cloud -> "module:Class", imported on first use so one cloud's SDK never loads for another.
 _BACKENDS: dict[str, str] = {
     "aws": "components.aws.backend:AwsBackend",
+    "gcp": "components.gcp.backend:GcpBackend",
     "onprem": "components.onprem.backend:OnPremBackend",
 }
 #: Known clouds without a backend yet, with the reason shown to users.
-_UNAVAILABLE: dict[str, str] = {
-    "gcp": "the GCP backend (GKE, GCS, Artifact Registry) is not in this release yet (issue #4)",
-}
+_UNAVAILABLE: dict[str, str] = {}
 
 
 def available_clouds() -> tuple[str, ...]:

@@ -115,23 +115,31 @@ def mask_secrets(value: Any) -> Any:
 
 #: (resource type, logical name, inputs) -> placeholder outputs the cloud would compute.
 ComputedOutputs = Callable[[str, str, Mapping[str, Any]], Mapping[str, Any]]
+#: (invoke token, arguments) -> placeholder results.
+CallOutputs = Callable[[str, Mapping[str, Any]], Mapping[str, Any]]
 
 
 class PlanMocks(pulumi.runtime.Mocks):
     """Every resource is created with its inputs as its state, plus the backend's placeholders
     for what the cloud computes; invokes return nothing."""
 
-    def __init__(self, computed: ComputedOutputs | None = None) -> None:
+    def __init__(
+        self, computed: ComputedOutputs | None = None, calls: CallOutputs | None = None
+    ) -> None:
         self._computed = computed
+        self._calls = calls
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
         state = dict(args.inputs)
         if self._computed is not None:
             state.update(self._computed(args.typ, args.name, args.inputs))
-        return f"{args.name}-id", state
+        # A placeholder 'id' (a GCP resource path) is the resource's id, not a property.
+        return str(state.pop("id", None) or f"{args.name}-id"), state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list[tuple[str, str]]]:
-        return {}, []
+        if self._calls is None:
+            return {}, []
+        return dict(self._calls(args.token, args.args)), []
 
 
 class RecordingMonitor(_mocks.MockMonitor):
@@ -214,13 +222,14 @@ def run_program(
     config: dict[str, str],
     secret_keys: list[str],
     computed: ComputedOutputs | None = None,
+    calls: CallOutputs | None = None,
 ) -> tuple[list[PlannedResource], dict[str, Any]]:
     """Run `stacks.program.main` under the mock runtime; returns the records and the outputs."""
     settings.reset_options(project=PROJECT, stack=stack_name, preview=True)
     # Tasks left by an earlier plan in this process must not be awaited by this one.
     cast(Any, settings.SETTINGS).outputs.clear()
     pulumi.runtime.set_all_config(config, secret_keys)
-    monitor = RecordingMonitor(PlanMocks(computed))
+    monitor = RecordingMonitor(PlanMocks(computed, calls))
     pulumi.runtime.set_mocks(
         monitor.mocks, project=PROJECT, stack=stack_name, preview=True, monitor=monitor
     )
@@ -262,5 +271,6 @@ def run_plan(stack: StackFile) -> Plan:
         config,
         secret_keys,
         lambda type_, name, inputs: backend.offline_outputs(platform, type_, name, inputs),
+        lambda token, args: backend.offline_call(platform, token, args),
     )
     return Plan(stack.name, platform, resources, outputs, notes)

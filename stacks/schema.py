@@ -316,6 +316,17 @@ class Team(Model):
     extra_rules: tuple[RbacRule, ...] = Field(
         default=(), description="Extra permissions for the team's ml-engineer role."
     )
+    storage_prefix: str | None = Field(
+        default=None,
+        description="Object prefix (a path such as 'vision' or 'research/vision') that the "
+        "team's workloads may read and write in the checkpoints and models buckets; default "
+        "the team name. Teams' prefixes may not nest.",
+    )
+
+    @property
+    def object_prefix(self) -> str:
+        """Where the team's objects live in the shared buckets, without a trailing '/'."""
+        return self.storage_prefix if self.storage_prefix is not None else self.name
 
 
 class Cohort(Model):
@@ -455,9 +466,78 @@ class AwsConfig(Model):
     )
 
 
+class GcpSystemPool(Model):
+    machine_type: str = Field(default="e2-standard-4", description="Machine type of system nodes.")
+    min_nodes: int = Field(default=1, ge=1, le=100, description="System nodes at least (total).")
+    max_nodes: int = Field(default=3, ge=1, le=100, description="System nodes at most (total).")
+
+
 class GcpConfig(Model):
-    project: str = Field(description="GCP project id.")
-    region: str = Field(description="GCP region, e.g. 'us-central1'.")
+    project: str = Field(description="GCP project id, e.g. 'acme-ml-prod'.")
+    region: str = Field(description="GCP region, e.g. 'us-central1'; the cluster is regional.")
+    zones: tuple[str, ...] | None = Field(
+        default=None,
+        description="Zones the nodes run in, e.g. ['us-central1-a', 'us-central1-b']; default "
+        "the region's first 2 (dev) or 3 (staging, prod) from the catalog. Each GPU pool uses "
+        "those of them that offer its accelerator.",
+    )
+    pool_zones: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="Zones per node pool name, overriding `zones` for that pool; every zone "
+        "listed must offer the pool's accelerator.",
+    )
+    release_channel: Literal["rapid", "regular", "stable", "extended"] = Field(
+        default="regular",
+        description="GKE release channel; the control plane runs at least "
+        "cluster.kubernetes_version and GKE upgrades it and the nodes within the channel.",
+    )
+    subnet_cidr: str = Field(
+        default="10.0.0.0/20", description="Primary range of the nodes' subnet (a /16 to a /24)."
+    )
+    pods_cidr: str = Field(
+        default="10.4.0.0/14", description="Secondary range for pod IPs (a /11 to a /21)."
+    )
+    services_cidr: str = Field(
+        default="10.8.0.0/20", description="Secondary range for Service IPs (a /16 to a /27)."
+    )
+    master_cidr: str = Field(
+        default="172.16.0.0/28",
+        description="The /28 the GKE control plane's private endpoint takes; must not overlap "
+        "the other ranges.",
+    )
+    master_authorized_networks: tuple[str, ...] = Field(
+        default=(),
+        description="CIDRs allowed to reach the cluster's public endpoint; empty: private "
+        "endpoint only (reach it from the VPC, a VPN or a bastion).",
+    )
+    gpu_driver_version: Literal["default", "latest"] = Field(
+        default="latest",
+        description="NVIDIA driver GKE installs on GPU nodes: 'default' or 'latest' for the "
+        "node version.",
+    )
+    allow_spot: bool = Field(default=True, description="Whether this stack may run spot pools.")
+    default_cpu_machine_type: str = Field(
+        default="n2-standard-8", description="Machine type of CPU pools that name none."
+    )
+    system_pool: GcpSystemPool = Field(
+        default_factory=GcpSystemPool,
+        description="The node pool for cluster add-ons (Kueue, the platform's controllers).",
+    )
+    cmek: bool = Field(
+        default=False,
+        description="Encrypt the buckets and Kubernetes secrets with Cloud KMS keys the "
+        "platform creates (rotated every 90 days) instead of Google-managed keys.",
+    )
+    rbac_security_group: str | None = Field(
+        default=None,
+        description="Google Groups for RBAC: the 'gke-security-groups@<your domain>' group "
+        "that contains the teams' groups, so team groups in RoleBindings match Google Groups.",
+    )
+    enable_apis: bool = Field(
+        default=True,
+        description="Enable the project's APIs the platform uses (compute, container, storage, "
+        "artifactregistry, iam, cloudkms); they are left on at destroy.",
+    )
 
 
 class Platform(Model):

@@ -22,7 +22,8 @@ from components.kubernetes.resources import top_level_fields
 from policies.queues import DEFAULT_FLAVOR
 from stacks.catalog import CatalogError, resolve_gpu_machine
 from stacks.errors import ConfigError, Problem, format_path
-from stacks.schema import NodePool, Platform, PoolKind
+from stacks.prefixes import prefix_problem, prefixes_nest
+from stacks.schema import NodePool, Platform, PoolKind, Team
 
 
 def load_platform(raw: Any, source: str | None = None) -> Platform:
@@ -144,6 +145,7 @@ def _check_tenancy(p: Platform) -> list[Problem]:
                     team.cohort,
                 )
             )
+        problems += _check_prefix(p, i, team)
         for pool_name, gpus in team.quota.borrowing_limit_gpus.items():
             path = format_path(("teams", i, "quota", "borrowing_limit_gpus", pool_name))
             ref_problem = _gpu_count_problem(p, path, pool_name, gpus, "borrowing limit")
@@ -159,6 +161,29 @@ def _check_tenancy(p: Platform) -> list[Problem]:
                     )
                 )
     return problems
+
+
+def _check_prefix(p: Platform, i: int, team: Team) -> list[Problem]:
+    path = format_path(("teams", i, "storage_prefix"))
+    prefix = team.object_prefix
+    problem = prefix_problem(prefix)
+    if problem is not None:
+        return [Problem(path, problem, f"use a path such as {team.name!r}", prefix)]
+    for other in p.teams[:i]:
+        # A duplicate team name is reported as such; a bad prefix on its own line.
+        if other.name == team.name or prefix_problem(other.object_prefix) is not None:
+            continue
+        if prefixes_nest(prefix, other.object_prefix):
+            return [
+                Problem(
+                    path,
+                    f"nests with team {other.name}'s prefix {other.object_prefix!r}: one team "
+                    "could write the other's checkpoints and models",
+                    "give each team its own top-level path, e.g. the team name",
+                    prefix,
+                )
+            ]
+    return []
 
 
 def _gpu_count_problem(

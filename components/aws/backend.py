@@ -38,6 +38,7 @@ from components.backend import (
     Provisioned,
     SecretSource,
 )
+from components.cidr import cidr_fix
 from policies.tenancy import SERVICE_ACCOUNT_NAME
 from stacks.catalog import CatalogError, accelerator, resolve_gpu_machine
 from stacks.errors import Problem, format_path
@@ -206,7 +207,7 @@ class AwsBackend(CloudBackend):
                 service_account=SERVICE_ACCOUNT_NAME,
                 policy=policy_output(
                     team_workload_policy,
-                    team=team.name,
+                    prefix=team.object_prefix,
                     buckets=names,
                     storage_key_arn=storage.key.arn,
                     region=cfg.region,
@@ -325,17 +326,6 @@ def _check_region(cfg: AwsConfig, environment: str) -> list[Problem]:
     return problems
 
 
-def _cidr_fix(cidr: str, example: str) -> str:
-    """The network address for an IPv4 CIDR with host bits set, else an example."""
-    try:
-        network = ipaddress.ip_network(cidr, strict=False)
-    except ValueError:
-        return f"use a CIDR such as {example}"
-    if isinstance(network, ipaddress.IPv4Network):
-        return f"use the network address: {network}"
-    return f"use an IPv4 CIDR such as {example}"
-
-
 def _check_network(cfg: AwsConfig) -> list[Problem]:
     problems = []
     try:
@@ -345,7 +335,7 @@ def _check_network(cfg: AwsConfig) -> list[Problem]:
             Problem(
                 "platform.aws.vpc_cidr",
                 f"invalid CIDR: {exc}",
-                _cidr_fix(cfg.vpc_cidr, "10.0.0.0/16"),
+                cidr_fix(cfg.vpc_cidr, "10.0.0.0/16"),
                 cfg.vpc_cidr,
             )
         )
@@ -371,7 +361,7 @@ def _check_network(cfg: AwsConfig) -> list[Problem]:
             net = ipaddress.ip_network(cidr)
         except ValueError as exc:
             problems.append(
-                Problem(path, f"invalid CIDR: {exc}", _cidr_fix(cidr, "203.0.113.0/24"), cidr)
+                Problem(path, f"invalid CIDR: {exc}", cidr_fix(cidr, "203.0.113.0/24"), cidr)
             )
             continue
         if not isinstance(net, ipaddress.IPv4Network):

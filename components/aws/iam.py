@@ -75,7 +75,7 @@ def pod_identity_trust(cluster_arn: str) -> Document:
 
 def team_workload_policy(
     *,
-    team: str,
+    prefix: str,
     buckets: Mapping[str, str],
     storage_key_arn: str,
     region: str,
@@ -83,9 +83,9 @@ def team_workload_policy(
 ) -> Document:
     """Least privilege for a team's workloads.
 
-    Read the datasets bucket; read and write only under `<team>/` of the checkpoints and
-    models buckets (listing limited to that prefix); use the storage KMS key only through S3;
-    pull the platform's images.
+    Read the datasets bucket; read and write only under `<prefix>/` (the team's object prefix)
+    of the checkpoints and models buckets (listing limited to that prefix); use the storage
+    KMS key only through S3; pull the platform's images.
     """
     datasets = bucket_arn(buckets["datasets"])
     owned = [bucket_arn(buckets[p]) for p in ("checkpoints", "models")]
@@ -115,7 +115,7 @@ def team_workload_policy(
                 "Effect": "Allow",
                 "Action": "s3:ListBucket",
                 "Resource": owned,
-                "Condition": {"StringLike": {"s3:prefix": [team, f"{team}/*"]}},
+                "Condition": {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}},
             },
             {
                 "Sid": "ReadWriteOwnPrefixes",
@@ -127,7 +127,7 @@ def team_workload_policy(
                     "s3:AbortMultipartUpload",
                     "s3:ListMultipartUploadParts",
                 ],
-                "Resource": [f"{arn}/{team}/*" for arn in owned],
+                "Resource": [f"{arn}/{prefix}/*" for arn in owned],
             },
             {
                 "Sid": "UseStorageKeyThroughS3",

@@ -1,11 +1,13 @@
-"""The cloud backend registry: known clouds, clouds not in this release, unknown names."""
+"""The cloud backend registry: known clouds, clouds marked unavailable, unknown names."""
 
 from __future__ import annotations
 
 import pytest
 
+from components import backend as backend_module
 from components.aws.backend import AwsBackend
 from components.backend import BackendUnavailableError, CloudBackend, available_clouds, get_backend
+from components.gcp.backend import GcpBackend
 from components.onprem.backend import OnPremBackend
 from stacks.catalog import CLOUDS
 
@@ -24,13 +26,21 @@ def test_aws_is_available() -> None:
     assert AwsBackend.cloud == "aws"
 
 
-@pytest.mark.parametrize(("cloud", "issue"), [("gcp", "issue #4")])
-def test_gcp_is_unavailable_with_the_reason(cloud: str, issue: str) -> None:
+def test_gcp_is_available() -> None:
+    assert "gcp" in available_clouds()
+    assert get_backend("gcp") is GcpBackend
+    assert GcpBackend.cloud == "gcp"
+    # GKE installs the driver and runs its own device plugin.
+    assert GcpBackend.needs_gpu_device_plugin is False
+
+
+def test_a_cloud_marked_unavailable_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(backend_module._BACKENDS, "gcp")
+    monkeypatch.setitem(backend_module._UNAVAILABLE, "gcp", "not in this release (issue #9)")
     with pytest.raises(BackendUnavailableError) as exc:
-        get_backend(cloud)
-    assert "not in this release" in str(exc.value)
-    assert issue in str(exc.value)
-    assert cloud not in available_clouds()
+        get_backend("gcp")
+    assert str(exc.value) == "not in this release (issue #9)"
+    assert "gcp" not in available_clouds()
 
 
 def test_an_unknown_cloud_lists_the_available_ones() -> None:

@@ -7,6 +7,7 @@ import pytest
 import yaml
 from crd_schema import validate_kueue
 
+from components.backend import get_backend
 from stacks.offline import Plan, run_plan
 from stacks.render import REDACTED, canonical, manifests, render_yaml
 from stacks.stackfile import read_stack, shipped_stacks
@@ -58,8 +59,14 @@ def test_secrets_are_redacted_but_keep_their_keys(plan: Plan) -> None:
 
 def test_helm_releases_are_listed_as_helm_commands(plan: Plan) -> None:
     text = render_yaml(plan)
-    assert "helm upgrade --install nvidia-device-plugin nvidia-device-plugin" in text
-    assert "--version 0.18.2" in text
+    assert "helm upgrade --install kueue" in text
+    plugin = "helm upgrade --install nvidia-device-plugin nvidia-device-plugin"
+    if get_backend(plan.platform.cloud).needs_gpu_device_plugin:
+        assert plugin in text
+        assert "--version 0.18.2" in text
+    else:
+        # GKE runs its own device plugin on GPU nodes; a second one would fight it.
+        assert plugin not in text
 
 
 def test_namespaces_come_first() -> None:

@@ -88,7 +88,7 @@ def _error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:
 
 def _team_policy(team: str = "vision") -> dict[str, Any]:
     return team_workload_policy(
-        team=team,
+        prefix=team,
         buckets=BUCKETS,
         storage_key_arn=STORAGE_KEY,
         region=REGION,

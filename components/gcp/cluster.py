@@ -1,0 +1,233 @@
+"""The GKE Standard control plane, its node service account, and the Kubernetes provider on it.
+
+A regional cluster (three control-plane replicas) with private nodes, Workload Identity,
+Dataplane V2 (eBPF; NetworkPolicy enforced without a separate add-on), shielded nodes, no
+legacy ABAC or client certificates, system and workload logs plus managed Prometheus. The
+default node pool is removed: every pool is a NodePool resource the platform owns. The control
+plane's public endpoint is on only for `master_authorized_networks`; without them the endpoint
+is private and GKE's public CIDRs are refused too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import pulumi
+import pulumi_gcp as gcp
+import pulumi_kubernetes as k8s
+
+from components.gcp.iam import NODE_ROLE, account_id, service_account_member
+from components.gcp.network import PODS_RANGE, SERVICES_RANGE
+
+RELEASE_CHANNELS = {
+    "rapid": "RAPID",
+    "regular": "REGULAR",
+    "stable": "STABLE",
+    "extended": "EXTENDED",
+}
+LOG_COMPONENTS = ("SYSTEM_COMPONENTS", "APISERVER", "CONTROLLER_MANAGER", "SCHEDULER", "WORKLOADS")
+METRIC_COMPONENTS = ("SYSTEM_COMPONENTS", "APISERVER", "SCHEDULER", "CONTROLLER_MANAGER")
+#: The scope nodes get; what they may do is the node service account's IAM, not scopes.
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+
+
+def kubeconfig(cluster: str, endpoint: str, ca_data: str) -> str:
+    """A kubeconfig that authenticates with gke-gcloud-auth-plugin (no static credentials)."""
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": cluster,
+                    "cluster": {
+                        "server": f"https://{endpoint}",
+                        "certificate-authority-data": ca_data,
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": cluster,
+                    "user": {
+                        "exec": {
+                            "apiVersion": "client.authentication.k8s.io/v1beta1",
+                            "command": "gke-gcloud-auth-plugin",
+                            "provideClusterInfo": True,
+                            "interactiveMode": "Never",
+                        }
+                    },
+                }
+            ],
+            "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": cluster}}],
+            "current-context": cluster,
+        },
+        indent=2,
+    )
+
+
+def node_config(
+    *, service_account: pulumi.Input[str], tags: Sequence[str]
+) -> gcp.container.ClusterNodeConfigArgs:
+    """Settings of the default pool GKE creates, briefly, before it is removed."""
+    return gcp.container.ClusterNodeConfigArgs(
+        service_account=service_account,
+        oauth_scopes=[CLOUD_PLATFORM_SCOPE],
+        workload_metadata_config=gcp.container.ClusterNodeConfigWorkloadMetadataConfigArgs(
+            mode="GKE_METADATA"
+        ),
+        shielded_instance_config=gcp.container.ClusterNodeConfigShieldedInstanceConfigArgs(
+            enable_secure_boot=True, enable_integrity_monitoring=True
+        ),
+        metadata={"disable-legacy-endpoints": "true"},
+        tags=list(tags),
+    )
+
+
+class GkeCluster(pulumi.ComponentResource):
+    """Control plane and the service account its nodes run as."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        cluster: str,
+        project: str,
+        region: str,
+        zones: Sequence[str],
+        version: str,
+        release_channel: str,
+        network: pulumi.Input[str],
+        subnetwork: pulumi.Input[str],
+        master_cidr: str,
+        authorized_networks: Sequence[str],
+        node_tags: Sequence[str],
+        secrets_key: pulumi.Input[str] | None,
+        security_group: str | None,
+        retain: bool,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("mlstack:gcp:GkeCluster", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.node_account = gcp.serviceaccount.Account(
+            f"{name}-nodes",
+            gcp.serviceaccount.AccountArgs(
+                account_id=account_id(cluster, "nodes"),
+                display_name=f"GKE nodes of {cluster}",
+                project=project,
+            ),
+            opts=child,
+        )
+        node_role = gcp.projects.IAMMember(
+            f"{name}-nodes-role",
+            gcp.projects.IAMMemberArgs(
+                project=project,
+                role=NODE_ROLE,
+                member=self.node_account.email.apply(service_account_member),
+            ),
+            opts=child,
+        )
+        self.cluster = gcp.container.Cluster(
+            name,
+            gcp.container.ClusterArgs(
+                name=cluster,
+                project=project,
+                location=region,
+                node_locations=list(zones),
+                min_master_version=version,
+                release_channel=gcp.container.ClusterReleaseChannelArgs(
+                    channel=RELEASE_CHANNELS[release_channel]
+                ),
+                network=network,
+                subnetwork=subnetwork,
+                networking_mode="VPC_NATIVE",
+                ip_allocation_policy=gcp.container.ClusterIpAllocationPolicyArgs(
+                    cluster_secondary_range_name=PODS_RANGE,
+                    services_secondary_range_name=SERVICES_RANGE,
+                ),
+                private_cluster_config=gcp.container.ClusterPrivateClusterConfigArgs(
+                    enable_private_nodes=True,
+                    enable_private_endpoint=not authorized_networks,
+                    master_ipv4_cidr_block=master_cidr,
+                    master_global_access_config=gcp.container.ClusterPrivateClusterConfigMasterGlobalAccessConfigArgs(
+                        enabled=True
+                    ),
+                ),
+                master_authorized_networks_config=gcp.container.ClusterMasterAuthorizedNetworksConfigArgs(
+                    cidr_blocks=[
+                        gcp.container.ClusterMasterAuthorizedNetworksConfigCidrBlockArgs(
+                            cidr_block=cidr, display_name=f"authorized-{i}"
+                        )
+                        for i, cidr in enumerate(authorized_networks)
+                    ],
+                    gcp_public_cidrs_access_enabled=False,
+                ),
+                workload_identity_config=gcp.container.ClusterWorkloadIdentityConfigArgs(
+                    workload_pool=f"{project}.svc.id.goog"
+                ),
+                datapath_provider="ADVANCED_DATAPATH",
+                enable_shielded_nodes=True,
+                enable_legacy_abac=False,
+                master_auth=gcp.container.ClusterMasterAuthArgs(
+                    client_certificate_config=gcp.container.ClusterMasterAuthClientCertificateConfigArgs(
+                        issue_client_certificate=False
+                    )
+                ),
+                authenticator_groups_config=gcp.container.ClusterAuthenticatorGroupsConfigArgs(
+                    security_group=security_group
+                )
+                if security_group
+                else None,
+                database_encryption=gcp.container.ClusterDatabaseEncryptionArgs(
+                    state="ENCRYPTED", key_name=secrets_key
+                )
+                if secrets_key is not None
+                else None,
+                logging_config=gcp.container.ClusterLoggingConfigArgs(
+                    enable_components=list(LOG_COMPONENTS)
+                ),
+                monitoring_config=gcp.container.ClusterMonitoringConfigArgs(
+                    enable_components=list(METRIC_COMPONENTS),
+                    managed_prometheus=gcp.container.ClusterMonitoringConfigManagedPrometheusArgs(
+                        enabled=True
+                    ),
+                ),
+                addons_config=gcp.container.ClusterAddonsConfigArgs(
+                    gce_persistent_disk_csi_driver_config=gcp.container.ClusterAddonsConfigGcePersistentDiskCsiDriverConfigArgs(
+                        enabled=True
+                    ),
+                    gcs_fuse_csi_driver_config=gcp.container.ClusterAddonsConfigGcsFuseCsiDriverConfigArgs(
+                        enabled=True
+                    ),
+                ),
+                security_posture_config=gcp.container.ClusterSecurityPostureConfigArgs(
+                    mode="BASIC", vulnerability_mode="VULNERABILITY_BASIC"
+                ),
+                remove_default_node_pool=True,
+                initial_node_count=1,
+                node_config=node_config(service_account=self.node_account.email, tags=node_tags),
+                deletion_protection=retain,
+                resource_labels={"mlstack-cluster": cluster},
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[node_role],
+                protect=retain,
+                # GKE picks node versions within the channel and upgrades them itself.
+                ignore_changes=["nodeConfig", "nodeVersion"],
+            ),
+        )
+        self.kubeconfig = pulumi.Output.secret(
+            pulumi.Output.all(
+                self.cluster.endpoint, self.cluster.master_auth.cluster_ca_certificate
+            ).apply(lambda v: kubeconfig(cluster, str(v[0]), str(v[1])))
+        )
+        self.register_outputs({"name": self.cluster.name, "endpoint": self.cluster.endpoint})
+
+    def provider(self, name: str) -> k8s.Provider:
+        return k8s.Provider(
+            name,
+            k8s.ProviderArgs(kubeconfig=self.kubeconfig, enable_server_side_apply=True),
+            opts=pulumi.ResourceOptions(parent=self),
+        )

@@ -1,0 +1,73 @@
+"""Workload identity: a Google service account per team, usable only by the team's
+Kubernetes ServiceAccount (Workload Identity), with bucket-level grants and no keys."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pulumi
+import pulumi_gcp as gcp
+
+from components.gcp.iam import (
+    WORKLOAD_IDENTITY_USER,
+    BucketGrant,
+    account_id,
+    service_account_member,
+    workload_identity_member,
+)
+
+
+class TeamIdentity(pulumi.ComponentResource):
+    """The team's service account, its Workload Identity binding and its bucket grants."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        cluster: str,
+        project: str,
+        team: str,
+        service_account: str,
+        buckets: Mapping[str, pulumi.Input[str]],
+        grants: list[BucketGrant],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("mlstack:gcp:TeamIdentity", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.account = gcp.serviceaccount.Account(
+            name,
+            gcp.serviceaccount.AccountArgs(
+                account_id=account_id(cluster, team),
+                project=project,
+                display_name=f"Workloads of team {team} on {cluster}",
+            ),
+            opts=child,
+        )
+        gcp.serviceaccount.IAMMember(
+            f"{name}-workload-identity",
+            gcp.serviceaccount.IAMMemberArgs(
+                service_account_id=self.account.name,
+                role=WORKLOAD_IDENTITY_USER,
+                member=workload_identity_member(project, team, service_account),
+            ),
+            opts=child,
+        )
+        member = self.account.email.apply(service_account_member)
+        for grant in grants:
+            gcp.storage.BucketIAMMember(
+                f"{name}-{grant.purpose}-{grant.access}",
+                gcp.storage.BucketIAMMemberArgs(
+                    bucket=buckets[grant.purpose],
+                    role=grant.role,
+                    member=member,
+                    condition=gcp.storage.BucketIAMMemberConditionArgs(
+                        title=f"{team}-prefix-only",
+                        expression=grant.condition,
+                        description=f"Only objects under team {team}'s prefix",
+                    )
+                    if grant.condition is not None
+                    else None,
+                ),
+                opts=child,
+            )
+        self.register_outputs({"email": self.account.email})

@@ -1,0 +1,80 @@
+"""Cloud KMS keys for customer-managed encryption (`gcp.cmek: true`).
+
+One key ring per cluster with two keys, each rotated every 90 days: one for the buckets (GCS
+encrypts with it as the project's Cloud Storage service agent) and one for Kubernetes secrets
+in etcd (as the GKE service agent). Each agent may use only its own key. Key rings cannot be
+deleted in GCP; the keys are protected in prod because losing one loses the data under it.
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_gcp as gcp
+
+ROTATION_PERIOD = "7776000s"  # 90 days
+ENCRYPTER_DECRYPTER = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+
+
+def gke_service_agent(project_number: str) -> str:
+    return f"serviceAccount:service-{project_number}@container-engine-robot.iam.gserviceaccount.com"
+
+
+class Keys(pulumi.ComponentResource):
+    """Key ring, the storage and secrets keys, and each service agent's use of its key."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        cluster: str,
+        project: str,
+        region: str,
+        retain: bool,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("mlstack:gcp:Keys", name, None, opts)
+        stateful = pulumi.ResourceOptions(parent=self, protect=retain, retain_on_delete=retain)
+        ring = gcp.kms.KeyRing(
+            name,
+            gcp.kms.KeyRingArgs(name=cluster, project=project, location=region),
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
+        )
+        self.storage = self._key(f"{name}-storage", "storage", ring, stateful)
+        self.secrets = self._key(f"{name}-secrets", "secrets", ring, stateful)
+        # The agents are per project; asking for the GCS one also creates it if it is new.
+        gcs_agent = gcp.storage.get_project_service_account_output(project=project)
+        gcp.kms.CryptoKeyIAMMember(
+            f"{name}-storage-gcs",
+            gcp.kms.CryptoKeyIAMMemberArgs(
+                crypto_key_id=self.storage.id,
+                role=ENCRYPTER_DECRYPTER,
+                member=gcs_agent.email_address.apply(lambda e: f"serviceAccount:{e}"),
+            ),
+            opts=pulumi.ResourceOptions(parent=self.storage),
+        )
+        number = gcp.organizations.get_project_output(project_id=project).number
+        self.secrets_grant = gcp.kms.CryptoKeyIAMMember(
+            f"{name}-secrets-gke",
+            gcp.kms.CryptoKeyIAMMemberArgs(
+                crypto_key_id=self.secrets.id,
+                role=ENCRYPTER_DECRYPTER,
+                member=number.apply(lambda n: gke_service_agent(str(n))),
+            ),
+            opts=pulumi.ResourceOptions(parent=self.secrets),
+        )
+        self.register_outputs({"storage": self.storage.id, "secrets": self.secrets.id})
+
+    def _key(
+        self, resource_name: str, purpose: str, ring: gcp.kms.KeyRing, opts: pulumi.ResourceOptions
+    ) -> gcp.kms.CryptoKey:
+        return gcp.kms.CryptoKey(
+            resource_name,
+            gcp.kms.CryptoKeyArgs(
+                name=purpose,
+                key_ring=ring.id,
+                purpose="ENCRYPT_DECRYPT",
+                rotation_period=ROTATION_PERIOD,
+                destroy_scheduled_duration="2592000s",
+            ),
+            opts=opts,
+        )

@@ -1,0 +1,117 @@
+"""The VPC: one subnet with pod and service ranges, Cloud NAT for private nodes, and the one
+firewall rule GKE does not make itself.
+
+Nodes have no external IPs (private nodes): egress goes through Cloud NAT, Google APIs through
+Private Google Access. GKE creates the firewall rules a private cluster needs for its own
+traffic (control plane to kubelet and 443, node to node, pod to pod); what it leaves out is the
+control plane reaching admission webhooks on other ports, which Kueue, JobSet and the
+platform's controllers serve on. That rule allows only the control plane's /28, only those
+ports, only to this cluster's nodes.
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_gcp as gcp
+
+PODS_RANGE = "pods"
+SERVICES_RANGE = "services"
+#: Ports admission webhooks listen on (Kueue and JobSet: 9443; common others: 8443, 10250 is
+#: the kubelet's and GKE opens it).
+WEBHOOK_PORTS = ("8443", "9443")
+
+
+def node_tag(cluster: str) -> str:
+    """The network tag every node of the cluster carries; firewall rules target it."""
+    return f"mlstack-{cluster}-node"
+
+
+class Network(pulumi.ComponentResource):
+    """VPC, subnet with secondary ranges, router with NAT, webhook firewall rule."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        cluster: str,
+        region: str,
+        subnet_cidr: str,
+        pods_cidr: str,
+        services_cidr: str,
+        master_cidr: str,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("mlstack:gcp:Network", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.vpc = gcp.compute.Network(
+            name,
+            gcp.compute.NetworkArgs(
+                name=cluster,
+                auto_create_subnetworks=False,
+                routing_mode="REGIONAL",
+                description=f"mlstack platform {cluster}",
+            ),
+            opts=child,
+        )
+        self.subnet = gcp.compute.Subnetwork(
+            f"{name}-nodes",
+            gcp.compute.SubnetworkArgs(
+                name=f"{cluster}-nodes",
+                network=self.vpc.id,
+                region=region,
+                ip_cidr_range=subnet_cidr,
+                secondary_ip_ranges=[
+                    gcp.compute.SubnetworkSecondaryIpRangeArgs(
+                        range_name=PODS_RANGE, ip_cidr_range=pods_cidr
+                    ),
+                    gcp.compute.SubnetworkSecondaryIpRangeArgs(
+                        range_name=SERVICES_RANGE, ip_cidr_range=services_cidr
+                    ),
+                ],
+                # Private nodes reach Google APIs (GCS, Artifact Registry) without NAT.
+                private_ip_google_access=True,
+                log_config=gcp.compute.SubnetworkLogConfigArgs(
+                    aggregation_interval="INTERVAL_5_SEC",
+                    flow_sampling=0.5,
+                    metadata="INCLUDE_ALL_METADATA",
+                ),
+            ),
+            opts=child,
+        )
+        router = gcp.compute.Router(
+            f"{name}-router",
+            gcp.compute.RouterArgs(name=f"{cluster}-router", network=self.vpc.id, region=region),
+            opts=child,
+        )
+        gcp.compute.RouterNat(
+            f"{name}-nat",
+            gcp.compute.RouterNatArgs(
+                name=f"{cluster}-nat",
+                router=router.name,
+                region=region,
+                nat_ip_allocate_option="AUTO_ONLY",
+                source_subnetwork_ip_ranges_to_nat="LIST_OF_SUBNETWORKS",
+                subnetworks=[
+                    gcp.compute.RouterNatSubnetworkArgs(
+                        name=self.subnet.id, source_ip_ranges_to_nats=["ALL_IP_RANGES"]
+                    )
+                ],
+                log_config=gcp.compute.RouterNatLogConfigArgs(enable=True, filter="ERRORS_ONLY"),
+            ),
+            opts=child,
+        )
+        self.webhooks = gcp.compute.Firewall(
+            f"{name}-webhooks",
+            gcp.compute.FirewallArgs(
+                name=f"{cluster}-control-plane-webhooks",
+                network=self.vpc.id,
+                direction="INGRESS",
+                description="GKE control plane to admission webhooks (Kueue, JobSet) on nodes",
+                source_ranges=[master_cidr],
+                target_tags=[node_tag(cluster)],
+                allows=[gcp.compute.FirewallAllowArgs(protocol="tcp", ports=list(WEBHOOK_PORTS))],
+                log_config=gcp.compute.FirewallLogConfigArgs(metadata="EXCLUDE_ALL_METADATA"),
+            ),
+            opts=child,
+        )
+        self.register_outputs({"network": self.vpc.id, "subnet": self.subnet.id})

@@ -1,0 +1,179 @@
+"""GKE node pools: the system pool and one pool per config pool, each autoscaled by GKE.
+
+GPU pools attach their accelerators (`guest_accelerators`) with the driver installed by GKE at
+the configured version, so no driver DaemonSet and no device plugin chart: GKE runs its own
+plugin on GPU nodes. Pools size between their totals across zones (`total_*_node_count`),
+from `min_nodes` (default 0) to `max_nodes`; GKE's cluster autoscaler knows an empty pool's
+machine, labels and taints from the pool itself, so scale-from-zero needs no node templates.
+Nodes run as the cluster's node service account, see only the GKE metadata server (Workload
+Identity), and boot shielded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_gcp as gcp
+
+from components.gcp.cluster import CLOUD_PLATFORM_SCOPE
+from stacks.catalog import accelerator
+from stacks.schema import POOL_KIND_LABEL, POOL_LABEL, Capacity, NodePool, PoolKind, TaintEffect
+
+#: The name (and pool label) of the add-ons' pool; config pools may not use it.
+SYSTEM_POOL = "system"
+TAINT_EFFECTS = {
+    TaintEffect.NO_SCHEDULE: "NO_SCHEDULE",
+    TaintEffect.PREFER_NO_SCHEDULE: "PREFER_NO_SCHEDULE",
+    TaintEffect.NO_EXECUTE: "NO_EXECUTE",
+}
+GPU_DRIVER_VERSIONS = {"default": "DEFAULT", "latest": "LATEST"}
+
+
+@dataclass(frozen=True)
+class PoolShape:
+    """What one GKE node pool is made of, resolved from the config."""
+
+    name: str
+    machine_type: str
+    zones: tuple[str, ...]
+    sizes: tuple[int, int]
+    spot: bool
+    labels: Mapping[str, str]
+    taints: tuple[tuple[str, str, str], ...]  # (key, value, GKE effect)
+    disk_gib: int
+    accelerator_type: str | None = None
+    gpus: int = 0
+
+
+def pool_shape(pool: NodePool, zones: Sequence[str]) -> PoolShape:
+    acc = accelerator(pool.accelerator) if pool.accelerator else None
+    return PoolShape(
+        name=pool.name,
+        machine_type=pool.instance_type or "",
+        zones=tuple(zones),
+        sizes=(pool.min_nodes or 0, pool.max_nodes),
+        spot=pool.capacity is Capacity.SPOT,
+        labels=pool.node_labels,
+        taints=tuple((t.key, t.value, TAINT_EFFECTS[t.effect]) for t in pool.effective_taints),
+        disk_gib=pool.disk_gib,
+        accelerator_type=acc.gcp_accelerator_type if acc and pool.kind is PoolKind.GPU else None,
+        gpus=pool.gpus,
+    )
+
+
+def system_shape(machine_type: str, zones: Sequence[str], sizes: tuple[int, int]) -> PoolShape:
+    return PoolShape(
+        name=SYSTEM_POOL,
+        machine_type=machine_type,
+        zones=tuple(zones),
+        sizes=sizes,
+        spot=False,
+        labels={POOL_LABEL: SYSTEM_POOL, POOL_KIND_LABEL: PoolKind.CPU.value},
+        taints=(),
+        disk_gib=50,
+    )
+
+
+class NodePools(pulumi.ComponentResource):
+    """The system pool and one GKE node pool per config pool."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        cluster: pulumi.Input[str],
+        project: str,
+        region: str,
+        service_account: pulumi.Input[str],
+        network_tags: Sequence[str],
+        gpu_driver_version: str,
+        system: PoolShape,
+        pools: Sequence[PoolShape],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("mlstack:gcp:NodePools", name, None, opts)
+        self._common = {
+            "cluster": cluster,
+            "project": project,
+            "region": region,
+            "service_account": service_account,
+            "tags": list(network_tags),
+            "driver": GPU_DRIVER_VERSIONS[gpu_driver_version],
+        }
+        self.system = self._pool(f"{name}-{SYSTEM_POOL}", system)
+        self.pools = {p.name: self._pool(f"{name}-{p.name}", p) for p in pools}
+        self.register_outputs({"pools": [SYSTEM_POOL, *self.pools]})
+
+    def _pool(self, resource_name: str, shape: PoolShape) -> gcp.container.NodePool:
+        c = self._common
+        low, high = shape.sizes
+        gpu = shape.accelerator_type is not None
+        accelerators = (
+            [
+                gcp.container.NodePoolNodeConfigGuestAcceleratorArgs(
+                    type=shape.accelerator_type or "",
+                    count=shape.gpus,
+                    gpu_driver_installation_config=gcp.container.NodePoolNodeConfigGuestAcceleratorGpuDriverInstallationConfigArgs(
+                        gpu_driver_version=c["driver"]
+                    ),
+                )
+            ]
+            if gpu
+            else None
+        )
+        return gcp.container.NodePool(
+            resource_name,
+            gcp.container.NodePoolArgs(
+                name=shape.name,
+                cluster=c["cluster"],
+                project=c["project"],
+                location=c["region"],
+                node_locations=list(shape.zones),
+                # Per zone at creation; the autoscaler owns the size afterwards.
+                initial_node_count=0 if low == 0 else max(1, low // len(shape.zones)),
+                autoscaling=gcp.container.NodePoolAutoscalingArgs(
+                    total_min_node_count=low,
+                    total_max_node_count=high,
+                    # GPUs and spot capacity come where they are free; CPU pools spread.
+                    location_policy="ANY" if gpu or shape.spot else "BALANCED",
+                ),
+                management=gcp.container.NodePoolManagementArgs(
+                    auto_repair=True, auto_upgrade=True
+                ),
+                # GPU quota rarely has room for surge nodes: replace one node at a time.
+                upgrade_settings=gcp.container.NodePoolUpgradeSettingsArgs(
+                    strategy="SURGE",
+                    max_surge=0 if gpu else 1,
+                    max_unavailable=1 if gpu else 0,
+                ),
+                node_config=gcp.container.NodePoolNodeConfigArgs(
+                    machine_type=shape.machine_type,
+                    disk_size_gb=shape.disk_gib,
+                    disk_type="pd-balanced",
+                    image_type="COS_CONTAINERD",
+                    spot=shape.spot,
+                    labels=dict(shape.labels),
+                    taints=[
+                        gcp.container.NodePoolNodeConfigTaintArgs(
+                            key=key, value=value, effect=effect
+                        )
+                        for key, value, effect in shape.taints
+                    ],
+                    guest_accelerators=accelerators,
+                    service_account=c["service_account"],
+                    oauth_scopes=[CLOUD_PLATFORM_SCOPE],
+                    workload_metadata_config=gcp.container.NodePoolNodeConfigWorkloadMetadataConfigArgs(
+                        mode="GKE_METADATA"
+                    ),
+                    shielded_instance_config=gcp.container.NodePoolNodeConfigShieldedInstanceConfigArgs(
+                        enable_secure_boot=True, enable_integrity_monitoring=True
+                    ),
+                    metadata={"disable-legacy-endpoints": "true"},
+                    tags=c["tags"],
+                    resource_labels={"mlstack-pool": shape.name},
+                ),
+            ),
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["initialNodeCount"]),
+        )
