@@ -2,7 +2,68 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+
+import pytest
+
+from stacks import offline
+from stacks.offline import Plan, PlannedResource
+from stacks.stackfile import read_stack
+
+
+@dataclass(frozen=True)
+class Options:
+    """Resource options of one registration (not part of PlannedResource)."""
+
+    protect: bool
+    retain_on_delete: bool
+    ignore_changes: tuple[str, ...]
+    dependencies: frozenset[str]
+
+
+@dataclass(frozen=True)
+class PlanWithOptions:
+    """A shipped stack's offline plan with each resource's options, by URN."""
+
+    stack: str
+    plan: Plan
+    options: Mapping[str, Options]
+
+    def get(self, type_: str, name: str) -> PlannedResource:
+        return self.plan.get(type_, name)
+
+    def of_type(self, type_: str) -> list[PlannedResource]:
+        return self.plan.of_type(type_)
+
+    def opts(self, resource: PlannedResource) -> Options:
+        return self.options[resource.urn]
+
+    def children(self, parent: PlannedResource, type_: str) -> list[PlannedResource]:
+        return [r for r in self.of_type(type_) if r.parent == parent.urn]
+
+
+def plan_with_options(stack: str) -> tuple[Plan, dict[str, Options]]:
+    """Plan a shipped stack with a RecordingMonitor that also keeps each registration's
+    protect, retainOnDelete, ignoreChanges and dependencies."""
+    options: dict[str, Options] = {}
+
+    class OptionsMonitor(offline.RecordingMonitor):
+        def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+            response = super().RegisterResource(request)
+            options[response.urn] = Options(
+                protect=bool(request.protect),
+                retain_on_delete=bool(request.retainOnDelete),
+                ignore_changes=tuple(request.ignoreChanges),
+                dependencies=frozenset(request.dependencies),
+            )
+            return response
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(offline, "RecordingMonitor", OptionsMonitor)
+        plan = offline.run_plan(read_stack(stack))
+    return plan, options
 
 
 def bad_extra_manifests() -> list[dict[str, Any]]:

@@ -18,15 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from tests_support import PlanWithOptions, plan_with_options
 
 from components.aws.catalog import CLUSTER_AUTOSCALER_IMAGES
 from components.aws.offline import ACCOUNT
 from components.kubernetes.addons import CLUSTER_AUTOSCALER
 from policies.tenancy import SERVICE_ACCOUNT_NAME
-from stacks import offline
-from stacks.offline import Plan, PlannedResource, is_secret, mask_secrets
+from stacks.offline import PlannedResource, is_secret, mask_secrets
 from stacks.schema import PoolKind
-from stacks.stackfile import read_stack
 
 AWS_STACKS = ("aws-dev", "aws-prod")
 
@@ -150,59 +149,15 @@ EXPECTED = {
 
 
 @dataclass(frozen=True)
-class Options:
-    protect: bool
-    retain_on_delete: bool
-    ignore_changes: tuple[str, ...]
-    dependencies: frozenset[str]
-
-
-@dataclass(frozen=True)
-class Planned:
-    stack: str
-    plan: Plan
-    options: Mapping[str, Options]
-
+class Planned(PlanWithOptions):
     @property
     def expected(self) -> Expected:
         return EXPECTED[self.stack]
 
-    def get(self, type_: str, name: str) -> PlannedResource:
-        return self.plan.get(type_, name)
-
-    def of_type(self, type_: str) -> list[PlannedResource]:
-        return self.plan.of_type(type_)
-
-    def opts(self, resource: PlannedResource) -> Options:
-        return self.options[resource.urn]
-
-    def children(self, parent: PlannedResource, type_: str) -> list[PlannedResource]:
-        return [r for r in self.of_type(type_) if r.parent == parent.urn]
-
-
-def _plan_with_options(stack: str) -> Planned:
-    options: dict[str, Options] = {}
-
-    class OptionsMonitor(offline.RecordingMonitor):
-        def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
-            response = super().RegisterResource(request)
-            options[response.urn] = Options(
-                protect=bool(request.protect),
-                retain_on_delete=bool(request.retainOnDelete),
-                ignore_changes=tuple(request.ignoreChanges),
-                dependencies=frozenset(request.dependencies),
-            )
-            return response
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(offline, "RecordingMonitor", OptionsMonitor)
-        plan = offline.run_plan(read_stack(stack))
-    return Planned(stack, plan, options)
-
 
 @pytest.fixture(scope="module")
 def planned() -> dict[str, Planned]:
-    return {stack: _plan_with_options(stack) for stack in AWS_STACKS}
+    return {stack: Planned(stack, *plan_with_options(stack)) for stack in AWS_STACKS}
 
 
 @pytest.fixture(params=AWS_STACKS)
