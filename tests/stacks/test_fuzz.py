@@ -1,9 +1,10 @@
 """Property-based: whatever config arrives, the only failure is a ConfigError of one-line problems.
 
-Two generators: arbitrary JSON-like trees (mostly nonsense), and the shipped lab config with
-random fields replaced, removed or added (mostly almost-right, which reaches the cross-field
-checks). Either way load_platform returns a Platform or raises ConfigError; nothing else
-escapes. A config that loads must also plan.
+Two generators: arbitrary JSON-like trees (mostly nonsense), and a shipped stack's config
+(onprem-lab, aws-prod or gcp-prod) with random fields replaced, removed or added (mostly
+almost-right, which reaches the cross-field and cloud checks). Either way load_platform
+returns a Platform or raises ConfigError; nothing else escapes. A config that loads must also
+plan.
 """
 
 from __future__ import annotations
@@ -25,9 +26,13 @@ from stacks.stackfile import StackFile
 from stacks.validate import load_platform
 
 REPO = Path(__file__).resolve().parents[2]
-LAB = yaml.safe_load((REPO / "stacks" / "Pulumi.onprem-lab.yaml").read_text())["config"][
-    "mlstack:platform"
-]
+BASES = {
+    stack: yaml.safe_load((REPO / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"][
+        "mlstack:platform"
+    ]
+    for stack in ("onprem-lab", "aws-prod", "gcp-prod")
+}
+KEYS = sorted({k for base in BASES.values() for k in base})
 
 scalars = st.one_of(
     st.none(),
@@ -42,7 +47,7 @@ json_trees = st.recursive(
     lambda inner: st.one_of(
         st.lists(inner, max_size=4),
         st.dictionaries(
-            st.one_of(st.text(max_size=12), st.sampled_from(list(LAB))), inner, max_size=5
+            st.one_of(st.text(max_size=12), st.sampled_from(KEYS)), inner, max_size=5
         ),
     ),
     max_leaves=25,
@@ -60,14 +65,15 @@ def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return out
 
 
-LAB_PATHS = [p for p in _paths(LAB) if p]
+PATHS = {stack: [p for p in _paths(base) if p] for stack, base in BASES.items()}
 
 
 @st.composite
-def mutated_lab(draw: st.DrawFn) -> dict[str, Any]:
-    cfg = copy.deepcopy(LAB)
+def mutated_config(draw: st.DrawFn) -> dict[str, Any]:
+    stack = draw(st.sampled_from(sorted(BASES)))
+    cfg = copy.deepcopy(BASES[stack])
     for _ in range(draw(st.integers(min_value=1, max_value=4))):
-        path = draw(st.sampled_from(LAB_PATHS))
+        path = draw(st.sampled_from(PATHS[stack]))
         parent: Any = cfg
         try:
             for part in path[:-1]:
@@ -104,13 +110,13 @@ def test_arbitrary_trees_never_escape(raw: Any) -> None:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(mutated_lab())
-def test_mutated_lab_configs_never_escape(raw: dict[str, Any]) -> None:
+@given(mutated_config())
+def test_mutated_shipped_configs_never_escape(raw: dict[str, Any]) -> None:
     _assert_clean(raw)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(mutated_lab())
+@given(mutated_config())
 def test_a_config_that_loads_also_plans(raw: dict[str, Any]) -> None:
     if _assert_clean(raw) is None:
         return
