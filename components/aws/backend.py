@@ -38,7 +38,7 @@ from components.backend import (
     Provisioned,
     SecretSource,
 )
-from components.cidr import cidr_fix
+from components.cidr import PRIVATE_RANGES, cidr_fix, within
 from policies.tenancy import SERVICE_ACCOUNT_NAME
 from stacks.catalog import CatalogError, accelerator, resolve_gpu_machine
 from stacks.errors import Problem, format_path
@@ -47,10 +47,6 @@ from stacks.schema import AwsConfig, Capacity, NodePool, Platform, PoolKind
 _REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$")
 #: Regions of the aws-cn and aws-us-gov partitions: every ARN mlstack builds is in 'aws'.
 _OTHER_PARTITIONS = ("cn-", "us-gov-")
-#: Ranges a public endpoint allow-list cannot use (private access is always on instead).
-_PRIVATE_RANGES = tuple(
-    ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
-)
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
 _PRINCIPAL = re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:(role|user)/[A-Za-z0-9+=,.@_/-]+$")
 MAX_ZONES = 6
@@ -340,7 +336,7 @@ def _check_network(cfg: AwsConfig) -> list[Problem]:
             )
         )
     else:
-        if vpc.version != 4 or not vpc.is_private or not 16 <= vpc.prefixlen <= 19:
+        if not within(vpc, PRIVATE_RANGES) or not 16 <= vpc.prefixlen <= 19:
             problems.append(
                 Problem(
                     "platform.aws.vpc_cidr",
@@ -368,7 +364,7 @@ def _check_network(cfg: AwsConfig) -> list[Problem]:
             problems.append(
                 Problem(path, "EKS public access lists are IPv4", "use an IPv4 CIDR", cidr)
             )
-        elif any(net.subnet_of(r) for r in _PRIVATE_RANGES):
+        elif within(net, PRIVATE_RANGES):
             problems.append(
                 Problem(
                     path,

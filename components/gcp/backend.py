@@ -24,10 +24,15 @@ from components.backend import (
     Provisioned,
     SecretSource,
 )
-from components.cidr import cidr_fix
+from components.cidr import cidr_fix, within
 from components.gcp.catalog import GPU_SERIES, REGIONS, default_zones, series
 from components.gcp.cluster import GkeCluster
-from components.gcp.iam import BUCKET_READ_PERMISSIONS, custom_role_id, team_bucket_grants
+from components.gcp.iam import (
+    BUCKET_READ_PERMISSIONS,
+    NODES_ACCOUNT,
+    custom_role_id,
+    team_bucket_grants,
+)
 from components.gcp.identity import TeamIdentity
 from components.gcp.kms import Keys
 from components.gcp.network import Network, node_tag
@@ -384,9 +389,14 @@ def _check_ranges(cfg: GcpConfig) -> list[Problem]:
             )
             continue
         size = f"a /{small}" if small == large else f"a /{small} to a /{large}"
-        if not isinstance(net, ipaddress.IPv4Network) or not net.is_private:
+        if not isinstance(net, ipaddress.IPv4Network) or not within(net):
             problems.append(
-                Problem(path, "must be a private IPv4 range", f"use {size} in 10.0.0.0/8", value)
+                Problem(
+                    path,
+                    "must be a private IPv4 range (10/8, 172.16/12, 192.168/16 or 100.64/10)",
+                    f"use {size} in 10.0.0.0/8",
+                    value,
+                )
             )
         elif not small <= net.prefixlen <= large:
             problems.append(Problem(path, f"must be {size}", f"use {size}", value))
@@ -429,8 +439,14 @@ def _check_ranges(cfg: GcpConfig) -> list[Problem]:
 
 def _check_pools(cfg: GcpConfig, platform: Platform) -> list[Problem]:
     problems = []
-    known = REGIONS.get(cfg.region)
+    # Zones are judged against the region: with a malformed region, or cluster zones already
+    # reported, checking pools against them would only repeat those problems.
+    region_ok = bool(_REGION.match(cfg.region))
+    known = REGIONS.get(cfg.region) if region_ok else None
     zones = cfg.zones or default_zones(cfg.region, platform.environment) or ()
+    zones_ok = region_ok and (
+        cfg.zones is None or not _check_zone_list(cfg, ("gcp", "zones"), cfg.zones)
+    )
     machine_types = [
         ("gcp.default_cpu_machine_type", cfg.default_cpu_machine_type),
         ("gcp.system_pool.machine_type", cfg.system_pool.machine_type),
@@ -447,6 +463,8 @@ def _check_pools(cfg: GcpConfig, platform: Platform) -> list[Problem]:
     pools = {p.name: p for p in platform.node_pools}
     for name, listed in cfg.pool_zones.items():
         where = ("gcp", "pool_zones", name)
+        if not region_ok:
+            continue
         if name not in pools:
             problems.append(
                 Problem(
@@ -506,7 +524,7 @@ def _check_pools(cfg: GcpConfig, platform: Platform) -> list[Problem]:
                 )
             continue
         acc = _gcp_accelerator(pool)
-        if acc is None or known is None or pool.name in cfg.pool_zones:
+        if acc is None or known is None or not zones_ok or pool.name in cfg.pool_zones:
             continue
         offering = known.offering(acc)
         if offering and not set(offering) & set(zones):
@@ -539,8 +557,9 @@ def _check_pools(cfg: GcpConfig, platform: Platform) -> list[Problem]:
             problems.append(
                 Problem(
                     f"platform.{where}",
-                    "is a GPU machine: CPU pools would pay for GPUs nobody can request",
-                    "use a CPU type such as n2-standard-8, or make the pool kind: gpu",
+                    "is a GPU machine: CPU nodes would pay for GPUs nobody can request",
+                    "use a CPU type such as n2-standard-8"
+                    + (", or make the pool kind: gpu" if where.startswith("node_pools") else ""),
                     mtype,
                 )
             )
@@ -558,9 +577,13 @@ def _gcp_accelerator(pool: NodePool) -> str | None:
 
 def _check_names(cfg: GcpConfig, platform: Platform) -> list[Problem]:
     problems = []
+    reported: set[str] = set()
     for purpose, name in platform.storage.bucket_names().items():
         written = getattr(platform.storage, purpose).name is not None
         path = f"platform.storage.{purpose}.name" if written else "platform.storage.bucket_prefix"
+        if path in reported:
+            continue  # one line for a prefix, however many default names it makes
+        reported.add(path)
         if "." in name:
             problems.append(
                 Problem(
@@ -588,6 +611,16 @@ def _check_names(cfg: GcpConfig, platform: Platform) -> list[Problem]:
                 cfg.rbac_security_group,
             )
         )
+    for i, team in enumerate(platform.teams):
+        if team.name == NODES_ACCOUNT:
+            problems.append(
+                Problem(
+                    format_path(("teams", i, "name")),
+                    f"the service account <cluster>-{NODES_ACCOUNT} is the GKE nodes' own",
+                    "give the team another name",
+                    team.name,
+                )
+            )
     if not platform.registry.repositories:
         problems.append(
             Problem(

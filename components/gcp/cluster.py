@@ -17,7 +17,7 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 
-from components.gcp.iam import NODE_ROLE, account_id, service_account_member
+from components.gcp.iam import NODE_ROLE, NODES_ACCOUNT, account_id, service_account_member
 from components.gcp.network import PODS_RANGE, SERVICES_RANGE
 
 RELEASE_CHANNELS = {
@@ -113,7 +113,7 @@ class GkeCluster(pulumi.ComponentResource):
         self.node_account = gcp.serviceaccount.Account(
             f"{name}-nodes",
             gcp.serviceaccount.AccountArgs(
-                account_id=account_id(cluster, "nodes"),
+                account_id=account_id(cluster, NODES_ACCOUNT),
                 display_name=f"GKE nodes of {cluster}",
                 project=project,
             ),

@@ -26,6 +26,9 @@ OBJECT_WRITER = "roles/storage.objectUser"
 #: listing is a bucket-level permission that IAM conditions on object names cannot narrow.
 BUCKET_READ_PERMISSIONS = ("storage.buckets.get", "storage.objects.list")
 
+#: The node service account is '<cluster>-nodes'; team accounts are '<cluster>-<team>', so no
+#: team may be called this.
+NODES_ACCOUNT = "nodes"
 _ACCOUNT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pulumi_policy import ResourceValidationPolicy, StackValidationPolicy
 
-from policies.rules import access, aws, pods, pools, tenancy
+from policies.rules import access, aws, gcp, pods, pools, tenancy
 
 ALL_POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
     *pods.POLICIES,
@@ -17,4 +17,5 @@ ALL_POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
     *pools.POLICIES,
     *tenancy.POLICIES,
     *aws.POLICIES,
+    *gcp.POLICIES,
 ]

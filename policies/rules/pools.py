@@ -15,7 +15,7 @@ from typing import Any
 from pulumi_policy import ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 from pulumi_policy.proxy import UnknownValueError
 
-from policies.rules.objects import MANDATORY, get, mapping, sequence
+from policies.rules.objects import MANDATORY, get, mapping, number, sequence
 from stacks.schema import CAPACITY_LABEL, GPU_TAINT, POOL_KIND_LABEL, POOL_LABEL
 
 
@@ -105,12 +105,60 @@ def _eks_node_group(props: Mapping[str, Any]) -> PoolNodes | None:
     return nodes
 
 
+GKE_NODE_POOL = "gcp:container/nodePool:NodePool"
+#: Accelerator-optimized machine families: their GPUs come with the machine type, attached
+#: whether or not guestAccelerators lists them (A2: A100, A3: H100/H200, A4/A4X: B200/GB200,
+#: G2: L4, G4: RTX PRO 6000).
+GKE_GPU_MACHINE_FAMILIES = ("a2-", "a3-", "a4-", "a4x-", "g2-", "g4-")
+
+
+def _gke_gpu_machine(config: Mapping[str, Any]) -> bool:
+    machine = config.get("machineType")
+    accelerators = sequence(config.get("guestAccelerators"))
+    return any(number(get(a, "count")) > 0 for a in accelerators) or (
+        isinstance(machine, str) and machine.startswith(GKE_GPU_MACHINE_FAMILIES)
+    )
+
+
+def _gke_node_pool(props: Mapping[str, Any]) -> PoolNodes | None:
+    """A GKE node pool, read from the Kubernetes node labels and taints of its nodeConfig.
+
+    As with EKS, the nodes are what Compute Engine runs: a spot (or preemptible) pool is spot
+    capacity and a pool with guest accelerators or on a GPU machine family has GPUs, whatever
+    the labels say (else they decide, capacity defaulting to on-demand). GKE spells taint
+    effects as EKS does. A pool whose node config is not known yet (a preview) is not read.
+    """
+    try:
+        config = mapping(props.get("nodeConfig"))
+        taints = [
+            {
+                "key": get(t, "key"),
+                "value": get(t, "value"),
+                "effect": EKS_TAINT_EFFECTS.get(str(get(t, "effect")), get(t, "effect")),
+            }
+            for t in sequence(config.get("taints"))
+        ]
+        nodes = pool_from_labels(mapping(config.get("labels")), taints)
+        if nodes is None:
+            return None
+        spot = config.get("spot") is True or config.get("preemptible") is True
+        gpus = _gke_gpu_machine(config)
+    except UnknownValueError:
+        return None
+    if spot:
+        nodes = replace(nodes, capacity="spot")
+    if gpus:
+        nodes = replace(nodes, kind="gpu")
+    return nodes
+
+
 #: Pool resource type -> reader. The cloud backends add their node group types here, next to
 #: each other rather than from each backend's rules module at import time: pool_of then sees
 #: every type whichever rules module was imported first, and the table is the whole list.
 POOL_SOURCES: dict[str, Callable[[Mapping[str, Any]], PoolNodes | None]] = {
     "kubernetes:core/v1:NodePatch": _node_patch,
     EKS_NODE_GROUP: _eks_node_group,
+    GKE_NODE_POOL: _gke_node_pool,
 }
 
 

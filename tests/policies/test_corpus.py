@@ -22,7 +22,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from policies.rules import ALL_POLICIES
+from policies.rules import ALL_POLICIES, gcp
 from stacks.cli import app
 from stacks.stackfile import shipped_stacks
 
@@ -32,10 +32,12 @@ CORPUS = sorted(CORPUS_DIR.glob("Pulumi.*.yaml"))
 RULES = {p.name for p in ALL_POLICIES}
 _EXPECT = re.compile(r"^# expect: (?P<rules>[a-z0-9-]+(, ?[a-z0-9-]+)*)\s*$")
 
-#: Rules no stack config can trip: mlstack always makes a Kueue flavor per GPU pool, and the
-#: AWS backend always declares its S3, ECR, KMS and IAM resources and the EKS control plane's
-#: encryption, logging and private endpoint the compliant way (`extra_manifests` are Kubernetes
-#: objects only). The AWS endpoint's public CIDRs and an aws-auth ConfigMap are reachable.
+#: Rules no stack config can trip: mlstack always makes a Kueue flavor per GPU pool, the AWS
+#: backend always declares its S3, ECR, KMS and IAM resources and the EKS control plane's
+#: encryption, logging and private endpoint the compliant way, and the GCP backend its buckets,
+#: repository, GKE cluster and pools, IAM and firewall (`extra_manifests` are Kubernetes objects
+#: only; the config refuses a 0.0.0.0/0 authorized network). The AWS endpoint's public CIDRs, an
+#: aws-auth ConfigMap and a pool's taints are reachable.
 UNREACHABLE = {
     "gpu-pools-have-flavors",
     "aws-s3-encrypted-with-kms",
@@ -49,9 +51,10 @@ UNREACHABLE = {
     "aws-iam-no-admin-statements",
     "aws-iam-no-access-keys",
     "aws-kms-key-rotation",
+    *(p.name for p in gcp.POLICIES),
 }
 #: What a corpus stack of each cloud must have in its cloud section.
-CLOUD_KEYS = {"onprem": "registry_host", "aws": "region"}
+CLOUD_KEYS = {"onprem": "registry_host", "aws": "region", "gcp": "project"}
 
 #: Corpus files the pack gets wrong today, with the reason; each becomes a strict xfail.
 KNOWN_GAPS: dict[str, str] = {}

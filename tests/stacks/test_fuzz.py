@@ -46,9 +46,7 @@ json_trees = st.recursive(
     scalars,
     lambda inner: st.one_of(
         st.lists(inner, max_size=4),
-        st.dictionaries(
-            st.one_of(st.text(max_size=12), st.sampled_from(KEYS)), inner, max_size=5
-        ),
+        st.dictionaries(st.one_of(st.text(max_size=12), st.sampled_from(KEYS)), inner, max_size=5),
     ),
     max_leaves=25,
 )

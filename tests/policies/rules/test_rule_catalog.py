@@ -10,9 +10,9 @@ from types import ModuleType
 import pytest
 from rule_args import FAILS_ATTR
 
-from policies.rules import ALL_POLICIES, access, aws, pods, pools, tenancy
+from policies.rules import ALL_POLICIES, access, aws, gcp, pods, pools, tenancy
 
-RULE_MODULES = [pods, access, pools, tenancy, aws]
+RULE_MODULES = [pods, access, pools, tenancy, aws, gcp]
 #: The test modules whose `fails(...)` marks count as failing cases.
 TEST_MODULES = (
     "test_pod_rules",
@@ -20,6 +20,7 @@ TEST_MODULES = (
     "test_pool_rules",
     "test_stack_rules",
     "test_aws_rules",
+    "test_gcp_rules",
 )
 KEBAB_CASE = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)+")
 
@@ -40,7 +41,7 @@ def test_policies_have_kebab_case_names_and_one_sentence_descriptions(module: Mo
 def test_all_policies_are_the_modules_policies_with_unique_names() -> None:
     assert [p for m in RULE_MODULES for p in m.POLICIES] == ALL_POLICIES
     names = [p.name for p in ALL_POLICIES]
-    assert len(names) == 35
+    assert len(names) == 47
     assert sorted(set(names)) == sorted(names)
 
 
