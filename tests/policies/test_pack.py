@@ -169,3 +169,54 @@ def test_engine_and_mlstack_check_agree_on_aws_violations(
         "aws-kms-key-rotation",
     }
     assert _engine_violations(analyzer, plan) == offline
+
+
+@pytest.fixture(scope="module")
+def gcp_dev_plan() -> Plan:
+    return run_plan(read_stack("gcp-dev"))
+
+
+def test_engine_and_mlstack_check_agree_on_the_clean_gcp_stack(
+    analyzer: analyzer_pb2_grpc.AnalyzerStub, gcp_dev_plan: Plan
+) -> None:
+    assert _engine_violations(analyzer, gcp_dev_plan) == set()
+    assert check_plan(gcp_dev_plan).violations == []
+
+
+def _broken_gcp(plan: Plan) -> Plan:
+    """gcp-dev with one thing broken per GCP rule family: the stack rule that matches node
+    pools to their cluster, and resource rules on buckets, pools, IAM and firewalls."""
+    resources = []
+    for r in plan.resources:
+        inputs = copy.deepcopy(dict(r.inputs))
+        if r.type == "gcp:storage/bucket:Bucket" and r.name.endswith("checkpoints"):
+            inputs["versioning"] = {"enabled": False}
+        if r.type == "gcp:container/cluster:Cluster":
+            inputs["privateClusterConfig"]["enablePrivateNodes"] = False
+            inputs["enableLegacyAbac"] = True
+        if r.type == "gcp:container/nodePool:NodePool" and r.name.endswith("-l4"):
+            inputs["management"]["autoRepair"] = False
+        if r.type == "gcp:projects/iAMMember:IAMMember":
+            inputs["role"] = "roles/editor"
+        if r.type == "gcp:compute/firewall:Firewall":
+            inputs["sourceRanges"] = ["0.0.0.0/0"]
+        resources.append(
+            PlannedResource(r.type, r.name, r.urn, r.parent, r.custom, r.provider, inputs)
+        )
+    return Plan(plan.stack, plan.platform, resources)
+
+
+def test_engine_and_mlstack_check_agree_on_gcp_violations(
+    analyzer: analyzer_pb2_grpc.AnalyzerStub, gcp_dev_plan: Plan
+) -> None:
+    plan = _broken_gcp(gcp_dev_plan)
+    offline = {(v.policy, v.enforcement, v.urn, v.message) for v in check_plan(plan).violations}
+    assert {policy for policy, *_ in offline} == {
+        "gcp-gcs-versioned",
+        "gcp-gke-private-nodes",
+        "gcp-gke-no-legacy-auth",
+        "gcp-gke-node-auto-repair-upgrade",
+        "gcp-iam-no-primitive-roles",
+        "gcp-firewall-no-open-ingress",
+    }
+    assert _engine_violations(analyzer, plan) == offline
