@@ -27,7 +27,7 @@ from components.aws.cluster import EksCluster
 from components.aws.iam import team_workload_policy
 from components.aws.identity import PodIdentity, policy_output
 from components.aws.network import Network, subnet_plan
-from components.aws.nodegroups import SYSTEM_POOL, NodeGroups
+from components.aws.nodegroups import NodeGroups
 from components.aws.offline import computed_outputs
 from components.aws.registry import Registry
 from components.aws.storage import ARCHIVE_MIN_DAYS, Buckets
@@ -38,11 +38,18 @@ from components.backend import (
     Provisioned,
     SecretSource,
 )
+from components.checks import (
+    PoolWords,
+    cpu_machine_problems,
+    pool_problems,
+    registry_problems,
+    system_pool_problems,
+)
 from components.cidr import PRIVATE_RANGES, cidr_fix, within
 from policies.tenancy import SERVICE_ACCOUNT_NAME
 from stacks.catalog import CatalogError, accelerator, resolve_gpu_machine
 from stacks.errors import Problem, format_path
-from stacks.schema import AwsConfig, Capacity, NodePool, Platform, PoolKind
+from stacks.schema import AwsConfig, NodePool, Platform, PoolKind
 
 _REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$")
 #: Regions of the aws-cn and aws-us-gov partitions: every ARN mlstack builds is in 'aws'.
@@ -50,6 +57,9 @@ _OTHER_PARTITIONS = ("cn-", "us-gov-")
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
 _PRINCIPAL = re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:(role|user)/[A-Za-z0-9+=,.@_/-]+$")
 MAX_ZONES = 6
+WORDS = PoolWords(
+    section="aws", pool="node group", machine="an EC2 instance type", cpu_example="m6i.2xlarge"
+)
 
 
 class AwsBackend(CloudBackend):
@@ -80,16 +90,7 @@ class AwsBackend(CloudBackend):
                         days,
                     )
                 )
-        if not platform.registry.repositories:
-            problems.append(
-                Problem(
-                    "platform.registry.repositories",
-                    "the platform needs at least one image repository",
-                    "list the workload images, e.g. [train, serve]",
-                    [],
-                )
-            )
-        return problems
+        return problems + registry_problems(platform)
 
     @classmethod
     def notes(cls, platform: Platform) -> list[str]:
@@ -445,49 +446,25 @@ def _check_access(cfg: AwsConfig, platform: Platform) -> list[Problem]:
 
 
 def _check_pools(cfg: AwsConfig, platform: Platform) -> list[Problem]:
-    problems = []
+    problems = system_pool_problems(WORDS, cfg.system_pool.min_nodes, cfg.system_pool.max_nodes)
+    problems += pool_problems(WORDS, platform, cfg.allow_spot)
+    problems += cpu_machine_problems(
+        WORDS,
+        platform,
+        [
+            ("default_cpu_instance_type", cfg.default_cpu_instance_type),
+            ("system_pool.instance_type", cfg.system_pool.instance_type),
+        ],
+        _INSTANCE_TYPE,
+        lambda itype: is_gpu_family(family(itype)),
+    )
     known = REGIONS.get(cfg.region)
-    cpu_types = [("aws.default_cpu_instance_type", cfg.default_cpu_instance_type)]
-    cpu_types.append(("aws.system_pool.instance_type", cfg.system_pool.instance_type))
-    if cfg.system_pool.min_nodes > cfg.system_pool.max_nodes:
-        problems.append(
-            Problem(
-                "platform.aws.system_pool.min_nodes",
-                f"is above max_nodes ({cfg.system_pool.max_nodes})",
-                f"set it to at most {cfg.system_pool.max_nodes}",
-                cfg.system_pool.min_nodes,
-            )
-        )
     for i, pool in enumerate(platform.node_pools):
 
         def path(field: str, i: int = i) -> str:
             return format_path(("node_pools", i, field))
 
-        if pool.name == SYSTEM_POOL:
-            problems.append(
-                Problem(
-                    path("name"),
-                    "is the node group mlstack creates for cluster add-ons",
-                    "give the pool another name (size the system group with aws.system_pool)",
-                    pool.name,
-                )
-            )
-        if pool.capacity is Capacity.SPOT and not cfg.allow_spot:
-            problems.append(
-                Problem(
-                    path("capacity"),
-                    "this stack forbids spot capacity (aws.allow_spot: false)",
-                    "use capacity: on-demand, or allow spot in this stack",
-                    pool.capacity.value,
-                )
-            )
-        if pool.kind is PoolKind.CPU:
-            if pool.instance_type is not None:
-                cpu_types.append(
-                    (path("instance_type").removeprefix("platform."), pool.instance_type)
-                )
-            continue
-        if pool.accelerator is None or known is None:
+        if pool.kind is PoolKind.CPU or pool.accelerator is None or known is None:
             continue
         try:
             machine = resolve_gpu_machine(
@@ -519,22 +496,6 @@ def _check_pools(cfg: AwsConfig, platform: Platform) -> list[Problem]:
                     f"{pool.accelerator}",
                     f"use an accelerator on {offered} machines there, or another region",
                     pool.accelerator,
-                )
-            )
-    for where, itype in cpu_types:
-        if not _INSTANCE_TYPE.match(itype):
-            problems.append(
-                Problem(
-                    f"platform.{where}", "not an EC2 instance type", "use e.g. m6i.2xlarge", itype
-                )
-            )
-        elif is_gpu_family(family(itype)):
-            problems.append(
-                Problem(
-                    f"platform.{where}",
-                    "is a GPU machine: CPU pools would pay for GPUs nobody can request",
-                    "use a CPU type such as m6i.2xlarge, or make the pool kind: gpu",
-                    itype,
                 )
             )
     return problems

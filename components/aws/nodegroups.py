@@ -20,6 +20,7 @@ from components.aws.iam import (
     node_template_tags,
     service_trust,
 )
+from components.checks import SYSTEM_POOL
 from stacks.schema import (
     POOL_KIND_LABEL,
     POOL_LABEL,
@@ -31,8 +32,6 @@ from stacks.schema import (
 
 GPU_AMI = "AL2023_x86_64_NVIDIA"
 CPU_AMI = "AL2023_x86_64_STANDARD"
-#: The name (and pool label) of the add-ons' node group; config pools may not use it.
-SYSTEM_POOL = "system"
 
 CAPACITY_TYPES = {Capacity.ON_DEMAND: "ON_DEMAND", Capacity.SPOT: "SPOT"}
 TAINT_EFFECTS = {

@@ -24,6 +24,13 @@ from components.backend import (
     Provisioned,
     SecretSource,
 )
+from components.checks import (
+    PoolWords,
+    cpu_machine_problems,
+    pool_problems,
+    registry_problems,
+    system_pool_problems,
+)
 from components.cidr import cidr_fix, within
 from components.gcp.catalog import GPU_SERIES, REGIONS, default_zones, series
 from components.gcp.cluster import GkeCluster
@@ -36,14 +43,14 @@ from components.gcp.iam import (
 from components.gcp.identity import TeamIdentity
 from components.gcp.kms import Keys
 from components.gcp.network import Network, node_tag
-from components.gcp.nodepools import SYSTEM_POOL, NodePools, pool_shape, system_shape
+from components.gcp.nodepools import NodePools, pool_shape, system_shape
 from components.gcp.offline import call_outputs, computed_outputs
 from components.gcp.registry import Registry
 from components.gcp.storage import Buckets
 from policies.tenancy import SERVICE_ACCOUNT_NAME
 from stacks.catalog import ACCELERATORS
 from stacks.errors import Problem, format_path
-from stacks.schema import Capacity, GcpConfig, NodePool, Platform, PoolKind
+from stacks.schema import GcpConfig, NodePool, Platform, PoolKind
 
 _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
@@ -61,6 +68,9 @@ APIS = (
     "cloudkms.googleapis.com",
 )
 #: Sizes (prefix lengths) each range may have: (smallest prefix, largest prefix).
+WORDS = PoolWords(
+    section="gcp", pool="node pool", machine="a GCE machine type", cpu_example="n2-standard-8"
+)
 RANGE_SIZES = {
     "subnet_cidr": (16, 24),
     "pods_cidr": (11, 21),
@@ -447,19 +457,18 @@ def _check_pools(cfg: GcpConfig, platform: Platform) -> list[Problem]:
     zones_ok = region_ok and (
         cfg.zones is None or not _check_zone_list(cfg, ("gcp", "zones"), cfg.zones)
     )
-    machine_types = [
-        ("gcp.default_cpu_machine_type", cfg.default_cpu_machine_type),
-        ("gcp.system_pool.machine_type", cfg.system_pool.machine_type),
-    ]
-    if cfg.system_pool.min_nodes > cfg.system_pool.max_nodes:
-        problems.append(
-            Problem(
-                "platform.gcp.system_pool.min_nodes",
-                f"is above max_nodes ({cfg.system_pool.max_nodes})",
-                f"set it to at most {cfg.system_pool.max_nodes}",
-                cfg.system_pool.min_nodes,
-            )
-        )
+    problems += system_pool_problems(WORDS, cfg.system_pool.min_nodes, cfg.system_pool.max_nodes)
+    problems += pool_problems(WORDS, platform, cfg.allow_spot)
+    problems += cpu_machine_problems(
+        WORDS,
+        platform,
+        [
+            ("default_cpu_machine_type", cfg.default_cpu_machine_type),
+            ("system_pool.machine_type", cfg.system_pool.machine_type),
+        ],
+        _MACHINE_TYPE,
+        lambda mtype: series(mtype) in GPU_SERIES,
+    )
     pools = {p.name: p for p in platform.node_pools}
     for name, listed in cfg.pool_zones.items():
         where = ("gcp", "pool_zones", name)
@@ -495,34 +504,7 @@ def _check_pools(cfg: GcpConfig, platform: Platform) -> list[Problem]:
                     )
                 )
     for i, pool in enumerate(platform.node_pools):
-
-        def path(field: str, i: int = i) -> str:
-            return format_path(("node_pools", i, field))
-
-        if pool.name == SYSTEM_POOL:
-            problems.append(
-                Problem(
-                    path("name"),
-                    "is the node pool mlstack creates for cluster add-ons",
-                    "give the pool another name (size the system pool with gcp.system_pool)",
-                    pool.name,
-                )
-            )
-        if pool.capacity is Capacity.SPOT and not cfg.allow_spot:
-            problems.append(
-                Problem(
-                    path("capacity"),
-                    "this stack forbids spot capacity (gcp.allow_spot: false)",
-                    "use capacity: on-demand, or allow spot in this stack",
-                    pool.capacity.value,
-                )
-            )
-        if pool.kind is PoolKind.CPU:
-            if pool.instance_type is not None:
-                machine_types.append(
-                    (path("instance_type").removeprefix("platform."), pool.instance_type)
-                )
-            continue
+        path = format_path(("node_pools", i, "accelerator"))
         acc = _gcp_accelerator(pool)
         if acc is None or known is None or not zones_ok or pool.name in cfg.pool_zones:
             continue
@@ -530,7 +512,7 @@ def _check_pools(cfg: GcpConfig, platform: Platform) -> list[Problem]:
         if offering and not set(offering) & set(zones):
             problems.append(
                 Problem(
-                    path("accelerator"),
+                    path,
                     f"none of the cluster's zones ({', '.join(zones)}) offers {acc}",
                     f"add a zone that does to gcp.zones, or set gcp.pool_zones.{pool.name}: "
                     f"{', '.join(offering)}",
@@ -540,27 +522,10 @@ def _check_pools(cfg: GcpConfig, platform: Platform) -> list[Problem]:
         elif not offering:
             problems.append(
                 Problem(
-                    path("accelerator"),
+                    path,
                     f"{cfg.region} offers {acc} in no zone",
                     "use another region or accelerator",
                     pool.accelerator,
-                )
-            )
-    for where, mtype in machine_types:
-        if not _MACHINE_TYPE.match(mtype):
-            problems.append(
-                Problem(
-                    f"platform.{where}", "not a GCE machine type", "use e.g. n2-standard-8", mtype
-                )
-            )
-        elif series(mtype) in GPU_SERIES:
-            problems.append(
-                Problem(
-                    f"platform.{where}",
-                    "is a GPU machine: CPU nodes would pay for GPUs nobody can request",
-                    "use a CPU type such as n2-standard-8"
-                    + (", or make the pool kind: gpu" if where.startswith("node_pools") else ""),
-                    mtype,
                 )
             )
     return problems
@@ -621,13 +586,4 @@ def _check_names(cfg: GcpConfig, platform: Platform) -> list[Problem]:
                     team.name,
                 )
             )
-    if not platform.registry.repositories:
-        problems.append(
-            Problem(
-                "platform.registry.repositories",
-                "the platform needs at least one image repository",
-                "list the workload images, e.g. [train, serve]",
-                [],
-            )
-        )
-    return problems
+    return problems + registry_problems(platform)

@@ -17,12 +17,11 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from components.checks import SYSTEM_POOL
 from components.gcp.cluster import CLOUD_PLATFORM_SCOPE
 from stacks.catalog import accelerator
 from stacks.schema import POOL_KIND_LABEL, POOL_LABEL, Capacity, NodePool, PoolKind, TaintEffect
 
-#: The name (and pool label) of the add-ons' pool; config pools may not use it.
-SYSTEM_POOL = "system"
 TAINT_EFFECTS = {
     TaintEffect.NO_SCHEDULE: "NO_SCHEDULE",
     TaintEffect.PREFER_NO_SCHEDULE: "PREFER_NO_SCHEDULE",
