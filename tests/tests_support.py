@@ -9,8 +9,28 @@ from typing import Any
 import pytest
 
 from stacks import offline
+from stacks.errors import ConfigError, Problem
 from stacks.offline import Plan, PlannedResource
 from stacks.stackfile import read_stack
+from stacks.validate import load_platform
+
+
+def problems(config: Any) -> list[Problem]:
+    """Every problem of a config that must not load."""
+    with pytest.raises(ConfigError) as exc:
+        load_platform(config)
+    return list(exc.value.problems)
+
+
+def only_problem(config: Any) -> Problem:
+    """The config's single problem, checked to read as one line with a fix."""
+    found = problems(config)
+    assert len(found) == 1, [str(p) for p in found]
+    p = found[0]
+    line = str(p)
+    assert "\n" not in line and line.startswith(f"{p.path}: ") and "; fix: " in line, line
+    assert p.fix.strip()
+    return p
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests_support import only_problem, problems
 from typer.testing import CliRunner, Result
 
 from components.aws.backend import AwsBackend
@@ -23,7 +24,7 @@ from components.aws.catalog import REGIONS, family
 from stacks import catalog
 from stacks.catalog import ACCELERATORS, Accelerator
 from stacks.cli import app
-from stacks.errors import ConfigError, Problem
+from stacks.errors import ConfigError
 from stacks.schema import Platform
 from stacks.stackfile import PROJECT, read_stack
 from stacks.validate import load_platform
@@ -38,23 +39,6 @@ ADMIN = "arn:aws:iam::123456789012:role/platform-admins"
 def cfg() -> dict[str, Any]:
     """A fresh, mutable copy of the aws-dev platform config."""
     return copy.deepcopy(_DEV)
-
-
-def problems(config: Any) -> list[Problem]:
-    with pytest.raises(ConfigError) as exc:
-        load_platform(config)
-    return list(exc.value.problems)
-
-
-def only_problem(config: Any) -> Problem:
-    """The config's single problem, checked to read as one line with a fix."""
-    found = problems(config)
-    assert len(found) == 1, [str(p) for p in found]
-    p = found[0]
-    line = str(p)
-    assert "\n" not in line and line.startswith(f"{p.path}: ") and "; fix: " in line, line
-    assert p.fix.strip()
-    return p
 
 
 def with_gpu_pool(config: dict[str, Any], region: str, pool: dict[str, Any]) -> dict[str, Any]:

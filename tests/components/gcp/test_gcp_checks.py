@@ -19,13 +19,14 @@ from typing import Any
 
 import pytest
 import yaml
+from tests_support import only_problem, problems
 from typer.testing import CliRunner, Result
 
 from components.gcp.backend import GcpBackend
 from components.gcp.catalog import REGIONS, default_zones
 from stacks.catalog import ACCELERATORS
 from stacks.cli import app
-from stacks.errors import ConfigError, Problem
+from stacks.errors import ConfigError
 from stacks.offline import run_plan
 from stacks.schema import Platform
 from stacks.stackfile import PROJECT, StackFile, read_stack
@@ -54,23 +55,6 @@ def cfg() -> dict[str, Any]:
 def aws_cfg() -> dict[str, Any]:
     """A fresh, mutable copy of the aws-dev platform config."""
     return copy.deepcopy(_AWS_DEV)
-
-
-def problems(config: Any) -> list[Problem]:
-    with pytest.raises(ConfigError) as exc:
-        load_platform(config)
-    return list(exc.value.problems)
-
-
-def only_problem(config: Any) -> Problem:
-    """The config's single problem, checked to read as one line with a fix."""
-    found = problems(config)
-    assert len(found) == 1, [str(p) for p in found]
-    p = found[0]
-    line = str(p)
-    assert "\n" not in line and line.startswith(f"{p.path}: ") and "; fix: " in line, line
-    assert p.fix.strip()
-    return p
 
 
 def with_gpu_pool(config: dict[str, Any], pool: dict[str, Any]) -> dict[str, Any]:
