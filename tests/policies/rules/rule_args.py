@@ -4,14 +4,19 @@ Every manifest goes through `wire_props` (numbers become floats, secrets are unw
 `unknown_checking_proxy` (read-only Mappings/Sequences), so a rule that only works on plain dicts
 or ints fails here as it would under `pulumi preview`.
 
+`PlanCopy` holds a plan's resources as deep copies, to break one thing in and run a stack rule
+on the whole; `check` runs a resource rule on one resource.
+
 `fails(policy_name)` marks a test as a failing case of that policy; `test_rule_catalog.py` checks
 that every policy of the pack has at least one.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Self
 
 from pulumi_policy import (
     PolicyResource,
@@ -124,3 +129,77 @@ def violations(rule: Callable[[Any, Any], None], args: RuleArgs) -> Violations:
 
 def messages(rule: Callable[[Any, Any], None], args: RuleArgs) -> list[str]:
     return violations(rule, args).messages
+
+
+def check(rule: Callable[[Any, Any], None], type_: str, inputs: dict, **config: Any) -> list[str]:
+    """`rule` run as a resource rule on one resource."""
+    return messages(rule, resource_args(type_, inputs, config, name="res"))
+
+
+@dataclass
+class Item:
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    urn: str = ""
+    parent: str | None = None
+
+    def __post_init__(self) -> None:
+        self.urn = self.urn or urn_of(self.type, self.name)
+
+
+@dataclass
+class PlanCopy:
+    """The resources of a plan as deep copies of their inputs, to break one thing in."""
+
+    items: list[Item] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, plan: Any) -> Self:
+        """From a stacks.offline.Plan."""
+        return cls(
+            [
+                Item(r.type, r.name, copy.deepcopy(dict(r.inputs)), r.urn, r.parent)
+                for r in plan.resources
+            ]
+        )
+
+    def get(self, type_: str, name: str) -> Item:
+        return next(i for i in self.items if i.type == type_ and i.name == name)
+
+    def find(self, type_: str, **props: Any) -> Item:
+        """The one resource of `type_` whose props have these values (`name="l4"`)."""
+        [found] = [
+            i
+            for i in self.items
+            if i.type == type_ and all(i.inputs.get(k) == v for k, v in props.items())
+        ]
+        return found
+
+    def inputs(self, type_: str, name: str) -> dict[str, Any]:
+        return self.get(type_, name).inputs
+
+    def drop(self, type_: str, name: str) -> None:
+        self.items.remove(self.get(type_, name))
+
+    def add(self, type_: str, name: str, inputs: dict[str, Any], parent: str | None = None) -> Item:
+        item = Item(type_, name, inputs, parent=parent)
+        self.items.append(item)
+        return item
+
+    def resources(self) -> list[PolicyResource]:
+        """As StackValidationArgs carries them: wire-form props, parents linked."""
+        found = {
+            i.urn: PolicyResource(
+                i.type, wire(i.inputs), i.urn, i.name, policy_options(i.parent), None, None, [], {}
+            )
+            for i in self.items
+        }
+        for i in self.items:
+            if i.parent in found:
+                found[i.urn].parent = found[i.parent]
+        return list(found.values())
+
+    def run(self, rule: Callable[[Any, Any], None]) -> list[tuple[str, str | None]]:
+        """(message, urn) of every violation `rule` reports on the whole stack."""
+        return violations(rule, stack_args(self.resources())).reported

@@ -7,18 +7,24 @@ rules per resource, stack rules once with every resource, parents linked.
 
 from __future__ import annotations
 
-import copy
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from pulumi_policy import PolicyResource, StackValidationPolicy
+from pulumi_policy import StackValidationPolicy
 from pulumi_policy.proxy import UNKNOWN_ARRAY_VALUE, UNKNOWN_STRING_VALUE
-from rule_args import fails, messages, resource_args, stack_args, urn_of, violations, wire
+from rule_args import (
+    PlanCopy,
+    check,
+    fails,
+    messages,
+    resource_args,
+    stack_args,
+    violations,
+    wire,
+)
 
-from policies.check import check_plan, policy_options
+from policies.check import check_plan
 from policies.rules import aws, pools, tenancy
 from policies.rules.objects import UNKNOWN, known, known_items
 from policies.rules.tenancy import CHECKPOINTS_ANNOTATION
@@ -61,76 +67,12 @@ def prod_plan() -> Plan:
     return run_plan(read_stack("aws-prod"))
 
 
-# --- a mutable copy of a plan ------------------------------------------------------------------
-
-
-@dataclass
-class Item:
-    type: str
-    name: str
-    inputs: dict[str, Any]
-    urn: str = ""
-    parent: str | None = None
-
-    def __post_init__(self) -> None:
-        self.urn = self.urn or urn_of(self.type, self.name)
-
-
-@dataclass
-class Stack:
-    """The resources of a plan as deep copies of their inputs, to break one thing in."""
-
-    items: list[Item] = field(default_factory=list)
-
-    @classmethod
-    def of(cls, plan: Plan) -> Stack:
-        return cls(
-            [
-                Item(r.type, r.name, copy.deepcopy(dict(r.inputs)), r.urn, r.parent)
-                for r in plan.resources
-            ]
-        )
-
-    def get(self, type_: str, name: str) -> Item:
-        return next(i for i in self.items if i.type == type_ and i.name == name)
-
-    def inputs(self, type_: str, name: str) -> dict[str, Any]:
-        return self.get(type_, name).inputs
-
-    def drop(self, type_: str, name: str) -> None:
-        self.items.remove(self.get(type_, name))
-
-    def add(self, type_: str, name: str, inputs: dict[str, Any], parent: str | None = None) -> Item:
-        item = Item(type_, name, inputs, parent=parent)
-        self.items.append(item)
-        return item
-
-    def resources(self) -> list[PolicyResource]:
-        """As StackValidationArgs carries them: wire-form props, parents linked."""
-        found = {
-            i.urn: PolicyResource(
-                i.type, wire(i.inputs), i.urn, i.name, policy_options(i.parent), None, None, [], {}
-            )
-            for i in self.items
-        }
-        for i in self.items:
-            if i.parent in found:
-                found[i.urn].parent = found[i.parent]
-        return list(found.values())
-
-    def run(self, rule: Callable[[Any, Any], None]) -> list[tuple[str, str | None]]:
-        """(message, urn) of every violation `rule` reports on the whole stack."""
-        return violations(rule, stack_args(self.resources())).reported
+Stack = PlanCopy
 
 
 @pytest.fixture
 def dev(dev_plan: Plan) -> Stack:
     return Stack.of(dev_plan)
-
-
-def check(rule: Callable[[Any, Any], None], type_: str, inputs: dict, **config: Any) -> list[str]:
-    """`rule` run as a resource rule on one resource."""
-    return messages(rule, resource_args(type_, inputs, config, name="res"))
 
 
 def doc(*statements: dict[str, Any]) -> str:

@@ -9,20 +9,27 @@ built by hand in the same wire shape.
 
 from __future__ import annotations
 
-import copy
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pulumi_gcp
 import pytest
-from pulumi_policy import PolicyResource, StackValidationPolicy
+from pulumi_policy import StackValidationPolicy
 from pulumi_policy.proxy import UNKNOWN_ARRAY_VALUE, UNKNOWN_STRING_VALUE
-from rule_args import fails, messages, resource_args, stack_args, urn_of, violations, wire
+from rule_args import (
+    Item,
+    PlanCopy,
+    check,
+    fails,
+    messages,
+    resource_args,
+    stack_args,
+    violations,
+    wire,
+)
 
-from policies.check import check_plan, policy_options
+from policies.check import check_plan
 from policies.rules import gcp, pools, tenancy
 from policies.rules.tenancy import CHECKPOINTS_ANNOTATION
 from stacks.offline import Plan, run_plan
@@ -59,82 +66,17 @@ def prod_plan() -> Plan:
     return run_plan(read_stack("gcp-prod"))
 
 
-# --- a mutable copy of a plan -------------------------------------------------------------------
-
-
-@dataclass
-class Item:
-    type: str
-    name: str
-    inputs: dict[str, Any]
-    urn: str = ""
-    parent: str | None = None
-
-    def __post_init__(self) -> None:
-        self.urn = self.urn or urn_of(self.type, self.name)
-
-
-@dataclass
-class Stack:
-    """The resources of a plan as deep copies of their inputs, to break one thing in."""
-
-    items: list[Item] = field(default_factory=list)
-
-    @classmethod
-    def of(cls, plan: Plan) -> Stack:
-        return cls(
-            [
-                Item(r.type, r.name, copy.deepcopy(dict(r.inputs)), r.urn, r.parent)
-                for r in plan.resources
-            ]
-        )
-
-    def find(self, type_: str, **props: Any) -> Item:
-        """The one resource of `type_` whose props have these values (`name="l4"`)."""
-        [found] = [
-            i
-            for i in self.items
-            if i.type == type_ and all(i.inputs.get(k) == v for k, v in props.items())
-        ]
-        return found
-
+class Stack(PlanCopy):
     def pool(self, pool: str) -> Item:
         return self.find(NODE_POOL, name=pool)
 
     def cluster(self) -> Item:
         return self.find(CLUSTER)
 
-    def add(self, type_: str, name: str, inputs: dict[str, Any]) -> Item:
-        item = Item(type_, name, inputs)
-        self.items.append(item)
-        return item
-
-    def resources(self) -> list[PolicyResource]:
-        """As StackValidationArgs carries them: wire-form props, parents linked."""
-        found = {
-            i.urn: PolicyResource(
-                i.type, wire(i.inputs), i.urn, i.name, policy_options(i.parent), None, None, [], {}
-            )
-            for i in self.items
-        }
-        for i in self.items:
-            if i.parent in found:
-                found[i.urn].parent = found[i.parent]
-        return list(found.values())
-
-    def run(self, rule: Callable[[Any, Any], None]) -> list[tuple[str, str | None]]:
-        """(message, urn) of every violation `rule` reports on the whole stack."""
-        return violations(rule, stack_args(self.resources())).reported
-
 
 @pytest.fixture
 def dev(dev_plan: Plan) -> Stack:
     return Stack.of(dev_plan)
-
-
-def check(rule: Callable[[Any, Any], None], type_: str, inputs: dict, **config: Any) -> list[str]:
-    """`rule` run as a resource rule on one resource."""
-    return messages(rule, resource_args(type_, inputs, config, name="res"))
 
 
 def policy_data(*bindings: tuple[str, list[str]]) -> str:
