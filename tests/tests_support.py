@@ -2,17 +2,46 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from moto.server import ThreadedMotoServer
 
 from stacks import offline
 from stacks.errors import ConfigError, Problem
 from stacks.offline import Plan, PlannedResource
 from stacks.stackfile import read_stack
 from stacks.validate import load_platform
+
+#: Variables that would send boto3 somewhere else than the test's server, or to real credentials.
+_AWS_VARS = (
+    *("MLSTACK_S3_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"),
+    *("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ROLE_ARN"),
+)
+
+
+@contextmanager
+def moto_server(region: str = "us-east-1") -> Iterator[str]:
+    """moto's AWS server on 127.0.0.1 (an ephemeral port), with dummy credentials and no
+    config files in the environment while it runs; yields its URL and stops it after."""
+    with pytest.MonkeyPatch.context() as env:
+        for var in _AWS_VARS:
+            env.delenv(var, raising=False)
+        env.setenv("AWS_ACCESS_KEY_ID", "testing")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        env.setenv("AWS_DEFAULT_REGION", region)
+        env.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+        env.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        try:
+            host, port = server.get_host_and_port()
+            yield f"http://{host}:{port}"
+        finally:
+            server.stop()
 
 
 def problems(config: Any) -> list[Problem]:

@@ -10,33 +10,14 @@ from typing import Any
 import boto3
 import pytest
 from gcp_storage_emulator.server import create_server
-from moto.server import ThreadedMotoServer
-
-# Each server fixture touches only its own variables, so that either can be set up first.
-_S3_VARS = (
-    *("MLSTACK_S3_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"),
-    *("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ROLE_ARN"),
-)
+from tests_support import moto_server
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
     """moto's S3 server on an ephemeral port, with dummy credentials in the environment."""
-    with pytest.MonkeyPatch.context() as env:
-        for var in _S3_VARS:
-            env.delenv(var, raising=False)
-        env.setenv("AWS_ACCESS_KEY_ID", "testing")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        env.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
-        env.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        try:
-            host, port = server.get_host_and_port()
-            yield f"http://{host}:{port}"
-        finally:
-            server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
