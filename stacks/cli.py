@@ -37,11 +37,11 @@ StacksArg = Annotated[
 ]
 
 
-def _guard(action: Callable[[], T]) -> T:
+def _guard(action: Callable[[], T], bad_input: tuple[type[Exception], ...] = (ConfigError,)) -> T:
     """Bad input is one line per problem and exit 2; a bug is one line and exit 1."""
     try:
         return action()
-    except ConfigError as exc:
+    except bad_input as exc:
         for line in str(exc).splitlines():
             err.print(f"error: {line}", markup=False)
         raise typer.Exit(2) from None
@@ -167,6 +167,94 @@ def list_stacks() -> None:
     """List the stacks shipped in stacks/."""
     for name in shipped_stacks():
         out.print(name)
+
+
+data_app = typer.Typer(
+    no_args_is_help=True, help="Training datasets: token shards and their index in a store."
+)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    src: Annotated[
+        str,
+        typer.Argument(
+            help="A directory of text files, or `stdlib`: the Python standard library's source "
+            "(write ./stdlib for a directory of that name)."
+        ),
+    ],
+    dest: Annotated[
+        str,
+        typer.Argument(
+            help="Where the dataset goes: file:///abs/dir, s3://bucket/prefix, "
+            "gs://bucket/prefix, or a local directory."
+        ),
+    ],
+    shard_tokens: Annotated[
+        int | None,
+        typer.Option("--shard-tokens", help="Tokens per shard; default 4194304 (8 MiB)."),
+    ] = None,
+    pattern: Annotated[
+        str | None,
+        typer.Option("--pattern", help="Glob on file names; default *.py for stdlib, else *."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a dataset already at DEST.")
+    ] = False,
+) -> None:
+    """Tokenize text files into fixed-size byte-token shards plus index.json at DEST."""
+    from workloads.storage import StoreError
+    from workloads.train.data import (
+        DEFAULT_SHARD_TOKENS,
+        Corpus,
+        DataError,
+        PrepareProgress,
+        default_corpus,
+        describe_skipped,
+        prepare_dataset,
+    )
+
+    if src == "stdlib":
+        corpus = default_corpus()
+        corpus = Corpus(corpus.root, pattern or corpus.pattern, corpus.name)
+    else:
+        corpus = Corpus(Path(src).expanduser(), pattern or "*")
+    url = dest if "://" in dest else Path(dest).expanduser().resolve().as_uri()
+    started = time.perf_counter()
+    last_report = started
+
+    def report(at: PrepareProgress) -> None:
+        nonlocal last_report
+        now = time.perf_counter()
+        if at.files_done == 1:
+            err.print(f"tokenizing {at.files_total} files under {corpus.root}", markup=False)
+        elif now - last_report >= 1.0:
+            last_report = now
+            err.print(
+                f"files {at.files_done}/{at.files_total}, {at.tokens:,} tokens, "
+                f"{at.shards_uploaded} shards uploaded",
+                markup=False,
+            )
+
+    index = _guard(
+        lambda: prepare_dataset(
+            corpus,
+            url,
+            shard_tokens=DEFAULT_SHARD_TOKENS if shard_tokens is None else shard_tokens,
+            overwrite=overwrite,
+            progress=report,
+        ),
+        bad_input=(ConfigError, StoreError, DataError),
+    )
+    skipped = describe_skipped(index)
+    out.print(
+        f"prepared {url}: {len(index.shards)} shards, {index.total_tokens:,} tokens, "
+        f"{index.documents:,} documents, {index.num_bytes:,} bytes in "
+        f"{time.perf_counter() - started:.1f} s" + (f" (skipped {skipped})" if skipped else ""),
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def main() -> None:

@@ -1,0 +1,218 @@
+"""Checkpoints: orbax on local disk, then the object store, committed by a marker written last.
+
+Orbax cannot write `s3://`, and pods have no shared disk, so process 0 saves each checkpoint
+with orbax (asynchronously) into a local staging directory; a background thread waits until
+orbax has finalized that step, uploads its files to `<checkpoint url>/step_<step>/`, then writes
+`step_<step>/COMMIT` last. A step counts only once its COMMIT exists, so a crash mid-upload
+never leaves a corrupt "latest": restore takes the newest committed step, and the next save
+cleans up what the crash left. After a commit, committed steps beyond `keep` are deleted
+(COMMIT first, so a step is never seen committed and half deleted).
+
+The state arrives as a flat `{name: numpy array}` dict already on the host (the caller gathers
+it from the devices), so every process can restore it regardless of how it was sharded.
+Every process restores on its own: it downloads the step and reads it with its own orbax
+manager.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import orbax.checkpoint as ocp
+
+from workloads.storage import Store
+
+COMMIT = "COMMIT"
+_STEP_PREFIX = "step_"
+#: How long the uploader waits for orbax to finalize a local step before giving up.
+FINALIZE_TIMEOUT_S = 3600.0
+
+HostState = dict[str, np.ndarray]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be saved, committed or restored."""
+
+
+def step_prefix(step: int) -> str:
+    return f"{_STEP_PREFIX}{step:08d}"
+
+
+def _parse_step(name: str) -> int | None:
+    if not name.startswith(_STEP_PREFIX):
+        return None
+    digits = name[len(_STEP_PREFIX) :]
+    return int(digits) if digits.isdigit() else None
+
+
+def _manager(root: Path, process: int, *, asynchronous: bool) -> ocp.CheckpointManager:
+    """An orbax manager that only `process` takes part in: no cross-process barriers."""
+    root.mkdir(parents=True, exist_ok=True)
+    return ocp.CheckpointManager(
+        root,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=None,
+            enable_async_checkpointing=asynchronous,
+            create=False,
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                primary_host=process, active_processes={process}
+            ),
+        ),
+    )
+
+
+class Checkpoints:
+    """The checkpoints of one run in `store`, staged through `local_dir`."""
+
+    def __init__(
+        self,
+        store: Store,
+        local_dir: Path,
+        *,
+        keep: int,
+        process_index: int = 0,
+    ) -> None:
+        if keep < 1:
+            raise CheckpointError(f"keep={keep}: keep at least 1 checkpoint")
+        self.store = store
+        self.keep = keep
+        self.process_index = process_index
+        self.primary = process_index == 0
+        self._local = local_dir
+        self._save_root = local_dir / "save"
+        self._saver: ocp.CheckpointManager | None = None
+        self._uploads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ckpt-upload")
+        self._pending: list[Future[None]] = []
+        self._lock = threading.Lock()
+        self.last_committed: int | None = None
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def steps(self) -> tuple[list[int], list[int]]:
+        """(committed, uncommitted) steps in the store, each ascending."""
+        committed: set[int] = set()
+        seen: set[int] = set()
+        for key in self.store.list():
+            head, _, rest = key.partition("/")
+            step = _parse_step(head)
+            if step is None:
+                continue
+            seen.add(step)
+            if rest == COMMIT:
+                committed.add(step)
+        return sorted(committed), sorted(seen - committed)
+
+    def latest_step(self) -> int | None:
+        committed, _ = self.steps()
+        return committed[-1] if committed else None
+
+    def restore(
+        self, step: int, target: Mapping[str, tuple[tuple[int, ...], np.dtype]]
+    ) -> HostState:
+        """The host state of committed `step`, shaped like `target` (name -> shape, dtype)."""
+        prefix = step_prefix(step)
+        if not self.store.exists(f"{prefix}/{COMMIT}"):
+            raise CheckpointError(
+                f"{self.store.url(prefix)} is not committed (no {COMMIT}); restore a committed step"
+            )
+        root = self._local / f"restore-p{self.process_index}"
+        shutil.rmtree(root, ignore_errors=True)
+        local_step = root / str(step)
+        self.store.download_dir(prefix, local_step)
+        (local_step / COMMIT).unlink(missing_ok=True)
+        manager = _manager(root, self.process_index, asynchronous=False)
+        try:
+            item = {name: np.empty(shape, dtype) for name, (shape, dtype) in target.items()}
+            restored = manager.restore(step, args=ocp.args.StandardRestore(item))
+        except Exception as exc:
+            raise CheckpointError(
+                f"cannot read checkpoint {self.store.url(prefix)}: {type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            manager.close()
+            shutil.rmtree(root, ignore_errors=True)
+        return {name: np.asarray(restored[name]) for name in target}
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def save(self, step: int, state: HostState) -> None:
+        """Start saving `step` (process 0 only; others return at once). Returns while orbax
+        writes and the upload runs; `wait()` blocks until it is committed."""
+        if not self.primary:
+            return
+        self._raise_failed()
+        # At most one upload waits behind the running one: a slow store slows training down
+        # instead of filling the local disk.
+        while len(self._pending) >= 2:
+            self._pending.pop(0).result()
+        if self._saver is None:
+            shutil.rmtree(self._save_root, ignore_errors=True)
+            self._saver = _manager(self._save_root, 0, asynchronous=True)
+        self._saver.save(step, args=ocp.args.StandardSave(state), force=True)
+        self._pending.append(self._uploads.submit(self._commit, step))
+
+    def wait(self) -> int | None:
+        """Block until every save so far is committed; returns the newest committed step."""
+        if self._saver is not None:
+            self._saver.wait_until_finished()
+        while self._pending:
+            self._pending.pop(0).result()
+        return self.last_committed
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._uploads.shutdown(wait=True)
+            if self._saver is not None:
+                self._saver.close()
+            shutil.rmtree(self._save_root, ignore_errors=True)
+
+    def _raise_failed(self) -> None:
+        for future in [f for f in self._pending if f.done()]:
+            self._pending.remove(future)
+            future.result()
+
+    def _commit(self, step: int) -> None:
+        local_step = self._save_root / str(step)
+        deadline = time.monotonic() + FINALIZE_TIMEOUT_S
+        # Orbax writes into a temporary directory and renames it to `<step>` when finalized.
+        while not local_step.is_dir():
+            if time.monotonic() > deadline:
+                raise CheckpointError(f"orbax did not finalize step {step} in {local_step}")
+            time.sleep(0.01)
+        prefix = step_prefix(step)
+        keys = self.store.upload_dir(local_step, prefix)
+        size = sum(p.stat().st_size for p in local_step.rglob("*") if p.is_file())
+        marker = {"step": step, "files": len(keys), "bytes": size, "time": time.time()}
+        self.store.put_bytes(f"{prefix}/{COMMIT}", json.dumps(marker).encode())
+        with self._lock:
+            self.last_committed = step
+        shutil.rmtree(local_step, ignore_errors=True)
+        self._prune()
+
+    def _prune(self) -> None:
+        committed, uncommitted = self.steps()
+        newest = committed[-1]
+        for step in committed[: -self.keep]:
+            self._delete_step(step)
+        # Leftovers of a crash mid-upload, older than what is now committed.
+        for step in uncommitted:
+            if step < newest:
+                self._delete_step(step)
+
+    def _delete_step(self, step: int) -> None:
+        prefix = step_prefix(step)
+        keys = self.store.list(prefix + "/")
+        if f"{prefix}/{COMMIT}" in keys:
+            self.store.delete(f"{prefix}/{COMMIT}")
+        for key in keys:
+            if key != f"{prefix}/{COMMIT}":
+                self.store.delete(key)

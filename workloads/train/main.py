@@ -1,0 +1,160 @@
+"""Entry point of the training workload: `python -m workloads.train.main --config tiny ...`.
+
+Where it runs comes from the environment contract (`workloads.contract`); what to train comes
+from these flags. Every process of a run starts the same command. Bad input ends with one
+`error:` line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from workloads.contract import (
+    CHECKPOINT_URL,
+    DATA_URL,
+    MODEL_URL,
+    ContractError,
+    Environment,
+    read_environment,
+)
+from workloads.storage import StoreError
+from workloads.train.configs import CONFIGS, TrainConfig, get_config
+
+if TYPE_CHECKING:
+    from workloads.train.train import RunOptions
+
+EXIT_BAD_INPUT = 2
+#: Exit code of a run that stopped for a preemption after committing its checkpoint; the
+#: JobSet restarts it (failurePolicy), and the restart resumes.
+EXIT_PREEMPTED = 143
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m workloads.train.main",
+        description="Train the reference byte-level transformer; resumes from the newest "
+        "committed checkpoint.",
+    )
+    parser.add_argument("--config", default="tiny", help=f"one of {', '.join(CONFIGS)}")
+    parser.add_argument("--steps", type=int, default=None, help="train to this step")
+    parser.add_argument("--global-batch-size", type=int, default=None)
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None)
+    parser.add_argument("--fsdp", type=int, default=1, help="devices each parameter is split over")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint-every", type=int, default=50)
+    parser.add_argument("--keep-checkpoints", type=int, default=3)
+    parser.add_argument(
+        "--export-every", type=int, default=0, help="also export every M steps (0: at the end)"
+    )
+    parser.add_argument("--log-every", type=int, default=10)
+    parser.add_argument("--data", default=None, help=f"dataset URL (default ${DATA_URL})")
+    parser.add_argument(
+        "--checkpoint-url", default=None, help=f"checkpoint URL (default ${CHECKPOINT_URL})"
+    )
+    parser.add_argument("--model-url", default=None, help=f"export URL (default ${MODEL_URL})")
+    parser.add_argument(
+        "--no-export", action="store_true", help="do not write a serving bundle at the end"
+    )
+    parser.add_argument(
+        "--workdir",
+        default=None,
+        help="local staging for checkpoints and the data cache (default: a temp directory)",
+    )
+    return parser.parse_args(argv)
+
+
+def _positive(args: argparse.Namespace, *names: str) -> None:
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} {value} must be at least 1; fix: pass a positive number")
+
+
+def build_config(args: argparse.Namespace) -> TrainConfig:
+    _positive(args, "steps", "global_batch_size", "fsdp", "checkpoint_every", "keep_checkpoints")
+    _positive(args, "log_every")
+    if args.export_every < 0:
+        raise ValueError(f"--export-every {args.export_every} is negative; fix: use 0 or more")
+    overrides: dict[str, object] = {}
+    if args.global_batch_size is not None:
+        overrides["global_batch_size"] = args.global_batch_size
+    if args.dtype is not None:
+        overrides["dtype"] = args.dtype
+    return get_config(args.config).with_overrides(**overrides)
+
+
+def _required(value: str | None, flag: str, var: str) -> str:
+    if not value:
+        raise ContractError(f"no {flag} given and ${var} is not set; fix: set one of them")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = build_config(args)
+        env = read_environment()
+        data_url = _required(args.data or env.data_url, "--data", DATA_URL)
+        checkpoint_url = _required(
+            args.checkpoint_url or env.checkpoint_url, "--checkpoint-url", CHECKPOINT_URL
+        )
+        model_url = None if args.no_export else (args.model_url or env.model_url)
+    except (ValueError, ContractError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    workdir = Path(args.workdir or Path(tempfile.gettempdir()) / f"mlstack-train-{os.getpid()}")
+    initialize_distributed(env)
+    from workloads.train.train import RunOptions
+
+    opts = RunOptions(
+        config=cfg,
+        steps=args.steps or cfg.total_steps,
+        data_url=data_url,
+        checkpoint_url=checkpoint_url,
+        model_url=model_url,
+        workdir=workdir,
+        seed=args.seed,
+        fsdp=args.fsdp,
+        checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep_checkpoints,
+        export_every=args.export_every,
+        log_every=args.log_every,
+    )
+    return run(opts)
+
+
+def initialize_distributed(env: Environment) -> None:
+    """Join the run's processes (before anything touches a device)."""
+    import jax
+
+    # CPU collectives between processes (the local executor, CPU tests); GPUs use NCCL.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if env.distributed:
+        jax.distributed.initialize(
+            coordinator_address=env.coordinator_address,
+            num_processes=env.num_processes,
+            process_id=env.process_id,
+        )
+
+
+def run(opts: RunOptions) -> int:
+    from workloads.train.checkpoint import CheckpointError
+    from workloads.train.data import DataError
+    from workloads.train.train import train_and_evaluate
+
+    try:
+        result = train_and_evaluate(opts)
+    except (StoreError, DataError, CheckpointError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_PREEMPTED if result.preempted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

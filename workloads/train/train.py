@@ -1,0 +1,368 @@
+"""The training loop: sharded steps, checkpoints to the object store, preemption, export.
+
+`train_and_evaluate` runs on every process of a run. It resumes from the newest committed
+checkpoint when there is one, so starting a run and restarting it after a crash or a preemption
+are the same call. Batches are a pure function of (seed, step), so a resumed run sees exactly
+the batches the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from workloads.storage import open_store
+from workloads.train import checkpoint, export, state
+from workloads.train.configs import TrainConfig
+from workloads.train.data import Loader
+from workloads.train.metrics import MetricsLog, mfu, peak_flops
+from workloads.train.model import abstract_model, init_model, param_count
+
+State = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """One run: the config with its overrides, where things live, and how often to save."""
+
+    config: TrainConfig
+    steps: int
+    data_url: str
+    checkpoint_url: str
+    model_url: str | None
+    workdir: Path
+    seed: int = 0
+    fsdp: int = 1
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 3
+    #: Export a bundle every M steps as well as at the end; 0: only at the end.
+    export_every: int = 0
+    log_every: int = 10
+
+
+@dataclass
+class RunResult:
+    start_step: int
+    final_step: int
+    preempted: bool = False
+    #: (step, loss) at every logged step.
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    committed_step: int | None = None
+    exported: str | None = None
+
+
+def make_optimizer(cfg: TrainConfig) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """AdamW with linear warmup and cosine decay, after clipping the global gradient norm."""
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=cfg.learning_rate,
+        warmup_steps=cfg.warmup_steps,
+        decay_steps=max(cfg.total_steps, cfg.warmup_steps + 1),
+        end_value=cfg.learning_rate * cfg.min_lr_ratio,
+    )
+    # Decay matrices only, not norms' scales and biases.
+    decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # noqa: E731
+    tx = optax.chain(
+        optax.clip_by_global_norm(cfg.grad_clip_norm),
+        optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask),
+    )
+    return tx, schedule
+
+
+class Preemption:
+    """Whether to stop and save now. One process: a SIGTERM handler. Several: JAX's own
+    preemption service, which catches SIGTERM on any process and makes every process agree on
+    the step at which to stop (they must save at the same step: saving is a collective)."""
+
+    def __init__(self, distributed: bool) -> None:
+        self.distributed = distributed
+        self.requested = False
+        self._previous: Any = None
+        if not distributed:
+            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+    def reached(self, step: int) -> bool:
+        if self.distributed:
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.requested
+
+    def close(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def make_train_step(
+    graphdef: nnx.GraphDef[Any], tx: optax.GradientTransformation, shardings: Any, batch: Any
+) -> Any:
+    def train_step(current: State, tokens: jax.Array) -> tuple[State, dict[str, jax.Array]]:
+        def loss_fn(params: Any) -> jax.Array:
+            logits = nnx.merge(graphdef, params)(tokens[:, :-1])
+            return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(current["params"])
+        updates, opt = tx.update(grads, current["opt"], current["params"])
+        params = optax.apply_updates(current["params"], updates)
+        new = {"params": params, "opt": opt, "step": current["step"] + 1}
+        return new, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+
+    return jax.jit(
+        train_step,
+        in_shardings=(shardings, batch),
+        out_shardings=(shardings, None),
+        donate_argnums=0,
+    )
+
+
+def make_init(cfg: TrainConfig, tx: optax.GradientTransformation, seed: int) -> Any:
+    def init() -> State:
+        params = nnx.state(init_model(cfg.model, seed)).to_pure_dict()
+        return {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+
+    return init
+
+
+class Trainer:
+    """The pieces of one run that the loop and the benchmarks share."""
+
+    def __init__(self, opts: RunOptions) -> None:
+        self.opts = opts
+        cfg = opts.config
+        self.process = jax.process_index()
+        self.processes = jax.process_count()
+        self.mesh = state.make_mesh(opts.fsdp)
+        self.tx, self.schedule = make_optimizer(cfg)
+        self.graphdef, _ = nnx.split(abstract_model(cfg.model))
+        init = make_init(cfg, self.tx, opts.seed)
+        self.abstract = jax.eval_shape(init)
+        self.shardings = state.state_shardings(self.abstract, self.mesh)
+        self.batch_sharding = state.batch_sharding(self.mesh)
+        self._init = jax.jit(init, out_shardings=self.shardings)
+        self.train_step = make_train_step(
+            self.graphdef, self.tx, self.shardings, self.batch_sharding
+        )
+        self.tokens_per_step = cfg.global_batch_size * cfg.model.seq_len
+        self.peak = peak_flops(jax.devices()[0].device_kind, cfg.model.dtype)
+
+    def init_state(self) -> State:
+        return self._init()
+
+    def global_batch(self, local: np.ndarray) -> jax.Array:
+        return jax.make_array_from_process_local_data(self.batch_sharding, local)
+
+    def restore(self, ckpt: checkpoint.Checkpoints, step: int) -> State:
+        target = {
+            name: (tuple(x.shape), np.dtype(x.dtype))
+            for name, x in state.flatten(self.abstract).items()
+        }
+        host = state.unflatten(ckpt.restore(step, target), self.abstract)
+        return state.to_devices(host, self.shardings)
+
+    def mfu(self, tokens_per_s: float) -> float | None:
+        flops = self.opts.config.model.flops_per_token()
+        return mfu(flops, tokens_per_s, jax.device_count(), self.peak)
+
+
+def _agreed(value: int, distributed: bool) -> int:
+    """Process 0's value on every process."""
+    if not distributed:
+        return value
+    return int(multihost_utils.broadcast_one_to_all(np.int64(value)))
+
+
+class _Window:
+    """Throughput over the steps since the last log line (the first step, which compiles,
+    is timed on its own)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.steps = 0
+        self.compiled = False
+
+    def reset(self) -> float:
+        now = time.perf_counter()
+        elapsed, self.start, self.steps = now - self.start, now, 0
+        return elapsed
+
+
+class _Run:
+    """One call of `train_and_evaluate` on one process."""
+
+    def __init__(self, opts: RunOptions, log: MetricsLog | None) -> None:
+        self.opts = opts
+        self.trainer = Trainer(opts)
+        self.distributed = self.trainer.processes > 1
+        self.primary = self.trainer.process == 0
+        self.log = log or MetricsLog(enabled=self.primary)
+        self.ckpt = checkpoint.Checkpoints(
+            open_store(opts.checkpoint_url),
+            opts.workdir / "checkpoints",
+            keep=opts.keep_checkpoints,
+            process_index=self.trainer.process,
+        )
+        self.models = open_store(opts.model_url) if opts.model_url else None
+        self.last_metrics: dict[str, Any] = {}
+        self.current: State = {}
+        self.result = RunResult(start_step=0, final_step=0)
+
+    def start(self) -> int:
+        """Restore the newest committed checkpoint or initialize; the step to start from."""
+        latest = self.ckpt.latest_step() if self.primary else None
+        start = _agreed(-1 if latest is None else latest, self.distributed)
+        cfg, trainer = self.opts.config, self.trainer
+        self.log(
+            "start",
+            config=cfg.name,
+            model=asdict(cfg.model),
+            params=param_count(trainer.abstract["params"]),
+            global_batch_size=cfg.global_batch_size,
+            steps=self.opts.steps,
+            processes=trainer.processes,
+            devices=jax.device_count(),
+            device_kind=jax.devices()[0].device_kind,
+            mesh=dict(trainer.mesh.shape),
+            data=self.opts.data_url,
+            checkpoints=self.opts.checkpoint_url,
+            resume_from=None if start < 0 else start,
+        )
+        if start < 0:
+            self.current = trainer.init_state()
+            start = 0
+        else:
+            t = time.perf_counter()
+            self.current = trainer.restore(self.ckpt, start)
+            self.log("restored", step=start, seconds=round(time.perf_counter() - t, 3))
+        self.result = RunResult(start_step=start, final_step=start)
+        return start
+
+    def save(self, step: int, host: State | None = None) -> None:
+        t = time.perf_counter()
+        host = host if host is not None else state.to_host(self.current)
+        self.ckpt.save(step, state.flatten(host))
+        self.log("checkpoint", step=step, blocked_s=round(time.perf_counter() - t, 3))
+
+    def export(self, step: int, host_params: Any | None = None) -> None:
+        if self.models is None:
+            return
+        params = host_params if host_params is not None else state.to_host(self.current["params"])
+        if self.primary:
+            version = export.export_bundle(
+                self.models,
+                self.opts.workdir / "export",
+                step=step,
+                params=state.flatten(params),
+                config=self.opts.config,
+                metrics=self.last_metrics,
+                dataset_url=self.opts.data_url,
+            )
+            self.result.exported = version
+            self.log(
+                "export", step=step, version=version, url=self.models.url(f"versions/{version}")
+            )
+
+    def record(self, step: int, metrics: dict[str, jax.Array], window: _Window) -> None:
+        loss = float(metrics["loss"])
+        steps = window.steps
+        elapsed = window.reset()
+        tokens_per_s = steps * self.trainer.tokens_per_step / elapsed if steps else 0.0
+        self.last_metrics = {
+            "step": step,
+            "loss": round(loss, 5),
+            "grad_norm": round(float(metrics["grad_norm"]), 5),
+            "learning_rate": float(np.asarray(self.trainer.schedule(step - 1))),
+            "tokens_per_s": round(tokens_per_s, 1),
+            "step_time_s": round(elapsed / steps, 5) if steps else None,
+            "mfu": self.trainer.mfu(tokens_per_s) if steps else None,
+        }
+        self.result.losses.append((step, loss))
+        self.log("train", **self.last_metrics)
+
+    def loop(self, start: int, preemption: Preemption) -> int:
+        """Train from `start`; the last step done. Stops early when preempted."""
+        opts, trainer = self.opts, self.trainer
+        cfg = opts.config
+        step = start
+        loader = Loader(
+            opts.data_url,
+            seq_len=cfg.model.seq_len,
+            global_batch_size=cfg.global_batch_size,
+            process_index=trainer.process,
+            process_count=trainer.processes,
+            seed=opts.seed,
+            cache_dir=opts.workdir / "data",
+        )
+        window = _Window()
+        with loader:
+            for index, local in loader.iterate(start):
+                if index >= opts.steps:
+                    break
+                self.current, metrics = trainer.train_step(
+                    self.current, trainer.global_batch(local)
+                )
+                step = index + 1
+                window.steps += 1
+                if not window.compiled:
+                    float(metrics["loss"])
+                    self.log("compiled", step=step, seconds=round(window.reset(), 3))
+                    window.compiled = True
+                if step % opts.log_every == 0 or step == opts.steps:
+                    self.record(step, metrics, window)
+                if preemption.reached(step):
+                    self.result.preempted = True
+                    return step
+                if step % opts.checkpoint_every == 0 and step < opts.steps:
+                    self.save(step)
+                if opts.export_every and step % opts.export_every == 0 and step < opts.steps:
+                    self.export(step)
+        return step
+
+    def finish(self, step: int) -> None:
+        """Commit the last step (and export it, unless preempted)."""
+        self.result.final_step = step
+        host = state.to_host(self.current)
+        if step > self.result.start_step or self.ckpt.latest_step() != step:
+            self.save(step, host)
+        self.result.committed_step = self.ckpt.wait()
+        if self.result.preempted:
+            self.log("preempted", step=step, committed=self.result.committed_step)
+            return
+        if self.models is not None and export.latest_version(self.models) != (
+            export.bundle_version(step)
+        ):
+            self.export(step, host["params"])
+        self.log(
+            "done", step=step, committed=self.result.committed_step, exported=self.result.exported
+        )
+
+
+def train_and_evaluate(opts: RunOptions, log: MetricsLog | None = None) -> RunResult:
+    """Train to `opts.steps`, resuming from the newest committed checkpoint; export at the end.
+
+    A preemption (SIGTERM) stops every process at one agreed step, which is then committed;
+    the result says `preempted` and the caller exits non-zero so the JobSet restarts it.
+    """
+    run = _Run(opts, log)
+    preemption = Preemption(run.distributed)
+    try:
+        start = run.start()
+        step = run.loop(start, preemption) if start < opts.steps else start
+        run.finish(step)
+        return run.result
+    finally:
+        preemption.close()
+        run.ckpt.close()
+        if run.distributed:
+            # Nobody leaves before process 0 has committed and exported.
+            multihost_utils.sync_global_devices("mlstack-train-exit")
