@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -255,6 +255,100 @@ def data_prepare(
         markup=False,
         soft_wrap=True,
     )
+
+
+local_app = typer.Typer(
+    no_args_is_help=True,
+    help="Run the workloads on this machine: same entry points and environment contract as on "
+    "the cluster.",
+)
+app.add_typer(local_app, name="local")
+
+DEFAULT_LOCAL_STORE = ".mlstack/store"
+
+
+def _store_url(store: str) -> str:
+    return store if "://" in store else Path(store).expanduser().resolve().as_uri()
+
+
+def _show_event(event: dict[str, Any]) -> None:
+    """One human line per training event of process 0."""
+    kind = event.get("event")
+    if kind == "start":
+        resume = event.get("resume_from")
+        out.print(
+            f"training {event['config']} ({event['params']:,} parameters) on "
+            f"{event['processes']} process(es), {event['devices']} device(s), to step "
+            f"{event['steps']}" + (f", resuming from step {resume}" if resume else ""),
+            markup=False,
+        )
+    elif kind == "compiled":
+        out.print(f"compiled the train step in {event['seconds']:.1f} s", markup=False)
+    elif kind == "train":
+        out.print(
+            f"step {event['step']:>6}  loss {event['loss']:.4f}  "
+            f"{event['tokens_per_s']:>10,.0f} tokens/s",
+            markup=False,
+        )
+    elif kind == "checkpoint":
+        out.print(f"checkpoint at step {event['step']}", markup=False)
+    elif kind in ("export", "preempted", "done", "restored"):
+        details = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("event", "time"))
+        out.print(f"{kind}: {details}", markup=False)
+
+
+@local_app.command("train")
+def local_train(  # noqa: PLR0917 - a typer command: its options are its parameters
+    config: Annotated[str, typer.Argument(help="Model config: tiny, small or medium.")] = "tiny",
+    processes: Annotated[
+        int, typer.Option("--processes", "-n", min=1, max=64, help="JAX processes to start.")
+    ] = 2,
+    steps: Annotated[int | None, typer.Option("--steps", min=1, help="Train to this step.")] = None,
+    store: Annotated[
+        str,
+        typer.Option(
+            "--store",
+            help="Object store for data, checkpoints and bundles: a directory, file:///abs, or "
+            "s3://bucket/prefix (MLSTACK_S3_ENDPOINT for S3-compatible stores).",
+        ),
+    ] = DEFAULT_LOCAL_STORE,
+    run: Annotated[
+        str, typer.Option("--run", help="Run name: checkpoints and bundles go under it.")
+    ] = "run",
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1)] = 50,
+    log_every: Annotated[int, typer.Option("--log-every", min=1)] = 10,
+) -> None:
+    """Train with N local processes; resumes the run from its newest committed checkpoint.
+
+    Ctrl-C stops every process the way a preemption does: they save one agreed step first.
+    """
+    from workloads.local import Launch, LocalRun, ensure_dataset, run_until_done
+    from workloads.storage import StoreError
+    from workloads.train.configs import get_config
+    from workloads.train.data import DataError
+
+    def start() -> Launch:
+        get_config(config)
+        local = LocalRun(_store_url(store), run=run)
+        ensure_dataset(local, lambda line: err.print(line, markup=False))
+        args = ["--config", config, "--checkpoint-every", str(checkpoint_every)]
+        args += ["--log-every", str(log_every)] + (["--steps", str(steps)] if steps else [])
+        err.print(
+            f"starting {processes} process(es); checkpoints in {local.checkpoint_url}",
+            markup=False,
+        )
+        return Launch(
+            local,
+            processes,
+            args,
+            on_event=_show_event,
+            on_line=lambda index, line: err.print(f"[p{index}] {line}", markup=False),
+        )
+
+    launch = _guard(start, bad_input=(ConfigError, StoreError, DataError, ValueError))
+    result = run_until_done(launch)
+    if result.returncode:
+        raise typer.Exit(result.returncode)
 
 
 def main() -> None:
