@@ -7,7 +7,7 @@ compute dtype (bfloat16 on GPUs), and the logits come back in float32 for the lo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +36,7 @@ def _norm(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
     )
 
 
-def _attention(q: jax.Array) -> str | None:
+def _attention(q: jax.Array) -> Literal["cudnn"] | None:
     """cuDNN's fused (flash) attention on GPUs in 16-bit: XLA's own keeps the [heads, length,
     length] scores of every layer for the backward pass (about 120 GiB for `medium`)."""
     if jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16):
