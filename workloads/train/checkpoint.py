@@ -138,7 +138,16 @@ class Checkpoints:
         finally:
             manager.close()
             shutil.rmtree(root, ignore_errors=True)
-        return {name: np.asarray(restored[name]) for name in target}
+        state = {name: np.asarray(restored[name]) for name in target}
+        for name, (shape, dtype) in target.items():
+            got = state[name]
+            if tuple(got.shape) != tuple(shape) or got.dtype != dtype:
+                raise CheckpointError(
+                    f"{self.store.url(prefix)}: {name} is {got.dtype}{list(got.shape)}, the run "
+                    f"expects {np.dtype(dtype)}{list(shape)}: it was written by another model "
+                    "config; fix: resume with the config that wrote it, or use a new checkpoint URL"
+                )
+        return state
 
     # -- writing ----------------------------------------------------------------------------
 

@@ -128,7 +128,7 @@ def make_train_step(
 
 def make_init(cfg: TrainConfig, tx: optax.GradientTransformation, seed: int) -> Any:
     def init() -> State:
-        params = nnx.state(init_model(cfg.model, seed)).to_pure_dict()
+        params = nnx.to_pure_dict(nnx.state(init_model(cfg.model, seed), nnx.Param))
         return {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)}
 
     return init

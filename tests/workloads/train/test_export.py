@@ -1,0 +1,97 @@
+"""workloads.train.export: a serving bundle, then the `latest` pointer, last."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from workloads.storage import FileStore, PathLike, TransferSettings, open_store
+from workloads.train.configs import get_config
+from workloads.train.data import tokenizer_facts
+from workloads.train.export import (
+    BUNDLE_FORMAT,
+    LATEST,
+    bundle_version,
+    export_bundle,
+    latest_version,
+    read_bundle,
+)
+
+
+class _RecordingStore(FileStore):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, TransferSettings())
+        self.writes: list[str] = []
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        super().put_bytes(key, data)
+        self.writes.append(key)
+
+    def upload_file(self, local_path: PathLike, key: str) -> None:
+        super().upload_file(local_path, key)
+        self.writes.append(key)
+
+
+PARAMS = {"embed.embedding": np.arange(12, dtype=np.float32).reshape(3, 4), "pos": np.ones(2)}
+
+
+def test_bundle_round_trip_and_latest_written_last(tmp_path: Path) -> None:
+    store = _RecordingStore(tmp_path / "models")
+    cfg = get_config("tiny")
+    version = export_bundle(
+        store,
+        tmp_path / "staging",
+        step=40,
+        params=PARAMS,
+        config=cfg,
+        metrics={"loss": 2.5},
+        dataset_url="file:///data",
+    )
+    assert version == bundle_version(40) == "step-00000040"
+    assert store.writes[-1] == LATEST
+    assert {f"versions/{version}/params.npz", f"versions/{version}/bundle.json"} <= set(
+        store.writes[:-1]
+    )
+    assert latest_version(store) == version
+    manifest, model, params = read_bundle(store, version, tmp_path / "read")
+    assert manifest["format"] == BUNDLE_FORMAT
+    assert manifest["tokenizer"] == tokenizer_facts()
+    assert manifest["training"] == {
+        "config": "tiny",
+        "step": 40,
+        "dataset": "file:///data",
+        "metrics": {"loss": 2.5},
+    }
+    assert model == cfg.model
+    assert params.keys() == PARAMS.keys()
+    for name, value in PARAMS.items():
+        np.testing.assert_array_equal(params[name], value)
+    assert not list((tmp_path / "staging").iterdir())
+
+
+def test_a_newer_export_moves_latest(tmp_path: Path) -> None:
+    store = open_store((tmp_path / "models").as_uri())
+    assert latest_version(store) is None
+    for step in (10, 20):
+        export_bundle(
+            store,
+            tmp_path,
+            step=step,
+            params=PARAMS,
+            config=get_config("tiny"),
+            metrics={},
+            dataset_url=None,
+        )
+    pointer = json.loads(store.get_bytes(LATEST))
+    assert pointer == {"version": "step-00000020", "path": "versions/step-00000020/", "step": 20}
+    assert store.exists("versions/step-00000010/params.npz")
+
+
+def test_a_foreign_directory_is_not_read_as_a_bundle(tmp_path: Path) -> None:
+    store = open_store((tmp_path / "models").as_uri())
+    store.put_bytes("versions/v1/bundle.json", json.dumps({"format": "other"}).encode())
+    with pytest.raises(ValueError, match="is not an mlstack serving bundle"):
+        read_bundle(store, "v1", tmp_path)

@@ -1,0 +1,87 @@
+"""`python -m workloads.train.main`: bad input is one `error:` line and exit 2, before any
+device is touched."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from workloads.train.main import build_config, main, parse_args
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--config", "huge"], {}, "unknown model config 'huge'; fix: use one of tiny, small"),
+        (["--steps", "0"], {}, "--steps 0 must be at least 1"),
+        (["--export-every", "-1"], {}, "--export-every -1 is negative"),
+        ([], {}, "no --data given and $MLSTACK_DATA_URL is not set; fix: set one of them"),
+        (
+            ["--data", "file:///d"],
+            {},
+            "no --checkpoint-url given and $MLSTACK_CHECKPOINT_URL is not set",
+        ),
+        (
+            ["--data", "file:///d", "--checkpoint-url", "file:///c"],
+            {"MLSTACK_NUM_PROCESSES": "2"},
+            "MLSTACK_COORDINATOR_ADDRESS=None must be host:port",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    argv: list[str],
+    env: dict[str, str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in ("MLSTACK_DATA_URL", "MLSTACK_CHECKPOINT_URL", "MLSTACK_NUM_PROCESSES"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert message in err
+    assert err.count("\n") == 1
+
+
+def test_a_store_url_with_a_bad_scheme_ends_in_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workloads.train.main",
+            "--data",
+            "ftp://host/data",
+            "--checkpoint-url",
+            (tmp_path / "c").as_uri(),
+            "--workdir",
+            str(tmp_path / "w"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"},
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        "error: store URL 'ftp://host/data' has unsupported scheme 'ftp': use one of file://, "
+        "gs://, s3://"
+    ]
+    assert "Traceback" not in proc.stderr
+
+
+def test_overrides_reach_the_config() -> None:
+    cfg = build_config(
+        parse_args(["--config", "small", "--global-batch-size", "8", "--dtype", "float32"])
+    )
+    assert (cfg.name, cfg.global_batch_size, cfg.model.dtype) == ("small", 8, "float32")
