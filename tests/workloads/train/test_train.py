@@ -53,4 +53,6 @@ def test_learning_rate_warms_up_then_decays_to_the_floor() -> None:
     _, schedule = make_optimizer(cfg)
     assert float(np.asarray(schedule(0))) == 0.0
     assert float(np.asarray(schedule(cfg.warmup_steps))) == pytest.approx(cfg.learning_rate)
-    assert float(np.asarray(schedule(cfg.total_steps))) == pytest.approx(cfg.learning_rate * cfg.min_lr_ratio)
+    assert float(np.asarray(schedule(cfg.total_steps))) == pytest.approx(
+        cfg.learning_rate * cfg.min_lr_ratio
+    )
