@@ -1,11 +1,15 @@
 """Checkpoints: orbax on local disk, then the object store, committed by a marker written last.
 
 Orbax cannot write `s3://`, and pods have no shared disk, so process 0 saves each checkpoint
-with orbax (asynchronously) into a local staging directory; a background thread waits until
-orbax has finalized that step, uploads its files to `<checkpoint url>/step_<step>/`, then writes
-`step_<step>/COMMIT` last. A step counts only once its COMMIT exists, so a crash mid-upload
-never leaves a corrupt "latest": restore takes the newest committed step, and the next save
-cleans up what the crash left. After a commit, committed steps beyond `keep` are deleted
+asynchronously: `save` only queues the host copy of the state, and a background thread writes it
+with an orbax CheckpointManager into a local staging directory, uploads the step's files to
+`<checkpoint url>/step_<step>/`, then writes `step_<step>/COMMIT` last. (Orbax's own async mode
+would run a second writer thread and make this one poll for its finalization; one thread doing
+both in order is simpler and leaves the training loop only the enqueue.)
+
+A step counts only once its COMMIT exists, so a crash mid-upload never leaves a corrupt
+"latest": restore takes the newest committed step, and the next save cleans up what the crash
+left. After a commit, committed steps beyond `keep` are deleted
 (COMMIT first, so a step is never seen committed and half deleted).
 
 The state arrives as a flat `{name: numpy array}` dict already on the host (the caller gathers
@@ -31,8 +35,6 @@ from workloads.storage import Store
 
 COMMIT = "COMMIT"
 _STEP_PREFIX = "step_"
-#: How long the uploader waits for orbax to finalize a local step before giving up.
-FINALIZE_TIMEOUT_S = 3600.0
 
 HostState = dict[str, np.ndarray]
 
@@ -52,14 +54,14 @@ def _parse_step(name: str) -> int | None:
     return int(digits) if digits.isdigit() else None
 
 
-def _manager(root: Path, process: int, *, asynchronous: bool) -> ocp.CheckpointManager:
+def _manager(root: Path, process: int) -> ocp.CheckpointManager:
     """An orbax manager that only `process` takes part in: no cross-process barriers."""
     root.mkdir(parents=True, exist_ok=True)
     return ocp.CheckpointManager(
         root,
         options=ocp.CheckpointManagerOptions(
             max_to_keep=None,
-            enable_async_checkpointing=asynchronous,
+            enable_async_checkpointing=False,
             create=False,
             multiprocessing_options=ocp.options.MultiprocessingOptions(
                 primary_host=process, active_processes={process}
@@ -127,7 +129,7 @@ class Checkpoints:
         local_step = root / str(step)
         self.store.download_dir(prefix, local_step)
         (local_step / COMMIT).unlink(missing_ok=True)
-        manager = _manager(root, self.process_index, asynchronous=False)
+        manager = _manager(root, self.process_index)
         try:
             item = {name: np.empty(shape, dtype) for name, (shape, dtype) in target.items()}
             restored = manager.restore(step, args=ocp.args.StandardRestore(item))
@@ -161,16 +163,10 @@ class Checkpoints:
         # instead of filling the local disk.
         while len(self._pending) >= 2:
             self._pending.pop(0).result()
-        if self._saver is None:
-            shutil.rmtree(self._save_root, ignore_errors=True)
-            self._saver = _manager(self._save_root, 0, asynchronous=True)
-        self._saver.save(step, args=ocp.args.StandardSave(state), force=True)
-        self._pending.append(self._uploads.submit(self._commit, step))
+        self._pending.append(self._uploads.submit(self._commit, step, state))
 
     def wait(self) -> int | None:
         """Block until every save so far is committed; returns the newest committed step."""
-        if self._saver is not None:
-            self._saver.wait_until_finished()
         while self._pending:
             self._pending.pop(0).result()
         return self.last_committed
@@ -189,14 +185,13 @@ class Checkpoints:
             self._pending.remove(future)
             future.result()
 
-    def _commit(self, step: int) -> None:
+    def _commit(self, step: int, state: HostState) -> None:
+        """On the upload thread: orbax to local disk, upload, COMMIT, prune."""
+        if self._saver is None:
+            shutil.rmtree(self._save_root, ignore_errors=True)
+            self._saver = _manager(self._save_root, 0)
+        self._saver.save(step, args=ocp.args.StandardSave(state), force=True)
         local_step = self._save_root / str(step)
-        deadline = time.monotonic() + FINALIZE_TIMEOUT_S
-        # Orbax writes into a temporary directory and renames it to `<step>` when finalized.
-        while not local_step.is_dir():
-            if time.monotonic() > deadline:
-                raise CheckpointError(f"orbax did not finalize step {step} in {local_step}")
-            time.sleep(0.01)
         prefix = step_prefix(step)
         keys = self.store.upload_dir(local_step, prefix)
         size = sum(p.stat().st_size for p in local_step.rglob("*") if p.is_file())
