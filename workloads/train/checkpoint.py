@@ -57,15 +57,17 @@ def _parse_step(name: str) -> int | None:
 def _manager(root: Path, process: int) -> ocp.CheckpointManager:
     """An orbax manager that only `process` takes part in: no cross-process barriers."""
     root.mkdir(parents=True, exist_ok=True)
+    only = ocp.options.MultiprocessingOptions(primary_host=process, active_processes={process})
     return ocp.CheckpointManager(
         root,
+        # A tensorstore per array rather than one OCDBT database: about 1.5x faster to write
+        # on small hosts (benchmarks/checkpoint_io.py), and the files upload in parallel.
+        item_handlers=ocp.StandardCheckpointHandler(use_ocdbt=False, multiprocessing_options=only),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=None,
             enable_async_checkpointing=False,
             create=False,
-            multiprocessing_options=ocp.options.MultiprocessingOptions(
-                primary_host=process, active_processes={process}
-            ),
+            multiprocessing_options=only,
         ),
     )
 
