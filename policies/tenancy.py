@@ -18,6 +18,9 @@ from stacks.schema import Platform, RbacRule, Team
 
 TEAM_LABEL = "mlstack.dev/team"
 GPU_RESOURCE = "nvidia.com/gpu"
+#: Marks a batch workload that saves checkpoints and resumes from them (the TrainingJob
+#: component sets it); only such work may run on spot capacity.
+CHECKPOINTS_ANNOTATION = "mlstack.dev/checkpoints"
 
 #: Object names inside every team namespace; workloads and rules refer to them.
 QUOTA_NAME = "team-quota"

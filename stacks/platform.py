@@ -7,10 +7,13 @@ import pulumi
 from components.backend import SecretSource, get_backend
 from components.kubernetes.device_plugin import NvidiaDevicePlugin
 from components.kubernetes.extra import ExtraManifests
+from components.kubernetes.jobset import JobSetController
 from components.kubernetes.kueue import Kueue
 from components.kubernetes.system import PlatformSystem
 from policies.component import Tenancy
 from stacks.schema import Platform
+from workloads.deploy.jobset import Placement
+from workloads.deploy.training import TrainingJob, TrainingJobArgs
 
 
 def build_platform(platform: Platform, secrets: SecretSource) -> dict[str, pulumi.Input[object]]:
@@ -25,7 +28,12 @@ def build_platform(platform: Platform, secrets: SecretSource) -> dict[str, pulum
     )
     if platform.gpu_pools and backend.needs_gpu_device_plugin:
         NvidiaDevicePlugin("nvidia-device-plugin", platform.gpu_pools, on_cluster)
-    kueue = Kueue("kueue", on_cluster)
+    jobset = JobSetController("jobset", on_cluster)
+    # After JobSet, so that Kueue's JobSet integration finds the JobSet CRD when it starts.
+    kueue = Kueue(
+        "kueue",
+        pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[jobset])),
+    )
     tenancy = Tenancy(
         "tenancy",
         platform=platform,
@@ -40,14 +48,28 @@ def build_platform(platform: Platform, secrets: SecretSource) -> dict[str, pulum
             "extra",
             platform.extra_manifests,
             pulumi.ResourceOptions(
-                provider=cloud.provider, depends_on=[*cloud.cluster_ready, kueue, tenancy]
+                provider=cloud.provider,
+                depends_on=[*cloud.cluster_ready, jobset, kueue, tenancy],
             ),
         )
-    workloads = platform.workloads
-    if workloads.training_jobs or workloads.inference_services:
+    teams = dict(zip((t.name for t in platform.teams), tenancy.teams, strict=True))
+    placement = Placement.of(cloud.object_store, cloud.registry)
+    training = {
+        f"{job.team}/{job.name}": TrainingJob(
+            f"training-{job.team}-{job.name}",
+            TrainingJobArgs(
+                platform=platform,
+                job=job,
+                placement=placement,
+                depends_on=[jobset, kueue, teams[job.team]],
+            ),
+            on_cluster,
+        )
+        for job in platform.workloads.training_jobs
+    }
+    if platform.workloads.inference_services:
         pulumi.log.warn(
-            "workloads are validated but not deployed yet: training jobs arrive with issue #6, "
-            "inference services with issue #7"
+            "inference services are validated but not deployed yet: they arrive with issue #7"
         )
     return {
         "cloud": platform.cloud,
@@ -58,5 +80,9 @@ def build_platform(platform: Platform, secrets: SecretSource) -> dict[str, pulum
         "registry_url": cloud.registry.url,
         "platform_env": system.env,
         "team_namespaces": [t.name for t in platform.teams],
+        "training_jobs": {
+            key: {"checkpoints": job.checkpoint_url, "models": job.model_url}
+            for key, job in training.items()
+        },
         **cloud.outputs,
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from importlib.metadata import version
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
@@ -34,6 +35,11 @@ _LABEL_KEY = re.compile(
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._/-]+)?$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+
+#: This release of mlstack: the default tag of the workload images built from it.
+RELEASE = version("mlstack")
 
 
 def _dns_label(value: str) -> str:
@@ -93,6 +99,19 @@ def _http_url(value: str) -> str:
     if not re.match(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$", value):
         raise ValueError("use an http(s) URL with a host and optional port, no path")
     return value.rstrip("/")
+
+
+def _image_ref(value: str) -> str:
+    if _DIGEST.match(value):
+        return value
+    if not _TAG.match(value):
+        raise ValueError(
+            "use an image tag (letters, digits, '_', '.', '-'; at most 128) or a digest "
+            "'sha256:<64 hex digits>'"
+        )
+    if value == "latest":
+        raise ValueError("pin a version tag or a digest: 'latest' changes under a running job")
+    return value
 
 
 def _host_port(value: str) -> str:
@@ -365,11 +384,85 @@ class TenancyConfig(Model):
 
 
 class TrainingJob(Model):
-    name: Name = Field(description="Job name.")
+    name: Name = Field(description="Job name, unique within its team; names the JobSet.")
     team: Name = Field(description="The team that owns it (its namespace, queue, quota).")
     pool: Name = Field(description="The node pool it runs on.")
-    num_hosts: int = Field(default=1, ge=1, le=1024, description="Pods (JAX processes).")
-    model: str = Field(default="tiny", description="Named model config of the training workload.")
+    num_hosts: int = Field(
+        default=1, ge=1, le=1024, description="Pods (JAX processes), one per host."
+    )
+    model: str = Field(
+        default="tiny",
+        description="Named model config of the training workload (workloads/train/configs.py): "
+        "tiny, small or medium.",
+    )
+    image: Annotated[str, AfterValidator(_image_ref)] = Field(
+        default=RELEASE,
+        description="Tag (e.g. '0.1.0') or digest ('sha256:...') of the training image in the "
+        "stack registry's train repository; default this mlstack release's version.",
+    )
+    steps: int | None = Field(
+        default=None, ge=1, description="Training steps; default the model config's."
+    )
+    global_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="Sequences per step over all hosts; default the model config's. Must split "
+        "evenly over the job's devices.",
+    )
+    dataset: str = Field(
+        default="pystdlib",
+        description="Prepared dataset (`mlstack data prepare`): its path in the datasets bucket.",
+    )
+    checkpoint_every_steps: int = Field(
+        default=500, ge=1, description="Save a checkpoint every N steps (and on SIGTERM)."
+    )
+    keep_checkpoints: int = Field(
+        default=3, ge=1, le=1000, description="Newest checkpoints kept; older ones are deleted."
+    )
+    export_every_steps: int = Field(
+        default=0,
+        ge=0,
+        description="Also export a serving bundle every N steps; 0: only at the end.",
+    )
+    gpus_per_host: int | None = Field(
+        default=None,
+        ge=1,
+        description="GPUs each pod requests; default all GPUs of one node of the pool. GPU "
+        "pools only.",
+    )
+    cpu: float = Field(
+        default=4, gt=0, le=1024, description="CPU cores per pod (request and limit)."
+    )
+    memory_gib: float = Field(
+        default=16, gt=0, le=16384, description="Memory per pod in GiB (request and limit)."
+    )
+    max_restarts: int = Field(
+        default=3,
+        ge=0,
+        le=1000,
+        description="Times the whole job restarts (from its latest checkpoint) after a pod "
+        "fails, before it is marked failed.",
+    )
+    termination_grace_period_s: int = Field(
+        default=300,
+        ge=30,
+        le=3600,
+        description="Seconds a pod has after SIGTERM (preemption, node drain) to save a "
+        "checkpoint before it is killed.",
+    )
+    priority: str = Field(
+        default="mlstack-training",
+        description="Priority class: mlstack-serving, mlstack-training or mlstack-best-effort.",
+    )
+    fsdp: int | None = Field(
+        default=None,
+        ge=1,
+        description="Size of the fsdp mesh axis (parameters sharded over that many devices); "
+        "unset: data parallel only.",
+    )
+    dtype: Literal["float32", "bfloat16"] | None = Field(
+        default=None, description="Compute dtype; default the model config's."
+    )
 
 
 class InferenceService(Model):

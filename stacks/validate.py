@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import types
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
@@ -19,11 +19,13 @@ from pydantic import BaseModel, ValidationError
 from components.backend import BackendUnavailableError, available_clouds, get_backend
 from components.kubernetes.extra import extra_manifest_key
 from components.kubernetes.resources import top_level_fields
-from policies.queues import DEFAULT_FLAVOR
+from policies.queues import DEFAULT_FLAVOR, PRIORITIES
 from stacks.catalog import CatalogError, resolve_gpu_machine
 from stacks.errors import ConfigError, Problem, format_path
 from stacks.prefixes import prefix_problem, prefixes_nest
-from stacks.schema import NodePool, Platform, PoolKind, Team
+from stacks.schema import NodePool, Platform, PoolKind, Team, TrainingJob
+from workloads.deploy.settings import TRAIN_REPOSITORY
+from workloads.train.configs import CONFIGS
 
 
 def load_platform(raw: Any, source: str | None = None) -> Platform:
@@ -88,6 +90,7 @@ def check_platform(p: Platform) -> list[Problem]:
                 )
     problems += _check_tenancy(p)
     problems += _check_workload_refs(p, pools)
+    problems += _check_training_jobs(p, sound)
     problems += _check_extra_manifests(p)
     problems += _backend_checks(p)
     return problems
@@ -95,7 +98,15 @@ def check_platform(p: Platform) -> list[Problem]:
 
 #: Namespaces a team may not take: Kubernetes' own and the platform's add-ons.
 RESERVED_NAMESPACES = frozenset(
-    {"default", "kube-system", "kube-public", "kube-node-lease", "mlstack-system", "kueue-system"}
+    {
+        "default",
+        "kube-system",
+        "kube-public",
+        "kube-node-lease",
+        "mlstack-system",
+        "kueue-system",
+        "jobset-system",
+    }
 )
 
 
@@ -281,7 +292,6 @@ def _check_unique(p: Platform) -> list[Problem]:
         ("node_pools", (x.name for x in p.node_pools)),
         ("teams", (x.name for x in p.teams)),
         ("tenancy.cohorts", (x.name for x in p.tenancy.cohorts)),
-        ("workloads.training_jobs", (x.name for x in p.workloads.training_jobs)),
         ("workloads.inference_services", (x.name for x in p.workloads.inference_services)),
     )
     for field, names_iter in groups:
@@ -297,6 +307,19 @@ def _check_unique(p: Platform) -> list[Problem]:
                         name,
                     )
                 )
+    # A job's JobSet is named after it in its team's namespace: names are unique per team.
+    jobs = [(x.team, x.name) for x in p.workloads.training_jobs]
+    for (team, name), count in Counter(jobs).items():
+        if count > 1:
+            i = [j for j, key in enumerate(jobs) if key == (team, name)][1]
+            problems.append(
+                Problem(
+                    f"platform.workloads.training_jobs[{i}].name",
+                    f"team {team} has {count} training jobs of this name",
+                    "give each of the team's jobs its own name",
+                    name,
+                )
+            )
     buckets = p.storage.bucket_names()
     for name, count in Counter(buckets.values()).items():
         if count > 1:
@@ -400,6 +423,213 @@ def _check_workload_refs(p: Platform, pools: Mapping[str, NodePool]) -> list[Pro
                         item.pool,
                     )
                 )
+    return problems
+
+
+def _check_training_jobs(p: Platform, sound: Mapping[str, tuple[int, int]]) -> list[Problem]:
+    """A job's own settings, and whether its pool and its team's quota can ever run it.
+
+    `sound`: GPUs per node of each GPU pool whose own checks passed, with its index.
+    """
+    problems: list[Problem] = []
+    jobs = p.workloads.training_jobs
+    # An empty list is its own problem (the backends refuse it).
+    repositories = p.registry.repositories
+    if jobs and repositories and TRAIN_REPOSITORY not in repositories:
+        problems.append(
+            Problem(
+                "platform.registry.repositories",
+                f"training jobs run images from the {TRAIN_REPOSITORY!r} repository, which is "
+                "not listed",
+                f"add {TRAIN_REPOSITORY} to platform.registry.repositories",
+                p.registry.repositories,
+            )
+        )
+    for i, job in enumerate(jobs):
+        problems += _check_training_job(p, i, job, sound)
+    return problems
+
+
+def _check_training_job(
+    p: Platform, i: int, job: TrainingJob, sound: Mapping[str, tuple[int, int]]
+) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def path(field: str) -> str:
+        return format_path(("workloads", "training_jobs", i, field))
+
+    priorities = [x.name for x in PRIORITIES]
+    if job.priority not in priorities:
+        problems.append(
+            Problem(
+                path("priority"),
+                "names no priority class",
+                f"use one of: {', '.join(priorities)}",
+                job.priority,
+            )
+        )
+    dataset_problem = prefix_problem(job.dataset)
+    if dataset_problem is not None:
+        problems.append(
+            Problem(path("dataset"), dataset_problem, "use a path such as 'pystdlib'", job.dataset)
+        )
+    config = CONFIGS.get(job.model)
+    if config is None:
+        problems.append(
+            Problem(
+                path("model"),
+                "names no model config",
+                f"use one of: {', '.join(CONFIGS)}",
+                job.model,
+            )
+        )
+    pool_index = next((k for k, x in enumerate(p.node_pools) if x.name == job.pool), None)
+    team_index = next((k for k, x in enumerate(p.teams) if x.name == job.team), None)
+    if pool_index is None or team_index is None:
+        return problems  # reported by _check_workload_refs
+    pool, team = p.node_pools[pool_index], p.teams[team_index]
+    if pool.kind is PoolKind.CPU:
+        if job.gpus_per_host is not None:
+            problems.append(
+                Problem(
+                    path("gpus_per_host"),
+                    f"pool {pool.name!r} is a CPU pool and carries no GPUs",
+                    "remove gpus_per_host, or run the job on a GPU pool",
+                    job.gpus_per_host,
+                )
+            )
+        per_host = 0
+    elif pool.name in sound:
+        per_node = sound[pool.name][1]
+        per_host = job.gpus_per_host or per_node
+        if per_host > per_node:
+            problems.append(
+                Problem(
+                    path("gpus_per_host"),
+                    f"nodes of pool {pool.name!r} have {per_node} GPUs",
+                    f"set gpus_per_host to at most {per_node}",
+                    job.gpus_per_host,
+                )
+            )
+            return problems  # the job's devices are unknown until this is fixed
+        problems += _gpu_capacity_problems(
+            p,
+            path,
+            job,
+            pool_index=pool_index,
+            team_index=team_index,
+            per_node=per_node,
+            per_host=per_host,
+        )
+    else:
+        return problems  # the pool's own problem is reported
+    problems += _quota_problems(path, job, team_index, team)
+    if config is not None:
+        devices = job.num_hosts * max(per_host, 1)
+        batch = job.global_batch_size or config.global_batch_size
+        if batch % devices:
+            where = "global_batch_size" if job.global_batch_size else "num_hosts"
+            problems.append(
+                Problem(
+                    path(where),
+                    f"a global batch of {batch} sequences does not split evenly over the job's "
+                    f"{devices} devices ({job.num_hosts} hosts x {max(per_host, 1)})",
+                    f"set global_batch_size to a multiple of {devices}"
+                    + ("" if job.global_batch_size else ", or change num_hosts"),
+                    job.global_batch_size or job.num_hosts,
+                )
+            )
+        if job.fsdp is not None and devices % job.fsdp:
+            problems.append(
+                Problem(
+                    path("fsdp"),
+                    f"the fsdp axis must divide the job's {devices} devices",
+                    f"use a divisor of {devices}, e.g. {max(per_host, 1)}",
+                    job.fsdp,
+                )
+            )
+    return problems
+
+
+def _gpu_capacity_problems(
+    p: Platform,
+    path: Callable[[str], str],
+    job: TrainingJob,
+    *,
+    pool_index: int,
+    team_index: int,
+    per_node: int,
+    per_host: int,
+) -> list[Problem]:
+    """Whether the pool's nodes and the team's GPU quota can ever hold all of the job's pods
+    at once (a JAX job runs all of its processes or none)."""
+    pool, team = p.node_pools[pool_index], p.teams[team_index]
+    hosts_per_node = per_node // per_host
+    nodes = -(-job.num_hosts // hosts_per_node)
+    if nodes > pool.max_nodes:
+        return [
+            Problem(
+                path("num_hosts"),
+                f"{job.num_hosts} hosts of {per_host} GPUs need {nodes} nodes of pool "
+                f"{pool.name!r}, which has at most {pool.max_nodes}",
+                f"lower num_hosts to at most {pool.max_nodes * hosts_per_node} or raise "
+                f"platform.node_pools[{pool_index}].max_nodes",
+                job.num_hosts,
+            )
+        ]
+    need = job.num_hosts * per_host
+    nominal = team.quota.gpus.get(pool.name, 0)
+    if team.cohort is None:
+        reachable = nominal
+    else:
+        limit = team.quota.borrowing_limit_gpus.get(pool.name)
+        most = pool.max_nodes * per_node
+        reachable = most if limit is None else min(most, nominal + limit)
+    if need > reachable:
+        return [
+            Problem(
+                path("num_hosts"),
+                f"the job needs {need} GPUs of pool {pool.name!r} at once ({job.num_hosts} "
+                f"hosts x {per_host}) but team {team.name} may hold at most {reachable} there, "
+                "so Kueue would never admit it",
+                f"lower num_hosts or gpus_per_host, or raise "
+                f"platform.teams[{team_index}].quota.gpus.{pool.name} to {need}",
+                job.num_hosts,
+            )
+        ]
+    return []
+
+
+def _quota_problems(
+    path: Callable[[str], str], job: TrainingJob, team_index: int, team: Team
+) -> list[Problem]:
+    """CPU, memory and pods of all the job's pods against the team's quota."""
+    problems = []
+    n = job.num_hosts
+    for field, each, quota, unit in (
+        ("cpu", job.cpu, team.quota.cpu, " CPUs"),
+        ("memory_gib", job.memory_gib, team.quota.memory_gib, " GiB"),
+    ):
+        if n * each > quota:
+            problems.append(
+                Problem(
+                    path(field),
+                    f"{n} pods x {each:g}{unit} = {n * each:g}{unit} exceed team {team.name}'s "
+                    f"quota of {quota:g}{unit}, so Kueue would never admit the job",
+                    f"lower it to at most {quota / n:g} per pod, or raise "
+                    f"platform.teams[{team_index}].quota.{field}",
+                    each,
+                )
+            )
+    if n > team.quota.pods:
+        problems.append(
+            Problem(
+                path("num_hosts"),
+                f"exceeds team {team.name}'s quota of {team.quota.pods} pods",
+                f"lower num_hosts, or raise platform.teams[{team_index}].quota.pods",
+                n,
+            )
+        )
     return problems
 
 

@@ -1,5 +1,7 @@
 """Strict validation of Kueue objects against the vendored v1beta2 CRD schemas.
 
+(JobSet objects: `jobset_schema`, which reuses the closing, metadata and format checks here.)
+
 The vendored files (tests/data/crds/kueue/v1beta2, see ../data/crds/kueue/SOURCE.md) are the
 CRDs' `openAPIV3Schema`s. As written they accept unknown fields: the API server prunes those, or
 rejects them under `fieldValidation=Strict`, but a JSON-Schema validator lets them through. So
@@ -119,7 +121,7 @@ def strict_schema(kind: str) -> dict[str, Any]:
     return schema
 
 
-def _format_checker() -> FormatChecker:
+def format_checker() -> FormatChecker:
     checker = FormatChecker(formats=())
 
     @checker.checks("int32")
@@ -139,10 +141,10 @@ def _format_checker() -> FormatChecker:
 
 @functools.cache
 def _validator(kind: str) -> Draft4Validator:
-    return Draft4Validator(strict_schema(kind), format_checker=_format_checker())
+    return Draft4Validator(strict_schema(kind), format_checker=format_checker())
 
 
-def _path(parts: Iterable[object]) -> str:
+def error_path(parts: Iterable[object]) -> str:
     text = ""
     for part in parts:
         text += f"[{part}]" if isinstance(part, int) else f".{part}"
@@ -281,7 +283,7 @@ def kueue_problems(manifest: Mapping[str, Any]) -> list[str]:
         problems.append(f"apiVersion: {manifest.get('apiVersion')!r} is not {KUEUE_API_VERSION}")
     problems += metadata_problems(manifest.get("metadata"), namespaced=KINDS[kind][1])
     errors = sorted(_validator(kind).iter_errors(dict(manifest)), key=lambda e: list(e.path))
-    problems += [f"{_path(e.absolute_path)}: {e.message}" for e in errors]
+    problems += [f"{error_path(e.absolute_path)}: {e.message}" for e in errors]
     problems += cel_problems(kind, manifest)
     return problems
 

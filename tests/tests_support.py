@@ -70,6 +70,8 @@ class Options:
     retain_on_delete: bool
     ignore_changes: tuple[str, ...]
     dependencies: frozenset[str]
+    replace_on_changes: tuple[str, ...] = ()
+    delete_before_replace: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,8 +96,9 @@ class PlanWithOptions:
 
 
 def plan_with_options(stack: str) -> tuple[Plan, dict[str, Options]]:
-    """Plan a shipped stack with a RecordingMonitor that also keeps each registration's
-    protect, retainOnDelete, ignoreChanges and dependencies."""
+    """Plan a shipped stack (or a stack file) with a RecordingMonitor that also keeps each
+    registration's protect, retainOnDelete, ignoreChanges, dependencies, replaceOnChanges and
+    deleteBeforeReplace."""
     options: dict[str, Options] = {}
 
     class OptionsMonitor(offline.RecordingMonitor):
@@ -106,6 +109,8 @@ def plan_with_options(stack: str) -> tuple[Plan, dict[str, Options]]:
                 retain_on_delete=bool(request.retainOnDelete),
                 ignore_changes=tuple(request.ignoreChanges),
                 dependencies=frozenset(request.dependencies),
+                replace_on_changes=tuple(request.replaceOnChanges),
+                delete_before_replace=bool(request.deleteBeforeReplace),
             )
             return response
 

@@ -61,6 +61,13 @@ KUEUE = HelmChart(
     version="0.20.0",
 )
 
+#: JobSet: groups of Jobs run as one unit (the training jobs). The chart installs its CRD. The
+#: JobSet schema the tests validate against is vendored in tests/data/crds/jobset (SOURCE.md).
+JOBSET = HelmChart(
+    chart="oci://registry.k8s.io/jobset/charts/jobset",
+    version="0.12.0",
+)
+
 #: The cluster autoscaler (AWS): its image is chosen per Kubernetes version by the backend.
 CLUSTER_AUTOSCALER = HelmChart(
     chart="cluster-autoscaler",

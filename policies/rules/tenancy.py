@@ -37,12 +37,8 @@ from policies.rules.objects import (
     stack_rule,
 )
 from policies.rules.pools import PoolNodes, pool_of
-from policies.tenancy import GPU_RESOURCE, TEAM_LABEL
+from policies.tenancy import CHECKPOINTS_ANNOTATION, GPU_RESOURCE, TEAM_LABEL
 from stacks.schema import CAPACITY_LABEL, POOL_LABEL
-
-#: Marks a batch workload that saves checkpoints and resumes from them (the TrainingJob
-#: component sets it); only such work may run on spot capacity.
-CHECKPOINTS_ANNOTATION = "mlstack.dev/checkpoints"
 
 
 @dataclass

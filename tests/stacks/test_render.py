@@ -6,6 +6,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from crd_schema import validate_kueue
+from jobset_schema import validate_jobset
 
 from components.backend import get_backend
 from stacks.offline import Plan, run_plan
@@ -19,15 +20,20 @@ def plan(request: pytest.FixtureRequest) -> Plan:
 
 
 def test_every_rendered_object_is_schema_valid(plan: Plan) -> None:
-    """Kubernetes' own kinds against its OpenAPI schema, Kueue's against its CRDs, strictly."""
+    """Kubernetes' own kinds against its OpenAPI schema, Kueue's and JobSet's against their
+    CRDs, strictly."""
     version = f"{plan.platform.cluster.kubernetes_version}.0"
     docs = list(yaml.safe_load_all(render_yaml(plan)))
     assert docs, "a stack renders at least its system namespace"
     kueue = [d for d in docs if d["apiVersion"].startswith("kueue.x-k8s.io/")]
     assert kueue, "the tenancy layer renders Kueue objects"
+    jobsets = [d for d in docs if d["apiVersion"].startswith("jobset.x-k8s.io/")]
+    assert len(jobsets) == len(plan.platform.workloads.training_jobs)
     for doc in docs:
         if doc in kueue:
             validate_kueue(doc)
+        elif doc in jobsets:
+            validate_jobset(doc, version)
         else:
             kubernetes_validate.validate(doc, version, strict=True)
 
@@ -60,6 +66,7 @@ def test_secrets_are_redacted_but_keep_their_keys(plan: Plan) -> None:
 def test_helm_releases_are_listed_as_helm_commands(plan: Plan) -> None:
     text = render_yaml(plan)
     assert "helm upgrade --install kueue" in text
+    assert "helm upgrade --install jobset oci://registry.k8s.io/jobset/charts/jobset" in text
     plugin = "helm upgrade --install nvidia-device-plugin nvidia-device-plugin"
     if get_backend(plan.platform.cloud).needs_gpu_device_plugin:
         assert plugin in text

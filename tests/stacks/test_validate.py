@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from stacks.schema import (
     ACCELERATOR_LABEL,
     GPU_TAINT,
     POOL_LABEL,
+    RELEASE,
     SUPPORTED_KUBERNETES,
     Platform,
     PoolKind,
@@ -482,6 +484,7 @@ def test_config_error_is_one_line_per_problem_prefixed_with_the_source(
 ) -> None:
     lab_config["node_pools"][1]["capacity"] = "spot"
     lab_config["teams"][1]["name"] = "vision"
+    del lab_config["workloads"]  # its job's team would be gone: a third problem
     with pytest.raises(ConfigError) as exc:
         load_platform(lab_config, source="stacks/Pulumi.x.yaml")
     lines = str(exc.value).splitlines()
@@ -685,3 +688,191 @@ def test_extra_manifests_of_crd_kinds_take_any_top_level_field(
         }
     ]
     assert len(load_platform(lab_config).extra_manifests) == 1
+
+
+# --- training jobs ----------------------------------------------------------------------------
+
+#: A job of the lab's language team (8 A100s on a100 nodes of 8 GPUs; 64 CPUs, 512 GiB, 200 pods).
+TRAINING_JOB = {"name": "pretrain", "team": "language", "pool": "a100"}
+
+
+def with_job(cfg: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    cfg["workloads"] = {"training_jobs": [{**TRAINING_JOB, **fields}]}
+    return cfg
+
+
+def job_problem(cfg: dict[str, Any], **fields: Any) -> Problem:
+    """The single problem of a config whose one training job has `fields`, as one line."""
+    p = only_problem(with_job(cfg, **fields))
+    line = str(p)
+    assert "\n" not in line and line.startswith(f"{p.path}: ") and "; fix: " in line, line
+    assert p.path.startswith("platform.workloads.training_jobs[0].") or p.path.startswith(
+        "platform.registry"
+    ), p.path
+    return p
+
+
+def test_a_training_job_fills_its_defaults(lab_config: dict[str, Any]) -> None:
+    job = load_platform(with_job(lab_config)).workloads.training_jobs[0]
+    assert (job.model, job.num_hosts, job.dataset, job.priority) == (
+        "tiny",
+        1,
+        "pystdlib",
+        "mlstack-training",
+    )
+    assert (job.cpu, job.memory_gib, job.max_restarts, job.termination_grace_period_s) == (
+        4,
+        16,
+        3,
+        300,
+    )
+    assert job.image == RELEASE == version("mlstack")
+    assert job.gpus_per_host is job.steps is job.global_batch_size is job.fsdp is job.dtype is None
+
+
+def test_a_training_job_needs_a_known_model(lab_config: dict[str, Any]) -> None:
+    p = job_problem(lab_config, model="huge")
+    assert p.path == "platform.workloads.training_jobs[0].model"
+    assert p.value == "huge" and p.fix == "use one of: tiny, small, medium"
+
+
+def test_a_training_job_needs_a_known_priority(lab_config: dict[str, Any]) -> None:
+    p = job_problem(lab_config, priority="urgent")
+    assert p.path == "platform.workloads.training_jobs[0].priority"
+    assert "mlstack-training" in p.fix
+
+
+@pytest.mark.parametrize("dataset", ["", "/abs", "a/../b", "data/*", "Data"])
+def test_a_training_job_dataset_is_a_plain_path(lab_config: dict[str, Any], dataset: str) -> None:
+    assert job_problem(lab_config, dataset=dataset).path.endswith(".dataset")
+
+
+@pytest.mark.parametrize(
+    ("image", "why"),
+    [("latest", "pin a version tag"), ("1.0 beta", "use an image tag"), ("sha256:abc", "tag")],
+)
+def test_a_training_job_image_is_a_pinned_tag_or_digest(
+    lab_config: dict[str, Any], image: str, why: str
+) -> None:
+    p = job_problem(lab_config, image=image)
+    assert p.path == "platform.workloads.training_jobs[0].image"
+    assert why in p.fix
+
+
+def test_training_jobs_need_the_train_repository(lab_config: dict[str, Any]) -> None:
+    lab_config["registry"]["repositories"] = ["serve"]
+    p = job_problem(lab_config)
+    assert p.path == "platform.registry.repositories"
+    assert p.fix == "add train to platform.registry.repositories"
+
+
+def test_gpus_per_host_fit_a_node_of_the_pool(lab_config: dict[str, Any]) -> None:
+    p = job_problem(lab_config, gpus_per_host=16)
+    assert p.path == "platform.workloads.training_jobs[0].gpus_per_host"
+    assert p.value == 16 and p.fix == "set gpus_per_host to at most 8"
+
+
+def test_a_cpu_pool_job_requests_no_gpus(lab_config: dict[str, Any]) -> None:
+    p = job_problem(lab_config, pool="cpu", gpus_per_host=1)
+    assert p.path == "platform.workloads.training_jobs[0].gpus_per_host"
+    assert "CPU pool" in p.message
+
+
+def test_all_hosts_must_fit_the_pools_nodes(lab_config: dict[str, Any]) -> None:
+    lab_config["teams"][1]["quota"]["gpus"]["a100"] = 16
+    lab_config["teams"][0]["quota"]["gpus"]["a100"] = 0
+    p = job_problem(lab_config, num_hosts=3, model="small", global_batch_size=48)
+    assert p.path == "platform.workloads.training_jobs[0].num_hosts"
+    assert "need 3 nodes of pool 'a100', which has at most 2" in p.message
+    assert p.fix == "lower num_hosts to at most 2 or raise platform.node_pools[1].max_nodes"
+    # Half-node hosts pack two to a node: 4 of them fit the same 2 nodes.
+    load_platform(with_job(lab_config, num_hosts=4, gpus_per_host=4, model="small"))
+
+
+def test_the_team_gpu_quota_must_hold_the_whole_job(lab_config: dict[str, Any]) -> None:
+    p = job_problem(lab_config, num_hosts=2, model="small")
+    assert p.path == "platform.workloads.training_jobs[0].num_hosts"
+    assert "needs 16 GPUs of pool 'a100' at once" in p.message
+    assert "at most 8" in p.message
+    assert p.fix.endswith("raise platform.teams[1].quota.gpus.a100 to 16")
+
+
+def test_a_cohort_may_lend_the_gpus_a_job_needs(lab_config: dict[str, Any]) -> None:
+    lab_config["tenancy"] = {"cohorts": [{"name": "lab"}]}
+    for team in lab_config["teams"][:2]:
+        team["cohort"] = "lab"
+    load_platform(with_job(lab_config, num_hosts=2, model="small"))
+    lab_config["teams"][1]["quota"]["borrowing_limit_gpus"] = {"a100": 4}
+    assert "at most 12" in job_problem(lab_config, num_hosts=2, model="small").message
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "quota"),
+    [("cpu", 40, "quota.cpu"), ("memory_gib", 300, "quota.memory_gib")],
+)
+def test_the_job_fits_the_team_cpu_and_memory_quota(
+    lab_config: dict[str, Any], field: str, value: float, quota: str
+) -> None:
+    p = job_problem(lab_config, pool="cpu", num_hosts=2, **{field: value})
+    assert p.path == f"platform.workloads.training_jobs[0].{field}"
+    assert f"raise platform.teams[1].{quota}" in p.fix
+
+
+def test_the_job_fits_the_team_pod_quota(lab_config: dict[str, Any]) -> None:
+    lab_config["teams"][1]["quota"]["pods"] = 2
+    p = job_problem(lab_config, pool="cpu", num_hosts=4, cpu=1, memory_gib=1)
+    assert p.path == "platform.workloads.training_jobs[0].num_hosts"
+    assert "quota of 2 pods" in p.message
+
+
+def test_the_global_batch_splits_evenly_over_the_devices(lab_config: dict[str, Any]) -> None:
+    p = job_problem(lab_config, global_batch_size=12)
+    assert p.path == "platform.workloads.training_jobs[0].global_batch_size"
+    assert "over the job's 8 devices (1 hosts x 8)" in p.message
+    assert p.fix == "set global_batch_size to a multiple of 8"
+
+
+def test_the_model_batch_must_split_over_the_hosts_of_a_cpu_job(
+    lab_config: dict[str, Any],
+) -> None:
+    p = job_problem(lab_config, pool="cpu", num_hosts=3, cpu=1, memory_gib=1)
+    assert p.path == "platform.workloads.training_jobs[0].num_hosts"
+    assert "global batch of 8 sequences" in p.message
+    assert p.fix == "set global_batch_size to a multiple of 3, or change num_hosts"
+
+
+def test_the_fsdp_axis_divides_the_devices(lab_config: dict[str, Any]) -> None:
+    p = job_problem(lab_config, fsdp=3)
+    assert p.path == "platform.workloads.training_jobs[0].fsdp"
+    assert p.fix == "use a divisor of 8, e.g. 8"
+
+
+def test_job_names_are_unique_per_team_only(lab_config: dict[str, Any]) -> None:
+    lab_config["workloads"] = {
+        "training_jobs": [
+            {**TRAINING_JOB, "team": "vision"},
+            {**TRAINING_JOB, "pool": "cpu"},
+            {**TRAINING_JOB, "pool": "cpu", "cpu": 1},
+        ]
+    }
+    p = only_problem(lab_config)
+    assert p.path == "platform.workloads.training_jobs[2].name"
+    assert p.message == "team language has 2 training jobs of this name"
+    del lab_config["workloads"]["training_jobs"][2]
+    assert len(load_platform(lab_config).workloads.training_jobs) == 2
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("steps", 0),
+        ("num_hosts", 0),
+        ("keep_checkpoints", 0),
+        ("termination_grace_period_s", 5),
+        ("cpu", 0),
+        ("dtype", "float16"),
+        ("export_every_steps", -1),
+    ],
+)
+def test_training_job_field_ranges(lab_config: dict[str, Any], field: str, value: Any) -> None:
+    assert job_problem(lab_config, **{field: value}).path.endswith(f".{field}")

@@ -42,11 +42,13 @@ def cfg() -> dict[str, Any]:
 
 
 def with_gpu_pool(config: dict[str, Any], region: str, pool: dict[str, Any]) -> dict[str, Any]:
-    """The config in `region` with a CPU pool and `pool` only (no GPU quota to trip over)."""
+    """The config in `region` with a CPU pool and `pool` only (no GPU quota or training job
+    to trip over)."""
     config["aws"]["region"] = region
     config["node_pools"] = [{"name": "cpu", "kind": "cpu", "max_nodes": 2}, pool]
     for team in config["teams"]:
         team["quota"].pop("gpus", None)
+    config.pop("workloads", None)
     return config
 
 
