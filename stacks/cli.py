@@ -169,6 +169,24 @@ def list_stacks() -> None:
         out.print(name)
 
 
+def _need_workloads() -> None:
+    """The workload commands need the `workloads` extra (JAX, numpy); say so in one line."""
+    import importlib.util
+
+    missing = [
+        name
+        for name in ("numpy", "jax", "flax", "optax", "orbax")
+        if not importlib.util.find_spec(name)
+    ]
+    if missing:
+        err.print(
+            f"error: the workloads need {', '.join(missing)}, which this environment lacks; fix: "
+            "pip install -e '.[workloads]' (or pip install 'mlstack[workloads]')",
+            markup=False,
+        )
+        raise typer.Exit(2)
+
+
 data_app = typer.Typer(
     no_args_is_help=True, help="Training datasets: token shards and their index in a store."
 )
@@ -204,6 +222,7 @@ def data_prepare(
     ] = False,
 ) -> None:
     """Tokenize text files into fixed-size byte-token shards plus index.json at DEST."""
+    _need_workloads()
     from workloads.storage import StoreError
     from workloads.train.data import (
         DEFAULT_SHARD_TOKENS,
@@ -281,20 +300,24 @@ def _show_event(event: dict[str, Any]) -> None:
             f"{event['processes']} process(es), {event['devices']} device(s), to step "
             f"{event['steps']}" + (f", resuming from step {resume}" if resume else ""),
             markup=False,
+            soft_wrap=True,
         )
     elif kind == "compiled":
-        out.print(f"compiled the train step in {event['seconds']:.1f} s", markup=False)
+        out.print(
+            f"compiled the train step in {event['seconds']:.1f} s", markup=False, soft_wrap=True
+        )
     elif kind == "train":
         out.print(
             f"step {event['step']:>6}  loss {event['loss']:.4f}  "
             f"{event['tokens_per_s']:>10,.0f} tokens/s",
             markup=False,
+            soft_wrap=True,
         )
     elif kind == "checkpoint":
-        out.print(f"checkpoint at step {event['step']}", markup=False)
+        out.print(f"checkpoint at step {event['step']}", markup=False, soft_wrap=True)
     elif kind in ("export", "preempted", "done", "restored"):
         details = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("event", "time"))
-        out.print(f"{kind}: {details}", markup=False)
+        out.print(f"{kind}: {details}", markup=False, soft_wrap=True)
 
 
 @local_app.command("train")
@@ -322,6 +345,7 @@ def local_train(  # noqa: PLR0917 - a typer command: its options are its paramet
 
     Ctrl-C stops every process the way a preemption does: they save one agreed step first.
     """
+    _need_workloads()
     from workloads.local import Launch, LocalRun, ensure_dataset, run_until_done
     from workloads.storage import StoreError
     from workloads.train.configs import get_config

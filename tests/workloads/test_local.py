@@ -33,7 +33,8 @@ def _run(tmp_path: Path, name: str) -> LocalRun:
 
 
 def _launch(run: LocalRun, processes: int, args: list[str], **kwargs: Any) -> Launch:
-    return Launch(run, processes, args, workdir=Path(run.store_url[7:]) / "work", **kwargs)
+    kwargs.setdefault("workdir", Path(run.store_url.removeprefix("file://")) / "work")
+    return Launch(run, processes, args, **kwargs)
 
 
 def _losses(result: LaunchResult) -> dict[int, float]:
@@ -59,13 +60,16 @@ def reference(
     return _losses(result), _params(run, tmp)
 
 
-def test_two_processes_follow_one_process(tmp_path: Path, reference: Any) -> None:
+@pytest.mark.parametrize("fsdp", [1, 2])
+def test_two_processes_follow_one_process(tmp_path: Path, reference: Any, fsdp: int) -> None:
+    """Data parallel (fsdp 1), or every parameter split over the two processes (fsdp 2)."""
     ref_losses, ref_params = reference
     run = _run(tmp_path, "two")
-    result = _launch(run, 2, ARGS).wait(TIMEOUT_S)
+    result = _launch(run, 2, [*ARGS, "--fsdp", str(fsdp)]).wait(TIMEOUT_S)
     assert result.returncodes == [0, 0]
     start = next(e for e in result.events if e["event"] == "start")
     assert (start["processes"], start["devices"]) == (2, 2)
+    assert start["mesh"] == {"data": 2 // fsdp, "fsdp": fsdp}
     losses = _losses(result)
     assert sorted(losses) == list(range(1, STEPS + 1))
     np.testing.assert_allclose(
@@ -133,6 +137,26 @@ def test_sigterm_stops_every_process_at_one_committed_step(
     store = open_store(run.checkpoint_url)
     assert store.exists(f"step_{preempted['step']:08d}/COMMIT")
     assert latest_version(open_store(run.model_url)) is None
+
+
+def test_a_run_in_s3_checkpoints_and_exports_there(
+    tmp_path: Path, s3_endpoint: str, s3_admin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The processes reach moto's S3 server through MLSTACK_S3_ENDPOINT, as on-prem pods do."""
+    s3_admin.create_bucket(Bucket="local-run")
+    monkeypatch.setenv("MLSTACK_S3_ENDPOINT", s3_endpoint)
+    run = LocalRun("s3://local-run/store", run="s3run")
+    prepare_small_dataset(run.data_url)
+    args = ["--config", "tiny", "--steps", "6", "--log-every", "3", "--checkpoint-every", "3"]
+    result = _launch(run, 1, args, workdir=tmp_path / "work").wait(TIMEOUT_S)
+    assert result.returncodes == [0]
+    keys = {o["Key"] for o in s3_admin.list_objects_v2(Bucket="local-run")["Contents"]}
+    assert {
+        "store/checkpoints/local/s3run/step_00000003/COMMIT",
+        "store/checkpoints/local/s3run/step_00000006/COMMIT",
+        "store/models/local/s3run/latest",
+        "store/models/local/s3run/versions/step-00000006/params.npz",
+    } <= keys
 
 
 def test_a_failing_process_stops_the_others(tmp_path: Path) -> None:
