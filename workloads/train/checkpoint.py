@@ -54,15 +54,24 @@ def _parse_step(name: str) -> int | None:
     return int(digits) if digits.isdigit() else None
 
 
-def _manager(root: Path, process: int) -> ocp.CheckpointManager:
-    """An orbax manager that only `process` takes part in: no cross-process barriers."""
+#: Mean array size at and above which a checkpoint is written as one tensorstore per array
+#: rather than one OCDBT database. Per array, orbax writes large arrays about 1.5x faster on
+#: small hosts and the files upload in parallel; but each file costs about a millisecond of CPU
+#: to write and upload, which for many small arrays (the `tiny` model's 61) costs more than
+#: the whole OCDBT write (benchmarks/checkpoint_io.py and train_harness.py, RESULTS.md).
+PER_ARRAY_FILES_FROM_BYTES = 1 << 20
+
+
+def _manager(root: Path, process: int, *, use_ocdbt: bool = True) -> ocp.CheckpointManager:
+    """An orbax manager that only `process` takes part in: no cross-process barriers. Restore
+    reads either layout, whichever `use_ocdbt` says."""
     root.mkdir(parents=True, exist_ok=True)
     only = ocp.options.MultiprocessingOptions(primary_host=process, active_processes={process})
     return ocp.CheckpointManager(
         root,
-        # A tensorstore per array rather than one OCDBT database: about 1.5x faster to write
-        # on small hosts (benchmarks/checkpoint_io.py), and the files upload in parallel.
-        item_handlers=ocp.StandardCheckpointHandler(use_ocdbt=False, multiprocessing_options=only),
+        item_handlers=ocp.StandardCheckpointHandler(
+            use_ocdbt=use_ocdbt, multiprocessing_options=only
+        ),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=None,
             enable_async_checkpointing=False,
@@ -191,7 +200,10 @@ class Checkpoints:
         """On the upload thread: orbax to local disk, upload, COMMIT, prune."""
         if self._saver is None:
             shutil.rmtree(self._save_root, ignore_errors=True)
-            self._saver = _manager(self._save_root, 0)
+            mean_bytes = sum(x.nbytes for x in state.values()) / max(len(state), 1)
+            self._saver = _manager(
+                self._save_root, 0, use_ocdbt=mean_bytes < PER_ARRAY_FILES_FROM_BYTES
+            )
         self._saver.save(step, args=ocp.args.StandardSave(state), force=True)
         local_step = self._save_root / str(step)
         prefix = step_prefix(step)

@@ -127,3 +127,17 @@ def test_a_restore_into_a_different_shape_fails_with_the_url(tmp_path: Path) -> 
 def test_keep_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="keep at least 1"):
         Checkpoints(open_store(tmp_path.as_uri()), tmp_path / "local", keep=0)
+
+
+@pytest.mark.parametrize(("rows", "ocdbt"), [(64, True), (4096, False)])
+def test_small_arrays_go_in_one_database_large_ones_in_a_file_each(
+    tmp_path: Path, rows: int, ocdbt: bool
+) -> None:
+    state = {f"params.w{i}": np.full((rows, 256), i, np.float32) for i in range(3)}
+    store = open_store((tmp_path / "store").as_uri())
+    ckpt = Checkpoints(store, tmp_path / "local", keep=1)
+    ckpt.save(1, state)
+    ckpt.close()
+    assert any("ocdbt" in key for key in store.list()) == ocdbt
+    restored = ckpt.restore(1, _target(state))
+    assert all(np.array_equal(restored[k], v) for k, v in state.items())
