@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from stacks.errors import ConfigError, Problem
 from stacks.offline import Plan, PlannedResource
 from stacks.stackfile import read_stack
 from stacks.validate import load_platform
+from workloads.storage import FileStore, PathLike, TransferSettings
 
 #: Variables that would send boto3 somewhere else than the test's server, or to real credentials.
 _AWS_VARS = (
@@ -165,3 +167,32 @@ def bad_extra_manifests() -> list[dict[str, Any]]:
             ],
         },
     ]
+
+
+class RecordingStore(FileStore):
+    """A directory store that records each write, delete and download once it is done, in
+    order: ("put" | "upload" | "delete" | "download", key)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, TransferSettings())
+        self.calls: list[tuple[str, str]] = []
+
+    @property
+    def writes(self) -> list[str]:
+        return [key for op, key in self.calls if op in ("put", "upload")]
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        super().put_bytes(key, data)
+        self.calls.append(("put", key))
+
+    def upload_file(self, local_path: PathLike, key: str) -> None:
+        super().upload_file(local_path, key)
+        self.calls.append(("upload", key))
+
+    def delete(self, key: str) -> None:
+        super().delete(key)
+        self.calls.append(("delete", key))
+
+    def download_file(self, key: str, local_path: PathLike) -> None:
+        super().download_file(key, local_path)
+        self.calls.append(("download", key))

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests_support import RecordingStore
 
-from workloads.storage import FileStore, PathLike, Store, TransferSettings, open_store
+from workloads.storage import Store, open_store
 from workloads.train.checkpoint import COMMIT, CheckpointError, Checkpoints, step_prefix
 
 
@@ -78,22 +79,8 @@ def test_an_upload_cut_short_is_never_the_latest_and_is_cleaned_up(
     assert ckpt.steps() == ([10, 30], [])
 
 
-class _RecordingStore(FileStore):
-    def __init__(self, root: Path) -> None:
-        super().__init__(root, TransferSettings())
-        self.writes: list[str] = []
-
-    def put_bytes(self, key: str, data: bytes) -> None:
-        super().put_bytes(key, data)
-        self.writes.append(key)
-
-    def upload_file(self, local_path: PathLike, key: str) -> None:
-        super().upload_file(local_path, key)
-        self.writes.append(key)
-
-
 def test_commit_is_the_last_write_of_a_step(tmp_path: Path) -> None:
-    store = _RecordingStore(tmp_path / "store")
+    store = RecordingStore(tmp_path / "store")
     ckpt = Checkpoints(store, tmp_path / "local", keep=3)
     ckpt.save(7, _state(7))
     ckpt.close()

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tests_support import RecordingStore
 
-from workloads.storage import FileStore, NotFound, PathLike, Store, TransferSettings, open_store
+from workloads.storage import NotFound, Store, open_store
 from workloads.train.configs import EOS_ID, TOKENIZER_VOCAB
 from workloads.train.data import (
     INDEX_KEY,
@@ -95,30 +96,6 @@ def _one_line_with_fix(exc: pytest.ExceptionInfo[DataError], *needles: str) -> s
     for needle in needles:
         assert needle in text, text
     return text
-
-
-class RecordingStore(FileStore):
-    """A directory store that records every write, delete and download, in order."""
-
-    def __init__(self, root: Path) -> None:
-        super().__init__(root, TransferSettings())
-        self.calls: list[tuple[str, str]] = []
-
-    def put_bytes(self, key: str, data: bytes) -> None:
-        self.calls.append(("put", key))
-        super().put_bytes(key, data)
-
-    def upload_file(self, local_path: PathLike, key: str) -> None:
-        self.calls.append(("upload", key))
-        super().upload_file(local_path, key)
-
-    def delete(self, key: str) -> None:
-        self.calls.append(("delete", key))
-        super().delete(key)
-
-    def download_file(self, key: str, local_path: PathLike) -> None:
-        self.calls.append(("download", key))
-        super().download_file(key, local_path)
 
 
 # --- tokenizer ------------------------------------------------------------------------------

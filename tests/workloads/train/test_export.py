@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests_support import RecordingStore
 
-from workloads.storage import FileStore, PathLike, TransferSettings, open_store
+from workloads.storage import open_store
 from workloads.train.configs import get_config
 from workloads.train.data import tokenizer_facts
 from workloads.train.export import (
@@ -20,26 +21,11 @@ from workloads.train.export import (
     read_bundle,
 )
 
-
-class _RecordingStore(FileStore):
-    def __init__(self, root: Path) -> None:
-        super().__init__(root, TransferSettings())
-        self.writes: list[str] = []
-
-    def put_bytes(self, key: str, data: bytes) -> None:
-        super().put_bytes(key, data)
-        self.writes.append(key)
-
-    def upload_file(self, local_path: PathLike, key: str) -> None:
-        super().upload_file(local_path, key)
-        self.writes.append(key)
-
-
 PARAMS = {"embed.embedding": np.arange(12, dtype=np.float32).reshape(3, 4), "pos": np.ones(2)}
 
 
 def test_bundle_round_trip_and_latest_written_last(tmp_path: Path) -> None:
-    store = _RecordingStore(tmp_path / "models")
+    store = RecordingStore(tmp_path / "models")
     cfg = get_config("tiny")
     version = export_bundle(
         store,
