@@ -19,6 +19,10 @@ PADDED_VOCAB = 384
 Dtype = Literal["float32", "bfloat16"]
 
 
+class RunError(ValueError):
+    """A run's settings do not fit its config or its devices; the message says the fix."""
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """A decoder-only transformer over bytes."""
@@ -107,6 +111,6 @@ def get_config(name: str) -> TrainConfig:
     try:
         return CONFIGS[name]
     except KeyError:
-        raise ValueError(
+        raise RunError(
             f"unknown model config {name!r}; fix: use one of {', '.join(CONFIGS)}"
         ) from None

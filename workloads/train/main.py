@@ -23,7 +23,7 @@ from workloads.contract import (
     read_environment,
 )
 from workloads.storage import StoreError
-from workloads.train.configs import CONFIGS, TrainConfig, get_config
+from workloads.train.configs import CONFIGS, RunError, TrainConfig, get_config
 
 if TYPE_CHECKING:
     from workloads.train.train import RunOptions
@@ -150,7 +150,7 @@ def run(opts: RunOptions) -> int:
 
     try:
         result = train_and_evaluate(opts)
-    except (StoreError, DataError, CheckpointError, ValueError) as exc:
+    except (StoreError, DataError, CheckpointError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_PREEMPTED if result.preempted else 0

@@ -16,6 +16,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from workloads.train.configs import RunError
+
 DATA_AXIS = "data"
 FSDP_AXIS = "fsdp"
 BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
@@ -25,7 +27,7 @@ def make_mesh(fsdp: int) -> Mesh:
     """A (data, fsdp) mesh over every device of every process."""
     devices = jax.device_count()
     if fsdp < 1 or devices % fsdp:
-        raise ValueError(
+        raise RunError(
             f"--fsdp {fsdp} does not divide the {devices} devices; fix: use a divisor of {devices}"
         )
     # Auto axes: the compiler propagates shardings from the parameters and the batch.

@@ -23,7 +23,7 @@ from jax.experimental import multihost_utils
 
 from workloads.storage import open_store
 from workloads.train import checkpoint, export, state
-from workloads.train.configs import TrainConfig
+from workloads.train.configs import RunError, TrainConfig
 from workloads.train.data import Loader
 from workloads.train.metrics import MetricsLog, mfu, peak_flops
 from workloads.train.model import abstract_model, init_model, param_count
@@ -143,6 +143,11 @@ class Trainer:
         self.process = jax.process_index()
         self.processes = jax.process_count()
         self.mesh = state.make_mesh(opts.fsdp)
+        if cfg.global_batch_size % jax.device_count():
+            raise RunError(
+                f"global batch {cfg.global_batch_size} does not split over the run's "
+                f"{jax.device_count()} devices; fix: use a multiple of {jax.device_count()}"
+            )
         self.tx, self.schedule = make_optimizer(cfg)
         self.graphdef, _ = nnx.split(abstract_model(cfg.model))
         init = make_init(cfg, self.tx, opts.seed)

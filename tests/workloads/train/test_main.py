@@ -80,6 +80,35 @@ def test_a_store_url_with_a_bad_scheme_ends_in_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_a_batch_that_does_not_split_over_the_devices_is_one_line(
+    tmp_path: Path, dataset_url: str
+) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workloads.train.main",
+            *("--data", dataset_url, "--checkpoint-url", (tmp_path / "c").as_uri()),
+            *("--global-batch-size", "3", "--workdir", str(tmp_path / "w")),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={
+            "JAX_PLATFORMS": "cpu",
+            "PATH": "/usr/bin:/bin",
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        },
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        "error: global batch 3 does not split over the run's 2 devices; fix: use a multiple of 2"
+    ]
+
+
 def test_overrides_reach_the_config() -> None:
     cfg = build_config(
         parse_args(["--config", "small", "--global-batch-size", "8", "--dtype", "float32"])
