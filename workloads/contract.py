@@ -13,7 +13,8 @@ processes are and where the data, checkpoints and exported models live.
 | MLSTACK_PROCESS_ID | this process's index, 0 .. N-1 (on the cluster: the completion index) |
 | MLSTACK_DATA_URL | the prepared dataset: a store URL holding `index.json` and the shards |
 | MLSTACK_CHECKPOINT_URL | where this run's checkpoints go (store URL) |
-| MLSTACK_MODEL_URL | where this run's serving bundles go (store URL) |
+| MLSTACK_MODEL_URL | where this run's serving bundles go (store URL); what a server serves |
+| MLSTACK_MODEL_VERSION | serving: the bundle version to serve (a canary's); unset: `latest` |
 
 Store URLs are `file:///abs/path`, `s3://bucket/prefix` or `gs://bucket/prefix`
 (`workloads.storage`); an S3-compatible endpoint comes from MLSTACK_S3_ENDPOINT.
@@ -32,6 +33,7 @@ PROCESS_ID = "MLSTACK_PROCESS_ID"
 DATA_URL = "MLSTACK_DATA_URL"
 CHECKPOINT_URL = "MLSTACK_CHECKPOINT_URL"
 MODEL_URL = "MLSTACK_MODEL_URL"
+MODEL_VERSION = "MLSTACK_MODEL_VERSION"
 
 #: The port process 0 listens on for the other processes (jax.distributed's coordinator).
 COORDINATOR_PORT = 8476
@@ -51,6 +53,7 @@ class Environment:
     data_url: str | None = None
     checkpoint_url: str | None = None
     model_url: str | None = None
+    model_version: str | None = None
 
     @property
     def distributed(self) -> bool:
@@ -64,6 +67,7 @@ class Environment:
             (DATA_URL, self.data_url),
             (CHECKPOINT_URL, self.checkpoint_url),
             (MODEL_URL, self.model_url),
+            (MODEL_VERSION, self.model_version),
         ):
             if value:
                 env[name] = value
@@ -110,4 +114,5 @@ def read_environment(env: Mapping[str, str] | None = None) -> Environment:
         data_url=env.get(DATA_URL, "").strip() or None,
         checkpoint_url=env.get(CHECKPOINT_URL, "").strip() or None,
         model_url=env.get(MODEL_URL, "").strip() or None,
+        model_version=env.get(MODEL_VERSION, "").strip() or None,
     )

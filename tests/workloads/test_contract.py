@@ -31,6 +31,7 @@ def test_round_trip_through_the_variables() -> None:
         data_url="s3://d/pystdlib",
         checkpoint_url="s3://c/team/job",
         model_url="s3://m/team/job",
+        model_version="step-00000100",
     )
     assert read_environment(env.as_env()) == env
     assert env.as_env()[PROCESS_ID] == "3"
