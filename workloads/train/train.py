@@ -116,7 +116,7 @@ def make_train_step(
         updates, opt = tx.update(grads, current["opt"], current["params"])
         params = optax.apply_updates(current["params"], updates)
         new = {"params": params, "opt": opt, "step": current["step"] + 1}
-        return new, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
     return jax.jit(
         train_step,
