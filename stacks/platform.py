@@ -12,7 +12,8 @@ from components.kubernetes.kueue import Kueue
 from components.kubernetes.system import PlatformSystem
 from policies.component import Tenancy
 from stacks.schema import Platform
-from workloads.deploy.jobset import Placement
+from workloads.deploy.inference import InferenceService, InferenceServiceArgs
+from workloads.deploy.pods import Placement
 from workloads.deploy.training import TrainingJob, TrainingJobArgs
 
 
@@ -67,10 +68,19 @@ def build_platform(platform: Platform, secrets: SecretSource) -> dict[str, pulum
         )
         for job in platform.workloads.training_jobs
     }
-    if platform.workloads.inference_services:
-        pulumi.log.warn(
-            "inference services are validated but not deployed yet: they arrive with issue #7"
+    serving = {
+        f"{service.team}/{service.name}": InferenceService(
+            f"serving-{service.team}-{service.name}",
+            InferenceServiceArgs(
+                platform=platform,
+                service=service,
+                placement=placement,
+                depends_on=[kueue, teams[service.team]],
+            ),
+            on_cluster,
         )
+        for service in platform.workloads.inference_services
+    }
     return {
         "cloud": platform.cloud,
         "environment": platform.environment,
@@ -83,6 +93,10 @@ def build_platform(platform: Platform, secrets: SecretSource) -> dict[str, pulum
         "training_jobs": {
             key: {"checkpoints": job.checkpoint_url, "models": job.model_url}
             for key, job in training.items()
+        },
+        "inference_services": {
+            key: {"url": service.url, "models": service.model_url}
+            for key, service in serving.items()
         },
         **cloud.outputs,
     }

@@ -37,6 +37,7 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._/-]+)?$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+_BUNDLE_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 #: This release of mlstack: the default tag of the workload images built from it.
 RELEASE = version("mlstack")
@@ -465,11 +466,158 @@ class TrainingJob(Model):
     )
 
 
+def _bundle_version(value: str) -> str:
+    if value == "latest":
+        raise ValueError(
+            "name a bundle version such as 'step-00002000': 'latest' is the pointer that an "
+            "unpinned server follows"
+        )
+    if not _BUNDLE_VERSION.match(value):
+        raise ValueError(
+            "use a bundle version as the training export names it, e.g. 'step-00002000' "
+            "(letters, digits, '.', '_', '-'; at most 128)"
+        )
+    return value
+
+
+BundleVersion = Annotated[str, AfterValidator(_bundle_version)]
+
+
+class Canary(Model):
+    version: BundleVersion = Field(
+        description="The bundle version the canary replicas serve, e.g. 'step-00003000' (a "
+        "directory under the model's versions/)."
+    )
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="Canary replicas, taken from the service's replicas: the canary's share of "
+        "the traffic is this count over all ready replicas.",
+    )
+
+
 class InferenceService(Model):
-    name: Name = Field(description="Service name.")
-    team: Name = Field(description="The team that owns it.")
+    name: Name = Field(
+        description="Service name, unique within its team; names the Kubernetes Service, "
+        "Deployment, autoscaler and disruption budget."
+    )
+    team: Name = Field(description="The team that owns it (its namespace, queue, quota).")
     pool: Name = Field(description="The node pool it runs on.")
-    replicas: int = Field(default=1, ge=1, le=1000, description="Serving replicas.")
+    model: str | None = Field(
+        default=None,
+        description="The model to serve: its directory under the team's prefix in the models "
+        "bucket, which is a training job's name; default the service name.",
+    )
+    version: BundleVersion | None = Field(
+        default=None,
+        description="Bundle version the (stable) replicas serve; unset: follow the model's "
+        "`latest` and load each new export within reload_interval_s. A canary needs it set.",
+    )
+    image: Annotated[str, AfterValidator(_image_ref)] = Field(
+        default=RELEASE,
+        description="Tag (e.g. '0.1.0') or digest ('sha256:...') of the serving image in the "
+        "stack registry's serve repository; default this mlstack release's version.",
+    )
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="Replicas at least (the autoscaler's minimum), canary included.",
+    )
+    max_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Replicas at most (the autoscaler's maximum), canary included; default "
+        "replicas (no autoscaling).",
+    )
+    autoscale_on: Literal["cpu", "requests_per_second"] = Field(
+        default="cpu",
+        description="What the autoscaler follows: 'cpu' (CPU utilization, needs "
+        "metrics-server) or 'requests_per_second' per replica (the server's metrics through "
+        "prometheus-adapter).",
+    )
+    target_cpu_percent: int = Field(
+        default=70,
+        ge=1,
+        le=100,
+        description="autoscale_on cpu: average CPU utilization (of the request) to hold.",
+    )
+    target_requests_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        le=1000000,
+        description="autoscale_on requests_per_second: requests per second per replica to "
+        "hold; required there.",
+    )
+    gpus_per_replica: int | None = Field(
+        default=None,
+        ge=0,
+        le=64,
+        description="GPUs each replica requests; default 1 on GPU pools, 0 on CPU pools.",
+    )
+    cpu: float = Field(
+        default=4, gt=0, le=1024, description="CPU cores per replica (request and limit)."
+    )
+    memory_gib: float = Field(
+        default=16, gt=0, le=16384, description="Memory per replica in GiB (request and limit)."
+    )
+    max_batch: int = Field(
+        default=32,
+        ge=1,
+        le=1024,
+        description="Requests decoded together in one batch at most (the server's --max-batch).",
+    )
+    max_queue: int = Field(
+        default=256,
+        ge=1,
+        le=1000000,
+        description="Requests waiting at most per replica; more are answered 429 (the server's "
+        "--max-queue).",
+    )
+    reload_interval_s: int = Field(
+        default=60,
+        ge=1,
+        le=86400,
+        description="Seconds between checks for a newer bundle (the server's --reload-interval-s).",
+    )
+    startup_timeout_s: int = Field(
+        default=600,
+        ge=30,
+        le=7200,
+        description="Seconds a replica may take to load the bundle and compile and warm up "
+        "every batch bucket before it is restarted (the startup probe's budget).",
+    )
+    termination_grace_period_s: int = Field(
+        default=60,
+        ge=15,
+        le=3600,
+        description="Seconds a replica has to stop before it is killed: 5 s for the Service "
+        "to drop it, then SIGTERM, and it finishes the requests in flight.",
+    )
+    internal_load_balancer: bool = Field(
+        default=False,
+        description="Also expose the service on an internal load balancer (reachable from "
+        "the private network, never the internet); needs the team's allow_load_balancers. "
+        "Default: ClusterIP only.",
+    )
+    allow_from_namespaces: tuple[Name, ...] = Field(
+        default=(),
+        description="Other namespaces whose pods may call the service; its own namespace and "
+        "tenancy.monitoring_namespace always may.",
+    )
+    canary: Canary | None = Field(
+        default=None,
+        description="A second set of replicas serving another bundle version behind the same "
+        "Service; promote by setting version to it and removing canary, roll back by removing "
+        "canary.",
+    )
+
+    @property
+    def model_name(self) -> str:
+        """The model directory under the team's prefix, default filled in."""
+        return self.model if self.model is not None else self.name
 
 
 class Workloads(Model):

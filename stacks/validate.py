@@ -23,8 +23,14 @@ from policies.queues import DEFAULT_FLAVOR, PRIORITIES
 from stacks.catalog import CatalogError, resolve_gpu_machine
 from stacks.errors import ConfigError, Problem, format_path
 from stacks.prefixes import prefix_problem, prefixes_nest
-from stacks.schema import NodePool, Platform, PoolKind, Team, TrainingJob
-from workloads.deploy.settings import TRAIN_REPOSITORY
+from stacks.schema import InferenceService, NodePool, Platform, PoolKind, Team, TrainingJob
+from workloads.deploy.serving import deployment_name
+from workloads.deploy.settings import (
+    SERVE_REPOSITORY,
+    TRAIN_REPOSITORY,
+    ServiceSettings,
+    service_settings,
+)
 from workloads.train.configs import CONFIGS
 
 
@@ -91,6 +97,7 @@ def check_platform(p: Platform) -> list[Problem]:
     problems += _check_tenancy(p)
     problems += _check_workload_refs(p, pools)
     problems += _check_training_jobs(p, sound)
+    problems += _check_inference_services(p, sound)
     problems += _check_extra_manifests(p)
     problems += _backend_checks(p)
     return problems
@@ -292,7 +299,6 @@ def _check_unique(p: Platform) -> list[Problem]:
         ("node_pools", (x.name for x in p.node_pools)),
         ("teams", (x.name for x in p.teams)),
         ("tenancy.cohorts", (x.name for x in p.tenancy.cohorts)),
-        ("workloads.inference_services", (x.name for x in p.workloads.inference_services)),
     )
     for field, names_iter in groups:
         names = list(names_iter)
@@ -307,19 +313,21 @@ def _check_unique(p: Platform) -> list[Problem]:
                         name,
                     )
                 )
-    # A job's JobSet is named after it in its team's namespace: names are unique per team.
-    jobs = [(x.team, x.name) for x in p.workloads.training_jobs]
-    for (team, name), count in Counter(jobs).items():
-        if count > 1:
-            i = [j for j, key in enumerate(jobs) if key == (team, name)][1]
-            problems.append(
-                Problem(
-                    f"platform.workloads.training_jobs[{i}].name",
-                    f"team {team} has {count} training jobs of this name",
-                    "give each of the team's jobs its own name",
-                    name,
+    # A job's JobSet and a service's objects are named after them in the team's namespace:
+    # names are unique per team.
+    for kind, what in (("training_jobs", "training jobs"), ("inference_services", "services")):
+        keys = [(x.team, x.name) for x in getattr(p.workloads, kind)]
+        for (team, name), count in Counter(keys).items():
+            if count > 1:
+                i = [j for j, key in enumerate(keys) if key == (team, name)][1]
+                problems.append(
+                    Problem(
+                        f"platform.workloads.{kind}[{i}].name",
+                        f"team {team} has {count} {what} of this name",
+                        f"give each of the team's {what} its own name",
+                        name,
+                    )
                 )
-            )
     buckets = p.storage.bucket_names()
     for name, count in Counter(buckets.values()).items():
         if count > 1:
@@ -578,13 +586,7 @@ def _gpu_capacity_problems(
             )
         ]
     need = job.num_hosts * per_host
-    nominal = team.quota.gpus.get(pool.name, 0)
-    if team.cohort is None:
-        reachable = nominal
-    else:
-        limit = team.quota.borrowing_limit_gpus.get(pool.name)
-        most = pool.max_nodes * per_node
-        reachable = most if limit is None else min(most, nominal + limit)
+    reachable = _reachable_gpus(team, pool, per_node)
     if need > reachable:
         return [
             Problem(
@@ -598,6 +600,17 @@ def _gpu_capacity_problems(
             )
         ]
     return []
+
+
+def _reachable_gpus(team: Team, pool: NodePool, per_node: int) -> int:
+    """The most GPUs of `pool` the team may hold at once: its quota, or with a cohort what it
+    may borrow on top, up to the pool's size."""
+    nominal = team.quota.gpus.get(pool.name, 0)
+    if team.cohort is None:
+        return nominal
+    limit = team.quota.borrowing_limit_gpus.get(pool.name)
+    most = pool.max_nodes * per_node
+    return most if limit is None else min(most, nominal + limit)
 
 
 def _quota_problems(
@@ -628,6 +641,314 @@ def _quota_problems(
                 f"exceeds team {team.name}'s quota of {team.quota.pods} pods",
                 f"lower num_hosts, or raise platform.teams[{team_index}].quota.pods",
                 n,
+            )
+        )
+    return problems
+
+
+def _check_inference_services(p: Platform, sound: Mapping[str, tuple[int, int]]) -> list[Problem]:
+    """A service's own settings, names that would clash in its namespace, and whether its pool
+    and its team's quota can hold it at its largest (every replica plus the surge pods of a
+    rolling update).
+
+    `sound`: GPUs per node of each GPU pool whose own checks passed, with its index.
+    """
+    problems: list[Problem] = []
+    services = p.workloads.inference_services
+    repositories = p.registry.repositories
+    if services and repositories and SERVE_REPOSITORY not in repositories:
+        problems.append(
+            Problem(
+                "platform.registry.repositories",
+                f"inference services run images from the {SERVE_REPOSITORY!r} repository, "
+                "which is not listed",
+                f"add {SERVE_REPOSITORY} to platform.registry.repositories",
+                p.registry.repositories,
+            )
+        )
+    for i, service in enumerate(services):
+        problems += _check_inference_service(p, i, service, sound)
+    return problems
+
+
+def _check_inference_service(
+    p: Platform, i: int, service: InferenceService, sound: Mapping[str, tuple[int, int]]
+) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def path(*fields: str) -> str:
+        return format_path(("workloads", "inference_services", i, *fields))
+
+    problems += _service_own_problems(path, service)
+    problems += _service_name_problems(p, path, i, service)
+    pool_index = next((k for k, x in enumerate(p.node_pools) if x.name == service.pool), None)
+    team_index = next((k for k, x in enumerate(p.teams) if x.name == service.team), None)
+    if pool_index is None or team_index is None:
+        return problems  # reported by _check_workload_refs
+    pool, team = p.node_pools[pool_index], p.teams[team_index]
+    if service.internal_load_balancer and not team.allow_load_balancers:
+        problems.append(
+            Problem(
+                path("internal_load_balancer"),
+                f"team {team.name}'s namespace admits no LoadBalancer Services (its quota "
+                "allows none)",
+                f"set platform.teams[{team_index}].allow_load_balancers: true, or remove "
+                "internal_load_balancer (the Service stays ClusterIP)",
+                True,
+            )
+        )
+    canary = service.canary
+    if (service.max_replicas or service.replicas) < service.replicas or (
+        canary is not None and canary.replicas >= service.replicas
+    ):
+        return problems  # the sizes below need sound replica counts
+    settings = service_settings(service, pool)
+    gpus = settings.gpus_per_replica
+    if pool.kind is PoolKind.CPU:
+        if gpus:
+            return [
+                *problems,
+                Problem(
+                    path("gpus_per_replica"),
+                    f"pool {pool.name!r} is a CPU pool and carries no GPUs",
+                    "remove gpus_per_replica, or serve from a GPU pool",
+                    service.gpus_per_replica,
+                ),
+            ]
+    elif pool.name not in sound:
+        return problems  # the pool's own problem is reported
+    elif not gpus:
+        return [
+            *problems,
+            Problem(
+                path("gpus_per_replica"),
+                f"pool {pool.name!r} is a GPU pool: its nodes take only pods that use GPUs",
+                "request at least 1, or serve from a CPU pool",
+                service.gpus_per_replica,
+            ),
+        ]
+    else:
+        problems += _service_gpu_problems(
+            p, path, settings, pool_index=pool_index, team_index=team_index
+        )
+    return problems + _service_quota_problems(path, settings, team_index, team)
+
+
+def _service_own_problems(path: Callable[..., str], service: InferenceService) -> list[Problem]:
+    """Fields that must agree with each other."""
+    problems = []
+    most = service.max_replicas or service.replicas
+    if service.max_replicas is not None and service.max_replicas < service.replicas:
+        problems.append(
+            Problem(
+                path("max_replicas"),
+                f"is below replicas ({service.replicas}), the autoscaler's minimum",
+                f"set max_replicas to at least {service.replicas}, or lower replicas",
+                service.max_replicas,
+            )
+        )
+    if service.autoscale_on == "requests_per_second" and service.target_requests_per_second is None:
+        problems.append(
+            Problem(
+                path("target_requests_per_second"),
+                "autoscale_on is requests_per_second but no target is set",
+                "set the requests per second one replica should serve, e.g. 20",
+            )
+        )
+    if service.autoscale_on == "cpu" and service.target_requests_per_second is not None:
+        problems.append(
+            Problem(
+                path("target_requests_per_second"),
+                "is only read when autoscale_on is requests_per_second",
+                "set autoscale_on: requests_per_second, or remove it",
+                service.target_requests_per_second,
+            )
+        )
+    if service.autoscale_on != "cpu" and "target_cpu_percent" in service.model_fields_set:
+        problems.append(
+            Problem(
+                path("target_cpu_percent"),
+                "is only read when autoscale_on is cpu",
+                "remove it, or set autoscale_on: cpu",
+                service.target_cpu_percent,
+            )
+        )
+    if service.model is not None:
+        model_problem = prefix_problem(service.model)
+        if model_problem is not None:
+            problems.append(
+                Problem(
+                    path("model"),
+                    model_problem,
+                    "use the training job's name, e.g. 'lm-small'",
+                    service.model,
+                )
+            )
+    canary = service.canary
+    if canary is None:
+        return problems
+    if service.version is None:
+        problems.append(
+            Problem(
+                path("version"),
+                "a canary needs the stable replicas pinned: unset, they follow `latest` and "
+                "load each new export, canary or not",
+                f"set version to the bundle the service serves now (not the canary's "
+                f"{canary.version!r})",
+            )
+        )
+    elif canary.version == service.version:
+        problems.append(
+            Problem(
+                path("canary", "version"),
+                "is the version the stable replicas serve",
+                "name the new bundle version, or remove canary once it is promoted",
+                canary.version,
+            )
+        )
+    if canary.replicas >= service.replicas:
+        problems.append(
+            Problem(
+                path("canary", "replicas"),
+                f"leaves no stable replica: the service's {service.replicas} replicas include "
+                "the canary's",
+                f"set it below {service.replicas}, or raise replicas (and max_replicas, now "
+                f"{most}) to make room",
+                canary.replicas,
+            )
+        )
+    return problems
+
+
+def _service_name_problems(
+    p: Platform, path: Callable[..., str], i: int, service: InferenceService
+) -> list[Problem]:
+    """Names its objects would share with other objects in the team's namespace."""
+    problems = []
+    if any(j.team == service.team and j.name == service.name for j in p.workloads.training_jobs):
+        model = "" if service.model is not None else f", and set model: {service.name}"
+        problems.append(
+            Problem(
+                path("name"),
+                f"team {service.team}'s training job of this name owns the Service of this "
+                "name (its JobSet's headless Service)",
+                f"give the service another name, e.g. '{service.name[:36]}-api'{model}",
+                service.name,
+            )
+        )
+    for k, other in enumerate(p.workloads.inference_services):
+        if (
+            k != i
+            and other.team == service.team
+            and other.canary is not None
+            and deployment_name(other, "canary") == service.name
+        ):
+            problems.append(
+                Problem(
+                    path("name"),
+                    f"is the name of the canary Deployment of "
+                    f"platform.workloads.inference_services[{k}]",
+                    "give the service another name",
+                    service.name,
+                )
+            )
+    return problems
+
+
+def _replicas_field(service: InferenceService) -> tuple[str, int]:
+    """The field that sets the most replicas, and its value."""
+    if service.max_replicas is not None:
+        return "max_replicas", service.max_replicas
+    return "replicas", service.replicas
+
+
+def _service_gpu_problems(
+    p: Platform,
+    path: Callable[..., str],
+    settings: ServiceSettings,
+    *,
+    pool_index: int,
+    team_index: int,
+) -> list[Problem]:
+    """Whether the pool's nodes and the team's GPU quota can hold the service at its largest."""
+    service = settings.service
+    pool, team = p.node_pools[pool_index], p.teams[team_index]
+    per_node = pool.gpus
+    gpus = settings.gpus_per_replica
+    if gpus > per_node:
+        return [
+            Problem(
+                path("gpus_per_replica"),
+                f"nodes of pool {pool.name!r} have {per_node} GPUs",
+                f"set gpus_per_replica to at most {per_node}",
+                service.gpus_per_replica,
+            )
+        ]
+    field, value = _replicas_field(service)
+    peak, surge = settings.peak_replicas, settings.deployments
+    surge_pods = "1 surge pod" if surge == 1 else f"{surge} surge pods"
+    at_most = f"{settings.max_replicas} replicas and {surge_pods} of a rolling update"
+    per_pool = (per_node // gpus) * pool.max_nodes
+    if peak > per_pool:
+        return [
+            Problem(
+                path(field),
+                f"{peak} pods at once ({at_most}) of {gpus} GPUs need more than the "
+                f"{per_pool} that pool {pool.name!r} can place ({pool.max_nodes} nodes)",
+                f"lower {field} to at most {per_pool - surge} or raise "
+                f"platform.node_pools[{pool_index}].max_nodes",
+                value,
+            )
+        ]
+    need = peak * gpus
+    reachable = _reachable_gpus(team, pool, per_node)
+    if need > reachable:
+        fewer = reachable // gpus - surge
+        lower = f"lower {field} to at most {fewer}, or " if fewer >= 1 else ""
+        return [
+            Problem(
+                path(field),
+                f"the service needs up to {need} GPUs of pool {pool.name!r} at once ({at_most}, "
+                f"x {gpus}) but team {team.name} may hold at most {reachable} there, so Kueue "
+                "would hold back the last pods and a rollout would stall",
+                f"{lower}raise platform.teams[{team_index}].quota.gpus.{pool.name} to {need}",
+                value,
+            )
+        ]
+    return []
+
+
+def _service_quota_problems(
+    path: Callable[..., str], settings: ServiceSettings, team_index: int, team: Team
+) -> list[Problem]:
+    """CPU, memory and pods of the service at its largest against the team's quota."""
+    service = settings.service
+    problems = []
+    n = settings.peak_replicas
+    for field, each, quota, unit in (
+        ("cpu", service.cpu, team.quota.cpu, " CPUs"),
+        ("memory_gib", service.memory_gib, team.quota.memory_gib, " GiB"),
+    ):
+        if n * each > quota:
+            problems.append(
+                Problem(
+                    path(field),
+                    f"{n} pods at most (replicas and rolling-update surge) x {each:g}{unit} = "
+                    f"{n * each:g}{unit} exceed team {team.name}'s quota of {quota:g}{unit}",
+                    f"lower it to at most {quota / n:g} per replica, lower max_replicas, or "
+                    f"raise platform.teams[{team_index}].quota.{field}",
+                    each,
+                )
+            )
+    if n > team.quota.pods:
+        field, value = _replicas_field(service)
+        problems.append(
+            Problem(
+                path(field),
+                f"{n} pods at most (replicas and rolling-update surge) exceed team "
+                f"{team.name}'s quota of {team.quota.pods} pods",
+                f"lower {field}, or raise platform.teams[{team_index}].quota.pods",
+                value,
             )
         )
     return problems

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from importlib.metadata import version
 from typing import Any
 
@@ -876,3 +877,316 @@ def test_job_names_are_unique_per_team_only(lab_config: dict[str, Any]) -> None:
 )
 def test_training_job_field_ranges(lab_config: dict[str, Any], field: str, value: Any) -> None:
     assert job_problem(lab_config, **{field: value}).path.endswith(f".{field}")
+
+
+# --- inference services -----------------------------------------------------------------------
+
+#: A service of the lab's language team (8 A100s on a100 nodes of 8 GPUs; 64 CPUs, 512 GiB,
+#: 200 pods), serving its lm-small.
+INFERENCE_SERVICE = {"name": "chat", "team": "language", "pool": "a100", "model": "lm-small"}
+
+
+def with_service(cfg: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    cfg["workloads"] = {"inference_services": [{**INFERENCE_SERVICE, **fields}]}
+    return cfg
+
+
+def service_problem(cfg: dict[str, Any], **fields: Any) -> Problem:
+    """The single problem of a config whose one inference service has `fields`, as one line."""
+    p = only_problem(with_service(cfg, **fields))
+    line = str(p)
+    assert "\n" not in line and line.startswith(f"{p.path}: ") and "; fix: " in line, line
+    assert p.path.startswith("platform.workloads.inference_services[0].") or p.path.startswith(
+        "platform.registry"
+    ), p.path
+    return p
+
+
+def test_an_inference_service_fills_its_defaults(lab_config: dict[str, Any]) -> None:
+    service = load_platform(with_service(lab_config, model=None)).workloads.inference_services[0]
+    assert service.model_name == "chat"
+    assert (service.replicas, service.max_replicas, service.autoscale_on) == (1, None, "cpu")
+    assert (service.cpu, service.memory_gib, service.image) == (4, 16, RELEASE)
+    assert service.version is service.canary is service.gpus_per_replica is None
+    assert not service.internal_load_balancer
+
+
+def test_the_shipped_stacks_serve_their_training_jobs_models() -> None:
+    for stack in ("onprem-lab", "aws-dev", "gcp-dev"):
+        platform = load_platform(read_stack(stack).platform)
+        trained = {(j.team, j.name) for j in platform.workloads.training_jobs}
+        served = {(s.team, s.model_name) for s in platform.workloads.inference_services}
+        assert served and served <= trained, stack
+
+
+def test_max_replicas_is_at_least_replicas(lab_config: dict[str, Any]) -> None:
+    p = service_problem(lab_config, pool="cpu", replicas=3, max_replicas=2)
+    assert p.path == "platform.workloads.inference_services[0].max_replicas"
+    assert p.value == 2 and p.fix == "set max_replicas to at least 3, or lower replicas"
+
+
+def test_requests_per_second_autoscaling_needs_a_target(lab_config: dict[str, Any]) -> None:
+    p = service_problem(lab_config, autoscale_on="requests_per_second")
+    assert p.path == "platform.workloads.inference_services[0].target_requests_per_second"
+    assert "e.g. 20" in p.fix
+    load_platform(
+        with_service(lab_config, autoscale_on="requests_per_second", target_requests_per_second=5)
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"target_requests_per_second": 10}, "target_requests_per_second"),
+        (
+            {
+                "autoscale_on": "requests_per_second",
+                "target_requests_per_second": 10,
+                "target_cpu_percent": 50,
+            },
+            "target_cpu_percent",
+        ),
+    ],
+)
+def test_a_target_of_the_other_autoscaling_mode_is_refused(
+    lab_config: dict[str, Any], fields: dict[str, Any], field: str
+) -> None:
+    p = service_problem(lab_config, **fields)
+    assert p.path == f"platform.workloads.inference_services[0].{field}"
+    assert "is only read when autoscale_on is" in p.message
+
+
+def test_a_canary_needs_the_stable_version_pinned(lab_config: dict[str, Any]) -> None:
+    p = service_problem(lab_config, replicas=2, canary={"version": "step-00002000"})
+    assert p.path == "platform.workloads.inference_services[0].version"
+    assert "follow `latest`" in p.message
+    assert "not the canary's 'step-00002000'" in p.fix
+
+
+def test_a_canary_serves_another_version(lab_config: dict[str, Any]) -> None:
+    p = service_problem(lab_config, replicas=2, version="step-1", canary={"version": "step-1"})
+    assert p.path == "platform.workloads.inference_services[0].canary.version"
+    assert "remove canary once it is promoted" in p.fix
+
+
+@pytest.mark.parametrize("canary_replicas", [2, 3])
+def test_a_canary_leaves_stable_replicas(lab_config: dict[str, Any], canary_replicas: int) -> None:
+    p = service_problem(
+        lab_config,
+        pool="cpu",
+        replicas=2,
+        version="step-1",
+        canary={"version": "step-2", "replicas": canary_replicas},
+    )
+    assert p.path == "platform.workloads.inference_services[0].canary.replicas"
+    assert p.value == canary_replicas and p.fix.startswith("set it below 2")
+
+
+@pytest.mark.parametrize("version", ["latest", "step 1", "../step-1", "a/b"])
+def test_versions_are_bundle_versions(lab_config: dict[str, Any], version: str) -> None:
+    for fields, path in (
+        ({"version": version}, "version"),
+        ({"version": "step-1", "replicas": 2, "canary": {"version": version}}, "canary.version"),
+    ):
+        p = service_problem(copy.deepcopy(lab_config), **fields)
+        assert p.path == f"platform.workloads.inference_services[0].{path}"
+        assert "bundle version" in p.fix
+
+
+@pytest.mark.parametrize("model", ["", "/abs", "a/../b", "models/*", "LM"])
+def test_the_model_is_a_plain_path(lab_config: dict[str, Any], model: str) -> None:
+    p = service_problem(lab_config, model=model)
+    assert p.path == "platform.workloads.inference_services[0].model"
+    assert p.value == model
+
+
+def test_a_service_image_is_a_pinned_tag_or_digest(lab_config: dict[str, Any]) -> None:
+    p = service_problem(lab_config, image="latest")
+    assert p.path == "platform.workloads.inference_services[0].image"
+    assert "pin a version tag" in p.fix
+
+
+def test_services_need_the_serve_repository(lab_config: dict[str, Any]) -> None:
+    lab_config["registry"]["repositories"] = ["train"]
+    p = service_problem(lab_config)
+    assert p.path == "platform.registry.repositories"
+    assert p.fix == "add serve to platform.registry.repositories"
+
+
+def test_an_internal_load_balancer_needs_the_teams_permission(lab_config: dict[str, Any]) -> None:
+    p = service_problem(lab_config, internal_load_balancer=True)
+    assert p.path == "platform.workloads.inference_services[0].internal_load_balancer"
+    assert p.fix.startswith("set platform.teams[1].allow_load_balancers: true")
+    lab_config["teams"][1]["allow_load_balancers"] = True
+    load_platform(with_service(lab_config, internal_load_balancer=True))
+
+
+def test_a_cpu_pool_service_requests_no_gpus(lab_config: dict[str, Any]) -> None:
+    p = service_problem(lab_config, pool="cpu", gpus_per_replica=1)
+    assert p.path == "platform.workloads.inference_services[0].gpus_per_replica"
+    assert "CPU pool" in p.message
+    load_platform(with_service(lab_config, pool="cpu", gpus_per_replica=0))
+
+
+def test_a_gpu_pool_service_requests_gpus(lab_config: dict[str, Any]) -> None:
+    p = service_problem(lab_config, gpus_per_replica=0)
+    assert p.path == "platform.workloads.inference_services[0].gpus_per_replica"
+    assert p.fix == "request at least 1, or serve from a CPU pool"
+
+
+def test_gpus_per_replica_fit_a_node_of_the_pool(lab_config: dict[str, Any]) -> None:
+    p = service_problem(lab_config, gpus_per_replica=16)
+    assert p.path == "platform.workloads.inference_services[0].gpus_per_replica"
+    assert p.value == 16 and p.fix == "set gpus_per_replica to at most 8"
+
+
+def test_the_pool_holds_every_replica_and_the_rolling_update_surge(
+    lab_config: dict[str, Any],
+) -> None:
+    lab_config["teams"][1]["quota"]["gpus"]["a100"] = 16
+    lab_config["teams"][0]["quota"]["gpus"]["a100"] = 0
+    # 4 GPUs a replica, 2 a node, 2 nodes: 4 pods at once, so 3 replicas and the surge pod.
+    load_platform(with_service(copy.deepcopy(lab_config), gpus_per_replica=4, max_replicas=3))
+    p = service_problem(lab_config, gpus_per_replica=4, max_replicas=4)
+    assert p.path == "platform.workloads.inference_services[0].max_replicas"
+    assert "5 pods at once (4 replicas and 1 surge pod of" in p.message
+    assert p.fix == "lower max_replicas to at most 3 or raise platform.node_pools[1].max_nodes"
+
+
+def test_the_team_gpu_quota_holds_the_service_at_its_largest(lab_config: dict[str, Any]) -> None:
+    load_platform(with_service(copy.deepcopy(lab_config), replicas=2, max_replicas=7))
+    p = service_problem(lab_config, replicas=2, max_replicas=8)
+    assert p.path == "platform.workloads.inference_services[0].max_replicas"
+    assert "needs up to 9 GPUs of pool 'a100' at once" in p.message
+    assert "at most 8" in p.message
+    assert p.fix == (
+        "lower max_replicas to at most 7, or raise platform.teams[1].quota.gpus.a100 to 9"
+    )
+
+
+def test_a_canary_adds_its_own_surge_pod(lab_config: dict[str, Any]) -> None:
+    p = service_problem(lab_config, replicas=7, version="step-1", canary={"version": "step-2"})
+    assert p.path == "platform.workloads.inference_services[0].replicas"
+    assert "needs up to 9 GPUs" in p.message and "2 surge pods" in p.message
+
+
+def test_a_cohort_may_lend_the_gpus_a_service_needs(lab_config: dict[str, Any]) -> None:
+    lab_config["tenancy"] = {"cohorts": [{"name": "lab"}]}
+    for team in lab_config["teams"][:2]:
+        team["cohort"] = "lab"
+    load_platform(with_service(copy.deepcopy(lab_config), max_replicas=12))
+    lab_config["teams"][1]["quota"]["borrowing_limit_gpus"] = {"a100": 2}
+    p = service_problem(lab_config, max_replicas=12)
+    assert "at most 10" in p.message
+
+
+def test_a_team_without_gpus_in_the_pool_cannot_serve_there(lab_config: dict[str, Any]) -> None:
+    p = service_problem(lab_config, pool="l40s")
+    assert "may hold at most 0" in p.message
+    assert p.fix == "raise platform.teams[1].quota.gpus.l40s to 2"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "quota"),
+    [("cpu", 20, "quota.cpu"), ("memory_gib", 200, "quota.memory_gib")],
+)
+def test_the_service_fits_the_team_cpu_and_memory_quota(
+    lab_config: dict[str, Any], field: str, value: float, quota: str
+) -> None:
+    p = service_problem(lab_config, pool="cpu", replicas=2, max_replicas=3, **{field: value})
+    assert p.path == f"platform.workloads.inference_services[0].{field}"
+    assert "4 pods at most" in p.message
+    assert f"raise platform.teams[1].{quota}" in p.fix
+
+
+def test_the_service_fits_the_team_pod_quota(lab_config: dict[str, Any]) -> None:
+    lab_config["teams"][1]["quota"]["pods"] = 3
+    p = service_problem(lab_config, pool="cpu", replicas=3, cpu=1, memory_gib=1)
+    assert p.path == "platform.workloads.inference_services[0].replicas"
+    assert "quota of 3 pods" in p.message
+
+
+def test_service_names_are_unique_per_team_only(lab_config: dict[str, Any]) -> None:
+    lab_config["workloads"] = {
+        "inference_services": [
+            {**INFERENCE_SERVICE, "team": "vision"},
+            {**INFERENCE_SERVICE, "pool": "cpu"},
+            {**INFERENCE_SERVICE, "pool": "cpu", "cpu": 1},
+        ]
+    }
+    p = only_problem(lab_config)
+    assert p.path == "platform.workloads.inference_services[2].name"
+    assert p.message == "team language has 2 services of this name"
+    del lab_config["workloads"]["inference_services"][2]
+    assert len(load_platform(lab_config).workloads.inference_services) == 2
+
+
+def test_a_service_is_not_named_like_a_training_job_of_its_team(
+    lab_config: dict[str, Any],
+) -> None:
+    lab_config["workloads"]["inference_services"] = [
+        {"name": "lm-small", "team": "language", "pool": "cpu"}
+    ]
+    p = only_problem(lab_config)
+    assert p.path == "platform.workloads.inference_services[0].name"
+    assert "headless Service" in p.message
+    assert p.fix == "give the service another name, e.g. 'lm-small-api', and set model: lm-small"
+    # Another team's job of that name shares no namespace.
+    lab_config["workloads"]["inference_services"][0]["team"] = "vision"
+    load_platform(lab_config)
+
+
+def test_a_service_is_not_named_like_another_services_canary(lab_config: dict[str, Any]) -> None:
+    canaried = {"version": "step-1", "replicas": 2, "canary": {"version": "step-2"}}
+    lab_config["workloads"] = {
+        "inference_services": [
+            {**INFERENCE_SERVICE, "pool": "cpu", **canaried},
+            {**INFERENCE_SERVICE, "pool": "cpu", "name": "chat-canary"},
+        ]
+    }
+    p = only_problem(lab_config)
+    assert p.path == "platform.workloads.inference_services[1].name"
+    assert "canary Deployment of platform.workloads.inference_services[0]" in p.message
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("replicas", 0),
+        ("max_replicas", 0),
+        ("target_cpu_percent", 0),
+        ("target_cpu_percent", 101),
+        ("target_requests_per_second", 0),
+        ("gpus_per_replica", -1),
+        ("cpu", 0),
+        ("memory_gib", 0),
+        ("max_batch", 0),
+        ("max_queue", 0),
+        ("reload_interval_s", 0),
+        ("startup_timeout_s", 10),
+        # Less than the 5 s the pod keeps serving after it is told to stop, plus a drain.
+        ("termination_grace_period_s", 10),
+        ("autoscale_on", "memory"),
+        ("allow_from_namespaces", ["Apps"]),
+        ("canary", {"replicas": 1}),
+        ("canary", {"version": "step-2", "weight": 10}),
+    ],
+)
+def test_inference_service_field_ranges(lab_config: dict[str, Any], field: str, value: Any) -> None:
+    p = service_problem(lab_config, **{field: value})
+    assert p.path.startswith(f"platform.workloads.inference_services[0].{field}")
+
+
+def test_every_problem_of_a_service_is_reported_at_once(lab_config: dict[str, Any]) -> None:
+    lab_config["workloads"]["inference_services"] = [
+        {
+            "name": "lm-small",
+            "team": "language",
+            "pool": "a100",
+            "max_replicas": 9,
+            "internal_load_balancer": True,
+            "autoscale_on": "requests_per_second",
+        }
+    ]
+    found = {p.path.rsplit(".", 1)[1] for p in problems(lab_config)}
+    assert found == {"name", "internal_load_balancer", "target_requests_per_second", "max_replicas"}

@@ -11,12 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from workloads.deploy.jobset import ENTRY_MODULE, RUN_AS_USER, SCRATCH_DIR
+from workloads.deploy import jobset, serving
+from workloads.deploy.pods import RUN_AS_USER, SCRATCH_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "workloads" / "Dockerfile"
-#: What the image needs at run time: the `workloads` extra and the object-store clients.
-RUNTIME = ("jax", "flax", "optax", "orbax-checkpoint", "numpy", "boto3", "google-cloud-storage")
+#: The object-store clients the images need besides the `workloads` extra.
+STORE_CLIENTS = ("boto3", "google-cloud-storage")
+#: Each image target and the entry point it runs (the one its manifests run).
+TARGETS = {
+    "cpu": jobset.ENTRY_MODULE,
+    "gpu": jobset.ENTRY_MODULE,
+    "serve-cpu": serving.ENTRY_MODULE,
+    "serve": serving.ENTRY_MODULE,
+}
+GPU_TARGETS = ("gpu", "serve")
 
 
 @dataclass
@@ -30,7 +39,7 @@ class Stage:
         found = [args for name, args in self.instructions if name == instruction]
         return found[-1] if found else None
 
-    def pip_requirements(self) -> list[str]:
+    def own_pip_requirements(self) -> list[str]:
         found = []
         for name, args in self.instructions:
             if name == "RUN" and args.startswith("pip install"):
@@ -67,20 +76,51 @@ def _inherited(stage: Stage, instruction: str) -> str | None:
         stage = STAGES[stage.base]
 
 
-def _pyproject_ranges() -> dict[str, str]:
+def _pip_requirements(stage: Stage) -> list[str]:
+    """What `pip install` puts into a stage's image, its base stages' included."""
+    found = stage.own_pip_requirements()
+    while stage.base in STAGES:
+        stage = STAGES[stage.base]
+        found = stage.own_pip_requirements() + found
+    return found
+
+
+def _name_and_range(spec: str) -> tuple[str, str]:
+    name, rest = re.match(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?(.*)$", spec).groups()  # type: ignore[union-attr]
+    return name.lower(), rest.strip()
+
+
+def _pyproject() -> dict[str, list[str]]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    specs = [*project["dependencies"], *project["optional-dependencies"]["workloads"]]
-    ranges = {}
-    for spec in specs:
-        name, rest = re.match(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?(.*)$", spec).groups()  # type: ignore[union-attr]
-        ranges[name.lower()] = rest.strip()
-    return ranges
+    return {
+        "dependencies": project["dependencies"],
+        "workloads": project["optional-dependencies"]["workloads"],
+    }
 
 
-def test_the_default_target_is_the_gpu_image_and_cpu_is_a_target() -> None:
+def _pyproject_ranges() -> dict[str, str]:
+    specs = _pyproject()
+    return dict(_name_and_range(spec) for spec in [*specs["dependencies"], *specs["workloads"]])
+
+
+def _runtime() -> set[str]:
+    """What the images need at run time: the `workloads` extra and the object-store clients."""
+    return {_name_and_range(spec)[0] for spec in _pyproject()["workloads"]} | set(STORE_CLIENTS)
+
+
+def test_the_default_target_is_the_gpu_training_image_and_the_others_are_targets() -> None:
     names = [s.name for s in _stages()]
     assert names[-1] == "gpu", "`docker build` without --target builds the last stage"
-    assert "cpu" in names
+    assert set(TARGETS) <= set(names)
+
+
+@pytest.mark.parametrize(("train", "serve"), [("cpu", "serve-cpu"), ("gpu", "serve")])
+def test_training_and_serving_share_one_runtime_per_device_kind(train: str, serve: str) -> None:
+    """Both images of a device kind are built on one stage: the same packages and code, so a
+    registry stores their layers once and the serving image runs the code that was trained."""
+    assert STAGES[train].base == STAGES[serve].base
+    runtime = STAGES[STAGES[train].base]
+    assert runtime.own_pip_requirements() and runtime.last("COPY")
 
 
 def test_base_images_are_pinned_by_version_tag() -> None:
@@ -92,7 +132,7 @@ def test_base_images_are_pinned_by_version_tag() -> None:
         assert re.match(r"^\d+\.\d+\.\d+-", tag), f"{stage.base}: pin a patch version"
 
 
-@pytest.mark.parametrize("target", ["cpu", "gpu"])
+@pytest.mark.parametrize("target", TARGETS)
 def test_each_image_runs_as_the_pods_user(target: str) -> None:
     assert _inherited(STAGES[target], "USER") == f"{RUN_AS_USER}:{RUN_AS_USER}"
     useradd = _inherited(STAGES[target], "RUN") or ""
@@ -100,13 +140,14 @@ def test_each_image_runs_as_the_pods_user(target: str) -> None:
     assert f"--uid {RUN_AS_USER}" in base_runs and f"--gid {RUN_AS_USER}" in base_runs, useradd
 
 
-@pytest.mark.parametrize("target", ["cpu", "gpu"])
+@pytest.mark.parametrize("target", TARGETS)
 def test_each_image_runs_the_entry_point_the_manifests_run(target: str) -> None:
+    entry_module = TARGETS[target]
     entry = json.loads(_inherited(STAGES[target], "ENTRYPOINT") or "null")
-    assert entry == ["python", "-m", ENTRY_MODULE]
-    module = REPO / Path(*ENTRY_MODULE.split(".")).with_suffix(".py")
-    assert module.is_file(), f"{module} is the entry point the image and the JobSet run"
-    copied = STAGES[target].last("COPY")
+    assert entry == ["python", "-m", entry_module]
+    module = REPO / Path(*entry_module.split(".")).with_suffix(".py")
+    assert module.is_file(), f"{module} is the entry point the image and its manifests run"
+    copied = _inherited(STAGES[target], "COPY")
     assert copied == "workloads/ /app/workloads/"
     env = " ".join(a for n, a in STAGES["base"].instructions if n == "ENV")
     assert "PYTHONPATH=/app" in env
@@ -114,21 +155,22 @@ def test_each_image_runs_the_entry_point_the_manifests_run(target: str) -> None:
     assert f"HOME={SCRATCH_DIR}" in env
 
 
-def test_the_gpu_image_has_cuda_jax_and_the_cpu_image_has_not() -> None:
-    gpu = STAGES["gpu"].pip_requirements()
-    cpu = STAGES["cpu"].pip_requirements()
-    assert any(r.startswith("jax[cuda12]") for r in gpu)
-    assert not any("cuda" in r for r in cpu)
+@pytest.mark.parametrize("target", TARGETS)
+def test_gpu_images_have_cuda_jax_and_cpu_images_have_not(target: str) -> None:
+    requirements = _pip_requirements(STAGES[target])
+    if target in GPU_TARGETS:
+        assert any(r.startswith("jax[cuda12]") for r in requirements)
+    else:
+        assert not any("cuda" in r for r in requirements)
 
 
-@pytest.mark.parametrize("target", ["cpu", "gpu"])
+@pytest.mark.parametrize("target", TARGETS)
 def test_runtime_packages_have_pyprojects_version_ranges(target: str) -> None:
+    """Every package of the `workloads` extra (the serving workload's too) is in every image,
+    at pyproject's range: adding one to pyproject.toml means adding it here."""
     ranges = _pyproject_ranges()
-    installed = {}
-    for requirement in STAGES[target].pip_requirements():
-        name, rest = re.match(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?(.*)$", requirement).groups()  # type: ignore[union-attr]
-        installed[name.lower()] = rest
-    assert set(installed) == set(RUNTIME)
+    installed = dict(_name_and_range(r) for r in _pip_requirements(STAGES[target]))
+    assert set(installed) == _runtime()
     for name, spec in installed.items():
         assert spec == ranges[name], f"{name}: Dockerfile {spec!r}, pyproject {ranges[name]!r}"
 

@@ -6,32 +6,34 @@ Service it creates for the JobSet and deletes with it; process 0's name is the c
 address, and each pod's completion index is its process id. The pods set the environment
 contract of `workloads.contract` and nothing else about where they run.
 
-Values that only the cloud knows (the registry URL, bucket names) may be Pulumi outputs: the
-builders put them into the manifest as they are, or join them with `pulumi.Output.concat`.
+Where the pods land, what they request and their security context come from `pods`, which the
+serving Deployments share.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 
-from components.backend import ImageRegistry, ObjectStore
-from components.kubernetes.system import MANAGED_BY, OBJECT_STORE_SECRET
+from components.kubernetes.system import MANAGED_BY
 from policies.queues import LOCAL_QUEUE_NAME, PRIORITY_LABEL, QUEUE_LABEL
-from policies.tenancy import (
-    CHECKPOINTS_ANNOTATION,
-    GPU_RESOURCE,
-    SERVICE_ACCOUNT_NAME,
-    TEAM_LABEL,
-    quantity,
-)
-from stacks.schema import POOL_LABEL, NodePool, Team, TrainingJob
+from policies.tenancy import CHECKPOINTS_ANNOTATION, SERVICE_ACCOUNT_NAME, TEAM_LABEL
+from stacks.schema import Team, TrainingJob
 from workloads import contract
+from workloads.deploy.pods import (
+    Placement,
+    container_security_context,
+    env_value,
+    guaranteed_resources,
+    image_ref,
+    join,
+    node_placement,
+    pod_security_context,
+    scratch_volumes,
+    store_env,
+)
 from workloads.deploy.settings import TRAIN_REPOSITORY, JobSettings
-from workloads.storage import S3_ENDPOINT_VARS
 
 JOBSET_API = "jobset.x-k8s.io/v1alpha2"
 #: The replicated job's name: part of every pod's DNS name.
@@ -39,61 +41,10 @@ REPLICATED_JOB = "workers"
 CONTAINER = "train"
 #: The training entry point, run as `python -m`.
 ENTRY_MODULE = "workloads.train.main"
-#: The image's non-root user (workloads/Dockerfile); the pods run as it.
-RUN_AS_USER = 65532
-#: Writable scratch in an otherwise read-only container: local checkpoint staging, data cache.
-SCRATCH_DIR = "/tmp"
 #: Labels the JobSet and its pods with the job's name.
 JOB_LABEL = "mlstack.dev/training-job"
 #: The Job controller's annotation on every pod of an Indexed Job: its completion index.
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
-#: Where the S3-compatible endpoint goes (read first by workloads.storage).
-S3_ENDPOINT_ENV = S3_ENDPOINT_VARS[0]
-#: The keys of the object-store Secret that the tenancy layer copies into team namespaces.
-ACCESS_KEY_ENV = "AWS_ACCESS_KEY_ID"
-SECRET_KEY_ENV = "AWS_SECRET_ACCESS_KEY"
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where a stack keeps images and objects, as the training pods reach them."""
-
-    #: The registry URL (`host[/path]`); images are `<registry>/train:<tag>`.
-    registry: pulumi.Input[str]
-    #: Bucket URL (`s3://<bucket>` or `gs://<bucket>`) per purpose: datasets, checkpoints,
-    #: models.
-    buckets: Mapping[str, pulumi.Input[str]]
-    #: An S3-compatible store's endpoint (on-prem); None on clouds.
-    s3_endpoint: str | None = None
-    region: str | None = None
-    #: The Secret in the team namespace holding the store's access keys; None where pods get
-    #: access from their cloud identity (the team's `workload` ServiceAccount).
-    credentials_secret: str | None = None
-
-    @classmethod
-    def of(cls, store: ObjectStore, registry: ImageRegistry) -> Placement:
-        return cls(
-            registry=registry.url,
-            buckets={purpose: store.url(purpose) for purpose in store.buckets},
-            s3_endpoint=store.endpoint,
-            region=store.region,
-            credentials_secret=OBJECT_STORE_SECRET if store.credentials is not None else None,
-        )
-
-
-def join(base: pulumi.Input[str], *parts: str, sep: str = "/") -> pulumi.Input[str]:
-    """`base` + sep + each part: a str for a str, an Output for anything else."""
-    suffix = "".join(f"{sep}{part}" for part in parts)
-    if isinstance(base, str):
-        return base.rstrip("/") + suffix
-    return pulumi.Output.concat(base, suffix)
-
-
-def image_ref(registry: pulumi.Input[str], image: str) -> pulumi.Input[str]:
-    """`<registry>/train:<tag>`, or `<registry>/train@sha256:...` for a digest."""
-    repository = join(registry, TRAIN_REPOSITORY)
-    separator = "@" if image.startswith("sha256:") else ":"
-    return join(repository, image, sep=separator)
 
 
 def coordinator_address(job_name: str) -> str:
@@ -133,89 +84,44 @@ def container_args(settings: JobSettings) -> list[str]:
     return args
 
 
-def _value(name: str, value: pulumi.Input[str]) -> dict[str, Any]:
-    return {"name": name, "value": value}
-
-
 def container_env(settings: JobSettings, team: Team, placement: Placement) -> list[dict[str, Any]]:
     """The environment contract, plus how to reach the store."""
     job = settings.job
-    env = [
-        _value(contract.COORDINATOR_ADDRESS, coordinator_address(job.name)),
-        _value(contract.NUM_PROCESSES, str(job.num_hosts)),
+    return [
+        env_value(contract.COORDINATOR_ADDRESS, coordinator_address(job.name)),
+        env_value(contract.NUM_PROCESSES, str(job.num_hosts)),
         {
             "name": contract.PROCESS_ID,
             "valueFrom": {
                 "fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}
             },
         },
-        *(_value(k, v) for k, v in run_urls(placement, team, job).items()),
+        *(env_value(k, v) for k, v in run_urls(placement, team, job).items()),
+        *store_env(placement),
     ]
-    if placement.s3_endpoint is not None:
-        env.append(_value(S3_ENDPOINT_ENV, placement.s3_endpoint))
-    if placement.region is not None:
-        env.append(_value("AWS_REGION", placement.region))
-    if placement.credentials_secret is not None:
-        env += [
-            {
-                "name": key,
-                "valueFrom": {"secretKeyRef": {"name": placement.credentials_secret, "key": key}},
-            }
-            for key in (ACCESS_KEY_ENV, SECRET_KEY_ENV)
-        ]
-    return env
-
-
-def tolerations(pool: NodePool) -> list[dict[str, str]]:
-    """Tolerate exactly the pool's taints, so the pods can land there and nowhere tainted
-    otherwise."""
-    found = []
-    for taint in pool.effective_taints:
-        tol = {"key": taint.key, "operator": "Equal", "value": taint.value}
-        if not taint.value:
-            tol = {"key": taint.key, "operator": "Exists"}
-        found.append({**tol, "effect": taint.effect.value})
-    return found
 
 
 def resources(settings: JobSettings) -> dict[str, dict[str, Any]]:
-    """Requests equal to limits (Guaranteed QoS: the last pods evicted under node pressure).
-    The CPU limit is set too: the namespace's LimitRange would otherwise give the container
-    its default CPU limit, which may be below the request, and the pod would be refused."""
+    """Requests equal to limits, GPUs included (`pods.guaranteed_resources`)."""
     job = settings.job
-    amounts: dict[str, Any] = {
-        "cpu": quantity(job.cpu),
-        "memory": quantity(job.memory_gib, "Gi"),
-    }
-    if settings.gpus_per_host:
-        amounts[GPU_RESOURCE] = str(settings.gpus_per_host)
-    return {"requests": dict(amounts), "limits": dict(amounts)}
+    return guaranteed_resources(job.cpu, job.memory_gib, settings.gpus_per_host)
 
 
 def pod_template(settings: JobSettings, team: Team, placement: Placement) -> dict[str, Any]:
     """The workers' pod template: restricted Pod Security, on the job's pool, as the team's
     `workload` ServiceAccount (its cloud identity reads and writes the team's objects)."""
-    job, pool = settings.job, settings.pool
-    mounts = [{"name": "scratch", "mountPath": SCRATCH_DIR}]
-    volumes: list[dict[str, Any]] = [{"name": "scratch", "emptyDir": {}}]
-    if settings.gpus_per_host:
-        # NCCL and XLA exchange buffers through /dev/shm; the runtime's default is 64 MiB.
-        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
-        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
+    job = settings.job
+    volumes, mounts = scratch_volumes(settings.gpus_per_host)
     container = {
         "name": CONTAINER,
-        "image": image_ref(placement.registry, job.image),
+        "image": image_ref(placement.registry, TRAIN_REPOSITORY, job.image),
         "imagePullPolicy": "IfNotPresent",
         "command": ["python", "-m", ENTRY_MODULE],
         "args": container_args(settings),
         "env": container_env(settings, team, placement),
         "ports": [{"name": "coordinator", "containerPort": contract.COORDINATOR_PORT}],
         "resources": resources(settings),
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": container_security_context(),
         "volumeMounts": mounts,
     }
     spec: dict[str, Any] = {
@@ -225,20 +131,11 @@ def pod_template(settings: JobSettings, team: Team, placement: Placement) -> dic
         "serviceAccountName": SERVICE_ACCOUNT_NAME,
         "priorityClassName": job.priority,
         "terminationGracePeriodSeconds": job.termination_grace_period_s,
-        "nodeSelector": {POOL_LABEL: pool.name},
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "runAsGroup": RUN_AS_USER,
-            "fsGroup": RUN_AS_USER,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        **node_placement(settings.pool),
+        "securityContext": pod_security_context(),
         "containers": [container],
         "volumes": volumes,
     }
-    taints = tolerations(pool)
-    if taints:
-        spec["tolerations"] = taints
     return {"metadata": {"labels": _labels(team, job.name)}, "spec": spec}
 
 

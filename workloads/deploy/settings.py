@@ -1,4 +1,5 @@
-"""A training job's settings with every default filled in, from its pool and model config.
+"""Workload settings with every default filled in: a training job's from its pool and model
+config, an inference service's from its pool and canary.
 
 Plain Python (no Pulumi, no JAX): the config's validation and the manifest builder read the
 same numbers from here, so what is checked is what is deployed.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stacks.schema import NodePool, TrainingJob
+from stacks.schema import InferenceService, NodePool, PoolKind, TrainingJob
 from workloads.train.configs import CONFIGS, TrainConfig
 
 #: The registry repository training images are pushed to (`<registry>/train:<tag>`).
@@ -46,3 +47,54 @@ class JobSettings:
 def job_settings(job: TrainingJob, pool: NodePool) -> JobSettings:
     """The settings of `job` on `pool`; its model must be one of CONFIGS (validation checks)."""
     return JobSettings(job=job, pool=pool, config=CONFIGS[job.model])
+
+
+#: The registry repository serving images are pushed to (`<registry>/serve:<tag>`).
+SERVE_REPOSITORY = "serve"
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """A validated inference service on its pool: the replica counts of its two tracks."""
+
+    service: InferenceService
+    pool: NodePool
+
+    @property
+    def gpus_per_replica(self) -> int:
+        """The service's choice, else one GPU on GPU pools; 0 on CPU pools."""
+        if self.service.gpus_per_replica is not None:
+            return self.service.gpus_per_replica
+        return 1 if self.pool.kind is PoolKind.GPU else 0
+
+    @property
+    def max_replicas(self) -> int:
+        return self.service.max_replicas or self.service.replicas
+
+    @property
+    def canary_replicas(self) -> int:
+        return self.service.canary.replicas if self.service.canary is not None else 0
+
+    @property
+    def stable_min_replicas(self) -> int:
+        """The stable track's autoscaling range: the service's, less the canary's replicas."""
+        return self.service.replicas - self.canary_replicas
+
+    @property
+    def stable_max_replicas(self) -> int:
+        return self.max_replicas - self.canary_replicas
+
+    @property
+    def deployments(self) -> int:
+        """Deployments of the service: stable, and canary when configured."""
+        return 2 if self.service.canary is not None else 1
+
+    @property
+    def peak_replicas(self) -> int:
+        """Pods at once at most: every replica, plus each Deployment's surge pod while a
+        rolling update replaces its pods one by one."""
+        return self.max_replicas + self.deployments
+
+
+def service_settings(service: InferenceService, pool: NodePool) -> ServiceSettings:
+    return ServiceSettings(service=service, pool=pool)

@@ -30,15 +30,12 @@ from workloads.deploy.jobset import (
     COMPLETION_INDEX_ANNOTATION,
     ENTRY_MODULE,
     REPLICATED_JOB,
-    RUN_AS_USER,
-    S3_ENDPOINT_ENV,
-    Placement,
     container_args,
     coordinator_address,
-    image_ref,
     jobset_manifest,
 )
-from workloads.deploy.settings import JobSettings, job_settings
+from workloads.deploy.pods import RUN_AS_USER, S3_ENDPOINT_ENV, Placement, image_ref
+from workloads.deploy.settings import TRAIN_REPOSITORY, JobSettings, job_settings
 from workloads.train.configs import CONFIGS
 
 LAB_S3 = Placement(
@@ -251,7 +248,8 @@ def test_the_image_is_the_train_repository_of_the_stack_registry(
     _, manifest = _built(lab_config, image="1.4.2")
     assert _container(manifest)["image"] == "harbor.lab.internal/ml/train:1.4.2"
     digest = "sha256:" + "ab" * 32
-    assert image_ref("harbor.lab.internal/ml/", digest) == f"harbor.lab.internal/ml/train@{digest}"
+    expected = f"harbor.lab.internal/ml/train@{digest}"
+    assert image_ref("harbor.lab.internal/ml/", TRAIN_REPOSITORY, digest) == expected
     _, default = _built(lab_config)
     assert _container(default)["image"].endswith(f":{TrainingJob.model_fields['image'].default}")
 

@@ -19,7 +19,8 @@ from stacks.offline import SECRET_PLACEHOLDER, Plan, PlannedResource, run_plan
 from stacks.stackfile import StackFile, read_stack
 from stacks.validate import load_platform
 from workloads import contract
-from workloads.deploy.jobset import Placement, jobset_manifest
+from workloads.deploy.jobset import jobset_manifest
+from workloads.deploy.pods import Placement
 from workloads.deploy.settings import job_settings
 
 MakeStack = Callable[..., StackFile]

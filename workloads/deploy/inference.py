@@ -1,0 +1,68 @@
+"""The InferenceService component: an inference service of the stack config on the cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+
+from components.kubernetes.resources import declare
+from stacks import schema
+from workloads.deploy.pods import Placement
+from workloads.deploy.serving import (
+    model_url,
+    rollout_deadline_s,
+    service_manifests,
+    service_url,
+)
+from workloads.deploy.settings import service_settings
+
+#: Roles whose objects run pods: their create or update waits for the rollout.
+_ROLLOUTS = ("deployment", "canary")
+
+
+@dataclass(frozen=True)
+class InferenceServiceArgs:
+    platform: schema.Platform
+    service: schema.InferenceService
+    placement: Placement
+    #: What the Deployments wait for: Kueue (its webhook must gate the pods, or they would run
+    #: outside the team's quota) and the team's tenancy (namespace, ServiceAccount, queue,
+    #: credentials).
+    depends_on: Sequence[pulumi.Resource] = ()
+
+
+class InferenceService(pulumi.ComponentResource):
+    """Deployments (stable and canary) behind one Service, with an autoscaler, a disruption
+    budget and, where clients need it, a NetworkPolicy, in the team's namespace."""
+
+    def __init__(
+        self, name: str, args: InferenceServiceArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("mlstack:workloads:InferenceService", name, None, opts)
+        service, platform = args.service, args.platform
+        team = next(t for t in platform.teams if t.name == service.team)
+        settings = service_settings(service, platform.pool(service.pool))
+        manifests = service_manifests(settings, team, args.placement, platform.cloud)
+        # The provider waits for a Deployment's rollout: a new pod may first need a node (a
+        # GPU pool scaling up from zero), then the image, then its warm-up.
+        deadline = f"{rollout_deadline_s(service) + 60}s"
+        rollout = pulumi.CustomTimeouts(create=deadline, update=deadline)
+        self.resources = {
+            role: declare(
+                f"{name}-{role}",
+                manifest,
+                pulumi.ResourceOptions(
+                    parent=self,
+                    depends_on=list(args.depends_on),
+                    custom_timeouts=rollout if role in _ROLLOUTS else None,
+                ),
+            )
+            for role, manifest in manifests.items()
+        }
+        self.url = service_url(service)
+        self.model_url = model_url(args.placement, team, service)
+        self.register_outputs(
+            {"namespace": team.name, "url": self.url, "model_url": self.model_url}
+        )
