@@ -1,0 +1,259 @@
+"""The model the server answers with: loaded from the models bucket, compiled and warmed up for
+every bucket before it serves, and replaced by a newer bundle without a pause.
+
+`Engine.start` loads in a background thread: the newest bundle (`latest`), or the pinned
+version, then compiles every (batch, length) bucket and runs each once; only then does `ready`
+turn true. The same thread then checks for a newer bundle every `reload_interval_s` seconds and
+whenever `request_reload` is called (SIGHUP): it loads and warms the new one while the old one
+keeps serving, then swaps them in one assignment. A batch reads the current model once when it
+starts, so requests in flight finish on the model they started with. A bundle with the same
+model config reuses the compiled executables (only its parameters change, and the warm-up runs
+them once with the new ones); a new config compiles its own set first.
+
+Loading failures (the store is unreachable, no bundle yet, a broken bundle) are logged and
+retried at the next check; a server that has a model keeps serving it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workloads.serve.generate import Buckets, Generator, Row, make_buckets
+from workloads.serve.metrics import EventLog
+from workloads.serve.protocol import Completion, CompletionRequest, RequestError, check_fits, finish
+from workloads.storage import NotFound, Store, open_store
+from workloads.train.configs import ModelConfig
+from workloads.train.export import latest_version, read_bundle
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """What to serve and the shapes to compile for it."""
+
+    model_url: str
+    #: Serve this version only (a canary's); None follows `latest`.
+    model_version: str | None = None
+    max_batch: int = 32
+    #: The most tokens one request may ask for (capped at the context less one).
+    max_tokens_limit: int = 256
+    #: Prompt length buckets; None: 16, 32, 64, ... up to the context.
+    length_buckets: tuple[int, ...] | None = None
+    #: Seconds between checks for a newer bundle (and between retries of a failed load).
+    reload_interval_s: float = 60.0
+    #: Buckets compiled at once (XLA's compiler is single-threaded per executable).
+    compile_threads: int = 2
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One bundle, on the device and compiled for every bucket."""
+
+    version: str
+    config: ModelConfig
+    generator: Generator
+    params: Any
+    manifest: dict[str, Any] = field(repr=False)
+
+    @property
+    def context(self) -> int:
+        return self.config.seq_len
+
+    @property
+    def max_tokens(self) -> int:
+        return self.generator.buckets.new_tokens
+
+
+_GENERATORS: dict[tuple[ModelConfig, Buckets], Generator] = {}
+_GENERATORS_LOCK = threading.Lock()
+
+
+def shared_generator(config: ModelConfig, buckets: Buckets) -> Generator:
+    """The process's generator for a model config and buckets: engines (a reload to a bundle
+    of the same config, several servers in one process) share its compiled executables. One
+    entry per (config, buckets) ever served: a handful."""
+    with _GENERATORS_LOCK:
+        key = (config, buckets)
+        if key not in _GENERATORS:
+            _GENERATORS[key] = Generator(config, buckets)
+        return _GENERATORS[key]
+
+
+class Engine:
+    """The current model, its loader thread, and batched completion on it."""
+
+    def __init__(self, options: EngineOptions, log: EventLog | None = None) -> None:
+        self.options = options
+        self.log = log or EventLog()
+        self.store: Store = open_store(options.model_url)
+        self._current: LoadedModel | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._staging = Path(tempfile.mkdtemp(prefix="mlstack-serve-"))
+        self._lock = threading.Lock()
+        #: The last load failure, for readiness messages; None after a success.
+        self.last_error: str | None = None
+        self.reloads = 0
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._current
+
+    @property
+    def ready(self) -> bool:
+        return self._current is not None
+
+    def start(self) -> None:
+        """Load, compile and warm up in the background, then watch for newer bundles."""
+        self._thread = threading.Thread(target=self._run, name="mlstack-engine", daemon=True)
+        self._thread.start()
+
+    def request_reload(self) -> None:
+        """Check for a newer bundle now (SIGHUP)."""
+        self._wake.set()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop watching for bundles; a load in progress gets `timeout_s` to finish."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        shutil.rmtree(self._staging, ignore_errors=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.check_for_update()
+            self._wake.wait(self.options.reload_interval_s)
+            self._wake.clear()
+
+    def check_for_update(self) -> bool:
+        """Load the wanted version if it is not the one served; whether a model was swapped
+        in. Failures are logged, kept in `last_error`, and return False."""
+        with self._lock:
+            try:
+                return self._update()
+            except Exception as err:  # Any failure leaves the served model as it is.
+                self.last_error = f"{type(err).__name__}: {err}".splitlines()[0]
+                self.log("load_failed", url=self.store.url(), error=self.last_error)
+                return False
+
+    def _update(self) -> bool:
+        wanted = self.options.model_version or latest_version(self.store)
+        if wanted is None:
+            if self.last_error is None:
+                self.log("waiting", url=self.store.url(), reason="no bundle exported yet")
+            self.last_error = f"no bundle at {self.store.url()} yet"
+            return False
+        current = self._current
+        if current is not None and current.version == wanted:
+            return False
+        model = self._load(wanted)
+        self._current = model
+        self.last_error = None
+        if current is not None:
+            self.reloads += 1
+            self.log("reloaded", version=model.version, previous=current.version)
+        return True
+
+    def _load(self, version: str) -> LoadedModel:
+        start = time.perf_counter()
+        try:
+            manifest, config, flat = read_bundle(self.store, version, self._staging)
+        except NotFound:
+            raise NotFound(
+                f"no bundle {version} at {self.store.url()}; export one or pin another version"
+            ) from None
+        generator = shared_generator(config, self.buckets_for(config))
+        params = generator.place(flat)
+        self.log(
+            "loaded",
+            version=version,
+            url=self.store.url(f"versions/{version}"),
+            model=_describe(config),
+            seconds=round(time.perf_counter() - start, 3),
+        )
+        start = time.perf_counter()
+        total = len(generator.buckets.pairs)
+        done = 0
+
+        def on_compiled(bucket: tuple[int, int], seconds: float) -> None:
+            nonlocal done
+            done += 1
+            self.log(
+                "compiled", bucket=list(bucket), seconds=round(seconds, 3), done=done, total=total
+            )
+
+        compiled = generator.compile(self.options.compile_threads, on_compiled)
+        generator.warm_up(params)
+        self.log(
+            "warmed",
+            version=version,
+            buckets={
+                "batch": list(generator.buckets.batch),
+                "length": list(generator.buckets.length),
+                "new_tokens": generator.buckets.new_tokens,
+            },
+            compile_seconds=round(compiled, 3),
+            seconds=round(time.perf_counter() - start, 3),
+        )
+        return LoadedModel(version, config, generator, params, manifest)
+
+    def buckets_for(self, config: ModelConfig) -> Buckets:
+        return make_buckets(
+            config,
+            max_batch=self.options.max_batch,
+            max_new_tokens=self.options.max_tokens_limit,
+            length_buckets=self.options.length_buckets,
+        )
+
+    def complete(self, requests: Sequence[CompletionRequest]) -> list[Completion | RequestError]:
+        """Generate for a batch of checked requests on the current model, in one call. A
+        request that no longer fits (a reload changed the context) gets its RequestError."""
+        model = self._current
+        if model is None:
+            raise RuntimeError("no model is loaded")
+        results: list[Completion | RequestError | None] = []
+        rows: list[Row] = []
+        for request in requests:
+            try:
+                check_fits(request, model.context)
+                if request.max_tokens > model.max_tokens:
+                    raise RequestError(
+                        422, f"max_tokens {request.max_tokens} is over {model.max_tokens}"
+                    )
+            except RequestError as err:
+                results.append(err)
+                continue
+            results.append(None)
+            rows.append(
+                Row(
+                    prompt=request.prompt_ids,
+                    max_new=request.max_tokens,
+                    temperature=request.temperature,
+                    top_k=request.top_k,
+                    seed=request.seed,
+                )
+            )
+        generated = iter(model.generator.run(model.params, rows) if rows else [])
+        return [
+            result if result is not None else finish(request, next(generated), model.version)
+            for request, result in zip(requests, results, strict=True)
+        ]
+
+
+def _describe(config: ModelConfig) -> dict[str, Any]:
+    return {
+        "d_model": config.d_model,
+        "n_layers": config.n_layers,
+        "n_heads": config.n_heads,
+        "seq_len": config.seq_len,
+        "dtype": config.dtype,
+        "params": config.num_params,
+    }
