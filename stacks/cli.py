@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -169,15 +172,13 @@ def list_stacks() -> None:
         out.print(name)
 
 
-def _need_workloads() -> None:
-    """The workload commands need the `workloads` extra (JAX, numpy); say so in one line."""
+def _need_workloads(*more: str) -> None:
+    """The workload commands need the `workloads` extra (JAX, numpy; the server's web stack
+    for `local up`): say what is missing in one line."""
     import importlib.util
 
-    missing = [
-        name
-        for name in ("numpy", "jax", "flax", "optax", "orbax")
-        if not importlib.util.find_spec(name)
-    ]
+    needed = ("numpy", "jax", "flax", "optax", "orbax", *more)
+    missing = [name for name in needed if not importlib.util.find_spec(name)]
     if missing:
         err.print(
             f"error: the workloads need {', '.join(missing)}, which this environment lacks; fix: "
@@ -373,6 +374,128 @@ def local_train(  # noqa: PLR0917 - a typer command: its options are its paramet
     result = run_until_done(launch)
     if result.returncode:
         raise typer.Exit(result.returncode)
+
+
+@local_app.command("up")
+def local_up(  # noqa: PLR0917 - a typer command: its options are its parameters
+    store: Annotated[
+        str, typer.Option("--store", help="Local object store: a directory or file:///abs.")
+    ] = DEFAULT_LOCAL_STORE,
+    processes: Annotated[
+        int, typer.Option("--processes", "-n", min=1, max=8, help="Training processes.")
+    ] = 2,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps of tiny.")] = 300,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="0: a free port.")] = 0,
+    prompt: Annotated[str, typer.Option("--prompt", help="The request sent once it serves.")] = (
+        "def main("
+    ),
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", min=1, help="Tokens to generate (tiny's context: 64).")
+    ] = 40,
+    once: Annotated[
+        bool, typer.Option("--once", help="Exit after the first request instead of serving.")
+    ] = False,
+) -> None:
+    """The whole stack on this machine: a local store, the default corpus, `tiny` trained with
+    N processes, its bundle served on 127.0.0.1, and one request answered."""
+    _need_workloads("starlette", "uvicorn", "prometheus_client")
+    from workloads.local import Launch, LocalRun, complete, ensure_dataset, run_until_done
+    from workloads.serve.server import ServeOptions, ServerProcess
+    from workloads.storage import StoreError
+    from workloads.train.data import DataError
+
+    local = LocalRun(_store_url(store), run="local-up")
+
+    def say(text: str) -> None:
+        out.print(text, markup=False, soft_wrap=True)
+
+    say(f"== data: {local.data_url}")
+    _guard(lambda: ensure_dataset(local, say), bad_input=(ConfigError, StoreError, DataError))
+    say(f"== training tiny with {processes} process(es) to step {steps}")
+    args = ["--config", "tiny", "--steps", str(steps), "--log-every", "50"]
+    trained = run_until_done(
+        Launch(
+            local,
+            processes,
+            [*args, "--checkpoint-every", "100"],
+            on_event=_show_event,
+            on_line=lambda index, line: err.print(f"[p{index}] {line}", markup=False),
+        )
+    )
+    if trained.returncode:
+        err.print(
+            f"error: training stopped with exit code {trained.returncode}; fix: see the lines "
+            "above, then run again (it resumes from the last checkpoint)",
+            markup=False,
+        )
+        raise typer.Exit(trained.returncode)
+    say(f"== serving {local.model_url} (compiling and warming up every batch and length bucket)")
+    server = ServerProcess(
+        ServeOptions(
+            model_url=local.model_url,
+            port=port,
+            # Up to 8 requests a batch: 12 executables for tiny, compiled in ~20 s on 2 CPUs,
+            # and cached under the store for the next start.
+            max_batch=8,
+            compile_cache_dir=str(Path(local.store_url.removeprefix("file://")) / "xla-cache"),
+        ),
+        on_event=lambda event: say(_server_line(event)),
+        on_line=lambda line: err.print(f"[server] {line}", markup=False),
+        env={"JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")},
+    )
+    try:
+        server.wait_ready(timeout_s=600)
+        answer = complete(server.url, prompt, max_tokens=max_tokens, temperature=0.8, seed=0)
+        say(f"== request: POST {server.url}/v1/completions prompt={prompt!r}")
+        say(prompt + answer["choices"][0]["text"])
+        say(
+            f"== serving model {answer['model']} at {server.url} "
+            f"(POST /v1/completions, GET /readyz, GET /metrics, GET /openapi.json)"
+        )
+        if once:
+            return
+        say(
+            "try: curl -s "
+            f"{server.url}/v1/completions -H 'Content-Type: application/json' "
+            """-d '{"prompt": "import ", "max_tokens": 48}'"""
+        )
+        say("stop it with Ctrl-C (it drains the requests in flight first)")
+        signal_wait(server.proc)
+    except (RuntimeError, TimeoutError) as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    finally:
+        server.stop()
+
+
+def _server_line(event: dict[str, Any]) -> str:
+    """One human line per event of the model server."""
+    kind = event.get("event")
+    if kind == "compiled" and "bucket" in event:
+        batch, length = event["bucket"]
+        return (
+            f"server warm-up {event['done']}/{event['total']}: batch {batch}, length {length} "
+            f"({event['seconds']:.1f} s)"
+        )
+    if kind == "warmed":
+        return f"server warmed up every bucket in {event['seconds']:.1f} s"
+    details = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("event", "time", "model"))
+    return f"server {kind}: {details}"
+
+
+def signal_wait(proc: subprocess.Popen[str]) -> None:
+    """Wait for a child in the foreground until it exits or Ctrl-C / SIGTERM arrives."""
+    stop = threading.Event()
+    previous = {
+        s: signal.signal(s, lambda signum, frame: stop.set())
+        for s in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        while not stop.is_set() and proc.poll() is None:
+            stop.wait(0.5)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def main() -> None:

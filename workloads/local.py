@@ -234,3 +234,24 @@ def run_until_done(launch: Launch) -> LaunchResult:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def complete(url: str, prompt: str, **params: Any) -> dict[str, Any]:
+    """POST `url`/v1/completions; the decoded JSON answer (RuntimeError with the server's
+    reason on an error status)."""
+    import urllib.error
+    import urllib.request
+
+    body = json.dumps({"prompt": prompt, **params}).encode()
+    request = urllib.request.Request(
+        f"{url}/v1/completions",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        reason = exc.read().decode(errors="replace").strip()
+        raise RuntimeError(f"the server answered {exc.code}: {reason}") from None
