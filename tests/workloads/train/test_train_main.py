@@ -51,59 +51,44 @@ def test_bad_input_is_one_line_and_exit_2(
     assert err.count("\n") == 1
 
 
-def test_a_store_url_with_a_bad_scheme_ends_in_one_line(tmp_path: Path) -> None:
+def _error_lines(tmp_path: Path, *args: str, **env: str) -> list[str]:
+    """Run the entry point as a process with `args` and a checkpoint URL and workdir under
+    `tmp_path`; it must exit 2 without a traceback. Its `error:` lines."""
     proc = subprocess.run(
         [
             sys.executable,
             "-m",
             "workloads.train.main",
-            "--data",
-            "ftp://host/data",
-            "--checkpoint-url",
-            (tmp_path / "c").as_uri(),
-            "--workdir",
-            str(tmp_path / "w"),
+            *args,
+            *("--checkpoint-url", (tmp_path / "c").as_uri(), "--workdir", str(tmp_path / "w")),
         ],
         capture_output=True,
         text=True,
         cwd=REPO,
-        env={"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"},
+        env={"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin", **env},
         check=False,
         timeout=120,
     )
     assert proc.returncode == 2, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert errors == [
+    assert "Traceback" not in proc.stderr
+    return [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+
+
+def test_a_store_url_with_a_bad_scheme_ends_in_one_line(tmp_path: Path) -> None:
+    assert _error_lines(tmp_path, "--data", "ftp://host/data") == [
         "error: store URL 'ftp://host/data' has unsupported scheme 'ftp': use one of file://, "
         "gs://, s3://"
     ]
-    assert "Traceback" not in proc.stderr
 
 
 def test_a_batch_that_does_not_split_over_the_devices_is_one_line(
     tmp_path: Path, dataset_url: str
 ) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "workloads.train.main",
-            *("--data", dataset_url, "--checkpoint-url", (tmp_path / "c").as_uri()),
-            *("--global-batch-size", "3", "--workdir", str(tmp_path / "w")),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={
-            "JAX_PLATFORMS": "cpu",
-            "PATH": "/usr/bin:/bin",
-            "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-        },
-        check=False,
-        timeout=120,
+    errors = _error_lines(
+        tmp_path,
+        *("--data", dataset_url, "--global-batch-size", "3"),
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
     )
-    assert proc.returncode == 2, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [
         "error: global batch 3 does not split over the run's 2 devices; fix: use a multiple of 2"
     ]
