@@ -409,7 +409,9 @@ def test_node_pools_wait_for_the_cluster_and_kubernetes_objects_for_the_pools(
     pools = gcp.of_type(NODE_POOL)
     component = next(r for r in gcp.plan.resources if r.urn == pools[0].parent)
     assert cluster.urn in _dependencies(gcp, component)
-    namespace = next(r for r in gcp.plan.resources if r.type == "kubernetes:core/v1:Namespace")
+    # By name: registration order is not deterministic, and the first Namespace found may be a
+    # team's, whose component does not list the pools itself.
+    namespace = gcp.get("kubernetes:core/v1:Namespace", "system-namespace")
     parent = next(r for r in gcp.plan.resources if r.urn == namespace.parent)
     assert {p.urn for p in pools} <= _dependencies(gcp, parent)
 
