@@ -196,3 +196,14 @@ class RecordingStore(FileStore):
     def download_file(self, key: str, local_path: PathLike) -> None:
         super().download_file(key, local_path)
         self.calls.append(("download", key))
+
+
+def wire_ints(value: Any) -> Any:
+    """Wire form carries every number as a float; the provider sends integral ones as ints."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: wire_ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [wire_ints(v) for v in value]
+    return value

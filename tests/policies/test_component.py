@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from crd_schema import validate_kueue
+from tests_support import wire_ints
 
 from components.kubernetes.addons import KUEUE
 from components.kubernetes.kueue import NAMESPACE as KUEUE_NAMESPACE
@@ -64,17 +65,6 @@ def with_team(lab_config: dict[str, Any], make_stack: MakeStack) -> Plan:
 
 def _children(plan: Plan, parent: PlannedResource) -> set[tuple[str, str]]:
     return {(r.type, r.name) for r in plan.resources if r.parent == parent.urn}
-
-
-def _ints(value: Any) -> Any:
-    """Wire form carries every number as a float; the provider sends integral ones as ints."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _ints(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_ints(v) for v in value]
-    return value
 
 
 def test_a_new_team_gets_its_whole_tenancy_with_no_other_edit(with_team: Plan) -> None:
@@ -150,8 +140,8 @@ def test_the_object_store_credentials_are_copied_into_the_namespace(with_team: P
 
 
 def test_the_new_team_queues(with_team: Plan) -> None:
-    cq = _ints(with_team.get(CLUSTER_QUEUE, "team-speech-cluster-queue").inputs)
-    lq = _ints(with_team.get(LOCAL_QUEUE, "team-speech-local-queue").inputs)
+    cq = wire_ints(with_team.get(CLUSTER_QUEUE, "team-speech-cluster-queue").inputs)
+    lq = wire_ints(with_team.get(LOCAL_QUEUE, "team-speech-local-queue").inputs)
     validate_kueue(cq)
     validate_kueue(lq)
     # CPU and memory (the defaults: 16 cores, 64 GiB) once, on the default flavor; GPUs on the
@@ -217,7 +207,7 @@ def test_kueue_objects_go_to_the_cluster_of_the_kueue_release(lab_plan: Plan) ->
             assert r.parent == tenancy.urn
         else:
             assert r.parent in teams
-        validate_kueue(_ints(r.inputs))
+        validate_kueue(wire_ints(r.inputs))
 
 
 def _flavor_resources(plan: Plan) -> dict[str, PlannedResource]:

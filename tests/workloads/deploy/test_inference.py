@@ -13,7 +13,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from tests_support import PlanWithOptions, plan_with_options
+from tests_support import PlanWithOptions, wire_ints
 
 from components.kubernetes.system import OBJECT_STORE_SECRET
 from policies.check import check_plan
@@ -43,28 +43,11 @@ ROLES = {
 }
 
 
-@pytest.fixture(scope="module")
-def lab() -> PlanWithOptions:
-    plan, options = plan_with_options("onprem-lab")
-    return PlanWithOptions("onprem-lab", plan, options)
-
-
-def _ints(value: Any) -> Any:
-    """Wire form carries every number as a float; the provider sends integral ones as ints."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _ints(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_ints(v) for v in value]
-    return value
-
-
 def _manifest(resource: PlannedResource) -> dict[str, Any]:
     """The resource's inputs as the object the provider sends."""
     api_version, kind = resource.type.removeprefix("kubernetes:").split(":")
     api_version = api_version.removeprefix("core/")
-    return {"apiVersion": api_version, "kind": kind, **_ints(dict(resource.inputs))}
+    return {"apiVersion": api_version, "kind": kind, **wire_ints(dict(resource.inputs))}
 
 
 def _container(deployment: PlannedResource) -> dict[str, Any]:

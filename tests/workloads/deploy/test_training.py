@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from jobset_schema import validate_jobset
-from tests_support import PlanWithOptions, plan_with_options
+from tests_support import PlanWithOptions, wire_ints
 
 from components.kubernetes.addons import JOBSET
 from components.kubernetes.jobset import NAMESPACE as JOBSET_NAMESPACE
@@ -28,23 +28,6 @@ TRAINING = "mlstack:workloads:TrainingJob"
 JOBSET_KIND = "kubernetes:jobset.x-k8s.io/v1alpha2:JobSet"
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 LAB_JOB = "training-language-lm-small"
-
-
-@pytest.fixture(scope="module")
-def lab() -> PlanWithOptions:
-    plan, options = plan_with_options("onprem-lab")
-    return PlanWithOptions("onprem-lab", plan, options)
-
-
-def _ints(value: Any) -> Any:
-    """Wire form carries every number as a float; the provider sends integral ones as ints."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _ints(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_ints(v) for v in value]
-    return value
 
 
 def _container(jobset: PlannedResource) -> dict[str, Any]:
@@ -85,7 +68,7 @@ def test_the_component_declares_exactly_what_the_pure_builder_builds(
     )
     expected = jobset_manifest(job_settings(job, platform.pool(job.pool)), team, placement)
     jobset = lab.get(JOBSET_KIND, f"{LAB_JOB}-jobset")
-    assert _ints(dict(jobset.inputs)) == expected
+    assert wire_ints(dict(jobset.inputs)) == expected
     validate_jobset(expected, f"{platform.cluster.kubernetes_version}.0")
 
 
@@ -169,7 +152,7 @@ def test_cloud_jobs_use_the_clouds_buckets_registry_and_identity(
     assert env[contract.DATA_URL] == f"{scheme}://acme-ml-dev-datasets/pystdlib"
     assert not any("secretKeyRef" in json.dumps(v) for v in env.values())
     version = f"{plan.platform.cluster.kubernetes_version}.0"
-    validate_jobset(_ints(dict(jobset.inputs)), version)
+    validate_jobset(wire_ints(dict(jobset.inputs)), version)
 
 
 def test_jobs_of_one_name_in_two_teams_are_two_jobsets(
