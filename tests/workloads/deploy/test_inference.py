@@ -21,8 +21,8 @@ from stacks import offline
 from stacks.offline import SECRET_PLACEHOLDER, PlannedResource, run_plan
 from stacks.stackfile import StackFile, read_stack
 from stacks.validate import load_platform
+from tests.workloads.deploy.placements import LAB_S3
 from workloads import contract
-from workloads.deploy.pods import Placement
 from workloads.deploy.serving import SERVICE_LABEL, TRACK_LABEL, service_manifests
 from workloads.deploy.settings import service_settings
 
@@ -83,13 +83,7 @@ def test_the_component_declares_exactly_what_the_pure_builders_build(
     platform = load_platform(read_stack("onprem-lab").platform)
     service = platform.workloads.inference_services[0]
     team = next(t for t in platform.teams if t.name == service.team)
-    placement = Placement(
-        registry="harbor.lab.internal/ml",
-        buckets={p: f"s3://lab-ml-{p}" for p in ("datasets", "checkpoints", "models")},
-        s3_endpoint="https://minio.lab.internal:9000",
-        region="us-east-1",
-        credentials_secret=OBJECT_STORE_SECRET,
-    )
+    placement = LAB_S3
     settings = service_settings(service, platform.pool(service.pool))
     expected = service_manifests(settings, team, placement, platform.cloud)
     assert set(expected) == set(ROLES)

@@ -25,6 +25,7 @@ from stacks.schema import (
     TrainingJob,
 )
 from stacks.validate import load_platform
+from tests.workloads.deploy.placements import GCS, LAB_S3
 from workloads import contract
 from workloads.deploy.jobset import (
     COMPLETION_INDEX_ANNOTATION,
@@ -38,21 +39,6 @@ from workloads.deploy.pods import RUN_AS_USER, S3_ENDPOINT_ENV, Placement, image
 from workloads.deploy.settings import TRAIN_REPOSITORY, JobSettings, job_settings
 from workloads.train.configs import CONFIGS
 
-LAB_S3 = Placement(
-    registry="harbor.lab.internal/ml",
-    buckets={
-        "datasets": "s3://lab-ml-datasets",
-        "checkpoints": "s3://lab-ml-checkpoints",
-        "models": "s3://lab-ml-models",
-    },
-    s3_endpoint="https://minio.lab.internal:9000",
-    region="us-east-1",
-    credentials_secret=OBJECT_STORE_SECRET,
-)
-GCS = Placement(
-    registry="us-central1-docker.pkg.dev/acme-ml-dev/ml",
-    buckets={"datasets": "gs://d", "checkpoints": "gs://c", "models": "gs://m"},
-)
 #: The lab's language team: 8 A100s, 64 CPUs, 512 GiB.
 JOB = {"name": "pretrain", "team": "language", "pool": "a100"}
 

@@ -33,6 +33,7 @@ from stacks.schema import (
     Team,
 )
 from stacks.validate import load_platform
+from tests.workloads.deploy.placements import GCS, LAB_S3
 from workloads import contract
 from workloads.deploy.pods import RUN_AS_USER, S3_ENDPOINT_ENV, SCRATCH_DIR, Placement
 from workloads.deploy.serving import (
@@ -52,21 +53,6 @@ from workloads.deploy.serving import (
 )
 from workloads.deploy.settings import ServiceSettings, service_settings
 
-LAB_S3 = Placement(
-    registry="harbor.lab.internal/ml",
-    buckets={
-        "datasets": "s3://lab-ml-datasets",
-        "checkpoints": "s3://lab-ml-checkpoints",
-        "models": "s3://lab-ml-models",
-    },
-    s3_endpoint="https://minio.lab.internal:9000",
-    region="us-east-1",
-    credentials_secret=OBJECT_STORE_SECRET,
-)
-GCS = Placement(
-    registry="us-central1-docker.pkg.dev/acme-ml-dev/ml",
-    buckets={"datasets": "gs://d", "checkpoints": "gs://c", "models": "gs://m"},
-)
 #: A service of the lab's language team (8 A100s; 64 CPUs, 512 GiB) serving its lm-small.
 SERVICE = {"name": "chat", "team": "language", "pool": "a100", "model": "lm-small"}
 Manifests = dict[str, dict[str, Any]]

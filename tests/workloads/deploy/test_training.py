@@ -18,9 +18,9 @@ from components.kubernetes.system import OBJECT_STORE_SECRET
 from stacks.offline import SECRET_PLACEHOLDER, Plan, PlannedResource, run_plan
 from stacks.stackfile import StackFile, read_stack
 from stacks.validate import load_platform
+from tests.workloads.deploy.placements import LAB_S3
 from workloads import contract
 from workloads.deploy.jobset import jobset_manifest
-from workloads.deploy.pods import Placement
 from workloads.deploy.settings import job_settings
 
 MakeStack = Callable[..., StackFile]
@@ -59,13 +59,7 @@ def test_the_component_declares_exactly_what_the_pure_builder_builds(
     platform = load_platform(read_stack("onprem-lab").platform)
     job = platform.workloads.training_jobs[0]
     team = next(t for t in platform.teams if t.name == job.team)
-    placement = Placement(
-        registry="harbor.lab.internal/ml",
-        buckets={p: f"s3://lab-ml-{p}" for p in ("datasets", "checkpoints", "models")},
-        s3_endpoint="https://minio.lab.internal:9000",
-        region="us-east-1",
-        credentials_secret=OBJECT_STORE_SECRET,
-    )
+    placement = LAB_S3
     expected = jobset_manifest(job_settings(job, platform.pool(job.pool)), team, placement)
     jobset = lab.get(JOBSET_KIND, f"{LAB_JOB}-jobset")
     assert wire_ints(dict(jobset.inputs)) == expected
