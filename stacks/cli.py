@@ -471,10 +471,9 @@ def local_up(  # noqa: PLR0917 - a typer command: its options are its parameters
 def _server_line(event: dict[str, Any]) -> str:
     """One human line per event of the model server."""
     kind = event.get("event")
-    if kind == "compiled" and "bucket" in event:
-        batch, length = event["bucket"]
+    if kind == "compiled" and "executable" in event:
         return (
-            f"server warm-up {event['done']}/{event['total']}: batch {batch}, length {length} "
+            f"server warm-up {event['done']}/{event['total']}: {event['executable']} "
             f"({event['seconds']:.1f} s)"
         )
     if kind == "warmed":

@@ -1,4 +1,4 @@
-"""The HTTP API: an ASGI app (Starlette) over an engine and its batcher.
+"""The HTTP API: an ASGI app (Starlette) over an engine and its continuous batcher.
 
 - POST /v1/completions: a completion (`protocol`); 4xx with `{"error": one line}` for bad
   input, 429 when the queue is full, 503 before the model is ready and while draining.
@@ -18,7 +18,6 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
@@ -61,23 +60,20 @@ class Service:
     def __init__(self, engine: Engine, options: ApiOptions) -> None:
         self.engine = engine
         self.options = options
-        self.batcher: Batcher[CompletionRequest, Completion | RequestError] = Batcher(
-            self._complete, max_batch=options.max_batch, max_queue=options.max_queue
-        )
         self.metrics = ServerMetrics(
             lambda: self.batcher.depth, lambda: self.batcher.running, self._model_state
+        )
+        self.batcher: Batcher[CompletionRequest, Completion | RequestError] = Batcher(
+            engine.session,
+            max_batch=options.max_batch,
+            max_queue=options.max_queue,
+            on_step=self.metrics.decoded,
         )
         self.draining = threading.Event()
 
     def _model_state(self) -> tuple[str | None, int]:
         model = self.engine.current
         return (model.version if model else None), self.engine.reloads
-
-    def _complete(self, requests: Sequence[CompletionRequest]) -> list[Completion | RequestError]:
-        results = self.engine.complete(requests)
-        tokens = sum(r.completion_tokens for r in results if isinstance(r, Completion))
-        self.metrics.batch(len(requests), tokens)
-        return results
 
     def not_ready(self) -> str | None:
         """Why the server cannot answer completions now, or None."""
@@ -153,6 +149,7 @@ def create_app(service: Service) -> Starlette:
         result = await asyncio.wrap_future(future)
         if isinstance(result, RequestError):
             return _error(result.status, result.reason)
+        service.metrics.completed(result.completion_tokens)
         return JSONResponse(response_body(result, f"cmpl-{uuid.uuid4().hex}", int(time.time())))
 
     async def healthz(request: Request) -> Response:

@@ -1,23 +1,30 @@
-"""Dynamic batching: concurrent requests share one batched generate call.
+"""Continuous batching: requests join the running batch between decode calls.
 
-Requests wait in a bounded queue. One worker thread owns the device: whenever it is idle it
-takes everything queued, up to `max_batch`, at once (no timer waits for more to arrive: a lone
-request runs right away, and requests that arrive during a call form the next batch). A full
-queue refuses new requests (the API answers 429) instead of letting latency grow without
-bound. `max_batch=1` turns batching off.
+Requests wait in a bounded queue. One worker thread owns the device. Before each decode call
+it moves whatever is queued into the batch's free slots (up to `max_batch` rows running: no
+timer waits for more to arrive, so a lone request starts right away), then decodes a few
+tokens for every running row and answers the rows that ended, whose slots take the next
+requests at the following call. A full queue refuses new requests (the API answers 429)
+instead of letting latency grow without bound. `max_batch=1` turns batching off.
+
+The batch belongs to one model (`Session`). When a newer one is loaded, the worker stops
+admitting, lets the running rows finish on the model they started with, then opens a session
+on the new model for what is queued.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+Item_contra = TypeVar("Item_contra", contravariant=True)
 
 
 class QueueFull(Exception):  # noqa: N818 - reads as `batcher.QueueFull`, like queue.Full.
@@ -28,6 +35,24 @@ class Closed(Exception):  # noqa: N818 - reads as `batcher.Closed`.
     """The batcher drains or has stopped: it takes no new requests."""
 
 
+class Session(Protocol[Item_contra, Result]):
+    """Rows decoding together on one model."""
+
+    @property
+    def current(self) -> bool:
+        """Whether new rows may join (False once a newer model is served)."""
+        ...
+
+    def admit(self, items: Sequence[tuple[int, Item_contra]]) -> dict[int, Result]:
+        """Start the keyed items; those answered at once (they do not fit this model), by
+        key. The rest run until `step` returns them."""
+        ...
+
+    def step(self) -> dict[int, Result]:
+        """Decode a few tokens for every running row; the rows that ended, by key."""
+        ...
+
+
 @dataclass
 class _Pending(Generic[Item, Result]):
     item: Item
@@ -35,18 +60,20 @@ class _Pending(Generic[Item, Result]):
 
 
 class Batcher(Generic[Item, Result]):
-    """A bounded queue and the worker thread that runs `complete` on batches of it.
+    """A bounded queue and the worker thread that runs its requests in a continuous batch.
 
-    `complete(items)` returns one result per item, in order; an exception fails the whole
-    batch's futures with it.
+    `open_session()` gives a session on the model served now; an exception from it, `admit`
+    or `step` fails the requests it concerned (all running ones, for `step`) and the next
+    requests get a new session.
     """
 
     def __init__(
         self,
-        complete: Callable[[Sequence[Item]], Sequence[Result]],
+        open_session: Callable[[], Session[Item, Result]],
         *,
         max_batch: int,
         max_queue: int,
+        on_step: Callable[[int], None] | None = None,
         name: str = "mlstack-batcher",
     ) -> None:
         if max_batch < 1 or max_queue < 1:
@@ -55,23 +82,25 @@ class Batcher(Generic[Item, Result]):
             )
         self.max_batch = max_batch
         self.max_queue = max_queue
-        self._complete = complete
+        self._open_session = open_session
+        self._on_step = on_step
         self._queue: deque[_Pending[Item, Result]] = deque()
+        self._running: dict[int, _Pending[Item, Result]] = {}
+        self._keys = itertools.count()
         self._cond = threading.Condition()
         self._closed = False
-        self._running = 0
         self._worker = threading.Thread(target=self._work, name=name, daemon=True)
         self._worker.start()
 
     @property
     def depth(self) -> int:
-        """Requests waiting for a batch."""
+        """Requests waiting for a slot."""
         return len(self._queue)
 
     @property
     def running(self) -> int:
-        """Requests in the batch on the device now."""
-        return self._running
+        """Requests decoding on the device now."""
+        return len(self._running)
 
     @property
     def closed(self) -> bool:
@@ -80,13 +109,13 @@ class Batcher(Generic[Item, Result]):
 
     @property
     def idle(self) -> bool:
-        """Nothing queued and no batch running."""
+        """Nothing queued and nothing running."""
         with self._cond:
             return not self._queue and not self._running
 
     def submit(self, item: Item) -> Future[Result]:
-        """Queue `item`; its future resolves when its batch has run. Raises QueueFull or
-        Closed. Cancelling the future before its batch starts leaves it out of the batch."""
+        """Queue `item`; its future resolves when its row ends. Raises QueueFull or Closed.
+        Cancelling the future before its row starts leaves it out."""
         future: Future[Result] = Future()
         with self._cond:
             if self._closed:
@@ -106,33 +135,69 @@ class Batcher(Generic[Item, Result]):
         self._worker.join(timeout_s)
         return not self._worker.is_alive()
 
-    def _take(self) -> list[_Pending[Item, Result]] | None:
+    def _take(self, session: Session[Item, Result] | None) -> list[tuple[int, Item]] | None:
+        """Wait for work; move what fits from the queue to the running rows (none while the
+        session is stale). None when closed and nothing is left."""
         with self._cond:
-            while not self._queue and not self._closed:
+            while not self._queue and not self._running and not self._closed:
                 self._cond.wait()
-            if not self._queue:
+            if not self._queue and not self._running:
                 return None
             taken = []
-            while self._queue and len(taken) < self.max_batch:
-                pending = self._queue.popleft()
-                # False: the caller gave up on it (its client went away) before it ran.
-                if pending.future.set_running_or_notify_cancel():
-                    taken.append(pending)
-            self._running = len(taken)
+            if session is not None and session.current:
+                while self._queue and len(self._running) < self.max_batch:
+                    pending = self._queue.popleft()
+                    # False: the caller gave up on it (its client went away) before it ran.
+                    if pending.future.set_running_or_notify_cancel():
+                        key = next(self._keys)
+                        self._running[key] = pending
+                        taken.append((key, pending.item))
             return taken
 
+    def _finish(self, results: dict[int, Result]) -> None:
+        with self._cond:
+            done = [(self._running.pop(key), result) for key, result in results.items()]
+        for pending, result in done:
+            pending.future.set_result(result)
+
+    def _fail(self, keys: Sequence[int], err: BaseException) -> None:
+        with self._cond:
+            failed = [self._running.pop(key) for key in keys if key in self._running]
+        for pending in failed:
+            pending.future.set_exception(err)
+
     def _work(self) -> None:
-        while (batch := self._take()) is not None:
-            if not batch:
+        session: Session[Item, Result] | None = None
+        while True:
+            # At the start, after a failure, or between models: nothing runs (a failure failed
+            # the running rows), so a new session loses no row.
+            if self._queue and (session is None or (not session.current and not self._running)):
+                try:
+                    session = self._open_session()
+                except BaseException as err:  # Handed to every queued caller.
+                    self._fail_queued(err)
+                    session = None
+                    continue
+            taken = self._take(session)
+            if taken is None:
+                return
+            if session is None:
                 continue
             try:
-                results = self._complete([pending.item for pending in batch])
-            except BaseException as err:  # Handed to every caller of the batch.
-                for pending in batch:
-                    pending.future.set_exception(err)
-            else:
-                for pending, result in zip(batch, results, strict=True):
-                    pending.future.set_result(result)
-            finally:
-                with self._cond:
-                    self._running = 0
+                if taken:
+                    self._finish(session.admit(taken))
+                if self._running:
+                    if self._on_step is not None:
+                        self._on_step(len(self._running))
+                    self._finish(session.step())
+            except BaseException as err:  # Handed to every running caller; a new session next.
+                self._fail(list(self._running), err)
+                session = None
+
+    def _fail_queued(self, err: BaseException) -> None:
+        with self._cond:
+            queued = list(self._queue)
+            self._queue.clear()
+        for pending in queued:
+            if pending.future.set_running_or_notify_cancel():
+                pending.future.set_exception(err)

@@ -2,13 +2,14 @@
 every bucket before it serves, and replaced by a newer bundle without a pause.
 
 `Engine.start` loads in a background thread: the newest bundle (`latest`), or the pinned
-version, then compiles every (batch, length) bucket and runs each once; only then does `ready`
-turn true. The same thread then checks for a newer bundle every `reload_interval_s` seconds and
-whenever `request_reload` is called (SIGHUP): it loads and warms the new one while the old one
-keeps serving, then swaps them in one assignment. A batch reads the current model once when it
-starts, so requests in flight finish on the model they started with. A bundle with the same
-model config reuses the compiled executables (only its parameters change, and the warm-up runs
-them once with the new ones); a new config compiles its own set first.
+version, then compiles the executables of every batch and length bucket and runs each once;
+only then does `ready` turn true. The same thread then checks for a newer bundle every
+`reload_interval_s` seconds and whenever `request_reload` is called (SIGHUP): it loads and warms
+the new one while the old one keeps serving, then swaps them in one assignment. A batch
+(`EngineSession`) belongs to the model it started on: the batcher stops admitting to it once a
+newer model is served, so requests in flight finish on the model they started with. A bundle
+with the same model config reuses the compiled executables (only its parameters change, and
+the warm-up runs them once with the new ones); a new config compiles its own set first.
 
 Loading failures (the store is unreachable, no bundle yet, a broken bundle) are logged and
 retried at the next check; a server that has a model keeps serving it.
@@ -180,14 +181,18 @@ class Engine:
             seconds=round(time.perf_counter() - start, 3),
         )
         start = time.perf_counter()
-        total = len(generator.buckets.pairs)
+        total = len(generator.executables())
         done = 0
 
-        def on_compiled(bucket: tuple[int, int], seconds: float) -> None:
+        def on_compiled(executable: str, seconds: float) -> None:
             nonlocal done
             done += 1
             self.log(
-                "compiled", bucket=list(bucket), seconds=round(seconds, 3), done=done, total=total
+                "compiled",
+                executable=executable,
+                seconds=round(seconds, 3),
+                done=done,
+                total=total,
             )
 
         compiled = generator.compile(self.options.compile_threads, on_compiled)
@@ -213,15 +218,37 @@ class Engine:
             length_buckets=self.options.length_buckets,
         )
 
-    def complete(self, requests: Sequence[CompletionRequest]) -> list[Completion | RequestError]:
-        """Generate for a batch of checked requests on the current model, in one call. A
-        request that no longer fits (a reload changed the context) gets its RequestError."""
+    def session(self) -> EngineSession:
+        """A continuous batch on the model served now (see `batcher.Session`)."""
         model = self._current
         if model is None:
             raise RuntimeError("no model is loaded")
-        results: list[Completion | RequestError | None] = []
-        rows: list[Row] = []
-        for request in requests:
+        return EngineSession(self, model)
+
+
+class EngineSession:
+    """Completion requests decoding together on one loaded model."""
+
+    def __init__(self, engine: Engine, model: LoadedModel) -> None:
+        self.engine = engine
+        self.model = model
+        self.batch = model.generator.batch(model.params)
+        #: Slot -> (key, request) of the rows running.
+        self._rows: dict[int, tuple[int, CompletionRequest]] = {}
+
+    @property
+    def current(self) -> bool:
+        return self.engine.current is self.model
+
+    def admit(
+        self, items: Sequence[tuple[int, CompletionRequest]]
+    ) -> dict[int, Completion | RequestError]:
+        """Start the requests that fit this model; a RequestError for those that do not (a
+        reload changed the context or the token limit since they were checked)."""
+        model = self.model
+        refused: dict[int, Completion | RequestError] = {}
+        fitting: list[tuple[int, CompletionRequest]] = []
+        for key, request in items:
             try:
                 check_fits(request, model.context)
                 if request.max_tokens > model.max_tokens:
@@ -229,23 +256,30 @@ class Engine:
                         422, f"max_tokens {request.max_tokens} is over {model.max_tokens}"
                     )
             except RequestError as err:
-                results.append(err)
-                continue
-            results.append(None)
-            rows.append(
-                Row(
-                    prompt=request.prompt_ids,
-                    max_new=request.max_tokens,
-                    temperature=request.temperature,
-                    top_k=request.top_k,
-                    seed=request.seed,
-                )
+                refused[key] = err
+            else:
+                fitting.append((key, request))
+        rows = [
+            Row(
+                prompt=request.prompt_ids,
+                max_new=request.max_tokens,
+                temperature=request.temperature,
+                top_k=request.top_k,
+                seed=request.seed,
             )
-        generated = iter(model.generator.run(model.params, rows) if rows else [])
-        return [
-            result if result is not None else finish(request, next(generated), model.version)
-            for request, result in zip(requests, results, strict=True)
+            for _, request in fitting
         ]
+        for slot, item in zip(self.batch.admit(rows), fitting, strict=True):
+            self._rows[slot] = item
+        return refused
+
+    def step(self) -> dict[int, Completion | RequestError]:
+        """Decode for every running request; the completions of those that ended, by key."""
+        answered: dict[int, Completion | RequestError] = {}
+        for slot, tokens in self.batch.step().items():
+            key, request = self._rows.pop(slot)
+            answered[key] = finish(request, tokens, self.model.version)
+        return answered
 
 
 def _describe(config: ModelConfig) -> dict[str, Any]:

@@ -1,21 +1,28 @@
-"""Batched generation with a KV cache, compiled ahead of time for a fixed set of shapes.
+"""Continuous batching with a KV cache, compiled ahead of time for a fixed set of shapes.
 
-One call generates for a batch of rows: a prefill of the right-padded prompts, then a decode
-loop inside the same executable (`lax.while_loop`) that stops when every row has ended or the
-new-token bucket is full, so the host syncs once per batch, not once per token.
+Rows decode together in a `Batch`: a fixed number of slots on the device, each holding one
+request's KV cache, its next-token logits and its settings. A request joins a running batch
+between decode calls (`Batch.admit`: a prefill of its prompt, then its cache is written into a
+free slot) and leaves it when it ends, so a slot freed by a finished request takes the next
+one at once instead of waiting for the whole batch to end. A decode call runs up to
+`steps_per_call` steps inside one executable (`lax.while_loop`) and returns early when a row
+ends, so the host syncs about once per finished request, not once per token.
 
-Shapes come from `Buckets`: a batch bucket (rows, padded with rows that generate nothing), a
-length bucket (prompt tokens, right-padded) and one new-token bucket (the most tokens a request
-may ask for). `Generator.compile` lowers and compiles one executable per (batch, length) pair;
-`Generator.run` only calls those executables, so serving never traces or compiles.
+Shapes come from `Buckets`: batch buckets (slots in a batch, rows in an admission), length
+buckets (prompt tokens, right-padded) and one new-token bound. The batch lives at the
+smallest batch bucket that holds its highest busy slot (a new row takes the lowest free slot,
+so that is at most the number of rows running at once): one request decodes in a batch of one.
+`Generator.compile` lowers and compiles every executable: a prefill per (rows, length) pair, a
+decode per batch size, an empty batch per size, and an insert per (rows, batch size) pair that
+also moves a batch to another size; serving only calls them, so it never traces or compiles.
 
-A row's result depends on its own prompt, settings and seed only: its keys and values sit in the
-cache at the slots of their positions (counted from its first token) and every query attends
-over the whole cache (`Transformer.forward_cached`), so neither padding nor the other rows enter
-what it computes, and its random numbers come from a key made from its seed and the step. What
-remains is floating-point rounding: executables of other shapes may round a logit differently
-in its last bits, which changes a greedy or Gumbel-max pick only at a near-exact tie (about one
-token in a million).
+A row's result depends on its own prompt, settings and seed only: its keys and values sit in
+its slot's cache at the slots of their positions (counted from its first token) and every
+query attends over the whole cache (`Transformer.forward_cached`), so neither padding nor the
+other rows enter what it computes, and its random numbers come from a key made from its seed
+and its own token count. What remains is floating-point rounding: executables of other shapes
+may round a logit differently in its last bits, which changes a greedy or Gumbel-max pick only
+at a near-exact tie (about one token in a million).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jax
@@ -34,7 +41,7 @@ from flax import nnx
 
 from workloads.train import state
 from workloads.train.configs import EOS_ID, TOKENIZER_VOCAB, ModelConfig
-from workloads.train.model import abstract_model
+from workloads.train.model import LayerCache, abstract_model
 
 #: The shortest length bucket: prompts are padded to at least this many tokens.
 MIN_LENGTH_BUCKET = 16
@@ -57,10 +64,6 @@ class Buckets:
 
     def length_for(self, tokens: int) -> int:
         return _smallest_at_least(self.length, tokens, "prompt tokens")
-
-    @property
-    def pairs(self) -> list[tuple[int, int]]:
-        return [(b, p) for b in self.batch for p in self.length]
 
 
 def _smallest_at_least(buckets: tuple[int, ...], n: int, what: str) -> int:
@@ -179,11 +182,11 @@ def _sample(logits: jax.Array, temperature: jax.Array, keys: jax.Array) -> jax.A
 
 
 def sample_tokens(
-    logits: jax.Array, temperature: jax.Array, top_k: jax.Array, keys: jax.Array, step: jax.Array
+    logits: jax.Array, temperature: jax.Array, top_k: jax.Array, keys: jax.Array, count: jax.Array
 ) -> jax.Array:
     """The next token of each row from its logits [rows, vocab]: greedy where the temperature
-    is 0, else sampled among its top_k (0: all) with its own key folded with `step`. The top-k
-    and sampling work runs only when some row of the batch asks for it."""
+    is 0, else sampled among its top_k (0: all) with its own key folded with its token count
+    `count` [rows]. The top-k and sampling work runs only when some row asks for it."""
     vocab = logits.shape[-1]
     # The padded ids past the tokenizer's never occur in training; never produce them.
     logits = jnp.where(jnp.arange(vocab) < TOKENIZER_VOCAB, logits, -jnp.inf)
@@ -193,7 +196,7 @@ def sample_tokens(
         lambda: logits,
     )
     greedy = _greedy(logits)
-    step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
+    step_keys = jax.vmap(jax.random.fold_in)(keys, count)
     chosen = jax.lax.cond(
         jnp.any(temperature > 0),
         lambda: jnp.where(temperature > 0, _sample(logits, temperature, step_keys), greedy),
@@ -203,8 +206,8 @@ def sample_tokens(
 
 
 @dataclass(frozen=True)
-class _Inputs:
-    """One batch: the prompts [B, P] and each row's settings [B] (host arrays going in,
+class _Prompts:
+    """Rows to admit: the prompts [n, P] and each row's settings [n] (host arrays going in,
     traced arrays inside, shapes when compiling)."""
 
     prompts: Any
@@ -215,103 +218,210 @@ class _Inputs:
     seeds: Any
 
 
-jax.tree_util.register_dataclass(_Inputs)
+@dataclass(frozen=True)
+class _Slots:
+    """A batch on the device: per slot [b, ...], its cache, the logits of its next token, its
+    settings, how many tokens it has generated and whether it has ended (free slots have)."""
+
+    cache: Any
+    logits: Any
+    lengths: Any
+    count: Any
+    max_new: Any
+    temperature: Any
+    top_k: Any
+    seeds: Any
+    done: Any
 
 
-def make_generate(graphdef: nnx.GraphDef[Any], cfg: ModelConfig, new_tokens: int) -> Callable:
-    """generate(params, inputs) -> (tokens [B, new_tokens], steps): row b's first max_new[b]
-    tokens are its output (an EOS, where it comes, ends it earlier); `steps` is how many
-    tokens the loop produced for every row."""
+jax.tree_util.register_dataclass(_Prompts)
+jax.tree_util.register_dataclass(_Slots)
+
+
+def _rows_of(fill: Callable[[tuple[int, ...], Any], Any], cfg: ModelConfig, rows: int) -> _Slots:
+    """A `_Slots` of `rows` slots whose leaves are `fill(shape, dtype)`: zeros, or shapes."""
+    cache_shape = (rows, cfg.n_heads, cfg.seq_len, cfg.head_dim)
+    dtype = jnp.dtype(cfg.dtype)
+    row = (rows,)
+    return _Slots(
+        cache=[
+            LayerCache(fill(cache_shape, dtype), fill(cache_shape, dtype))
+            for _ in range(cfg.n_layers)
+        ],
+        logits=fill((rows, cfg.vocab_size), jnp.float32),
+        lengths=fill(row, jnp.int32),
+        count=fill(row, jnp.int32),
+        max_new=fill(row, jnp.int32),
+        temperature=fill(row, jnp.float32),
+        top_k=fill(row, jnp.int32),
+        seeds=fill(row, jnp.uint32),
+        done=fill(row, jnp.bool_),
+    )
+
+
+def make_functions(graphdef: nnx.GraphDef[Any], cfg: ModelConfig, steps_per_call: int) -> dict:
+    """The traced functions behind the executables: `prefill(params, prompts) -> slots`,
+    `decode(params, slots, max_steps) -> (slots, tokens [b, steps_per_call], done [b])`,
+    `empty(rows) -> slots` and `insert(slots, new, at) -> slots`."""
     context = cfg.seq_len
 
-    def generate(params: Any, inputs: _Inputs) -> tuple[jax.Array, jax.Array]:
+    def prefill(params: Any, inputs: _Prompts) -> _Slots:
         model = nnx.merge(graphdef, params)
-        batch, prompt_len = inputs.prompts.shape
-        keys = jax.vmap(jax.random.key)(inputs.seeds)
-        positions = jnp.broadcast_to(jnp.arange(prompt_len), (batch, prompt_len))
+        rows, prompt_len = inputs.prompts.shape
+        positions = jnp.broadcast_to(jnp.arange(prompt_len), (rows, prompt_len))
         hidden, cache = model.forward_cached(
-            inputs.prompts, positions, model.empty_cache(batch, context)
+            inputs.prompts, positions, model.empty_cache(rows, context)
         )
-        logits = model.head(hidden[jnp.arange(batch), inputs.lengths - 1])
-        out = jnp.zeros((batch, new_tokens), jnp.int32)
-        # Rows past the request's (batch padding) generate nothing.
-        done = inputs.max_new < 1
-
-        def more(carry: tuple[jax.Array, ...]) -> jax.Array:
-            step, _, _, done, _ = carry
-            return (step < new_tokens) & ~jnp.all(done)
-
-        # One token per step: pick it from the last logits, then run it through the model
-        # (the last step's forward pass goes unused; one shared sampler compiles faster than
-        # a second copy for the prefill).
-        def decode_step(carry: tuple[Any, ...]) -> tuple[Any, ...]:
-            step, out, cache, done, logits = carry
-            token = sample_tokens(logits, inputs.temperature, inputs.top_k, keys, step)
-            out = jax.lax.dynamic_update_index_in_dim(out, token, step, axis=1)
-            done = done | (token == EOS_ID) | (step + 1 >= inputs.max_new)
-            # Rows that have ended keep computing (nobody reads their results); clip their
-            # positions so that they stay inside the cache.
-            position = jnp.minimum(inputs.lengths + step, context - 1)[:, None]
-            hidden, cache = model.forward_cached(token[:, None], position, cache)
-            return step + 1, out, cache, done, model.head(hidden[:, 0])
-
-        steps, out, _, _, _ = jax.lax.while_loop(
-            more, decode_step, (jnp.int32(0), out, cache, done, logits)
+        return _Slots(
+            cache=cache,
+            logits=model.head(hidden[jnp.arange(rows), inputs.lengths - 1]),
+            lengths=inputs.lengths,
+            count=jnp.zeros_like(inputs.lengths),
+            max_new=inputs.max_new,
+            temperature=inputs.temperature,
+            top_k=inputs.top_k,
+            seeds=inputs.seeds,
+            # Padding rows (max_new 0) generate nothing.
+            done=inputs.max_new < 1,
         )
-        return out, steps
 
-    return generate
+    def decode(params: Any, slots: _Slots, max_steps: jax.Array) -> tuple[_Slots, Any, Any]:
+        model = nnx.merge(graphdef, params)
+        rows = slots.done.shape[0]
+        keys = jax.vmap(jax.random.key)(slots.seeds)
+        out = jnp.full((rows, steps_per_call), -1, jnp.int32)
+
+        def more(carry: tuple[Any, ...]) -> jax.Array:
+            step, slots, _, ended = carry
+            return (step < max_steps) & ~ended & ~jnp.all(slots.done)
+
+        # One token per step: pick it from the slot's logits, then run it through the model
+        # (a row's last step's forward pass goes unused). Slots that have ended keep computing
+        # (nobody reads their results); their positions are clipped to stay inside the cache.
+        def step_fn(carry: tuple[Any, ...]) -> tuple[Any, ...]:
+            step, s, out, _ = carry
+            live = ~s.done
+            token = sample_tokens(s.logits, s.temperature, s.top_k, keys, s.count)
+            out = jax.lax.dynamic_update_index_in_dim(out, jnp.where(live, token, -1), step, axis=1)
+            count = s.count + live.astype(jnp.int32)
+            ended = live & ((token == EOS_ID) | (count >= s.max_new))
+            position = jnp.minimum(s.lengths + s.count, context - 1)[:, None]
+            hidden, cache = model.forward_cached(token[:, None], position, s.cache)
+            s = replace(
+                s, cache=cache, logits=model.head(hidden[:, 0]), count=count, done=s.done | ended
+            )
+            # A row that ended frees its slot: return, so that the host answers it and admits
+            # the next request.
+            return step + 1, s, out, jnp.any(ended)
+
+        _, slots, out, _ = jax.lax.while_loop(
+            more, step_fn, (jnp.int32(0), slots, out, jnp.bool_(False))
+        )
+        return slots, out, slots.done
+
+    def empty(rows: int) -> _Slots:
+        slots = _rows_of(jnp.zeros, cfg, rows)
+        return replace(slots, lengths=jnp.ones_like(slots.lengths), done=~slots.done)
+
+    def insert(slots: _Slots, new: _Slots, at: jax.Array) -> _Slots:
+        # An index past the end (padding rows, or rows past a smaller batch) is dropped.
+        return jax.tree.map(lambda s, x: s.at[at].set(x, mode="drop"), slots, new)
+
+    return {"prefill": prefill, "decode": decode, "empty": empty, "insert": insert}
+
+
+#: Decode steps per call at most: a call also returns as soon as a row ends.
+DEFAULT_STEPS_PER_CALL = 8
 
 
 class Generator:
-    """One model config's generation executables, one per (batch, length) bucket."""
+    """One model config's executables for every bucket, and the batches that run on them."""
 
-    def __init__(self, cfg: ModelConfig, buckets: Buckets) -> None:
+    def __init__(
+        self, cfg: ModelConfig, buckets: Buckets, steps_per_call: int = DEFAULT_STEPS_PER_CALL
+    ) -> None:
         self.cfg = cfg
         self.buckets = buckets
+        self.steps_per_call = steps_per_call
         graphdef, abstract_params = nnx.split(abstract_model(cfg))
         self._like = nnx.to_pure_dict(abstract_params)
-        self._fn = jax.jit(make_generate(graphdef, cfg, buckets.new_tokens))
-        self._compiled: dict[tuple[int, int], Any] = {}
+        fns = make_functions(graphdef, cfg, steps_per_call)
+        self._jit = {
+            "prefill": jax.jit(fns["prefill"]),
+            "decode": jax.jit(fns["decode"], donate_argnums=1),
+            "empty": jax.jit(fns["empty"], static_argnums=0),
+            "insert": jax.jit(fns["insert"], donate_argnums=0),
+        }
+        self._compiled: dict[tuple[str, int, int], Any] = {}
         self._lock = threading.Lock()
 
     @property
+    def max_batch(self) -> int:
+        return self.buckets.batch[-1]
+
+    def executables(self) -> list[tuple[str, int, int]]:
+        """(kind, a, b) of every executable: ("prefill", rows, length), ("decode", rows, 0),
+        ("empty", rows, 0), ("insert", rows, batch rows)."""
+        batch, length = self.buckets.batch, self.buckets.length
+        return [
+            *(("prefill", n, p) for n in batch for p in length),
+            *(("decode", b, 0) for b in batch),
+            *(("empty", b, 0) for b in batch),
+            *(("insert", n, b) for n in batch for b in batch),
+        ]
+
+    @property
     def compiled(self) -> bool:
-        return all(pair in self._compiled for pair in self.buckets.pairs)
+        return all(key in self._compiled for key in self.executables())
 
     def compile(
         self,
         threads: int = 1,
-        on_compiled: Callable[[tuple[int, int], float], None] | None = None,
+        on_compiled: Callable[[str, float], None] | None = None,
     ) -> float:
-        """Compile every bucket not compiled yet, `threads` at once; the seconds it took.
-        `on_compiled((batch, length), seconds)` follows each one."""
+        """Compile every executable not compiled yet, `threads` at once; the seconds it took.
+        `on_compiled(name, seconds)` follows each one (name: "prefill 4x16", "decode 8", ...)."""
         start = time.perf_counter()
         with self._lock, ThreadPoolExecutor(max(1, threads)) as pool:
-            pending = [pair for pair in self.buckets.pairs if pair not in self._compiled]
-            for pair, (compiled, seconds) in zip(
+            pending = [key for key in self.executables() if key not in self._compiled]
+            for key, (compiled, seconds) in zip(
                 pending, pool.map(self._compile_one, pending), strict=True
             ):
-                self._compiled[pair] = compiled
+                self._compiled[key] = compiled
                 if on_compiled is not None:
-                    on_compiled(pair, seconds)
+                    on_compiled(executable_name(key), seconds)
         return time.perf_counter() - start
 
-    def _compile_one(self, pair: tuple[int, int]) -> tuple[Any, float]:
+    def _compile_one(self, key: tuple[str, int, int]) -> tuple[Any, float]:
         start = time.perf_counter()
-        batch, length = pair
+        kind, a, b = key
         params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), self._like)
-        rows = jax.ShapeDtypeStruct((batch,), jnp.int32)
-        inputs = _Inputs(
-            prompts=jax.ShapeDtypeStruct((batch, length), jnp.int32),
-            lengths=rows,
-            max_new=rows,
-            temperature=jax.ShapeDtypeStruct((batch,), jnp.float32),
-            top_k=rows,
-            seeds=jax.ShapeDtypeStruct((batch,), jnp.uint32),
-        )
-        compiled = self._fn.lower(params, inputs).compile()
-        return compiled, time.perf_counter() - start
+        shapes = lambda rows: _rows_of(jax.ShapeDtypeStruct, self.cfg, rows)  # noqa: E731
+        if kind == "prefill":
+            rows = jax.ShapeDtypeStruct((a,), jnp.int32)
+            prompts = _Prompts(
+                prompts=jax.ShapeDtypeStruct((a, b), jnp.int32),
+                lengths=rows,
+                max_new=rows,
+                temperature=jax.ShapeDtypeStruct((a,), jnp.float32),
+                top_k=rows,
+                seeds=jax.ShapeDtypeStruct((a,), jnp.uint32),
+            )
+            lowered = self._jit["prefill"].lower(params, prompts)
+        elif kind == "decode":
+            lowered = self._jit["decode"].lower(
+                params, shapes(a), jax.ShapeDtypeStruct((), jnp.int32)
+            )
+        elif kind == "empty":
+            lowered = self._jit["empty"].lower(a)
+        else:
+            at = jax.ShapeDtypeStruct((a,), jnp.int32)
+            lowered = self._jit["insert"].lower(shapes(b), shapes(a), at)
+        return lowered.compile(), time.perf_counter() - start
+
+    def call(self, key: tuple[str, int, int], *args: Any) -> Any:
+        """Run a compiled executable (a KeyError for one that `compile` did not make)."""
+        return self._compiled[key](*args)
 
     def place(self, flat: dict[str, np.ndarray]) -> Any:
         """A bundle's flat parameters as the model's tree on the default device; raises
@@ -331,17 +441,98 @@ class Generator:
                 )
         return jax.device_put(jax.tree.map(lambda x: np.asarray(x, np.float32), tree))
 
+    def batch(self, params: Any) -> Batch:
+        """An empty batch on `params`."""
+        return Batch(self, params)
+
     def run(self, params: Any, rows: Sequence[Row]) -> list[np.ndarray]:
-        """Each row's generated tokens: its first max_new, cut after an EOS. Only calls
-        executables compiled by `compile` (a KeyError for a shape outside the buckets)."""
-        batch = self.buckets.batch_for(len(rows))
-        length = self.buckets.length_for(max(len(row.prompt) for row in rows))
-        prompts = np.zeros((batch, length), np.int32)
-        lengths = np.ones(batch, np.int32)
-        max_new = np.zeros(batch, np.int32)
-        temperature = np.zeros(batch, np.float32)
-        top_k = np.zeros(batch, np.int32)
-        seeds = np.zeros(batch, np.uint32)
+        """Each row's generated tokens, all admitted at once and decoded to their ends: its
+        first max_new, cut after an EOS. At most `max_batch` rows."""
+        batch = self.batch(params)
+        slots = batch.admit(rows)
+        results: dict[int, np.ndarray] = {}
+        while batch.active:
+            results.update(batch.step())
+        return [results[slot] for slot in slots]
+
+    def warm_up(self, params: Any) -> None:
+        """Run every executable once: each prefill, each insert (admissions and moves between
+        sizes), and each decode with sampled top-k rows."""
+        buckets = self.buckets
+        for length in buckets.length:
+            for rows in buckets.batch:
+                self.batch(params).admit([Row(np.zeros(length, np.int32), 2, 1.0, 1, 0)] * rows)
+        for rows in buckets.batch:
+            for size in buckets.batch:
+                batch = self.batch(params)
+                batch.admit([Row(np.zeros(1, np.int32), 2, 1.0, 1, 0)] * rows)
+                if size >= rows:
+                    batch.resize(size)
+                while batch.active:
+                    batch.step()
+                batch.resize(size)
+
+
+def executable_name(key: tuple[str, int, int]) -> str:
+    kind, a, b = key
+    return f"{kind} {a}x{b}" if kind in ("prefill", "insert") else f"{kind} {a}"
+
+
+class Batch:
+    """Rows decoding together on one set of parameters: admit requests into free slots
+    between steps, step, and collect the rows that ended. Used from one thread at a time."""
+
+    def __init__(self, generator: Generator, params: Any) -> None:
+        self.generator = generator
+        self.params = params
+        self._slots: _Slots | None = None
+        self._size = 0
+        #: Slot -> its row and the tokens it has generated so far.
+        self._rows: dict[int, tuple[Row, list[np.ndarray]]] = {}
+
+    @property
+    def capacity(self) -> int:
+        return self.generator.max_batch
+
+    @property
+    def active(self) -> int:
+        """Rows running."""
+        return len(self._rows)
+
+    @property
+    def rows(self) -> dict[int, Row]:
+        """The running rows, by slot."""
+        return {slot: row for slot, (row, _) in self._rows.items()}
+
+    def partial(self) -> dict[int, np.ndarray]:
+        """The tokens each running row has generated so far, by slot."""
+        return {
+            slot: np.concatenate(generated) if generated else np.zeros(0, np.int32)
+            for slot, (_, generated) in self._rows.items()
+        }
+
+    @property
+    def size(self) -> int:
+        """Slots on the device now (a batch bucket; 0 before the first admission)."""
+        return self._size
+
+    def admit(self, rows: Sequence[Row]) -> list[int]:
+        """Prefill `rows` and put them into the lowest free slots; their slots, which `step`
+        names when they end. Raises ValueError past the capacity or the buckets."""
+        if not rows:
+            return []
+        free = [slot for slot in range(self.capacity) if slot not in self._rows][: len(rows)]
+        if len(free) < len(rows):
+            raise ValueError(f"{len(rows)} rows do not fit in {self.capacity - self.active} slots")
+        buckets = self.generator.buckets
+        n = buckets.batch_for(len(rows))
+        length = buckets.length_for(max(len(row.prompt) for row in rows))
+        prompts = np.zeros((n, length), np.int32)
+        lengths = np.ones(n, np.int32)
+        max_new = np.zeros(n, np.int32)
+        temperature = np.zeros(n, np.float32)
+        top_k = np.zeros(n, np.int32)
+        seeds = np.zeros(n, np.uint32)
         for i, row in enumerate(rows):
             prompts[i, : len(row.prompt)] = row.prompt
             lengths[i] = len(row.prompt)
@@ -349,18 +540,49 @@ class Generator:
             temperature[i] = row.temperature
             top_k[i] = row.top_k
             seeds[i] = row.seed
-        inputs = _Inputs(prompts, lengths, max_new, temperature, top_k, seeds)
-        out, _ = self._compiled[(batch, length)](params, inputs)
-        tokens = np.asarray(out)
-        results = []
-        for i, row in enumerate(rows):
-            generated = tokens[i, : row.max_new]
-            ends = np.flatnonzero(generated == EOS_ID)
-            results.append(generated[: ends[0] + 1] if ends.size else generated)
-        return results
+        self.resize(buckets.batch_for(max([*self._rows, *free]) + 1))
+        new = self.generator.call(
+            ("prefill", n, length),
+            self.params,
+            _Prompts(prompts, lengths, max_new, temperature, top_k, seeds),
+        )
+        at = np.full(n, self._size, np.int32)
+        at[: len(free)] = free
+        self._slots = self.generator.call(("insert", n, self._size), self._slots, new, at)
+        for slot, row in zip(free, rows, strict=True):
+            self._rows[slot] = (row, [])
+        return free
 
-    def warm_up(self, params: Any) -> None:
-        """Run every executable once, on full buckets with a decode step and top-k sampling."""
-        for batch, length in self.buckets.pairs:
-            row = Row(np.zeros(length, np.int32), 2, 1.0, 1, 0)
-            self.run(params, [row] * batch)
+    def resize(self, size: int) -> None:
+        """Move the batch to `size` slots (a batch bucket holding every running row)."""
+        if size == self._size:
+            return
+        if self._rows and max(self._rows) >= size:
+            raise ValueError(f"slot {max(self._rows)} is running; a batch of {size} drops it")
+        empty = self.generator.call(("empty", size, 0))
+        if self._slots is not None:
+            at = np.arange(self._size, dtype=np.int32)
+            empty = self.generator.call(("insert", self._size, size), empty, self._slots, at)
+        self._slots, self._size = empty, size
+
+    def step(self, max_steps: int | None = None) -> dict[int, np.ndarray]:
+        """Decode up to `max_steps` (default and at most `steps_per_call`) tokens for every
+        running row, stopping early when one ends; the rows that ended, by slot: their first
+        max_new tokens, cut after an EOS."""
+        if not self._rows:
+            return {}
+        # The smallest batch that holds every running row.
+        self.resize(self.generator.buckets.batch_for(max(self._rows) + 1))
+        steps = min(max_steps or self.generator.steps_per_call, self.generator.steps_per_call)
+        self._slots, out, done = self.generator.call(
+            ("decode", self._size, 0), self.params, self._slots, np.int32(steps)
+        )
+        tokens, ended = np.asarray(out), np.asarray(done)
+        finished = {}
+        for slot, (_, generated) in list(self._rows.items()):
+            row_tokens = tokens[slot]
+            generated.append(row_tokens[row_tokens >= 0])
+            if ended[slot]:
+                finished[slot] = np.concatenate(generated)
+                del self._rows[slot]
+        return finished

@@ -118,19 +118,19 @@ class ServerMetrics:
         )
         self.batch_size = Histogram(
             "mlstack_serve_batch_size",
-            "Requests per batched generate call.",
+            "Requests running in each decode call (the batch, as it changes).",
             buckets=_BATCH_BUCKETS,
             registry=self.registry,
         )
         self.queue_depth = Gauge(
             "mlstack_serve_queue_depth",
-            "Requests waiting for a batch.",
+            "Requests waiting for a slot in the batch.",
             registry=self.registry,
         )
         self.queue_depth.set_function(queue_depth)
         self.running = Gauge(
             "mlstack_serve_running",
-            "Requests in the batch on the device now.",
+            "Requests decoding in the batch now.",
             registry=self.registry,
         )
         self.running.set_function(running)
@@ -152,8 +152,12 @@ class ServerMetrics:
         self.requests.labels(status=str(status)).inc()
         self.latency.observe(seconds)
 
-    def batch(self, size: int, tokens: int) -> None:
-        self.batch_size.observe(size)
+    def decoded(self, rows: int) -> None:
+        """A decode call of the batch, with `rows` requests running."""
+        self.batch_size.observe(rows)
+
+    def completed(self, tokens: int) -> None:
+        """A completion of `tokens` generated tokens was answered."""
         self.generated.inc(tokens)
         self._rate.add(tokens)
 

@@ -22,8 +22,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.workloads.serve.conftest import READY_TIMEOUT_S, Bundle, Client, Reply, server_options
-from workloads.serve.engine import Engine
-from workloads.serve.generate import Generator, Row
+from workloads.serve.generate import Batch, Row
 from workloads.serve.protocol import openapi
 from workloads.serve.server import ServerThread
 from workloads.storage import open_store
@@ -56,26 +55,23 @@ def _metrics(client: Client) -> dict[str, float]:
 
 
 @contextmanager
-def _gate(engine: Engine, when: Callable[[Sequence[Row]], bool]) -> Iterator[threading.Event]:
-    """Hold generate calls whose rows match `when` until the yielded event is set (the gate
-    is in the generator, after the batch has picked its model)."""
+def _gate(when: Callable[[Sequence[Row]], bool]) -> Iterator[threading.Event]:
+    """Hold decode steps of batches running a row that matches `when` until the yielded event
+    is set (the worker waits inside the step: nothing else joins meanwhile)."""
     gate = threading.Event()
-    model = engine.current
-    assert model is not None
-    generator = model.generator
-    real = Generator.run
+    real = Batch.step
 
-    def gated(self: Generator, params: Any, rows: Sequence[Row]) -> list[np.ndarray]:
-        if when(rows):
+    def gated(self: Batch, max_steps: int | None = None) -> dict[int, np.ndarray]:
+        if when(list(self.rows.values())):
             assert gate.wait(WAIT_S)
-        return real(self, params, rows)
+        return real(self, max_steps)
 
-    generator.run = gated.__get__(generator)  # type: ignore[method-assign]
+    Batch.step = gated  # type: ignore[method-assign]
     try:
         yield gate
     finally:
         gate.set()
-        del generator.run
+        Batch.step = real  # type: ignore[method-assign]
 
 
 def _prompt_is(text: str) -> Callable[[Sequence[Row]], bool]:
@@ -178,16 +174,14 @@ def test_concurrent_requests_share_batches_and_get_what_they_get_alone(
     client = Client(server.url)
     alone = [client.complete(**r).json()["choices"] for r in requests]
     before = _metrics(client)
-    # Hold the first batch until every other request waits in the queue, so that they run as
-    # batches of several.
-    with (
-        ThreadPoolExecutor(len(requests) + 1) as pool,
-        _gate(server.engine, _prompt_is("gate")) as gate,
-    ):
+    # Hold the first request's decode until every other request waits in the queue, so that
+    # they start together and run as one batch of at most 4, taking each other's slots as
+    # they end.
+    with ThreadPoolExecutor(len(requests) + 1) as pool, _gate(_prompt_is("gate")) as gate:
         first = pool.submit(Client(server.url).complete, prompt="gate", max_tokens=1)
         _wait_for(
             lambda: server.service.batcher.depth == 0 and not server.service.batcher.idle,
-            "the gated batch",
+            "the gated request",
         )
         futures = [pool.submit(Client(server.url).complete, **r) for r in requests]
         _wait_for(lambda: server.service.batcher.depth == len(requests), "a full queue")
@@ -196,10 +190,17 @@ def test_concurrent_requests_share_batches_and_get_what_they_get_alone(
         assert first.result(WAIT_S).status == 200
     assert together == alone
     after = _metrics(client)
-    batches = after["mlstack_serve_batch_size_count"] - before["mlstack_serve_batch_size_count"]
-    rows = after["mlstack_serve_batch_size_sum"] - before["mlstack_serve_batch_size_sum"]
-    # One batch for the gate, then 8 requests in batches of at most 4: two.
-    assert (batches, rows) == (3, 9)
+
+    def delta(name: str) -> float:
+        return after[name] - before.get(name, 0.0)
+
+    calls = delta("mlstack_serve_batch_size_count")
+    # Every decode call ran at most 4 rows, and the batch did fill up.
+    assert delta("mlstack_serve_batch_size_bucket{le=4.0}") == calls
+    assert calls - delta("mlstack_serve_batch_size_bucket{le=2.0}") >= 1
+    # One call for the gate, then the 8 requests' 225 tokens: a call makes at most 8 steps
+    # of 4 rows, and it stops either when a row ends (8 times at most) or after 8 steps.
+    assert 225 / (8 * 4) <= calls - 1 <= 8 + 225 / 8
 
 
 def test_metrics_count_requests_tokens_and_the_queue(client: Client) -> None:
@@ -252,7 +253,7 @@ def test_a_full_queue_answers_429_and_the_queued_requests_still_finish(
     server = ServerThread(server_options(tiny_bundle.url, max_queue=2))
     try:
         server.wait_ready(READY_TIMEOUT_S)
-        with ThreadPoolExecutor(3) as pool, _gate(server.engine, _prompt_is("held")) as gate:
+        with ThreadPoolExecutor(3) as pool, _gate(_prompt_is("held")) as gate:
             held = pool.submit(Client(server.url).complete, prompt="held", max_tokens=2)
             _wait_for(lambda: not server.service.batcher.idle, "the held batch")
             queued = [
@@ -273,7 +274,7 @@ def test_draining_refuses_new_work_and_finishes_the_old(tiny_bundle: Bundle) -> 
     server = ServerThread(server_options(tiny_bundle.url))
     server.wait_ready(READY_TIMEOUT_S)
     client = Client(server.url)
-    with ThreadPoolExecutor(2) as pool, _gate(server.engine, _prompt_is("slow")) as gate:
+    with ThreadPoolExecutor(2) as pool, _gate(_prompt_is("slow")) as gate:
         running = pool.submit(Client(server.url).complete, prompt="slow", max_tokens=3)
         _wait_for(lambda: not server.service.batcher.idle, "the running batch")
         queued = pool.submit(Client(server.url).complete, prompt="queued", max_tokens=3)
@@ -335,7 +336,7 @@ def test_a_newer_bundle_is_swapped_in_while_a_request_runs_on_the_old(
         # Other parameters: the newer bundle answers differently.
         rng = np.random.default_rng(0)
         changed = {k: v + rng.normal(0, 0.05, v.shape).astype(v.dtype) for k, v in params.items()}
-        with ThreadPoolExecutor(1) as pool, _gate(server.engine, _prompt_is("in flight")) as gate:
+        with ThreadPoolExecutor(1) as pool, _gate(_prompt_is("in flight")) as gate:
             in_flight = pool.submit(Client(server.url).complete, prompt="in flight", max_tokens=5)
             _wait_for(lambda: not server.service.batcher.idle, "the running batch")
             new = _export(url, 2, changed, tmp_path / "staging")
@@ -427,13 +428,13 @@ def test_a_pinned_version_is_served_when_latest_moves_on(
         assert server.stop() == 0
 
 
-def test_a_failing_batch_is_a_counted_500_with_one_line(
+def test_a_failing_decode_is_a_counted_500_with_one_line(
     server: ServerThread, client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(requests: Sequence[Any]) -> list[Any]:
+    def broken(self: Batch, max_steps: int | None = None) -> dict[int, np.ndarray]:
         raise RuntimeError("device lost\nsecond line")
 
-    monkeypatch.setattr(server.engine, "complete", broken)
+    monkeypatch.setattr(Batch, "step", broken)
     before = _metrics(client)
     reply = client.complete(prompt="a", max_tokens=2)
     assert reply.status == 500

@@ -1,5 +1,7 @@
-"""workloads.serve.batcher: whatever is queued when the worker is free runs as one batch (up
-to max_batch), a full queue refuses, closing finishes what was queued."""
+"""workloads.serve.batcher: queued requests join the running batch between decode steps (up to
+max_batch), rows leave it as they end, a full queue refuses, closing finishes what was queued
+and running, a newer model takes the queue once the old one's rows end, failures fail only the
+requests they concern."""
 
 from __future__ import annotations
 
@@ -12,77 +14,129 @@ import pytest
 from workloads.serve.batcher import Batcher, Closed, QueueFull
 
 WAIT_S = 30.0
+#: An item of this many steps makes the step fail.
+UNLUCKY = 13
 
 
-class Gated:
-    """A batch function that records each batch and waits for a gate before answering."""
+class Model:
+    """A fake model: item n runs n decode steps, then answers 10 n plus 1000 x the model's
+    version; an item over `fits` is refused at admission with -1. The first step of every
+    session waits for `gate`; `steps` records the items running in each step."""
 
     def __init__(self) -> None:
-        self.batches: list[list[int]] = []
+        self.version = 0
+        self.fits = 100
         self.gate = threading.Event()
         self.entered = threading.Event()
+        self.steps: list[list[int]] = []
+        self.sessions = 0
 
-    def __call__(self, items: Sequence[int]) -> list[int]:
-        self.batches.append(list(items))
-        self.entered.set()
-        assert self.gate.wait(WAIT_S)
-        if any(item < 0 for item in items):
-            raise ValueError("negative item")
-        return [item * 10 for item in items]
+    def open(self) -> Session:
+        self.sessions += 1
+        return Session(self)
+
+
+class Session:
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.version = model.version
+        self.rows: dict[int, list[int]] = {}
+
+    @property
+    def current(self) -> bool:
+        return self.model.version == self.version
+
+    def admit(self, items: Sequence[tuple[int, int]]) -> dict[int, int]:
+        refused = {}
+        for key, item in items:
+            if item > self.model.fits:
+                refused[key] = -1
+            else:
+                self.rows[key] = [item, item]
+        return refused
+
+    def step(self) -> dict[int, int]:
+        self.model.entered.set()
+        assert self.model.gate.wait(WAIT_S)
+        self.model.steps.append(sorted(item for item, _ in self.rows.values()))
+        if any(item == UNLUCKY for item, _ in self.rows.values()):
+            raise ValueError("unlucky item")
+        ended = {}
+        for key, row in list(self.rows.items()):
+            row[1] -= 1
+            if row[1] <= 0:
+                ended[key] = 10 * row[0] + 1000 * self.version
+                del self.rows[key]
+        return ended
 
 
 @pytest.fixture
-def gated() -> Iterator[Gated]:
-    fn = Gated()
-    yield fn
-    fn.gate.set()
+def model() -> Iterator[Model]:
+    fake = Model()
+    yield fake
+    fake.gate.set()
 
 
-def _start_first(batcher: Batcher[int, int], gated: Gated) -> Future[int]:
-    """Submit one item and wait until the worker is busy with it."""
-    first = batcher.submit(1)
-    assert gated.entered.wait(WAIT_S)
+def _batcher(model: Model, max_batch: int, max_queue: int = 10) -> Batcher[int, int]:
+    return Batcher(model.open, max_batch=max_batch, max_queue=max_queue)
+
+
+def _start_first(batcher: Batcher[int, int], model: Model, item: int) -> Future[int]:
+    """Submit one item and wait until its first step holds at the gate."""
+    first = batcher.submit(item)
+    assert model.entered.wait(WAIT_S)
     return first
 
 
-def test_what_queues_during_a_batch_runs_as_the_next_batches_up_to_max_batch(
-    gated: Gated,
-) -> None:
-    batcher: Batcher[int, int] = Batcher(gated, max_batch=3, max_queue=10)
-    first = _start_first(batcher, gated)
-    rest = [batcher.submit(n) for n in range(2, 7)]
-    assert batcher.depth == 5
-    gated.gate.set()
-    assert [f.result(WAIT_S) for f in [first, *rest]] == [10, 20, 30, 40, 50, 60]
-    assert gated.batches == [[1], [2, 3, 4], [5, 6]]
+def test_queued_requests_join_the_running_batch_and_leave_as_they_end(model: Model) -> None:
+    batcher = _batcher(model, max_batch=4)
+    long = _start_first(batcher, model, 5)
+    short = [batcher.submit(1), batcher.submit(2)]
+    assert batcher.depth == 2 and batcher.running == 1
+    model.gate.set()
+    assert [f.result(WAIT_S) for f in [long, *short]] == [50, 10, 20]
+    # The short ones ran beside the long one from its second step and ended before it.
+    assert model.steps == [[5], [1, 2, 5], [2, 5], [5], [5]]
     assert batcher.close(WAIT_S)
 
 
-def test_max_batch_one_runs_each_request_alone(gated: Gated) -> None:
-    batcher: Batcher[int, int] = Batcher(gated, max_batch=1, max_queue=10)
-    first = _start_first(batcher, gated)
-    rest = [batcher.submit(n) for n in (2, 3)]
-    gated.gate.set()
-    assert [f.result(WAIT_S) for f in [first, *rest]] == [10, 20, 30]
-    assert gated.batches == [[1], [2], [3]]
+def test_at_most_max_batch_rows_run_and_a_freed_slot_takes_the_next(model: Model) -> None:
+    batcher = _batcher(model, max_batch=2)
+    first = _start_first(batcher, model, 3)
+    rest = [batcher.submit(1) for _ in range(3)]
+    model.gate.set()
+    assert [f.result(WAIT_S) for f in [first, *rest]] == [30, 10, 10, 10]
+    assert model.steps == [[3], [1, 3], [1, 3], [1]]
     assert batcher.close(WAIT_S)
 
 
-def test_a_full_queue_refuses_until_it_has_room(gated: Gated) -> None:
-    batcher: Batcher[int, int] = Batcher(gated, max_batch=2, max_queue=2)
-    first = _start_first(batcher, gated)
+def test_max_batch_one_runs_each_request_alone(model: Model) -> None:
+    batcher = _batcher(model, max_batch=1)
+    first = _start_first(batcher, model, 2)
+    rest = [batcher.submit(n) for n in (1, 2)]
+    model.gate.set()
+    assert [f.result(WAIT_S) for f in [first, *rest]] == [20, 10, 20]
+    assert model.steps == [[2], [2], [1], [2], [2]]
+    assert batcher.close(WAIT_S)
+
+
+def test_a_full_queue_refuses_until_it_has_room(model: Model) -> None:
+    batcher = _batcher(model, max_batch=1, max_queue=2)
+    first = _start_first(batcher, model, 1)
     queued = [batcher.submit(2), batcher.submit(3)]
     with pytest.raises(QueueFull, match=r"the queue is full \(2 requests wait\)"):
         batcher.submit(4)
-    gated.gate.set()
+    model.gate.set()
     assert [f.result(WAIT_S) for f in [first, *queued]] == [10, 20, 30]
     assert batcher.submit(4).result(WAIT_S) == 40
     assert batcher.close(WAIT_S)
 
 
-def test_closing_finishes_the_queue_and_refuses_new_requests(gated: Gated) -> None:
-    batcher: Batcher[int, int] = Batcher(gated, max_batch=1, max_queue=10)
-    first = _start_first(batcher, gated)
+def test_closing_finishes_the_running_and_queued_requests_and_refuses_new_ones(
+    model: Model,
+) -> None:
+    batcher = _batcher(model, max_batch=1)
+    first = _start_first(batcher, model, 2)
     queued = [batcher.submit(n) for n in (2, 3)]
     closer = threading.Thread(target=batcher.close, args=(WAIT_S,))
     closer.start()
@@ -91,31 +145,56 @@ def test_closing_finishes_the_queue_and_refuses_new_requests(gated: Gated) -> No
         threading.Event().wait(0.001)
     with pytest.raises(Closed):
         batcher.submit(4)
-    gated.gate.set()
+    model.gate.set()
     closer.join(WAIT_S)
-    assert [f.result(0) for f in [first, *queued]] == [10, 20, 30]
+    assert [f.result(0) for f in [first, *queued]] == [20, 20, 30]
     assert batcher.idle
 
 
-def test_a_failing_batch_fails_its_own_requests_only(gated: Gated) -> None:
-    batcher: Batcher[int, int] = Batcher(gated, max_batch=4, max_queue=10)
-    first = _start_first(batcher, gated)
-    bad = [batcher.submit(-1), batcher.submit(2)]
-    gated.gate.set()
-    assert first.result(WAIT_S) == 10
-    for future in bad:
-        with pytest.raises(ValueError, match="negative item"):
-            future.result(WAIT_S)
-    assert batcher.submit(3).result(WAIT_S) == 30
+def test_a_request_that_does_not_fit_is_answered_at_admission(model: Model) -> None:
+    model.fits = 5
+    model.gate.set()
+    batcher = _batcher(model, max_batch=4)
+    assert batcher.submit(6).result(WAIT_S) == -1
+    assert batcher.submit(5).result(WAIT_S) == 50
+    assert model.steps == [[5]] * 5
     assert batcher.close(WAIT_S)
 
 
-def test_a_request_cancelled_while_queued_is_left_out(gated: Gated) -> None:
-    batcher: Batcher[int, int] = Batcher(gated, max_batch=4, max_queue=10)
-    first = _start_first(batcher, gated)
+def test_a_failing_step_fails_the_running_requests_and_a_new_session_serves_on(
+    model: Model,
+) -> None:
+    batcher = _batcher(model, max_batch=4)
+    first = _start_first(batcher, model, 3)
+    unlucky = batcher.submit(UNLUCKY)
+    model.gate.set()
+    for future in (first, unlucky):
+        with pytest.raises(ValueError, match="unlucky item"):
+            future.result(WAIT_S)
+    assert batcher.submit(2).result(WAIT_S) == 20
+    assert model.sessions == 2 and batcher.idle
+    assert batcher.close(WAIT_S)
+
+
+def test_a_newer_model_takes_the_queue_once_the_old_ones_rows_end(model: Model) -> None:
+    batcher = _batcher(model, max_batch=4)
+    old = _start_first(batcher, model, 3)
+    model.version = 1
+    queued = batcher.submit(1)
+    model.gate.set()
+    assert (old.result(WAIT_S), queued.result(WAIT_S)) == (30, 1010)
+    # The queued request waited for the old model's row instead of joining its batch.
+    assert model.steps == [[3], [3], [3], [1]]
+    assert model.sessions == 2
+    assert batcher.close(WAIT_S)
+
+
+def test_a_request_cancelled_while_queued_is_left_out(model: Model) -> None:
+    batcher = _batcher(model, max_batch=4)
+    first = _start_first(batcher, model, 1)
     gone, kept = batcher.submit(2), batcher.submit(3)
     assert gone.cancel()
-    gated.gate.set()
+    model.gate.set()
     assert (first.result(WAIT_S), kept.result(WAIT_S)) == (10, 30)
-    assert gated.batches == [[1], [3]]
+    assert model.steps == [[1], [3], [3], [3]]
     assert batcher.close(WAIT_S)

@@ -1,5 +1,6 @@
 """workloads.serve.generate: the KV-cache decode agrees with the training forward pass, a row's
-tokens do not depend on its batch, sampling follows the seed, and the buckets."""
+tokens do not depend on its batch nor on when it joined it, a freed slot takes the next row,
+the batch moves between sizes, sampling follows the seed, and the buckets."""
 
 from __future__ import annotations
 
@@ -83,6 +84,73 @@ def test_a_row_gets_the_same_tokens_alone_and_in_any_batch(
     (alone,) = generator.run(params, [row])
     for batch, index in (([long, row], 1), ([short, sampled, long, row], 3), ([row, short], 0)):
         assert generator.run(params, batch)[index].tolist() == alone.tolist()
+
+
+def _alone(generator: Generator, params: Any, row: Row) -> list[int]:
+    (tokens,) = generator.run(params, [row])
+    return tokens.tolist()
+
+
+def test_rows_that_join_a_running_batch_get_what_they_get_alone(loaded: Any) -> None:
+    _, _, generator, params = loaded
+    first = Row(encode("import "), 50, 1.0, 0, 11)
+    joining = [
+        Row(encode("from email import message\n" * 2), 20, 0.8, 5, 3),
+        Row(encode("x"), 6, 0.0, 0, 0),
+        Row(encode("def f(self):"), 30, 1.3, 0, 8),
+    ]
+    later = Row(encode("class "), 12, 1.0, 0, 4)
+    batch = generator.batch(params)
+    (slot,) = batch.admit([first])
+    done = batch.step(3)
+    assert done == {} and batch.active == 1
+    slots = batch.admit(joining)
+    assert slots == [1, 2, 3]
+    results: dict[int, np.ndarray] = {}
+    while 2 not in results:
+        results.update(batch.step())
+    # The short row ended first and freed slot 2; the next row takes it (over its old cache).
+    assert set(results) == {2} and batch.active == 3
+    assert batch.admit([later]) == [2]
+    while batch.active:
+        for ended, tokens in batch.step().items():
+            results[ended if ended != 2 else -1] = tokens
+    expected = {slot: first, 1: joining[0], 2: joining[1], 3: joining[2], -1: later}
+    for key, row in expected.items():
+        assert results[key].tolist() == _alone(generator, params, row), key
+
+
+def test_a_decode_call_returns_when_a_row_ends(loaded: Any) -> None:
+    _, _, generator, params = loaded
+    long = Row(encode("import "), 40, 0.0, 0, 0)
+    assert EOS_ID not in _alone(generator, params, long)
+    batch = generator.batch(params)
+    batch.admit([long, Row(encode("import "), 2, 0.0, 0, 0)])
+    # The short row ends after its second token: the call stops there, not at 8 steps.
+    ended = batch.step()
+    assert list(ended) == [1] and len(ended[1]) == 2
+    assert batch.rows == {0: long}
+    while not (ended := batch.step()):
+        pass
+    assert ended[0].tolist() == _alone(generator, params, long)
+
+
+def test_the_batch_is_the_smallest_bucket_holding_its_highest_busy_slot(loaded: Any) -> None:
+    _, _, generator, params = loaded
+    assert generator.buckets.batch == (1, 2, 4)
+    batch = generator.batch(params)
+    short, long = Row(encode("a"), 1, 0.0, 0, 0), Row(encode("a"), 30, 0.0, 0, 0)
+    assert batch.admit([short]) == [0] and batch.size == 1
+    assert batch.admit([long, short]) == [1, 2] and batch.size == 4
+    ended = batch.step()
+    assert set(ended) == {0, 2}
+    batch.step(1)
+    assert batch.size == 2  # Slot 1 is the highest busy one.
+    assert batch.admit([short, short]) == [0, 2] and batch.size == 4
+    with pytest.raises(ValueError, match="3 rows do not fit in 1 slots"):
+        batch.admit([short] * 3)
+    with pytest.raises(ValueError, match="slot 2 is running; a batch of 2 drops it"):
+        batch.resize(2)
 
 
 def test_the_seed_decides_the_sample(loaded: Any) -> None:
