@@ -4,9 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-  echo "== installing python3-venv (Debian)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+# Debian packages: python3-venv for the .venv, wrk for the serving benchmark's smoke test.
+packages=()
+python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)
+command -v wrk >/dev/null || packages+=(wrk)
+if [ ${#packages[@]} -gt 0 ]; then
+  echo "== installing ${packages[*]} (Debian)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}"
 fi
 if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"

@@ -1,0 +1,102 @@
+"""The serving benchmarks keep running: the load test on its quick setting and the engine
+benchmark on the CPU, both with `tiny`. No timing assertions (the goals are the benchmarks'
+business): only that each run measured real answers, that batching on and off were both
+measured, and that the overload run was refused with 429s, never 5xx."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+#: The concurrency levels of serve_load.py --quick.
+QUICK_LEVELS = {1, 8}
+#: serve_load.py's overload run: 2 x (32 running + 32 queued) connections against --max-queue 32.
+OVERLOAD_CONCURRENCY = 128
+
+
+def test_serve_load_quick_measures_batching_on_and_off_and_refuses_overload(
+    tmp_path: Path,
+) -> None:
+    if shutil.which("wrk") is None:
+        pytest.fail("wrk is not installed: run `bash tests/run.sh`, which installs Debian's wrk")
+    out = tmp_path / "out.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "serve_load.py"),
+            *("--quick", "--model", "tiny", "--json", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+
+    *runs, overload = report["runs"]
+    assert {(r["batching"], r["concurrency"]) for r in runs} == {
+        (batching, level) for batching in ("on", "off") for level in QUICK_LEVELS
+    }
+    assert len(runs) == 2 * len(QUICK_LEVELS)
+    for run in [*runs, overload]:
+        where = f"{run['batching']} at {run['concurrency']}: {run}"
+        assert run["requests"] > 0 and run["tokens_per_s"] > 0, where
+        assert run["socket_errors"] == 0, where
+        assert not [s for s in run["statuses"] if s.startswith("5")], where
+        assert 0 < run["p50_ms"] <= run["p99_ms"], where
+        assert run["mean_batch"] >= 1, where
+    for run in runs:
+        where = f"{run['batching']} at {run['concurrency']}: {run}"
+        # Far below the queue of 256: every request is answered.
+        assert set(run["statuses"]) == {"200"} and run["non_2xx"] == 0, where
+        if run["batching"] == "off":
+            assert run["mean_batch"] == 1, where
+
+    assert (overload["batching"], overload["concurrency"]) == ("on, overload", OVERLOAD_CONCURRENCY)
+    # Twice the connections the running batch and the queue hold: some are served, the excess
+    # is refused with 429 (statuses lists only those answered at least once).
+    assert set(overload["statuses"]) == {"200", "429"}, overload
+
+    goals = report["goals"]
+    assert goals["overload_429"] == overload["statuses"]["429"]
+    assert goals[f"tokens_per_s_ratio_at_{max(QUICK_LEVELS)}"] > 0
+    assert goals["p50_ratio_at_1"] > 0
+
+
+def test_serve_gpu_runs_the_engine_at_each_batch_when_allowed_on_a_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "serve_gpu.py"),
+            *("--configs", "tiny", "--dtype", "float32", "--seconds", "1", "--allow-cpu"),
+            *("--max-tokens", "16", "--json", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (result,) = json.loads(out.read_text())["results"]
+    assert (result["config"], result["params"]) == ("tiny", 127_616)
+    # Batch buckets 1..32 and one prompt bucket (tiny's context is the 64 asked for): 6
+    # prefills, 6 decodes, 6 empty batches, 6 x 6 inserts.
+    assert result["executables"] == 54
+    assert [run["rows"] for run in result["runs"]] == [1, 8, 32]
+    for run in result["runs"]:
+        assert run["tokens_per_s"] > 0 and run["requests_per_s"] > 0, run
+        # A call makes at most 8 steps: a step takes at least an eighth of a call.
+        assert run["ms_per_step"] * 8 >= run["ms_per_call"] * 0.99, run
