@@ -8,7 +8,9 @@
 - GET /openapi.json: the OpenAPI 3.1 description.
 
 Every error, unknown routes and methods included, is JSON `{"error": "..."}`. Input never
-causes a 5xx: a 500 means a bug, and says so without a traceback.
+causes a 5xx: a 500 means a bug, and says so without a traceback. A request whose client closes
+the connection before its answer is cancelled (left out of the batch if it is still queued)
+and counted as status 499.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import secrets
 import threading
 import time
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
@@ -45,6 +48,9 @@ from workloads.serve.protocol import (
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 #: Seconds a client is told to wait after a 429 or 503.
 RETRY_AFTER_S = 1
+#: The status counted for a request whose client closed the connection before its answer
+#: (nginx's "client closed request"; nobody receives it).
+CLIENT_GONE = 499
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,30 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def _disconnected(request: Request) -> None:
+    """Return when the client closes its connection (the body has been read: the next ASGI
+    message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _result_unless_gone(
+    request: Request, future: Future[Completion | RequestError]
+) -> Completion | RequestError | None:
+    """The request's result; None if its client went away first, after cancelling it: a
+    request still queued is then left out of the batch (one already decoding finishes)."""
+    result = asyncio.wrap_future(future)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if result.done():
+        return result.result()
+    future.cancel()
+    return None
+
+
 def create_app(service: Service) -> Starlette:
     """The ASGI app over `service`."""
     options = service.options
@@ -145,8 +175,10 @@ def create_app(service: Service) -> Starlette:
         except Closed:
             return _error(503, "the server is draining (shutting down); retry elsewhere")
         except ClientDisconnect:
-            return Response(status_code=400)
-        result = await asyncio.wrap_future(future)
+            return Response(status_code=CLIENT_GONE)
+        result = await _result_unless_gone(request, future)
+        if result is None:
+            return Response(status_code=CLIENT_GONE)
         if isinstance(result, RequestError):
             return _error(result.status, result.reason)
         service.metrics.completed(result.completion_tokens)

@@ -22,7 +22,7 @@ EXIT_BAD_INPUT = 2
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m workloads.serve.main",
-        description="Serve completions from the newest exported bundle, with dynamic batching.",
+        description="Serve completions from the newest exported bundle, with continuous batching.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8080, help="port (0: any free one)")

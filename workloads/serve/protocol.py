@@ -342,7 +342,7 @@ def openapi(*, max_tokens_limit: int, max_body_bytes: int) -> dict[str, Any]:
             "title": "mlstack model server",
             "version": "1",
             "description": "Completions from the newest exported bundle (or a pinned one) of "
-            "a byte-level transformer, with dynamic batching.",
+            "a byte-level transformer, with continuous batching.",
         },
         "paths": {
             "/v1/completions": {

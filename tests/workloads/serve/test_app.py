@@ -4,6 +4,7 @@ draining, and a bounded fuzz."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -268,6 +269,41 @@ def test_a_full_queue_answers_429_and_the_queued_requests_still_finish(
             assert [f.result(WAIT_S).status for f in [held, *queued]] == [200, 200, 200]
     finally:
         assert server.stop() == 0
+
+
+def test_a_request_whose_client_goes_away_while_queued_is_left_out(
+    server: ServerThread, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admitted: list[bytes] = []
+    real_admit = Batch.admit
+
+    def admit(self: Batch, rows: Sequence[Row]) -> list[int]:
+        admitted.extend(bytes(row.prompt.astype(np.uint8)) for row in rows)
+        return real_admit(self, rows)
+
+    monkeypatch.setattr(Batch, "admit", admit)
+    before = _metrics(client)
+    with ThreadPoolExecutor(1) as pool, _gate(_prompt_is("held")) as gate:
+        held = pool.submit(Client(server.url).complete, prompt="held", max_tokens=2)
+        _wait_for(lambda: server.service.batcher.running == 1, "the held request")
+        host, _, port = server.url.removeprefix("http://").rpartition(":")
+        leaving = http.client.HTTPConnection(host, int(port))
+        body = json.dumps({"prompt": "gone", "max_tokens": 2})
+        leaving.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+        _wait_for(lambda: server.service.batcher.depth == 1, "the queued request")
+        leaving.close()
+        _wait_for(
+            lambda: (
+                _metrics(client).get("mlstack_serve_requests_total{status=499}", 0.0)
+                - before.get("mlstack_serve_requests_total{status=499}", 0.0)
+                == 1
+            ),
+            "the disconnect",
+        )
+        gate.set()
+        assert held.result(WAIT_S).status == 200
+    _wait_for(lambda: server.service.batcher.idle, "an idle batcher")
+    assert b"held" in admitted and b"gone" not in admitted
 
 
 def test_draining_refuses_new_work_and_finishes_the_old(tiny_bundle: Bundle) -> None:
