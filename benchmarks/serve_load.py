@@ -9,15 +9,18 @@ as batched ones), exported, and served by `python -m workloads.serve.main` on 12
 once: with `--max-batch 32` (batching on) and `--max-batch 1` (off). wrk (Debian's package; a
 Lua script sets the POST body) runs `--duration-s` seconds at each concurrency (default 1, 8,
 32) against each server in turn, `--repeats` times, the order flipping each round so that drift
-in the machine's speed hits both alike; each setting reports the medians of its runs (and the
-sums of its answer counts). Every request is the same: a 14-byte prompt, `--max-tokens` (32)
-new tokens, temperature 0.8. Per run: requests/s and p50/p99 latency (wrk), generated tokens/s
-(the server's `mlstack_serve_generated_tokens_total` before and after), the mean batch size,
-answers by status (the server's `mlstack_serve_requests_total`).
+in the machine's speed hits both alike, and each run starting once both servers are idle (what
+was still queued when wrk stopped would otherwise decode on the CPU the next run measures);
+each setting reports the medians of its runs (and the sums of its answer counts). Every request
+is the same: a 14-byte prompt, `--max-tokens` (32) new tokens, temperature 0.8. Per run:
+requests/s and p50/p99 latency (wrk), generated tokens/s (the server's
+`mlstack_serve_generated_tokens_total` before and after: tokens of answered requests), the mean
+batch (rows per decode call), answers by status (the server's `mlstack_serve_requests_total`;
+499 counts the requests wrk cut off when it stopped, whose client went away).
 
 Overload: batching on with `--max-queue` 32, at twice the concurrency it can hold (2 x (32
-running + 32 queued) = 128 connections): the excess must be answered 429, never 5xx, and the
-latency of what is served stays bounded by the queue.
+running + 32 queued) = 128 connections): the excess must be answered 429, never 5xx. Its p50 and
+p99 mix the fast 429s with the served requests.
 
 Goals (issue 7): at concurrency 32, batching on gives >= 4x the tokens/s of batching off; at
 concurrency 1, p50 with batching on is within 1.2x of off; the overload run has no 5xx.
@@ -192,6 +195,19 @@ class Target:
         )
         return proc.stdout
 
+    def wait_idle(self, timeout_s: float = 120.0) -> None:
+        """Wait until the server has nothing queued or running: a run's leftovers (requests
+        that were queued when wrk stopped and are still decoding) would take the CPU from the
+        next run, whichever server it measures."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            values = scrape(self.url)
+            if values["mlstack_serve_queue_depth"] == values["mlstack_serve_running"] == 0:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.url} still busy after {timeout_s:g} s: {values}")
+            time.sleep(0.05)
+
     def measure(self, concurrency: int, duration_s: float) -> Run:
         before = scrape(self.url)
         parsed = parse_wrk(self.run(concurrency, duration_s))
@@ -236,7 +252,11 @@ def start_server(
         compile_cache_dir=str(cache),
     )
     server = ServerProcess(options, on_line=lambda line: None)
-    server.wait_ready(600)
+    try:
+        server.wait_ready(600)
+    except BaseException:
+        server.stop()
+        raise
     return server
 
 
@@ -273,6 +293,8 @@ def compare(targets: list[Target], levels: list[int], repeats: int, duration_s: 
     for concurrency in levels:
         for round_ in range(repeats):
             for target in targets if round_ % 2 == 0 else targets[::-1]:
+                for other in targets:
+                    other.wait_idle()
                 run = target.measure(concurrency, duration_s)
                 runs.setdefault((target.batching, concurrency), []).append(run)
                 print(table([run]).splitlines()[-1], flush=True)
@@ -319,11 +341,11 @@ def benchmark(args: argparse.Namespace, wrk: str, root: Path) -> dict[str, Any]:
     print(f"trained and exported {config.name} in {time.perf_counter() - start:.1f} s")
     script = lua_script(root / "post.lua", args.max_tokens)
     cache = root / "cache"
-    servers = {
-        label: start_server(models, max_batch, 256, args.max_tokens, cache)
-        for label, max_batch in (("on", MAX_BATCH_ON), ("off", 1))
-    }
+    servers: dict[str, ServerProcess] = {}
     try:
+        # Started one by one inside the `try`: a second that fails to start stops the first.
+        for label, max_batch in (("on", MAX_BATCH_ON), ("off", 1)):
+            servers[label] = start_server(models, max_batch, 256, args.max_tokens, cache)
         targets = [Target(wrk, s.url, script, label) for label, s in servers.items()]
         runs = compare(targets, levels, repeats, duration)
     finally:
@@ -331,9 +353,9 @@ def benchmark(args: argparse.Namespace, wrk: str, root: Path) -> dict[str, Any]:
             server.stop()
     server = start_server(models, MAX_BATCH_ON, OVERLOAD_QUEUE, args.max_tokens, cache)
     try:
-        overload = Target(wrk, server.url, script, "on, overload").measure(
-            2 * (MAX_BATCH_ON + OVERLOAD_QUEUE), duration
-        )
+        target = Target(wrk, server.url, script, "on, overload")
+        target.wait_idle()
+        overload = target.measure(2 * (MAX_BATCH_ON + OVERLOAD_QUEUE), duration)
     finally:
         server.stop()
     return {

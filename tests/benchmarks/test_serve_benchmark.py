@@ -5,16 +5,13 @@ measured, and that the overload run was refused with 429s, never 5xx."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.benchmarks.conftest import run_benchmark
+
 #: The concurrency levels of serve_load.py --quick.
 QUICK_LEVELS = {1, 8}
 #: serve_load.py's overload run: 2 x (32 running + 32 queued) connections against --max-queue 32.
@@ -26,22 +23,7 @@ def test_serve_load_quick_measures_batching_on_and_off_and_refuses_overload(
 ) -> None:
     if shutil.which("wrk") is None:
         pytest.fail("wrk is not installed: run `bash tests/run.sh`, which installs Debian's wrk")
-    out = tmp_path / "out.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "serve_load.py"),
-            *("--quick", "--model", "tiny", "--json", str(out)),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=REPO,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads(out.read_text())
+    report = run_benchmark("serve_load.py", "--quick", "--model", "tiny", tmp_path=tmp_path)
 
     *runs, overload = report["runs"]
     assert {(r["batching"], r["concurrency"]) for r in runs} == {
@@ -57,15 +39,18 @@ def test_serve_load_quick_measures_batching_on_and_off_and_refuses_overload(
         assert run["mean_batch"] >= 1, where
     for run in runs:
         where = f"{run['batching']} at {run['concurrency']}: {run}"
-        # Far below the queue of 256: every request is answered.
-        assert set(run["statuses"]) == {"200"} and run["non_2xx"] == 0, where
+        # Far below the queue of 256: every request is answered (499: one that wrk cut off
+        # when it stopped).
+        assert set(run["statuses"]) <= {"200", "499"} and "200" in run["statuses"], where
+        assert run["non_2xx"] == 0, where
         if run["batching"] == "off":
             assert run["mean_batch"] == 1, where
 
     assert (overload["batching"], overload["concurrency"]) == ("on, overload", OVERLOAD_CONCURRENCY)
     # Twice the connections the running batch and the queue hold: some are served, the excess
-    # is refused with 429 (statuses lists only those answered at least once).
-    assert set(overload["statuses"]) == {"200", "429"}, overload
+    # is refused with 429 (statuses lists only those answered at least once; 499: cut off by
+    # wrk's stop).
+    assert {"200", "429"} <= set(overload["statuses"]) <= {"200", "429", "499"}, overload
 
     goals = report["goals"]
     assert goals["overload_429"] == overload["statuses"]["429"]
@@ -74,23 +59,13 @@ def test_serve_load_quick_measures_batching_on_and_off_and_refuses_overload(
 
 
 def test_serve_gpu_runs_the_engine_at_each_batch_when_allowed_on_a_cpu(tmp_path: Path) -> None:
-    out = tmp_path / "gpu.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "serve_gpu.py"),
-            *("--configs", "tiny", "--dtype", "float32", "--seconds", "1", "--allow-cpu"),
-            *("--max-tokens", "16", "--json", str(out)),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=REPO,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
-        timeout=300,
+    report = run_benchmark(
+        "serve_gpu.py",
+        *("--configs", "tiny", "--dtype", "float32", "--seconds", "1", "--allow-cpu"),
+        *("--max-tokens", "16"),
+        tmp_path=tmp_path,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (result,) = json.loads(out.read_text())["results"]
+    (result,) = report["results"]
     assert (result["config"], result["params"]) == ("tiny", 127_616)
     # Batch buckets 1..32 and one prompt bucket (tiny's context is the 64 asked for): 6
     # prefills, 6 decodes, 6 empty batches, 6 x 6 inserts.

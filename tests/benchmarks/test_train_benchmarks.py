@@ -3,32 +3,13 @@ that each run measured what it says it measured."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _run(script: str, *args: str, tmp_path: Path) -> dict:
-    out = tmp_path / "out.json"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / script), *args, "--json", str(out)],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=REPO,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(out.read_text())
+from tests.benchmarks.conftest import run_benchmark
 
 
 def test_harness_compares_the_full_loop_with_checkpoints_to_the_bare_loop(tmp_path: Path) -> None:
-    report = _run(
+    report = run_benchmark(
         "train_harness.py",
         "--steps",
         "60",
@@ -44,14 +25,14 @@ def test_harness_compares_the_full_loop_with_checkpoints_to_the_bare_loop(tmp_pa
 
 
 def test_checkpoint_io_round_trips_through_s3(tmp_path: Path) -> None:
-    report = _run("checkpoint_io.py", "--mib", "8", "--repeats", "1", tmp_path=tmp_path)
+    report = run_benchmark("checkpoint_io.py", "--mib", "8", "--repeats", "1", tmp_path=tmp_path)
     assert report["mib"] == 8.0
     assert set(report["mib_per_s"]) == {"save", "raw_upload", "restore", "raw_download"}
     assert report["save_ratio"] > 0 and report["restore_ratio"] > 0
 
 
 def test_gpu_benchmark_runs_the_real_step_when_allowed_on_a_cpu(tmp_path: Path) -> None:
-    report = _run(
+    report = run_benchmark(
         "train_gpu.py", "--configs", "tiny", "--steps", "2", "--allow-cpu", tmp_path=tmp_path
     )
     (row,) = report["rows"]

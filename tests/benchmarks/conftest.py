@@ -1,0 +1,29 @@
+"""Running a benchmark script the way its smoke tests do."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_benchmark(script: str, *args: str, tmp_path: Path) -> Any:
+    """Run `benchmarks/<script> *args --json FILE` on the CPU; the JSON report it wrote. A
+    non-zero exit fails the test with the end of its stderr."""
+    out = tmp_path / f"{Path(script).stem}.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(out.read_text())
