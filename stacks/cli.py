@@ -434,7 +434,7 @@ def local_up(  # noqa: PLR0917 - a typer command: its options are its parameters
         ServeOptions(
             model_url=local.model_url,
             port=port,
-            # Up to 8 requests a batch: 36 executables for tiny, compiled in ~20 s on 2 CPUs,
+            # Up to 8 requests a batch: 36 executables for tiny, compiled in about 8 s on 2 CPUs,
             # and cached under the store for the next start.
             max_batch=8,
             compile_cache_dir=str(Path(local.store_url.removeprefix("file://")) / "xla-cache"),
