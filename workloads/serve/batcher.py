@@ -62,9 +62,9 @@ class _Pending(Generic[Item, Result]):
 class Batcher(Generic[Item, Result]):
     """A bounded queue and the worker thread that runs its requests in a continuous batch.
 
-    `open_session()` gives a session on the model served now; an exception from it, `admit`
-    or `step` fails the requests it concerned (all running ones, for `step`) and the next
-    requests get a new session.
+    `open_session()` gives a session on the model served now. An exception from it fails the
+    queued requests; one from `admit` or `step` fails every running request (the batch on the
+    device may be half-updated), and the next requests get a new session.
     """
 
     def __init__(
