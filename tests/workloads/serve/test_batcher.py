@@ -16,6 +16,8 @@ from workloads.serve.batcher import Batcher, Closed, QueueFull
 WAIT_S = 30.0
 #: An item of this many steps makes the step fail.
 UNLUCKY = 13
+#: An item of this many steps makes its admission fail.
+UNFIT = 99
 
 
 class Model:
@@ -49,6 +51,8 @@ class Session:
     def admit(self, items: Sequence[tuple[int, int]]) -> dict[int, int]:
         refused = {}
         for key, item in items:
+            if item == UNFIT:
+                raise RuntimeError("prefill failed")
             if item > self.model.fits:
                 refused[key] = -1
             else:
@@ -172,6 +176,21 @@ def test_a_failing_step_fails_the_running_requests_and_a_new_session_serves_on(
         with pytest.raises(ValueError, match="unlucky item"):
             future.result(WAIT_S)
     assert batcher.submit(2).result(WAIT_S) == 20
+    assert model.sessions == 2 and batcher.idle
+    assert batcher.close(WAIT_S)
+
+
+def test_a_failing_admission_fails_the_running_requests_and_a_new_session_serves_on(
+    model: Model,
+) -> None:
+    batcher = _batcher(model, max_batch=4)
+    first = _start_first(batcher, model, 3)
+    unfit = batcher.submit(UNFIT)
+    model.gate.set()
+    for future in (first, unfit):
+        with pytest.raises(RuntimeError, match="prefill failed"):
+            future.result(WAIT_S)
+    assert batcher.submit(1).result(WAIT_S) == 10
     assert model.sessions == 2 and batcher.idle
     assert batcher.close(WAIT_S)
 
