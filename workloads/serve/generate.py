@@ -370,10 +370,6 @@ class Generator:
             *(("insert", n, b) for n in batch for b in batch),
         ]
 
-    @property
-    def compiled(self) -> bool:
-        return all(key in self._compiled for key in self.executables())
-
     def compile(
         self,
         threads: int = 1,
