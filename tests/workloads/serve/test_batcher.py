@@ -165,32 +165,22 @@ def test_a_request_that_does_not_fit_is_answered_at_admission(model: Model) -> N
     assert batcher.close(WAIT_S)
 
 
-def test_a_failing_step_fails_the_running_requests_and_a_new_session_serves_on(
-    model: Model,
+@pytest.mark.parametrize(
+    ("bad", "error", "reason"),
+    [(UNLUCKY, ValueError, "unlucky item"), (UNFIT, RuntimeError, "prefill failed")],
+    ids=["step", "admission"],
+)
+def test_a_failure_fails_the_running_requests_and_a_new_session_serves_on(
+    model: Model, bad: int, error: type[Exception], reason: str
 ) -> None:
     batcher = _batcher(model, max_batch=4)
     first = _start_first(batcher, model, 3)
-    unlucky = batcher.submit(UNLUCKY)
+    failing = batcher.submit(bad)
     model.gate.set()
-    for future in (first, unlucky):
-        with pytest.raises(ValueError, match="unlucky item"):
+    for future in (first, failing):
+        with pytest.raises(error, match=reason):
             future.result(WAIT_S)
     assert batcher.submit(2).result(WAIT_S) == 20
-    assert model.sessions == 2 and batcher.idle
-    assert batcher.close(WAIT_S)
-
-
-def test_a_failing_admission_fails_the_running_requests_and_a_new_session_serves_on(
-    model: Model,
-) -> None:
-    batcher = _batcher(model, max_batch=4)
-    first = _start_first(batcher, model, 3)
-    unfit = batcher.submit(UNFIT)
-    model.gate.set()
-    for future in (first, unfit):
-        with pytest.raises(RuntimeError, match="prefill failed"):
-            future.result(WAIT_S)
-    assert batcher.submit(1).result(WAIT_S) == 10
     assert model.sessions == 2 and batcher.idle
     assert batcher.close(WAIT_S)
 
