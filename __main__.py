@@ -1,5 +1,5 @@
 """The Pulumi program: `pulumi up` runs this, and so does `mlstack plan` under mocks."""
 
-from stacks.program import main
+from mlstack.stacks.program import main
 
 main()

@@ -44,19 +44,19 @@ from typing import Any
 from plan_scale import REGISTRY_HOST, SIZES, platform_for, resource_model
 from pulumi_policy import StackValidationPolicy
 
-from policies.check import CheckReport, check_plan
-from policies.queues import PRIORITY_LABEL, QUEUE_LABEL
-from policies.rules import ALL_POLICIES
-from policies.rules.tenancy import CHECKPOINTS_ANNOTATION
-from policies.tenancy import GPU_RESOURCE, SERVICE_ACCOUNT_NAME
-from stacks.offline import Plan, run_plan
-from stacks.schema import GPU_TAINT_KEY
-from stacks.stackfile import PROJECT, StackFile, read_stack, shipped_stacks
+from mlstack.policies.check import CheckReport, check_plan
+from mlstack.policies.queues import PRIORITY_LABEL, QUEUE_LABEL
+from mlstack.policies.rules import ALL_POLICIES
+from mlstack.policies.rules.tenancy import CHECKPOINTS_ANNOTATION
+from mlstack.policies.tenancy import GPU_RESOURCE, SERVICE_ACCOUNT_NAME
+from mlstack.stacks.offline import Plan, run_plan
+from mlstack.stacks.schema import GPU_TAINT_KEY
+from mlstack.stacks.stackfile import PROJECT, StackFile, read_stack, shipped_stacks
 
 #: Synthetic sizes checked (plan_scale's ~100 is too small to say anything about the split).
 TARGETS = (1000, 2000, 3000)
 GOAL = 0.10  # rule seconds / plan seconds at 3,000 resources
-ROOT = str(Path(__file__).resolve().parents[1])
+ROOT = Path(__file__).resolve().parents[1]
 REGISTRY = f"{REGISTRY_HOST}/ml"  # the platform registry: host / registry.name (default "ml")
 
 _POD_SECURITY: dict[str, Any] = {
@@ -395,8 +395,7 @@ def by_rule(target: int, repeats: int) -> Breakdown:
         (
             (key, v)
             for key, v in stats.items()
-            if key[0].startswith((f"{ROOT}/policies/", f"{ROOT}/stacks/"))
-            and key[2] != "check_plan"
+            if _repo_path(key[0]).startswith(("policies/", "stacks/")) and key[2] != "check_plan"
         ),
         key=lambda kv: -kv[1][3],
     )[:12]
@@ -409,10 +408,18 @@ def by_rule(target: int, repeats: int) -> Breakdown:
     )
 
 
+def _repo_path(filename: str) -> str:
+    """A code object's file relative to the checkout ('' outside it). Modules load through the
+    editable install's links, so the name is resolved first."""
+    path = Path(filename).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else ""
+
+
 def _short(filename: str) -> str:
-    for marker in ("site-packages/", f"{ROOT}/"):
-        if marker in filename:
-            return filename.split(marker, 1)[1]
+    if _repo_path(filename):
+        return _repo_path(filename)
+    if "site-packages/" in filename:
+        return filename.split("site-packages/", 1)[1]
     return Path(filename).name
 
 

@@ -33,15 +33,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import boto3
 import numpy as np
 from boto3.s3.transfer import TransferConfig
 
-from workloads.local import free_port
-from workloads.storage import MIB, TransferSettings, open_store
-from workloads.train.checkpoint import Checkpoints
+from mlstack.workloads.local import free_port
+from mlstack.workloads.storage import MIB, TransferSettings, open_store
+from mlstack.workloads.train.checkpoint import Checkpoints
 
 BUCKET = "bench-checkpoints"
 _SERVER = (

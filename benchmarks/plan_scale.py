@@ -38,8 +38,8 @@ from typing import Any
 
 import pulumi_kubernetes as k8s
 
-from stacks import offline, program
-from stacks.stackfile import PROJECT, StackFile
+from mlstack.stacks import offline, program
+from mlstack.stacks.stackfile import PROJECT, StackFile
 
 #: target resources -> (teams, node pools: one CPU pool, the rest GPU pools); nodes per pool are
 #: derived from the target with a measured `ResourceModel`.

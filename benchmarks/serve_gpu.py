@@ -26,15 +26,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import jax
 import numpy as np
 from flax import nnx
 
-from workloads.serve.generate import Batch, Generator, Row, make_buckets
-from workloads.train.configs import get_config
-from workloads.train.model import init_model
+from mlstack.workloads.serve.generate import Batch, Generator, Row, make_buckets
+from mlstack.workloads.train.configs import get_config
+from mlstack.workloads.train.model import init_model
 
 PROMPT_TOKENS = 64
 ROWS = (1, 8, 32)

@@ -1,19 +1,19 @@
 """Load test of the model server on loopback with wrk: batching on against batching off, then
 an overload run.
 
-A model is trained for 30 steps (`--model tiny`, or `bench`: d_model 512, 4 layers, context
-128, 12.8M parameters: 51 MB of float32 weights, more than the CPU's last-level cache, so that a
+A model is trained for 30 steps (`--model tiny`, or `bench`: d_model 512, 4 layers, context 128,
+12.8M parameters: 51 MB of float32 weights, more than the CPU's last-level cache, so that a
 one-row decode step is bound by reading the weights from memory, as a real model's is on a GPU;
-tiny's 0.5 MB stay in cache, and its one-row steps are nearly as efficient per token on a CPU
-as batched ones), exported, and served by `python -m workloads.serve.main` on 127.0.0.1 twice at
-once: with `--max-batch 32` (batching on) and `--max-batch 1` (off). wrk (Debian's package; a
-Lua script sets the POST body) runs `--duration-s` seconds at each concurrency (default 1, 8,
-32) against each server in turn, `--repeats` times, the order flipping each round so that drift
-in the machine's speed hits both alike, and each run starting once both servers are idle (what
-was still queued when wrk stopped would otherwise decode on the CPU the next run measures);
-each setting reports the medians of its runs (and the sums of its answer counts). Every request
-is the same: a 14-byte prompt, `--max-tokens` (32) new tokens, temperature 0.8. Per run:
-requests/s and p50/p99 latency (wrk), generated tokens/s (the server's
+tiny's 0.5 MB stay in cache, and its one-row steps are nearly as efficient per token on a CPU as
+batched ones), exported, and served by `python -m mlstack.workloads.serve.main` on 127.0.0.1
+twice at once: with `--max-batch 32` (batching on) and `--max-batch 1` (off). wrk (Debian's
+package; a Lua script sets the POST body) runs `--duration-s` seconds at each concurrency
+(default 1, 8, 32) against each server in turn, `--repeats` times, the order flipping each round
+so that drift in the machine's speed hits both alike, and each run starting once both servers
+are idle (what was still queued when wrk stopped would otherwise decode on the CPU the next run
+measures); each setting reports the medians of its runs (and the sums of its answer counts).
+Every request is the same: a 14-byte prompt, `--max-tokens` (32) new tokens, temperature 0.8.
+Per run: requests/s and p50/p99 latency (wrk), generated tokens/s (the server's
 `mlstack_serve_generated_tokens_total` before and after: tokens of answered requests), the mean
 batch (rows per decode call), answers by status (the server's `mlstack_serve_requests_total`;
 499 counts the requests wrk cut off when it stopped, whose client went away).
@@ -48,14 +48,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from prometheus_client.parser import text_string_to_metric_families
 
-from workloads.serve.server import ServeOptions, ServerProcess
-from workloads.train.configs import ModelConfig, TrainConfig, get_config
-from workloads.train.data import Corpus, prepare_dataset
-from workloads.train.train import RunOptions, train_and_evaluate
+from mlstack.workloads.serve.server import ServeOptions, ServerProcess
+from mlstack.workloads.train.configs import ModelConfig, TrainConfig, get_config
+from mlstack.workloads.train.data import Corpus, prepare_dataset
+from mlstack.workloads.train.train import RunOptions, train_and_evaluate
 
 MODELS: dict[str, TrainConfig] = {
     "tiny": get_config("tiny"),

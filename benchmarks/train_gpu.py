@@ -24,14 +24,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import jax
 import numpy as np
 
-from workloads.train.configs import get_config
-from workloads.train.model import param_count
-from workloads.train.train import RunOptions, Trainer
+from mlstack.workloads.train.configs import get_config
+from mlstack.workloads.train.model import param_count
+from mlstack.workloads.train.train import RunOptions, Trainer
 
 
 def measure(name: str, steps: int, warmup: int, batch: int | None, dtype: str) -> dict[str, Any]:

@@ -29,15 +29,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import jax
 import numpy as np
 
-from workloads.train.configs import get_config
-from workloads.train.data import default_corpus, prepare_dataset
-from workloads.train.metrics import MetricsLog
-from workloads.train.train import RunOptions, Trainer, train_and_evaluate
+from mlstack.workloads.train.configs import get_config
+from mlstack.workloads.train.data import default_corpus, prepare_dataset
+from mlstack.workloads.train.metrics import MetricsLog
+from mlstack.workloads.train.train import RunOptions, Trainer, train_and_evaluate
 
 
 def bare_steps_per_s(opts: RunOptions) -> float:

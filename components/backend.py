@@ -20,8 +20,8 @@ import pulumi
 if TYPE_CHECKING:
     import pulumi_kubernetes as k8s
 
-    from stacks.errors import Problem
-    from stacks.schema import NodePool, Platform
+    from mlstack.stacks.errors import Problem
+    from mlstack.stacks.schema import NodePool, Platform
 
 
 class SecretSource(Protocol):
@@ -138,9 +138,9 @@ class BackendUnavailableError(LookupError):
 
 #: cloud -> "module:Class", imported on first use so one cloud's SDK never loads for another.
 _BACKENDS: dict[str, str] = {
-    "aws": "components.aws.backend:AwsBackend",
-    "gcp": "components.gcp.backend:GcpBackend",
-    "onprem": "components.onprem.backend:OnPremBackend",
+    "aws": "mlstack.components.aws.backend:AwsBackend",
+    "gcp": "mlstack.components.gcp.backend:GcpBackend",
+    "onprem": "mlstack.components.onprem.backend:OnPremBackend",
 }
 #: Known clouds without a backend yet, with the reason shown to users.
 _UNAVAILABLE: dict[str, str] = {}

@@ -11,8 +11,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from stacks.errors import Problem, format_path
-from stacks.schema import Capacity, Platform, PoolKind
+from mlstack.stacks.errors import Problem, format_path
+from mlstack.stacks.schema import Capacity, Platform, PoolKind
 
 #: The name (and pool label) of the add-ons' pool every cloud backend creates.
 SYSTEM_POOL = "system"

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 
 import pulumi
 
-from components.backend import ImageRegistry, ObjectStore
-from components.kubernetes.resources import declare
-from components.kubernetes.system import REGISTRY_PULL_SECRET, declare_credentials
-from policies.queues import (
+from mlstack.components.backend import ImageRegistry, ObjectStore
+from mlstack.components.kubernetes.resources import declare
+from mlstack.components.kubernetes.system import REGISTRY_PULL_SECRET, declare_credentials
+from mlstack.policies.queues import (
     DEFAULT_FLAVOR,
     PRIORITIES,
     cluster_queue_manifest,
@@ -19,8 +19,8 @@ from policies.queues import (
     priority_class_manifest,
     workload_priority_class_manifest,
 )
-from policies.tenancy import team_manifests
-from stacks.schema import Platform, Team
+from mlstack.policies.tenancy import team_manifests
+from mlstack.stacks.schema import Platform, Team
 
 
 class TeamTenancy(pulumi.ComponentResource):

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from policies.tenancy import GPU_RESOURCE, MANAGED_BY, TEAM_LABEL, quantity
-from stacks.schema import CAPACITY_LABEL, POOL_LABEL, NodePool, Platform, Team
+from mlstack.policies.tenancy import GPU_RESOURCE, MANAGED_BY, TEAM_LABEL, quantity
+from mlstack.stacks.schema import CAPACITY_LABEL, POOL_LABEL, NodePool, Platform, Team
 
 KUEUE_GROUP = "kueue.x-k8s.io"
 KUEUE_API = f"{KUEUE_GROUP}/v1beta2"

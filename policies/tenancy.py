@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from components.kubernetes.system import MANAGED_BY
-from stacks.schema import Platform, RbacRule, Team
+from mlstack.components.kubernetes.system import MANAGED_BY
+from mlstack.stacks.schema import Platform, RbacRule, Team
 
 TEAM_LABEL = "mlstack.dev/team"
 GPU_RESOURCE = "nvidia.com/gpu"

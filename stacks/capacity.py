@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stacks.schema import Platform
+from mlstack.stacks.schema import Platform
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from stacks.errors import ConfigError
-from stacks.offline import Plan, run_plan
-from stacks.render import render_yaml
-from stacks.report import StackCheck, print_check, print_plan, print_rules
-from stacks.stackfile import read_stack, shipped_stacks
+from mlstack.stacks.errors import ConfigError
+from mlstack.stacks.offline import Plan, run_plan
+from mlstack.stacks.render import render_yaml
+from mlstack.stacks.report import StackCheck, print_check, print_plan, print_rules
+from mlstack.stacks.stackfile import read_stack, shipped_stacks
 
 app = typer.Typer(
     add_completion=False,
@@ -123,8 +123,8 @@ def check(
     ] = False,
 ) -> None:
     """Plan each stack offline and run the policy pack on it; exit 1 on a mandatory violation."""
-    from policies.check import PolicyConfigError, check_plan, load_policy_config
-    from policies.rules import ALL_POLICIES
+    from mlstack.policies.check import PolicyConfigError, check_plan, load_policy_config
+    from mlstack.policies.rules import ALL_POLICIES
 
     if list_rules:
         print_rules(ALL_POLICIES, out)
@@ -224,8 +224,8 @@ def data_prepare(
 ) -> None:
     """Tokenize text files into fixed-size byte-token shards plus index.json at DEST."""
     _need_workloads()
-    from workloads.storage import StoreError
-    from workloads.train.data import (
+    from mlstack.workloads.storage import StoreError
+    from mlstack.workloads.train.data import (
         DEFAULT_SHARD_TOKENS,
         Corpus,
         DataError,
@@ -347,10 +347,10 @@ def local_train(  # noqa: PLR0917 - a typer command: its options are its paramet
     Ctrl-C stops every process the way a preemption does: they save one agreed step first.
     """
     _need_workloads()
-    from workloads.local import Launch, LocalRun, ensure_dataset, run_until_done
-    from workloads.storage import StoreError
-    from workloads.train.configs import get_config
-    from workloads.train.data import DataError
+    from mlstack.workloads.local import Launch, LocalRun, ensure_dataset, run_until_done
+    from mlstack.workloads.storage import StoreError
+    from mlstack.workloads.train.configs import get_config
+    from mlstack.workloads.train.data import DataError
 
     def start() -> Launch:
         get_config(config)
@@ -399,10 +399,10 @@ def local_up(  # noqa: PLR0917 - a typer command: its options are its parameters
     """The whole stack on this machine: a local store, the default corpus, `tiny` trained with
     N processes, its bundle served on 127.0.0.1, and one request answered."""
     _need_workloads("starlette", "uvicorn", "prometheus_client")
-    from workloads.local import Launch, LocalRun, complete, ensure_dataset, run_until_done
-    from workloads.serve.server import ServeOptions, ServerProcess
-    from workloads.storage import StoreError
-    from workloads.train.data import DataError
+    from mlstack.workloads.local import Launch, LocalRun, complete, ensure_dataset, run_until_done
+    from mlstack.workloads.serve.server import ServeOptions, ServerProcess
+    from mlstack.workloads.storage import StoreError
+    from mlstack.workloads.train.data import DataError
 
     local = LocalRun(_store_url(store), run="local-up")
 

@@ -22,11 +22,11 @@ from pulumi.runtime.proto import resource_pb2
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
-from components.backend import get_backend
-from stacks import program
-from stacks.schema import Platform
-from stacks.stackfile import PROJECT, StackFile
-from stacks.validate import load_platform
+from mlstack.components.backend import get_backend
+from mlstack.stacks import program
+from mlstack.stacks.schema import Platform
+from mlstack.stacks.stackfile import PROJECT, StackFile
+from mlstack.stacks.validate import load_platform
 
 SECRET_PLACEHOLDER = "offline-placeholder"
 SECRET_SIG = rpc._special_sig_key  # pyright: ignore[reportPrivateUsage]

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pulumi
 
-from components.backend import SecretSource, get_backend
-from components.kubernetes.device_plugin import NvidiaDevicePlugin
-from components.kubernetes.extra import ExtraManifests
-from components.kubernetes.jobset import JobSetController
-from components.kubernetes.kueue import Kueue
-from components.kubernetes.system import PlatformSystem
-from policies.component import Tenancy
-from stacks.schema import Platform
-from workloads.deploy.inference import InferenceService, InferenceServiceArgs
-from workloads.deploy.pods import Placement
-from workloads.deploy.training import TrainingJob, TrainingJobArgs
+from mlstack.components.backend import SecretSource, get_backend
+from mlstack.components.kubernetes.device_plugin import NvidiaDevicePlugin
+from mlstack.components.kubernetes.extra import ExtraManifests
+from mlstack.components.kubernetes.jobset import JobSetController
+from mlstack.components.kubernetes.kueue import Kueue
+from mlstack.components.kubernetes.system import PlatformSystem
+from mlstack.policies.component import Tenancy
+from mlstack.stacks.schema import Platform
+from mlstack.workloads.deploy.inference import InferenceService, InferenceServiceArgs
+from mlstack.workloads.deploy.pods import Placement
+from mlstack.workloads.deploy.training import TrainingJob, TrainingJobArgs
 
 
 def build_platform(platform: Platform, secrets: SecretSource) -> dict[str, pulumi.Input[object]]:

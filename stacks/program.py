@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pulumi
 
-from components.backend import get_backend
-from stacks.errors import ConfigError
-from stacks.platform import build_platform
-from stacks.validate import load_platform
+from mlstack.components.backend import get_backend
+from mlstack.stacks.errors import ConfigError
+from mlstack.stacks.platform import build_platform
+from mlstack.stacks.validate import load_platform
 
 CONFIG_NAMESPACE = "mlstack"
 PLATFORM_KEY = "platform"

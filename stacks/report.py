@@ -11,13 +11,13 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.tree import Tree
 
-from stacks.capacity import pool_capacity, team_quotas
-from stacks.offline import Plan
-from stacks.schema import Platform, PoolKind
+from mlstack.stacks.capacity import pool_capacity, team_quotas
+from mlstack.stacks.offline import Plan
+from mlstack.stacks.schema import Platform, PoolKind
 
 if TYPE_CHECKING:
     # Only `mlstack check` loads the policy pack; `mlstack plan` does not pay for it.
-    from policies.check import CheckReport, Policy
+    from mlstack.policies.check import CheckReport, Policy
 
 _SHOWN_NAMES = 4
 #: Below this console width `mlstack check` lists violations as blocks, not a table.
@@ -148,7 +148,7 @@ def print_rules(policies: Sequence[Policy], console: Console) -> None:
     """A line per rule: its name, what it checks (one resource or the stack), its level."""
     from pulumi_policy import StackValidationPolicy
 
-    from policies.check import PACK_ENFORCEMENT
+    from mlstack.policies.check import PACK_ENFORCEMENT
 
     for p in policies:
         kind = "stack" if isinstance(p, StackValidationPolicy) else "resource"

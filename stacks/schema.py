@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from stacks.catalog import Cloud
+from mlstack.stacks.catalog import Cloud
 
 #: Label keys every node of a pool carries; workloads, flavors and the device plugin select on them.
 MLSTACK_LABEL_PREFIX = "mlstack.dev/"

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from stacks.errors import ConfigError, Problem
+from mlstack.stacks.errors import ConfigError, Problem
 
 PROJECT = "mlstack"
 

@@ -16,22 +16,22 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from components.backend import BackendUnavailableError, available_clouds, get_backend
-from components.kubernetes.extra import extra_manifest_key
-from components.kubernetes.resources import top_level_fields
-from policies.queues import DEFAULT_FLAVOR, PRIORITIES
-from stacks.catalog import CatalogError, resolve_gpu_machine
-from stacks.errors import ConfigError, Problem, format_path
-from stacks.prefixes import prefix_problem, prefixes_nest
-from stacks.schema import InferenceService, NodePool, Platform, PoolKind, Team, TrainingJob
-from workloads.deploy.serving import deployment_name
-from workloads.deploy.settings import (
+from mlstack.components.backend import BackendUnavailableError, available_clouds, get_backend
+from mlstack.components.kubernetes.extra import extra_manifest_key
+from mlstack.components.kubernetes.resources import top_level_fields
+from mlstack.policies.queues import DEFAULT_FLAVOR, PRIORITIES
+from mlstack.stacks.catalog import CatalogError, resolve_gpu_machine
+from mlstack.stacks.errors import ConfigError, Problem, format_path
+from mlstack.stacks.prefixes import prefix_problem, prefixes_nest
+from mlstack.stacks.schema import InferenceService, NodePool, Platform, PoolKind, Team, TrainingJob
+from mlstack.workloads.deploy.serving import deployment_name
+from mlstack.workloads.deploy.settings import (
     SERVE_REPOSITORY,
     TRAIN_REPOSITORY,
     ServiceSettings,
     service_settings,
 )
-from workloads.train.configs import CONFIGS
+from mlstack.workloads.train.configs import CONFIGS
 
 
 def load_platform(raw: Any, source: str | None = None) -> Platform:

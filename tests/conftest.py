@@ -16,9 +16,9 @@ import hypothesis  # noqa: F401
 import pytest
 import yaml
 
-from stacks import offline
-from stacks.offline import Plan, PlannedResource, run_plan
-from stacks.stackfile import PROJECT, StackFile, read_stack
+from mlstack.stacks import offline
+from mlstack.stacks.offline import Plan, PlannedResource, run_plan
+from mlstack.stacks.stackfile import PROJECT, StackFile, read_stack
 
 REPO = Path(__file__).resolve().parents[1]
 LAB_STACK_FILE = REPO / "stacks" / "Pulumi.onprem-lab.yaml"

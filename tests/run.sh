@@ -17,7 +17,10 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 echo "== installing mlstack and its dev tools into .venv"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+# Strict editable mode: .venv sees the checkout as `mlstack.*` through a tree of links under
+# build/ that pyright can follow (pyproject.toml says why); re-run after adding a module.
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' \
+  --config-settings editable_mode=strict
 
 echo "== ruff"
 .venv/bin/ruff check .

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from moto.server import ThreadedMotoServer
 
-from stacks import offline
-from stacks.errors import ConfigError, Problem
-from stacks.offline import Plan, PlannedResource
-from stacks.stackfile import read_stack
-from stacks.validate import load_platform
-from workloads.storage import FileStore, PathLike, TransferSettings
+from mlstack.stacks import offline
+from mlstack.stacks.errors import ConfigError, Problem
+from mlstack.stacks.offline import Plan, PlannedResource
+from mlstack.stacks.stackfile import read_stack
+from mlstack.stacks.validate import load_platform
+from mlstack.workloads.storage import FileStore, PathLike, TransferSettings
 
 #: Variables that would send boto3 somewhere else than the test's server, or to real credentials.
 _AWS_VARS = (

@@ -2,8 +2,8 @@
 
 The TrainingJob component (a JobSet on the cluster) and `mlstack local train` (processes on this
 machine) set these variables; the training entry point reads them and nothing else about where
-it runs. Flags on the command line (`python -m workloads.train.main --help`) carry the run's
-settings (model config, steps, batch size); the environment carries the place: who the
+it runs. Flags on the command line (`python -m mlstack.workloads.train.main --help`) carry the
+run's settings (model config, steps, batch size); the environment carries the place: who the
 processes are and where the data, checkpoints and exported models live.
 
 | variable | meaning |

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from workloads.contract import Environment
-from workloads.storage import NotFound, open_store
+from mlstack.workloads.contract import Environment
+from mlstack.workloads.storage import NotFound, open_store
 
 DEFAULT_DATASET = "pystdlib"
 #: Seconds the processes get to save after a stop request before they are killed.
@@ -86,7 +86,7 @@ class LocalRun:
 
 def ensure_dataset(run: LocalRun, say: Callable[[str], None]) -> None:
     """Prepare the default corpus into the run's dataset URL unless a dataset is there."""
-    from workloads.train.data import default_corpus, prepare_dataset
+    from mlstack.workloads.train.data import default_corpus, prepare_dataset
 
     store = open_store(run.data_url)
     try:
@@ -145,7 +145,7 @@ class Launch:
             args = [
                 sys.executable,
                 "-m",
-                "workloads.train.main",
+                "mlstack.workloads.train.main",
                 *train_args,
                 "--workdir",
                 str(root / f"p{env.process_id}"),

@@ -11,12 +11,12 @@ from typing import Any
 
 import pulumi
 
-from components.aws.catalog import CLUSTER_AUTOSCALER_IMAGES
-from components.aws.iam import autoscaler_policy
-from components.aws.identity import PodIdentity
-from components.aws.nodegroups import SYSTEM_POOL
-from components.kubernetes.addons import CLUSTER_AUTOSCALER
-from stacks.schema import POOL_LABEL
+from mlstack.components.aws.catalog import CLUSTER_AUTOSCALER_IMAGES
+from mlstack.components.aws.iam import autoscaler_policy
+from mlstack.components.aws.identity import PodIdentity
+from mlstack.components.aws.nodegroups import SYSTEM_POOL
+from mlstack.components.kubernetes.addons import CLUSTER_AUTOSCALER
+from mlstack.stacks.schema import POOL_LABEL
 
 NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = "cluster-autoscaler"

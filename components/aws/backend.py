@@ -15,41 +15,41 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.aws.autoscaler import ClusterAutoscaler
-from components.aws.catalog import (
+from mlstack.components.aws.autoscaler import ClusterAutoscaler
+from mlstack.components.aws.catalog import (
     REGIONS,
     default_zones,
     family,
     is_gpu_family,
     region_machine,
 )
-from components.aws.cluster import EksCluster
-from components.aws.iam import team_workload_policy
-from components.aws.identity import PodIdentity, policy_output
-from components.aws.network import Network, subnet_plan
-from components.aws.nodegroups import NodeGroups
-from components.aws.offline import computed_outputs
-from components.aws.registry import Registry
-from components.aws.storage import ARCHIVE_MIN_DAYS, Buckets
-from components.backend import (
+from mlstack.components.aws.cluster import EksCluster
+from mlstack.components.aws.iam import team_workload_policy
+from mlstack.components.aws.identity import PodIdentity, policy_output
+from mlstack.components.aws.network import Network, subnet_plan
+from mlstack.components.aws.nodegroups import NodeGroups
+from mlstack.components.aws.offline import computed_outputs
+from mlstack.components.aws.registry import Registry
+from mlstack.components.aws.storage import ARCHIVE_MIN_DAYS, Buckets
+from mlstack.components.backend import (
     CloudBackend,
     ImageRegistry,
     ObjectStore,
     Provisioned,
     SecretSource,
 )
-from components.checks import (
+from mlstack.components.checks import (
     PoolWords,
     cpu_machine_problems,
     pool_problems,
     registry_problems,
     system_pool_problems,
 )
-from components.cidr import PRIVATE_RANGES, cidr_fix, within
-from policies.tenancy import SERVICE_ACCOUNT_NAME
-from stacks.catalog import CatalogError, accelerator, resolve_gpu_machine
-from stacks.errors import Problem, format_path
-from stacks.schema import AwsConfig, NodePool, Platform, PoolKind
+from mlstack.components.cidr import PRIVATE_RANGES, cidr_fix, within
+from mlstack.policies.tenancy import SERVICE_ACCOUNT_NAME
+from mlstack.stacks.catalog import CatalogError, accelerator, resolve_gpu_machine
+from mlstack.stacks.errors import Problem, format_path
+from mlstack.stacks.schema import AwsConfig, NodePool, Platform, PoolKind
 
 _REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$")
 #: Regions of the aws-cn and aws-us-gov partitions: every ARN mlstack builds is in 'aws'.

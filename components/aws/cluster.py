@@ -16,8 +16,8 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components.aws.iam import dumps, service_trust
-from stacks.schema import AwsAccessEntry
+from mlstack.components.aws.iam import dumps, service_trust
+from mlstack.stacks.schema import AwsAccessEntry
 
 #: Every control-plane log stream; audit and authenticator are the ones incidents need.
 CONTROL_PLANE_LOGS = ("api", "audit", "authenticator", "controllerManager", "scheduler")

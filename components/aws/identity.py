@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pulumi
 import pulumi_aws as aws
 
-from components.aws.iam import Document, dumps, pod_identity_trust
+from mlstack.components.aws.iam import Document, dumps, pod_identity_trust
 
 
 class PodIdentity(pulumi.ComponentResource):

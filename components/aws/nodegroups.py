@@ -14,14 +14,14 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.aws.iam import (
+from mlstack.components.aws.iam import (
     AUTOSCALER_NODE_TEMPLATE,
     dumps,
     node_template_tags,
     service_trust,
 )
-from components.checks import SYSTEM_POOL
-from stacks.schema import (
+from mlstack.components.checks import SYSTEM_POOL
+from mlstack.stacks.schema import (
     POOL_KIND_LABEL,
     POOL_LABEL,
     Capacity,

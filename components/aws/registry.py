@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import pulumi
 import pulumi_aws as aws
 
-from components.aws.iam import dumps, ecr_lifecycle_policy
+from mlstack.components.aws.iam import dumps, ecr_lifecycle_policy
 
 
 def registry_url(repository_url: str, prefix: str) -> str:

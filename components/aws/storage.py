@@ -7,8 +7,8 @@ from collections.abc import Mapping
 import pulumi
 import pulumi_aws as aws
 
-from components.aws.iam import dumps, tls_only_bucket_policy
-from stacks.schema import BucketConfig
+from mlstack.components.aws.iam import dumps, tls_only_bucket_policy
+from mlstack.stacks.schema import BucketConfig
 
 #: Where old objects go after `archive_after_days`: S3 accepts it from day 30 on.
 ARCHIVE_CLASS = "STANDARD_IA"

@@ -17,40 +17,40 @@ from typing import Any
 import pulumi
 import pulumi_gcp as gcp
 
-from components.backend import (
+from mlstack.components.backend import (
     CloudBackend,
     ImageRegistry,
     ObjectStore,
     Provisioned,
     SecretSource,
 )
-from components.checks import (
+from mlstack.components.checks import (
     PoolWords,
     cpu_machine_problems,
     pool_problems,
     registry_problems,
     system_pool_problems,
 )
-from components.cidr import cidr_fix, within
-from components.gcp.catalog import GPU_SERIES, REGIONS, default_zones, series
-from components.gcp.cluster import GkeCluster
-from components.gcp.iam import (
+from mlstack.components.cidr import cidr_fix, within
+from mlstack.components.gcp.catalog import GPU_SERIES, REGIONS, default_zones, series
+from mlstack.components.gcp.cluster import GkeCluster
+from mlstack.components.gcp.iam import (
     BUCKET_READ_PERMISSIONS,
     NODES_ACCOUNT,
     custom_role_id,
     team_bucket_grants,
 )
-from components.gcp.identity import TeamIdentity
-from components.gcp.kms import Keys
-from components.gcp.network import Network, node_tag
-from components.gcp.nodepools import NodePools, pool_shape, system_shape
-from components.gcp.offline import call_outputs, computed_outputs
-from components.gcp.registry import Registry
-from components.gcp.storage import Buckets
-from policies.tenancy import SERVICE_ACCOUNT_NAME
-from stacks.catalog import ACCELERATORS
-from stacks.errors import Problem, format_path
-from stacks.schema import GcpConfig, NodePool, Platform, PoolKind
+from mlstack.components.gcp.identity import TeamIdentity
+from mlstack.components.gcp.kms import Keys
+from mlstack.components.gcp.network import Network, node_tag
+from mlstack.components.gcp.nodepools import NodePools, pool_shape, system_shape
+from mlstack.components.gcp.offline import call_outputs, computed_outputs
+from mlstack.components.gcp.registry import Registry
+from mlstack.components.gcp.storage import Buckets
+from mlstack.policies.tenancy import SERVICE_ACCOUNT_NAME
+from mlstack.stacks.catalog import ACCELERATORS
+from mlstack.stacks.errors import Problem, format_path
+from mlstack.stacks.schema import GcpConfig, NodePool, Platform, PoolKind
 
 _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")

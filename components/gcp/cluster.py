@@ -17,8 +17,8 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 
-from components.gcp.iam import NODE_ROLE, NODES_ACCOUNT, account_id, service_account_member
-from components.gcp.network import PODS_RANGE, SERVICES_RANGE
+from mlstack.components.gcp.iam import NODE_ROLE, NODES_ACCOUNT, account_id, service_account_member
+from mlstack.components.gcp.network import PODS_RANGE, SERVICES_RANGE
 
 RELEASE_CHANNELS = {
     "rapid": "RAPID",

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from stacks.prefixes import prefix_problem
+from mlstack.stacks.prefixes import prefix_problem
 
 #: Predefined role with what GKE nodes need (logs, metrics, metadata) and nothing more.
 NODE_ROLE = "roles/container.defaultNodeServiceAccount"

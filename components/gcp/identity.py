@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import pulumi
 import pulumi_gcp as gcp
 
-from components.gcp.iam import (
+from mlstack.components.gcp.iam import (
     WORKLOAD_IDENTITY_USER,
     BucketGrant,
     account_id,

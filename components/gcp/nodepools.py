@@ -17,10 +17,17 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
-from components.checks import SYSTEM_POOL
-from components.gcp.cluster import CLOUD_PLATFORM_SCOPE
-from stacks.catalog import accelerator
-from stacks.schema import POOL_KIND_LABEL, POOL_LABEL, Capacity, NodePool, PoolKind, TaintEffect
+from mlstack.components.checks import SYSTEM_POOL
+from mlstack.components.gcp.cluster import CLOUD_PLATFORM_SCOPE
+from mlstack.stacks.catalog import accelerator
+from mlstack.stacks.schema import (
+    POOL_KIND_LABEL,
+    POOL_LABEL,
+    Capacity,
+    NodePool,
+    PoolKind,
+    TaintEffect,
+)
 
 TAINT_EFFECTS = {
     TaintEffect.NO_SCHEDULE: "NO_SCHEDULE",

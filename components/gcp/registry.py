@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import pulumi
 import pulumi_gcp as gcp
 
-from components.gcp.iam import REGISTRY_READER, service_account_member
+from mlstack.components.gcp.iam import REGISTRY_READER, service_account_member
 
 #: Versions younger than this are never cleaned up, whatever keep_last says.
 KEEP_YOUNGER_THAN = "2592000s"  # 30 days

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import pulumi
 import pulumi_gcp as gcp
 
-from stacks.schema import BucketConfig
+from mlstack.stacks.schema import BucketConfig
 
 #: Where old objects go: Nearline (30-day minimum storage, cheap to keep, a fee to read).
 ARCHIVE_CLASS = "NEARLINE"

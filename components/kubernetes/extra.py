@@ -12,7 +12,7 @@ from typing import Any
 
 import pulumi
 
-from components.kubernetes.resources import declare
+from mlstack.components.kubernetes.resources import declare
 
 
 def extra_manifest_key(manifest: Mapping[str, Any]) -> str:

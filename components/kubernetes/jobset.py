@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pulumi
 
-from components.kubernetes.addons import JOBSET
+from mlstack.components.kubernetes.addons import JOBSET
 
 NAMESPACE = "jobset-system"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pulumi
 
-from components.kubernetes.addons import KUEUE
+from mlstack.components.kubernetes.addons import KUEUE
 
 NAMESPACE = "kueue-system"
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pulumi
 
-from components.backend import ImageRegistry, ObjectStore
-from components.kubernetes.resources import declare
+from mlstack.components.backend import ImageRegistry, ObjectStore
+from mlstack.components.kubernetes.resources import declare
 
 NAMESPACE = "mlstack-system"
 PLATFORM_CONFIGMAP = "mlstack-platform"

@@ -11,7 +11,7 @@ import re
 
 import pulumi
 
-from components.backend import (
+from mlstack.components.backend import (
     CloudBackend,
     ImageRegistry,
     ObjectStore,
@@ -19,10 +19,10 @@ from components.backend import (
     SecretSource,
     StaticCredentials,
 )
-from components.onprem.cluster import ExistingCluster, kubeconfig_from_path
-from components.onprem.pools import LabeledNodePool
-from stacks.errors import Problem, format_path
-from stacks.schema import Platform
+from mlstack.components.onprem.cluster import ExistingCluster, kubeconfig_from_path
+from mlstack.components.onprem.pools import LabeledNodePool
+from mlstack.stacks.errors import Problem, format_path
+from mlstack.stacks.schema import Platform
 
 _NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pulumi
 
-from components.kubernetes.resources import declare
-from stacks.schema import NodePool
+from mlstack.components.kubernetes.resources import declare
+from mlstack.stacks.schema import NodePool
 
 
 def node_patch_manifest(node: str, pool: NodePool) -> dict[str, Any]:

@@ -1,15 +1,11 @@
 """The policy pack entry point: only constructs the PolicyPack (which serves the engine and
-blocks). Rules live in `policies.rules`, importable and testable without this server."""
-
-import sys
-from pathlib import Path
-
-# The engine runs this file from policies/pack/; the rules import the project's packages.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+blocks). Rules live in `mlstack.policies.rules`, importable and testable without this server;
+the engine runs this file with the project's .venv (PulumiPolicy.yaml), where mlstack is
+installed."""
 
 from pulumi_policy import EnforcementLevel, PolicyPack
 
-from policies.rules import ALL_POLICIES
+from mlstack.policies.rules import ALL_POLICIES
 
 PolicyPack(
     name="mlstack",

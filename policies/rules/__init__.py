@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pulumi_policy import ResourceValidationPolicy, StackValidationPolicy
 
-from policies.rules import access, aws, gcp, pods, pools, tenancy
+from mlstack.policies.rules import access, aws, gcp, pods, pools, tenancy
 
 ALL_POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
     *pods.POLICIES,

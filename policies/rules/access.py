@@ -9,7 +9,7 @@ from pulumi_policy import (
     ResourceValidationPolicy,
 )
 
-from policies.rules.objects import (
+from mlstack.policies.rules.objects import (
     MANDATORY,
     annotations_of,
     config_value,

@@ -36,7 +36,7 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
-from policies.rules.objects import (
+from mlstack.policies.rules.objects import (
     UNKNOWN,
     config_value,
     kind_of,

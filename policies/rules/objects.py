@@ -19,8 +19,8 @@ from pulumi_policy import (
 )
 from pulumi_policy.proxy import UnknownValueError
 
-from policies.queues import QUEUE_LABEL
-from policies.tenancy import GPU_RESOURCE
+from mlstack.policies.queues import QUEUE_LABEL
+from mlstack.policies.tenancy import GPU_RESOURCE
 
 MANDATORY = EnforcementLevel.MANDATORY
 

@@ -12,8 +12,8 @@ from pulumi_policy import (
     ResourceValidationPolicy,
 )
 
-from policies.queues import QUEUE_LABEL
-from policies.rules.objects import (
+from mlstack.policies.queues import QUEUE_LABEL
+from mlstack.policies.rules.objects import (
     MANDATORY,
     PodTemplate,
     config_value,
@@ -25,7 +25,7 @@ from policies.rules.objects import (
     templates_of,
     workload,
 )
-from stacks.schema import GPU_TAINT, GPU_TAINT_KEY
+from mlstack.stacks.schema import GPU_TAINT, GPU_TAINT_KEY
 
 
 def _name(container: Mapping[str, Any]) -> str:

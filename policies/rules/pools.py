@@ -15,8 +15,8 @@ from typing import Any
 from pulumi_policy import ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 from pulumi_policy.proxy import UnknownValueError
 
-from policies.rules.objects import MANDATORY, get, mapping, number, sequence
-from stacks.schema import CAPACITY_LABEL, GPU_TAINT, POOL_KIND_LABEL, POOL_LABEL
+from mlstack.policies.rules.objects import MANDATORY, get, mapping, number, sequence
+from mlstack.stacks.schema import CAPACITY_LABEL, GPU_TAINT, POOL_KIND_LABEL, POOL_LABEL
 
 
 @dataclass(frozen=True)

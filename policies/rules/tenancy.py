@@ -18,9 +18,9 @@ from pulumi_policy import (
     StackValidationArgs,
 )
 
-from components.kubernetes.system import NAMESPACE, PLATFORM_CONFIGMAP, REGISTRY_ENV
-from policies.queues import ALLOW_OVERCOMMIT_ANNOTATION, MAX_GPUS_ANNOTATION
-from policies.rules.objects import (
+from mlstack.components.kubernetes.system import NAMESPACE, PLATFORM_CONFIGMAP, REGISTRY_ENV
+from mlstack.policies.queues import ALLOW_OVERCOMMIT_ANNOTATION, MAX_GPUS_ANNOTATION
+from mlstack.policies.rules.objects import (
     BATCH_KINDS,
     PodTemplate,
     annotations_of,
@@ -36,9 +36,9 @@ from policies.rules.objects import (
     sequence,
     stack_rule,
 )
-from policies.rules.pools import PoolNodes, pool_of
-from policies.tenancy import CHECKPOINTS_ANNOTATION, GPU_RESOURCE, TEAM_LABEL
-from stacks.schema import CAPACITY_LABEL, POOL_LABEL
+from mlstack.policies.rules.pools import PoolNodes, pool_of
+from mlstack.policies.tenancy import CHECKPOINTS_ANNOTATION, GPU_RESOURCE, TEAM_LABEL
+from mlstack.stacks.schema import CAPACITY_LABEL, POOL_LABEL
 
 
 @dataclass

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stacks.stackfile import shipped_stacks
+from mlstack.stacks.stackfile import shipped_stacks
 
 REPO = Path(__file__).resolve().parents[2]
 

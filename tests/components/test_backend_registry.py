@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from components import backend as backend_module
-from components.aws.backend import AwsBackend
-from components.backend import BackendUnavailableError, CloudBackend, available_clouds, get_backend
-from components.gcp.backend import GcpBackend
-from components.onprem.backend import OnPremBackend
-from stacks.catalog import CLOUDS
+from mlstack.components import backend as backend_module
+from mlstack.components.aws.backend import AwsBackend
+from mlstack.components.backend import (
+    BackendUnavailableError,
+    CloudBackend,
+    available_clouds,
+    get_backend,
+)
+from mlstack.components.gcp.backend import GcpBackend
+from mlstack.components.onprem.backend import OnPremBackend
+from mlstack.stacks.catalog import CLOUDS
 
 
 def test_onprem_is_available() -> None:

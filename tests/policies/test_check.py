@@ -21,15 +21,15 @@ from pulumi_policy import (
 from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 
-from policies.check import (
+from mlstack.policies.check import (
     CheckReport,
     PolicyConfigError,
     check_plan,
     load_policy_config,
     wire_props,
 )
-from stacks.offline import SECRET_SIG, SECRET_VALUE, Plan, PlannedResource, is_secret
-from stacks.validate import load_platform
+from mlstack.stacks.offline import SECRET_SIG, SECRET_VALUE, Plan, PlannedResource, is_secret
+from mlstack.stacks.validate import load_platform
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 NAMESPACE = "kubernetes:core/v1:Namespace"

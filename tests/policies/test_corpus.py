@@ -22,9 +22,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from policies.rules import ALL_POLICIES, gcp
-from stacks.cli import app
-from stacks.stackfile import shipped_stacks
+from mlstack.policies.rules import ALL_POLICIES, gcp
+from mlstack.stacks.cli import app
+from mlstack.stacks.stackfile import shipped_stacks
 
 runner = CliRunner()
 CORPUS_DIR = Path(__file__).resolve().parents[1] / "data" / "bad-stacks"

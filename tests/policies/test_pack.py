@@ -18,10 +18,10 @@ from google.protobuf import empty_pb2, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from tests_support import bad_extra_manifests
 
-from policies.check import check_plan
-from policies.rules import ALL_POLICIES
-from stacks.offline import Plan, PlannedResource, run_plan
-from stacks.stackfile import read_stack
+from mlstack.policies.check import check_plan
+from mlstack.policies.rules import ALL_POLICIES
+from mlstack.stacks.offline import Plan, PlannedResource, run_plan
+from mlstack.stacks.stackfile import read_stack
 
 REPO = Path(__file__).resolve().parents[2]
 

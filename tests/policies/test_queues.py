@@ -25,8 +25,8 @@ from crd_schema import (
 from jsonschema import Draft4Validator
 from jsonschema.exceptions import SchemaError
 
-from components.kubernetes.system import MANAGED_BY
-from policies.queues import (
+from mlstack.components.kubernetes.system import MANAGED_BY
+from mlstack.policies.queues import (
     ALLOW_OVERCOMMIT_ANNOTATION,
     DEFAULT_FLAVOR,
     LOCAL_QUEUE_NAME,
@@ -39,11 +39,16 @@ from policies.queues import (
     priority_class_manifest,
     workload_priority_class_manifest,
 )
-from policies.tenancy import GPU_RESOURCE, TEAM_LABEL, resource_quota_manifest, team_gpu_ceiling
-from stacks.errors import ConfigError
-from stacks.schema import CAPACITY_LABEL, POOL_LABEL, Platform, Team
-from stacks.stackfile import read_stack
-from stacks.validate import load_platform
+from mlstack.policies.tenancy import (
+    GPU_RESOURCE,
+    TEAM_LABEL,
+    resource_quota_manifest,
+    team_gpu_ceiling,
+)
+from mlstack.stacks.errors import ConfigError
+from mlstack.stacks.schema import CAPACITY_LABEL, POOL_LABEL, Platform, Team
+from mlstack.stacks.stackfile import read_stack
+from mlstack.stacks.validate import load_platform
 
 LAB_RAW = read_stack("onprem-lab").platform
 LAB = load_platform(LAB_RAW)

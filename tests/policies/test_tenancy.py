@@ -8,8 +8,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from components.kubernetes.system import MANAGED_BY, REGISTRY_PULL_SECRET
-from policies.tenancy import (
+from mlstack.components.kubernetes.system import MANAGED_BY, REGISTRY_PULL_SECRET
+from mlstack.policies.tenancy import (
     ALLOW_INGRESS_POLICY,
     DENY_INGRESS_POLICY,
     ENGINEER_ROLE,
@@ -25,9 +25,9 @@ from policies.tenancy import (
     team_manifests,
     viewer_rules,
 )
-from stacks.schema import SUPPORTED_KUBERNETES, Platform, RbacRule, Team
-from stacks.stackfile import read_stack
-from stacks.validate import load_platform
+from mlstack.stacks.schema import SUPPORTED_KUBERNETES, Platform, RbacRule, Team
+from mlstack.stacks.stackfile import read_stack
+from mlstack.stacks.validate import load_platform
 
 LAB = load_platform(read_stack("onprem-lab").platform)
 LAB_TEAMS = [t.name for t in LAB.teams]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stacks.catalog import (
+from mlstack.stacks.catalog import (
     ACCELERATORS,
     MAX_ONPREM_GPUS_PER_NODE,
     CatalogError,

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
-from stacks.cli import app
+from mlstack.stacks.cli import app
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[2]

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
-from policies.rules import ALL_POLICIES
-from stacks.cli import app
+from mlstack.policies.rules import ALL_POLICIES
+from mlstack.stacks.cli import app
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[2]

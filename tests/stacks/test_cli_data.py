@@ -8,7 +8,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner, Result
 
-from stacks.cli import app
+from mlstack.stacks.cli import app
 
 runner = CliRunner()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from stacks.cli import app
+from mlstack.stacks.cli import app
 from tests.workloads.train.conftest import prepare_small_dataset
 
 runner = CliRunner()

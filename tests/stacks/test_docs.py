@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from stacks import schema
+from mlstack.stacks import schema
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()

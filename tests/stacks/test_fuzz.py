@@ -18,12 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from stacks.cli import app
-from stacks.errors import ConfigError
-from stacks.offline import run_plan
-from stacks.schema import Platform
-from stacks.stackfile import StackFile
-from stacks.validate import load_platform
+from mlstack.stacks.cli import app
+from mlstack.stacks.errors import ConfigError
+from mlstack.stacks.offline import run_plan
+from mlstack.stacks.schema import Platform
+from mlstack.stacks.stackfile import StackFile
+from mlstack.stacks.validate import load_platform
 
 REPO = Path(__file__).resolve().parents[2]
 BASES = {

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stacks.offline import Plan, mask_secrets, run_plan
-from stacks.render import canonical, is_manifest, render_yaml
-from stacks.stackfile import read_stack, shipped_stacks
+from mlstack.stacks.offline import Plan, mask_secrets, run_plan
+from mlstack.stacks.render import canonical, is_manifest, render_yaml
+from mlstack.stacks.stackfile import read_stack, shipped_stacks
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
 UPDATE = os.environ.get("UPDATE_SNAPSHOT") == "1"

@@ -15,11 +15,11 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pytest
 
-from components.kubernetes.addons import NVIDIA_DEVICE_PLUGIN
-from components.onprem.backend import OnPremBackend
-from stacks import offline, program
-from stacks.errors import ConfigError
-from stacks.offline import (
+from mlstack.components.kubernetes.addons import NVIDIA_DEVICE_PLUGIN
+from mlstack.components.onprem.backend import OnPremBackend
+from mlstack.stacks import offline, program
+from mlstack.stacks.errors import ConfigError
+from mlstack.stacks.offline import (
     SECRET_PLACEHOLDER,
     Plan,
     PlannedResource,
@@ -28,9 +28,9 @@ from stacks.offline import (
     run_plan,
     run_program,
 )
-from stacks.schema import ACCELERATOR_LABEL, GPU_TAINT_KEY, POOL_KIND_LABEL, POOL_LABEL
-from stacks.stackfile import StackFile, read_stack
-from stacks.validate import load_platform
+from mlstack.stacks.schema import ACCELERATOR_LABEL, GPU_TAINT_KEY, POOL_KIND_LABEL, POOL_LABEL
+from mlstack.stacks.stackfile import StackFile, read_stack
+from mlstack.stacks.validate import load_platform
 
 REPO = Path(__file__).resolve().parents[2]
 MakeStack = Callable[..., StackFile]

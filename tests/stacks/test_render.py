@@ -8,10 +8,10 @@ import yaml
 from crd_schema import validate_kueue
 from jobset_schema import validate_jobset
 
-from components.backend import get_backend
-from stacks.offline import Plan, run_plan
-from stacks.render import REDACTED, canonical, manifests, render_yaml
-from stacks.stackfile import read_stack, shipped_stacks
+from mlstack.components.backend import get_backend
+from mlstack.stacks.offline import Plan, run_plan
+from mlstack.stacks.render import REDACTED, canonical, manifests, render_yaml
+from mlstack.stacks.stackfile import read_stack, shipped_stacks
 
 
 @pytest.fixture(scope="module", params=shipped_stacks())

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stacks.errors import ConfigError
-from stacks.stackfile import find_stack, project_root, read_stack, shipped_stacks
-from stacks.validate import load_platform
+from mlstack.stacks.errors import ConfigError
+from mlstack.stacks.stackfile import find_stack, project_root, read_stack, shipped_stacks
+from mlstack.stacks.validate import load_platform
 
 REPO = Path(__file__).resolve().parents[2]
 

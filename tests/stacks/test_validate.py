@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from components import backend as backend_module
-from components.backend import CloudBackend
-from stacks import validate
-from stacks.catalog import ACCELERATORS
-from stacks.errors import ConfigError, Problem
-from stacks.schema import (
+from mlstack.components import backend as backend_module
+from mlstack.components.backend import CloudBackend
+from mlstack.stacks import validate
+from mlstack.stacks.catalog import ACCELERATORS
+from mlstack.stacks.errors import ConfigError, Problem
+from mlstack.stacks.schema import (
     ACCELERATOR_LABEL,
     GPU_TAINT,
     POOL_LABEL,
@@ -25,8 +25,8 @@ from stacks.schema import (
     Taint,
     TaintEffect,
 )
-from stacks.stackfile import read_stack, shipped_stacks
-from stacks.validate import load_platform
+from mlstack.stacks.stackfile import read_stack, shipped_stacks
+from mlstack.stacks.validate import load_platform
 
 
 def problems(cfg: Any, source: str | None = None) -> list[Problem]:

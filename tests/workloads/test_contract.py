@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workloads.contract import (
+from mlstack.workloads.contract import (
     CHECKPOINT_URL,
     COORDINATOR_ADDRESS,
     DATA_URL,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from workloads.deploy import jobset, serving
-from workloads.deploy.pods import RUN_AS_USER, SCRATCH_DIR
+from mlstack.workloads.deploy import jobset, serving
+from mlstack.workloads.deploy.pods import RUN_AS_USER, SCRATCH_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "workloads" / "Dockerfile"
@@ -145,10 +145,10 @@ def test_each_image_runs_the_entry_point_the_manifests_run(target: str) -> None:
     entry_module = TARGETS[target]
     entry = json.loads(_inherited(STAGES[target], "ENTRYPOINT") or "null")
     assert entry == ["python", "-m", entry_module]
-    module = REPO / Path(*entry_module.split(".")).with_suffix(".py")
+    module = REPO / Path(*entry_module.removeprefix("mlstack.").split(".")).with_suffix(".py")
     assert module.is_file(), f"{module} is the entry point the image and its manifests run"
     copied = _inherited(STAGES[target], "COPY")
-    assert copied == "workloads/ /app/workloads/"
+    assert copied == "workloads/ /app/mlstack/workloads/"
     env = " ".join(a for n, a in STAGES["base"].instructions if n == "ENV")
     assert "PYTHONPATH=/app" in env
     # Writable places under a read-only root filesystem: the pod's scratch emptyDir.

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from mlstack.workloads.local import Launch, LaunchResult, LocalRun, free_port
+from mlstack.workloads.storage import open_store
+from mlstack.workloads.train.export import latest_version, read_bundle
 from tests.workloads.train.conftest import prepare_small_dataset
-from workloads.local import Launch, LaunchResult, LocalRun, free_port
-from workloads.storage import open_store
-from workloads.train.export import latest_version, read_bundle
 
 STEPS = 16
 ARGS = ["--config", "tiny", "--steps", str(STEPS), "--log-every", "1", "--checkpoint-every", "4"]

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from workloads.storage import (
+from mlstack.workloads.storage import (
     MIB,
     PARTIAL_SUFFIX,
     NotFound,

@@ -7,16 +7,16 @@ from dataclasses import dataclass
 
 import pulumi
 
-from components.kubernetes.resources import declare
-from stacks import schema
-from workloads.deploy.pods import Placement
-from workloads.deploy.serving import (
+from mlstack.components.kubernetes.resources import declare
+from mlstack.stacks import schema
+from mlstack.workloads.deploy.pods import Placement
+from mlstack.workloads.deploy.serving import (
     model_url,
     rollout_deadline_s,
     service_manifests,
     service_url,
 )
-from workloads.deploy.settings import service_settings
+from mlstack.workloads.deploy.settings import service_settings
 
 #: Roles whose objects run pods: their create or update waits for the rollout.
 _ROLLOUTS = ("deployment", "canary")

@@ -16,12 +16,12 @@ from typing import Any
 
 import pulumi
 
-from components.kubernetes.system import MANAGED_BY
-from policies.queues import LOCAL_QUEUE_NAME, PRIORITY_LABEL, QUEUE_LABEL
-from policies.tenancy import CHECKPOINTS_ANNOTATION, SERVICE_ACCOUNT_NAME, TEAM_LABEL
-from stacks.schema import Team, TrainingJob
-from workloads import contract
-from workloads.deploy.pods import (
+from mlstack.components.kubernetes.system import MANAGED_BY
+from mlstack.policies.queues import LOCAL_QUEUE_NAME, PRIORITY_LABEL, QUEUE_LABEL
+from mlstack.policies.tenancy import CHECKPOINTS_ANNOTATION, SERVICE_ACCOUNT_NAME, TEAM_LABEL
+from mlstack.stacks.schema import Team, TrainingJob
+from mlstack.workloads import contract
+from mlstack.workloads.deploy.pods import (
     Placement,
     container_security_context,
     env_value,
@@ -33,14 +33,14 @@ from workloads.deploy.pods import (
     scratch_volumes,
     store_env,
 )
-from workloads.deploy.settings import TRAIN_REPOSITORY, JobSettings
+from mlstack.workloads.deploy.settings import TRAIN_REPOSITORY, JobSettings
 
 JOBSET_API = "jobset.x-k8s.io/v1alpha2"
 #: The replicated job's name: part of every pod's DNS name.
 REPLICATED_JOB = "workers"
 CONTAINER = "train"
 #: The training entry point, run as `python -m`.
-ENTRY_MODULE = "workloads.train.main"
+ENTRY_MODULE = "mlstack.workloads.train.main"
 #: Labels the JobSet and its pods with the job's name.
 JOB_LABEL = "mlstack.dev/training-job"
 #: The Job controller's annotation on every pod of an Indexed Job: its completion index.
@@ -66,7 +66,8 @@ def run_urls(placement: Placement, team: Team, job: TrainingJob) -> dict[str, pu
 
 
 def container_args(settings: JobSettings) -> list[str]:
-    """The entry point's flags: the run's settings (`python -m workloads.train.main --help`)."""
+    """The entry point's flags: the run's settings
+    (`python -m mlstack.workloads.train.main --help`)."""
     job = settings.job
     args = [
         *("--config", job.model),

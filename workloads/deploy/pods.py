@@ -17,11 +17,11 @@ from typing import Any
 
 import pulumi
 
-from components.backend import ImageRegistry, ObjectStore
-from components.kubernetes.system import OBJECT_STORE_SECRET
-from policies.tenancy import GPU_RESOURCE, quantity
-from stacks.schema import POOL_LABEL, NodePool
-from workloads.storage import S3_ENDPOINT_VARS
+from mlstack.components.backend import ImageRegistry, ObjectStore
+from mlstack.components.kubernetes.system import OBJECT_STORE_SECRET
+from mlstack.policies.tenancy import GPU_RESOURCE, quantity
+from mlstack.stacks.schema import POOL_LABEL, NodePool
+from mlstack.workloads.storage import S3_ENDPOINT_VARS
 
 #: The image's non-root user (workloads/Dockerfile); the pods run as it.
 RUN_AS_USER = 65532

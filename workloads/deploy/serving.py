@@ -1,8 +1,8 @@
 """An inference service as Kubernetes objects: pure builders that return dicts, no resources.
 
 A stable Deployment (and, with a canary, a second one pinned to the canary's bundle version)
-runs the serving workload (`python -m workloads.serve.main`); one Service selects the pods of
-both by the service's label, so traffic splits by replica count. A HorizontalPodAutoscaler
+runs the serving workload (`python -m mlstack.workloads.serve.main`); one Service selects the
+pods of both by the service's label, so traffic splits by replica count. A HorizontalPodAutoscaler
 scales the stable Deployment, a PodDisruptionBudget lets drains take one pod at a time, and a
 NetworkPolicy opens port 8080 to clients the tenancy layer's default-deny would block (another
 namespace's pods, the internal load balancer).
@@ -20,13 +20,13 @@ from typing import Any, Literal
 
 import pulumi
 
-from components.kubernetes.system import MANAGED_BY
-from policies.queues import LOCAL_QUEUE_NAME, PRIORITY_LABEL, QUEUE_LABEL
-from policies.tenancy import SERVICE_ACCOUNT_NAME, TEAM_LABEL, quantity
-from stacks.catalog import Cloud
-from stacks.schema import InferenceService, Team
-from workloads import contract
-from workloads.deploy.pods import (
+from mlstack.components.kubernetes.system import MANAGED_BY
+from mlstack.policies.queues import LOCAL_QUEUE_NAME, PRIORITY_LABEL, QUEUE_LABEL
+from mlstack.policies.tenancy import SERVICE_ACCOUNT_NAME, TEAM_LABEL, quantity
+from mlstack.stacks.catalog import Cloud
+from mlstack.stacks.schema import InferenceService, Team
+from mlstack.workloads import contract
+from mlstack.workloads.deploy.pods import (
     Placement,
     container_security_context,
     env_value,
@@ -38,13 +38,13 @@ from workloads.deploy.pods import (
     scratch_volumes,
     store_env,
 )
-from workloads.deploy.settings import SERVE_REPOSITORY, ServiceSettings
+from mlstack.workloads.deploy.settings import SERVE_REPOSITORY, ServiceSettings
 
 Track = Literal["stable", "canary"]
 
 CONTAINER = "serve"
 #: The serving entry point, run as `python -m`.
-ENTRY_MODULE = "workloads.serve.main"
+ENTRY_MODULE = "mlstack.workloads.serve.main"
 #: The server's HTTP port in the pod (API, probes and metrics).
 HTTP_PORT = 8080
 #: The Service's port: clients call `http://<service>.<team>.svc.cluster.local/v1/completions`.
@@ -115,7 +115,7 @@ def drain_timeout_s(service: InferenceService) -> int:
 
 
 def container_args(service: InferenceService) -> list[str]:
-    """The entry point's flags (`python -m workloads.serve.main --help`)."""
+    """The entry point's flags (`python -m mlstack.workloads.serve.main --help`)."""
     return [
         *("--host", "0.0.0.0", "--port", str(HTTP_PORT)),
         *("--max-batch", str(service.max_batch)),

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stacks.schema import InferenceService, NodePool, PoolKind, TrainingJob
-from workloads.train.configs import CONFIGS, TrainConfig
+from mlstack.stacks.schema import InferenceService, NodePool, PoolKind, TrainingJob
+from mlstack.workloads.train.configs import CONFIGS, TrainConfig
 
 #: The registry repository training images are pushed to (`<registry>/train:<tag>`).
 TRAIN_REPOSITORY = "train"

@@ -7,11 +7,16 @@ from dataclasses import dataclass
 
 import pulumi
 
-from components.kubernetes.resources import declare
-from stacks import schema
-from workloads import contract
-from workloads.deploy.jobset import Placement, coordinator_address, jobset_manifest, run_urls
-from workloads.deploy.settings import job_settings
+from mlstack.components.kubernetes.resources import declare
+from mlstack.stacks import schema
+from mlstack.workloads import contract
+from mlstack.workloads.deploy.jobset import (
+    Placement,
+    coordinator_address,
+    jobset_manifest,
+    run_urls,
+)
+from mlstack.workloads.deploy.settings import job_settings
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from workloads.serve.batcher import Batcher, Closed, QueueFull
-from workloads.serve.engine import Engine
-from workloads.serve.metrics import ServerMetrics
-from workloads.serve.protocol import (
+from mlstack.workloads.serve.batcher import Batcher, Closed, QueueFull
+from mlstack.workloads.serve.engine import Engine
+from mlstack.workloads.serve.metrics import ServerMetrics
+from mlstack.workloads.serve.protocol import (
     Completion,
     CompletionRequest,
     RequestError,

@@ -26,12 +26,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workloads.serve.generate import Buckets, Generator, Row, make_buckets
-from workloads.serve.metrics import EventLog
-from workloads.serve.protocol import Completion, CompletionRequest, RequestError, check_fits, finish
-from workloads.storage import NotFound, Store, open_store
-from workloads.train.configs import ModelConfig
-from workloads.train.export import latest_version, read_bundle
+from mlstack.workloads.serve.generate import Buckets, Generator, Row, make_buckets
+from mlstack.workloads.serve.metrics import EventLog
+from mlstack.workloads.serve.protocol import (
+    Completion,
+    CompletionRequest,
+    RequestError,
+    check_fits,
+    finish,
+)
+from mlstack.workloads.storage import NotFound, Store, open_store
+from mlstack.workloads.train.configs import ModelConfig
+from mlstack.workloads.train.export import latest_version, read_bundle
 
 
 @dataclass(frozen=True)

@@ -39,9 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from workloads.train import state
-from workloads.train.configs import EOS_ID, TOKENIZER_VOCAB, ModelConfig
-from workloads.train.model import LayerCache, abstract_model
+from mlstack.workloads.train import state
+from mlstack.workloads.train.configs import EOS_ID, TOKENIZER_VOCAB, ModelConfig
+from mlstack.workloads.train.model import LayerCache, abstract_model
 
 #: The shortest length bucket: prompts are padded to at least this many tokens.
 MIN_LENGTH_BUCKET = 16

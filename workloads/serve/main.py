@@ -1,4 +1,4 @@
-"""Entry point of the serving workload: `python -m workloads.serve.main [flags]`.
+"""Entry point of the serving workload: `python -m mlstack.workloads.serve.main [flags]`.
 
 Serves the newest bundle under the model URL (`--model-url`, default $MLSTACK_MODEL_URL), or the
 version pinned by `--model-version` (default $MLSTACK_MODEL_VERSION), on `--host`:`--port`.
@@ -12,16 +12,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from workloads.contract import MODEL_URL, MODEL_VERSION, ContractError, read_environment
-from workloads.serve.server import DEFAULT_DRAIN_TIMEOUT_S, ServeOptions, run
-from workloads.storage import StoreError, open_store
+from mlstack.workloads.contract import MODEL_URL, MODEL_VERSION, ContractError, read_environment
+from mlstack.workloads.serve.server import DEFAULT_DRAIN_TIMEOUT_S, ServeOptions, run
+from mlstack.workloads.storage import StoreError, open_store
 
 EXIT_BAD_INPUT = 2
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m workloads.serve.main",
+        prog="python -m mlstack.workloads.serve.main",
         description="Serve completions from the newest exported bundle, with continuous batching.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from workloads.train.configs import EOS_ID, TOKENIZER_VOCAB
-from workloads.train.data import decode, encode
+from mlstack.workloads.train.configs import EOS_ID, TOKENIZER_VOCAB
+from mlstack.workloads.train.data import decode, encode
 
 #: Defaults of the optional fields (OpenAI's completions API where it has the field).
 DEFAULT_MAX_TOKENS = 16

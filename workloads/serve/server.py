@@ -7,7 +7,7 @@ its listener and return (exit code 0). SIGHUP checks for a newer bundle at once.
 
 For callers such as `mlstack local up`, `serve(options)` starts a server and returns a handle
 with `.url`, `.wait_ready(timeout_s)` and `.stop()`: by default a child process running
-`python -m workloads.serve.main` (its JSON events are parsed from its stdout), or with
+`python -m mlstack.workloads.serve.main` (its JSON events are parsed from its stdout), or with
 `in_process=True` a thread of this process.
 """
 
@@ -29,9 +29,9 @@ from typing import IO, Any, Protocol
 
 import uvicorn
 
-from workloads.serve.app import DEFAULT_MAX_BODY_BYTES, ApiOptions, Service, create_app
-from workloads.serve.engine import Engine, EngineOptions
-from workloads.serve.metrics import EventLog
+from mlstack.workloads.serve.app import DEFAULT_MAX_BODY_BYTES, ApiOptions, Service, create_app
+from mlstack.workloads.serve.engine import Engine, EngineOptions
+from mlstack.workloads.serve.metrics import EventLog
 
 #: Seconds a drain waits for queued and running requests before the server exits anyway.
 DEFAULT_DRAIN_TIMEOUT_S = 60.0
@@ -39,7 +39,7 @@ DEFAULT_DRAIN_TIMEOUT_S = 60.0
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """Everything `python -m workloads.serve.main` takes on its command line."""
+    """Everything `python -m mlstack.workloads.serve.main` takes on its command line."""
 
     model_url: str
     #: Serve only this bundle version (a canary's); None follows `latest`.
@@ -287,7 +287,7 @@ class ServerThread:
 
 @dataclass
 class ServerProcess:
-    """`python -m workloads.serve.main` as a child process, its events read from stdout."""
+    """`python -m mlstack.workloads.serve.main` as a child process, its events read from stdout."""
 
     options: ServeOptions
     on_event: Callable[[dict[str, Any]], None] | None = None
@@ -303,7 +303,7 @@ class ServerProcess:
         self._last_error: str | None = None
         self._tail: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "workloads.serve.main", *self.options.as_args()],
+            [sys.executable, "-m", "mlstack.workloads.serve.main", *self.options.as_args()],
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(self.env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

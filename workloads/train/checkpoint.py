@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import orbax.checkpoint as ocp
 
-from workloads.storage import Store
+from mlstack.workloads.storage import Store
 
 COMMIT = "COMMIT"
 _STEP_PREFIX = "step_"

@@ -50,8 +50,8 @@ from typing import Any, Self
 
 import numpy as np
 
-from workloads.storage import NotFound, Store, open_store
-from workloads.train.configs import BYTE_VOCAB, EOS_ID, TOKENIZER_VOCAB
+from mlstack.workloads.storage import NotFound, Store, open_store
+from mlstack.workloads.train.configs import BYTE_VOCAB, EOS_ID, TOKENIZER_VOCAB
 
 FORMAT = "mlstack-tokens"
 FORMAT_VERSION = 1

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from workloads.storage import NotFound, Store
-from workloads.train.configs import ModelConfig, TrainConfig
-from workloads.train.data import tokenizer_facts
+from mlstack.workloads.storage import NotFound, Store
+from mlstack.workloads.train.configs import ModelConfig, TrainConfig
+from mlstack.workloads.train.data import tokenizer_facts
 
 BUNDLE_FORMAT = "mlstack-serving-bundle"
 BUNDLE_FORMAT_VERSION = 1

@@ -1,4 +1,4 @@
-"""Entry point of the training workload: `python -m workloads.train.main --config tiny ...`.
+"""Entry point of the training workload: `python -m mlstack.workloads.train.main --config tiny ...`.
 
 Where it runs comes from the environment contract (`workloads.contract`); what to train comes
 from these flags. Every process of a run starts the same command. Bad input ends with one
@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from workloads.contract import (
+from mlstack.workloads.contract import (
     CHECKPOINT_URL,
     DATA_URL,
     MODEL_URL,
@@ -22,11 +22,11 @@ from workloads.contract import (
     Environment,
     read_environment,
 )
-from workloads.storage import StoreError
-from workloads.train.configs import CONFIGS, RunError, TrainConfig, get_config
+from mlstack.workloads.storage import StoreError
+from mlstack.workloads.train.configs import CONFIGS, RunError, TrainConfig, get_config
 
 if TYPE_CHECKING:
-    from workloads.train.train import RunOptions
+    from mlstack.workloads.train.train import RunOptions
 
 EXIT_BAD_INPUT = 2
 #: Exit code of a run that stopped for a preemption after committing its checkpoint; the
@@ -36,7 +36,7 @@ EXIT_PREEMPTED = 143
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m workloads.train.main",
+        prog="python -m mlstack.workloads.train.main",
         description="Train the reference byte-level transformer; resumes from the newest "
         "committed checkpoint.",
     )
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     workdir = Path(args.workdir or Path(tempfile.gettempdir()) / f"mlstack-train-{os.getpid()}")
     initialize_distributed(env)
-    from workloads.train.train import RunOptions
+    from mlstack.workloads.train.train import RunOptions
 
     opts = RunOptions(
         config=cfg,
@@ -144,9 +144,9 @@ def initialize_distributed(env: Environment) -> None:
 
 
 def run(opts: RunOptions) -> int:
-    from workloads.train.checkpoint import CheckpointError
-    from workloads.train.data import DataError
-    from workloads.train.train import train_and_evaluate
+    from mlstack.workloads.train.checkpoint import CheckpointError
+    from mlstack.workloads.train.data import DataError
+    from mlstack.workloads.train.train import train_and_evaluate
 
     try:
         result = train_and_evaluate(opts)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from workloads.train.configs import ModelConfig
+from mlstack.workloads.train.configs import ModelConfig
 
 _INIT_STD = 0.02
 

@@ -16,7 +16,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from workloads.train.configs import RunError
+from mlstack.workloads.train.configs import RunError
 
 DATA_AXIS = "data"
 FSDP_AXIS = "fsdp"

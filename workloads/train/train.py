@@ -21,12 +21,12 @@ import optax
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from workloads.storage import open_store
-from workloads.train import checkpoint, export, state
-from workloads.train.configs import RunError, TrainConfig
-from workloads.train.data import Loader
-from workloads.train.metrics import MetricsLog, mfu, peak_flops
-from workloads.train.model import abstract_model, init_model, param_count
+from mlstack.workloads.storage import open_store
+from mlstack.workloads.train import checkpoint, export, state
+from mlstack.workloads.train.configs import RunError, TrainConfig
+from mlstack.workloads.train.data import Loader
+from mlstack.workloads.train.metrics import MetricsLog, mfu, peak_flops
+from mlstack.workloads.train.model import abstract_model, init_model, param_count
 
 State = dict[str, Any]
 

@@ -19,15 +19,15 @@ import yaml
 from tests_support import only_problem, problems
 from typer.testing import CliRunner, Result
 
-from components.aws.backend import AwsBackend
-from components.aws.catalog import REGIONS, family
-from stacks import catalog
-from stacks.catalog import ACCELERATORS, Accelerator
-from stacks.cli import app
-from stacks.errors import ConfigError
-from stacks.schema import Platform
-from stacks.stackfile import PROJECT, read_stack
-from stacks.validate import load_platform
+from mlstack.components.aws.backend import AwsBackend
+from mlstack.components.aws.catalog import REGIONS, family
+from mlstack.stacks import catalog
+from mlstack.stacks.catalog import ACCELERATORS, Accelerator
+from mlstack.stacks.cli import app
+from mlstack.stacks.errors import ConfigError
+from mlstack.stacks.schema import Platform
+from mlstack.stacks.stackfile import PROJECT, read_stack
+from mlstack.stacks.validate import load_platform
 
 REPO = Path(__file__).resolve().parents[3]
 _DEV_FILE = REPO / "stacks" / "Pulumi.aws-dev.yaml"

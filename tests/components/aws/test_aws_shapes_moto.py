@@ -23,7 +23,7 @@ import pytest
 from botocore.exceptions import ClientError
 from tests_support import moto_server
 
-from components.aws.iam import (
+from mlstack.components.aws.iam import (
     autoscaler_policy,
     dumps,
     ecr_lifecycle_policy,
@@ -33,8 +33,8 @@ from components.aws.iam import (
     team_workload_policy,
     tls_only_bucket_policy,
 )
-from components.aws.storage import lifecycle_rules
-from stacks.schema import BucketConfig
+from mlstack.components.aws.storage import lifecycle_rules
+from mlstack.stacks.schema import BucketConfig
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"

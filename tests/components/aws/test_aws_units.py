@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pulumi_aws as aws
 import pytest
 
-from components.aws.autoscaler import SERVICE_ACCOUNT, autoscaler_values
-from components.aws.catalog import (
+from mlstack.components.aws.autoscaler import SERVICE_ACCOUNT, autoscaler_values
+from mlstack.components.aws.catalog import (
     CLUSTER_AUTOSCALER_IMAGES,
     REGIONS,
     default_zones,
@@ -20,18 +20,18 @@ from components.aws.catalog import (
     is_gpu_family,
     region_machine,
 )
-from components.aws.cluster import kubeconfig
-from components.aws.iam import (
+from mlstack.components.aws.cluster import kubeconfig
+from mlstack.components.aws.iam import (
     AUTOSCALER_NODE_TEMPLATE,
     autoscaler_owner_tag,
     node_template_tags,
     pod_identity_trust,
 )
-from components.aws.network import subnet_plan
-from components.aws.nodegroups import SYSTEM_POOL, first_asg_name
-from components.aws.registry import registry_url
-from stacks.catalog import ACCELERATORS
-from stacks.schema import POOL_LABEL, SUPPORTED_KUBERNETES
+from mlstack.components.aws.network import subnet_plan
+from mlstack.components.aws.nodegroups import SYSTEM_POOL, first_asg_name
+from mlstack.components.aws.registry import registry_url
+from mlstack.stacks.catalog import ACCELERATORS
+from mlstack.stacks.schema import POOL_LABEL, SUPPORTED_KUBERNETES
 
 ZONES = [f"xx-test-1{letter}" for letter in "abcdefg"]
 

@@ -22,15 +22,15 @@ import yaml
 from tests_support import only_problem, problems
 from typer.testing import CliRunner, Result
 
-from components.gcp.backend import GcpBackend
-from components.gcp.catalog import REGIONS, default_zones
-from stacks.catalog import ACCELERATORS
-from stacks.cli import app
-from stacks.errors import ConfigError
-from stacks.offline import run_plan
-from stacks.schema import Platform
-from stacks.stackfile import PROJECT, StackFile, read_stack
-from stacks.validate import load_platform
+from mlstack.components.gcp.backend import GcpBackend
+from mlstack.components.gcp.catalog import REGIONS, default_zones
+from mlstack.stacks.catalog import ACCELERATORS
+from mlstack.stacks.cli import app
+from mlstack.stacks.errors import ConfigError
+from mlstack.stacks.offline import run_plan
+from mlstack.stacks.schema import Platform
+from mlstack.stacks.stackfile import PROJECT, StackFile, read_stack
+from mlstack.stacks.validate import load_platform
 
 REPO = Path(__file__).resolve().parents[3]
 _DEV_FILE = REPO / "stacks" / "Pulumi.gcp-dev.yaml"

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from tests_support import PlanWithOptions, plan_with_options
 
-from components.gcp.offline import PROJECT_NUMBER
-from policies.tenancy import SERVICE_ACCOUNT_NAME
-from stacks.offline import PlannedResource, is_secret, mask_secrets
+from mlstack.components.gcp.offline import PROJECT_NUMBER
+from mlstack.policies.tenancy import SERVICE_ACCOUNT_NAME
+from mlstack.stacks.offline import PlannedResource, is_secret, mask_secrets
 
 GCP_STACKS = ("gcp-dev", "gcp-prod")
 

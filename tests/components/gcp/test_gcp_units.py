@@ -13,20 +13,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from components.gcp.backend import pool_zones, zones_of
-from components.gcp.catalog import GPU_SERIES, REGIONS, Region, default_zones, series
-from components.gcp.cluster import kubeconfig
-from components.gcp.iam import (
+from mlstack.components.gcp.backend import pool_zones, zones_of
+from mlstack.components.gcp.catalog import GPU_SERIES, REGIONS, Region, default_zones, series
+from mlstack.components.gcp.cluster import kubeconfig
+from mlstack.components.gcp.iam import (
     BucketGrant,
     account_id,
     object_prefix_condition,
     team_bucket_grants,
 )
-from components.gcp.registry import cleanup_policies
-from components.gcp.storage import archive_days, lifecycle_rules
-from stacks.catalog import ACCELERATORS
-from stacks.prefixes import prefix_problem, prefixes_nest
-from stacks.schema import BucketConfig, GcpConfig, NodePool
+from mlstack.components.gcp.registry import cleanup_policies
+from mlstack.components.gcp.storage import archive_days, lifecycle_rules
+from mlstack.stacks.catalog import ACCELERATORS
+from mlstack.stacks.prefixes import prefix_problem, prefixes_nest
+from mlstack.stacks.schema import BucketConfig, GcpConfig, NodePool
 
 ACCOUNT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 DAY = 24 * 60 * 60

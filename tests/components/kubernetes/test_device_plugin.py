@@ -7,10 +7,10 @@ from typing import Any
 
 import kubernetes_validate
 
-from components.kubernetes.addons import NVIDIA_DEVICE_PLUGIN
-from components.kubernetes.device_plugin import NvidiaDevicePlugin, device_plugin_values
-from stacks.offline import PlannedResource
-from stacks.schema import POOL_KIND_LABEL, NodePool
+from mlstack.components.kubernetes.addons import NVIDIA_DEVICE_PLUGIN
+from mlstack.components.kubernetes.device_plugin import NvidiaDevicePlugin, device_plugin_values
+from mlstack.stacks.offline import PlannedResource
+from mlstack.stacks.schema import POOL_KIND_LABEL, NodePool
 
 K8S = "1.33.0"
 RunMocked = Callable[[Callable[[], object]], list[PlannedResource]]

@@ -8,8 +8,8 @@ from typing import Any
 import pulumi
 import pytest
 
-from components.kubernetes.resources import declare
-from stacks.offline import PlannedResource, is_secret
+from mlstack.components.kubernetes.resources import declare
+from mlstack.stacks.offline import PlannedResource, is_secret
 
 RunMocked = Callable[[Callable[[], object]], list[PlannedResource]]
 

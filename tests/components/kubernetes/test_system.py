@@ -9,8 +9,8 @@ from collections.abc import Callable
 import kubernetes_validate
 import pytest
 
-from components.backend import ImageRegistry, ObjectStore, StaticCredentials
-from components.kubernetes.system import (
+from mlstack.components.backend import ImageRegistry, ObjectStore, StaticCredentials
+from mlstack.components.kubernetes.system import (
     NAMESPACE,
     PLATFORM_CONFIGMAP,
     PlatformSystem,
@@ -20,7 +20,7 @@ from components.kubernetes.system import (
     platform_env,
     secret_manifest,
 )
-from stacks.offline import PlannedResource
+from mlstack.stacks.offline import PlannedResource
 
 K8S = "1.33.0"
 RunMocked = Callable[[Callable[[], object]], list[PlannedResource]]

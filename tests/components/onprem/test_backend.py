@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from components.onprem.backend import OnPremBackend
-from components.onprem.cluster import kubeconfig_from_path
-from stacks.schema import Platform
+from mlstack.components.onprem.backend import OnPremBackend
+from mlstack.components.onprem.cluster import kubeconfig_from_path
+from mlstack.stacks.schema import Platform
 
 
 def _platform(cfg: dict[str, Any]) -> Platform:

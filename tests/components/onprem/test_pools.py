@@ -7,8 +7,14 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from components.onprem.pools import node_patch_manifest
-from stacks.schema import ACCELERATOR_LABEL, CAPACITY_LABEL, POOL_KIND_LABEL, POOL_LABEL, NodePool
+from mlstack.components.onprem.pools import node_patch_manifest
+from mlstack.stacks.schema import (
+    ACCELERATOR_LABEL,
+    CAPACITY_LABEL,
+    POOL_KIND_LABEL,
+    POOL_LABEL,
+    NodePool,
+)
 
 K8S = "1.33.0"
 

@@ -25,7 +25,7 @@ from pulumi_policy import (
 )
 from pulumi_policy.proxy import unknown_checking_proxy
 
-from policies.check import policy_options, wire_props
+from mlstack.policies.check import policy_options, wire_props
 
 STACK = "test"
 #: Attribute `fails` sets on a test function: the policy names it shows violated.

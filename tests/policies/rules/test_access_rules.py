@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from rule_args import fails, messages, resource_args
 
-from policies.rules import access
+from mlstack.policies.rules import access
 
 ROLE = "kubernetes:rbac.authorization.k8s.io/v1:Role"
 CLUSTER_ROLE = "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole"

@@ -29,12 +29,12 @@ from rule_args import (
     wire,
 )
 
-from policies.check import check_plan
-from policies.rules import gcp, pools, tenancy
-from policies.rules.tenancy import CHECKPOINTS_ANNOTATION
-from stacks.offline import Plan, run_plan
-from stacks.schema import CAPACITY_LABEL, GPU_TAINT_KEY, POOL_KIND_LABEL, POOL_LABEL
-from stacks.stackfile import read_stack
+from mlstack.policies.check import check_plan
+from mlstack.policies.rules import gcp, pools, tenancy
+from mlstack.policies.rules.tenancy import CHECKPOINTS_ANNOTATION
+from mlstack.stacks.offline import Plan, run_plan
+from mlstack.stacks.schema import CAPACITY_LABEL, GPU_TAINT_KEY, POOL_KIND_LABEL, POOL_LABEL
+from mlstack.stacks.stackfile import read_stack
 
 BUCKET = "gcp:storage/bucket:Bucket"
 BUCKET_MEMBER = "gcp:storage/bucketIAMMember:BucketIAMMember"

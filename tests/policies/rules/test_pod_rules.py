@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from rule_args import fails, messages, resource_args
 
-from policies.queues import QUEUE_LABEL
-from policies.rules import pods
-from stacks.schema import GPU_TAINT_KEY
+from mlstack.policies.queues import QUEUE_LABEL
+from mlstack.policies.rules import pods
+from mlstack.stacks.schema import GPU_TAINT_KEY
 
 IMAGE = "harbor.lab.internal/ml/train:1.4.2"
 GPU_TOLERATION = {"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}

@@ -10,7 +10,7 @@ from types import ModuleType
 import pytest
 from rule_args import FAILS_ATTR
 
-from policies.rules import ALL_POLICIES, access, aws, gcp, pods, pools, tenancy
+from mlstack.policies.rules import ALL_POLICIES, access, aws, gcp, pods, pools, tenancy
 
 RULE_MODULES = [pods, access, pools, tenancy, aws, gcp]
 #: The test modules whose `fails(...)` marks count as failing cases.

@@ -3,8 +3,8 @@ object-store Secret) and a GCP project."""
 
 from __future__ import annotations
 
-from components.kubernetes.system import OBJECT_STORE_SECRET
-from workloads.deploy.pods import Placement
+from mlstack.components.kubernetes.system import OBJECT_STORE_SECRET
+from mlstack.workloads.deploy.pods import Placement
 
 LAB_S3 = Placement(
     registry="harbor.lab.internal/ml",

@@ -15,16 +15,16 @@ import kubernetes_validate
 import pytest
 from tests_support import PlanWithOptions, wire_ints
 
-from components.kubernetes.system import OBJECT_STORE_SECRET
-from policies.check import check_plan
-from stacks import offline
-from stacks.offline import SECRET_PLACEHOLDER, PlannedResource, run_plan
-from stacks.stackfile import StackFile, read_stack
-from stacks.validate import load_platform
+from mlstack.components.kubernetes.system import OBJECT_STORE_SECRET
+from mlstack.policies.check import check_plan
+from mlstack.stacks import offline
+from mlstack.stacks.offline import SECRET_PLACEHOLDER, PlannedResource, run_plan
+from mlstack.stacks.stackfile import StackFile, read_stack
+from mlstack.stacks.validate import load_platform
+from mlstack.workloads import contract
+from mlstack.workloads.deploy.serving import SERVICE_LABEL, TRACK_LABEL, service_manifests
+from mlstack.workloads.deploy.settings import service_settings
 from tests.workloads.deploy.placements import LAB_S3
-from workloads import contract
-from workloads.deploy.serving import SERVICE_LABEL, TRACK_LABEL, service_manifests
-from workloads.deploy.settings import service_settings
 
 MakeStack = Callable[..., StackFile]
 SERVING = "mlstack:workloads:InferenceService"

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from jobset_schema import JobSetValidationError, jobset_problems, validate_jobset
 
-from components.backend import ImageRegistry, ObjectStore, StaticCredentials
-from components.kubernetes.system import OBJECT_STORE_SECRET
-from policies.queues import LOCAL_QUEUE_NAME, PRIORITY_LABEL, QUEUE_LABEL
-from policies.tenancy import CHECKPOINTS_ANNOTATION, GPU_RESOURCE, SERVICE_ACCOUNT_NAME
-from stacks.schema import (
+from mlstack.components.backend import ImageRegistry, ObjectStore, StaticCredentials
+from mlstack.components.kubernetes.system import OBJECT_STORE_SECRET
+from mlstack.policies.queues import LOCAL_QUEUE_NAME, PRIORITY_LABEL, QUEUE_LABEL
+from mlstack.policies.tenancy import CHECKPOINTS_ANNOTATION, GPU_RESOURCE, SERVICE_ACCOUNT_NAME
+from mlstack.stacks.schema import (
     GPU_TAINT_KEY,
     POOL_LABEL,
     SUPPORTED_KUBERNETES,
@@ -24,10 +24,9 @@ from stacks.schema import (
     Team,
     TrainingJob,
 )
-from stacks.validate import load_platform
-from tests.workloads.deploy.placements import GCS, LAB_S3
-from workloads import contract
-from workloads.deploy.jobset import (
+from mlstack.stacks.validate import load_platform
+from mlstack.workloads import contract
+from mlstack.workloads.deploy.jobset import (
     COMPLETION_INDEX_ANNOTATION,
     ENTRY_MODULE,
     REPLICATED_JOB,
@@ -35,9 +34,10 @@ from workloads.deploy.jobset import (
     coordinator_address,
     jobset_manifest,
 )
-from workloads.deploy.pods import RUN_AS_USER, S3_ENDPOINT_ENV, Placement, image_ref
-from workloads.deploy.settings import TRAIN_REPOSITORY, JobSettings, job_settings
-from workloads.train.configs import CONFIGS
+from mlstack.workloads.deploy.pods import RUN_AS_USER, S3_ENDPOINT_ENV, Placement, image_ref
+from mlstack.workloads.deploy.settings import TRAIN_REPOSITORY, JobSettings, job_settings
+from mlstack.workloads.train.configs import CONFIGS
+from tests.workloads.deploy.placements import GCS, LAB_S3
 
 #: The lab's language team: 8 A100s, 64 CPUs, 512 GiB.
 JOB = {"name": "pretrain", "team": "language", "pool": "a100"}

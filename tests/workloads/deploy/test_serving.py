@@ -15,12 +15,12 @@ import kubernetes_validate
 import pytest
 from crd_schema import error_path, metadata_problems
 
-from components.kubernetes.system import MANAGED_BY, OBJECT_STORE_SECRET
-from policies.queues import LOCAL_QUEUE_NAME, PRIORITIES, PRIORITY_LABEL, QUEUE_LABEL
-from policies.rules.access import INTERNAL_LB_ANNOTATIONS as RULE_INTERNAL_ANNOTATIONS
-from policies.tenancy import GPU_RESOURCE, SERVICE_ACCOUNT_NAME, TEAM_LABEL
-from stacks.catalog import Cloud
-from stacks.schema import (
+from mlstack.components.kubernetes.system import MANAGED_BY, OBJECT_STORE_SECRET
+from mlstack.policies.queues import LOCAL_QUEUE_NAME, PRIORITIES, PRIORITY_LABEL, QUEUE_LABEL
+from mlstack.policies.rules.access import INTERNAL_LB_ANNOTATIONS as RULE_INTERNAL_ANNOTATIONS
+from mlstack.policies.tenancy import GPU_RESOURCE, SERVICE_ACCOUNT_NAME, TEAM_LABEL
+from mlstack.stacks.catalog import Cloud
+from mlstack.stacks.schema import (
     GPU_TAINT_KEY,
     POOL_LABEL,
     RELEASE,
@@ -32,11 +32,10 @@ from stacks.schema import (
     PoolKind,
     Team,
 )
-from stacks.validate import load_platform
-from tests.workloads.deploy.placements import GCS, LAB_S3
-from workloads import contract
-from workloads.deploy.pods import RUN_AS_USER, S3_ENDPOINT_ENV, SCRATCH_DIR, Placement
-from workloads.deploy.serving import (
+from mlstack.stacks.validate import load_platform
+from mlstack.workloads import contract
+from mlstack.workloads.deploy.pods import RUN_AS_USER, S3_ENDPOINT_ENV, SCRATCH_DIR, Placement
+from mlstack.workloads.deploy.serving import (
     CONTAINER,
     ENTRY_MODULE,
     HTTP_PORT,
@@ -51,7 +50,8 @@ from workloads.deploy.serving import (
     service_manifests,
     service_url,
 )
-from workloads.deploy.settings import ServiceSettings, service_settings
+from mlstack.workloads.deploy.settings import ServiceSettings, service_settings
+from tests.workloads.deploy.placements import GCS, LAB_S3
 
 #: A service of the lab's language team (8 A100s; 64 CPUs, 512 GiB) serving its lm-small.
 SERVICE = {"name": "chat", "team": "language", "pool": "a100", "model": "lm-small"}
@@ -178,7 +178,7 @@ def test_the_image_is_the_serve_repository_of_the_stack_registry(
 def test_the_server_takes_the_flags_and_environment_the_pods_get(
     lab_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from workloads.serve import main as server_main
+    from mlstack.workloads.serve import main as server_main
 
     _, m = _built(
         lab_config,

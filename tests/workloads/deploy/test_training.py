@@ -12,16 +12,16 @@ import pytest
 from jobset_schema import validate_jobset
 from tests_support import PlanWithOptions, wire_ints
 
-from components.kubernetes.addons import JOBSET
-from components.kubernetes.jobset import NAMESPACE as JOBSET_NAMESPACE
-from components.kubernetes.system import OBJECT_STORE_SECRET
-from stacks.offline import SECRET_PLACEHOLDER, Plan, PlannedResource, run_plan
-from stacks.stackfile import StackFile, read_stack
-from stacks.validate import load_platform
+from mlstack.components.kubernetes.addons import JOBSET
+from mlstack.components.kubernetes.jobset import NAMESPACE as JOBSET_NAMESPACE
+from mlstack.components.kubernetes.system import OBJECT_STORE_SECRET
+from mlstack.stacks.offline import SECRET_PLACEHOLDER, Plan, PlannedResource, run_plan
+from mlstack.stacks.stackfile import StackFile, read_stack
+from mlstack.stacks.validate import load_platform
+from mlstack.workloads import contract
+from mlstack.workloads.deploy.jobset import jobset_manifest
+from mlstack.workloads.deploy.settings import job_settings
 from tests.workloads.deploy.placements import LAB_S3
-from workloads import contract
-from workloads.deploy.jobset import jobset_manifest
-from workloads.deploy.settings import job_settings
 
 MakeStack = Callable[..., StackFile]
 TRAINING = "mlstack:workloads:TrainingJob"

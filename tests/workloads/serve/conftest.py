@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from mlstack.workloads.serve.server import ServeOptions, ServerThread
+from mlstack.workloads.train.configs import get_config
+from mlstack.workloads.train.train import RunOptions, train_and_evaluate
 from tests.workloads.train.conftest import prepare_small_dataset
-from workloads.serve.server import ServeOptions, ServerThread
-from workloads.train.configs import get_config
-from workloads.train.train import RunOptions, train_and_evaluate
 
 #: The session server's settings; tests that start their own server copy them.
 MAX_BATCH = 4

@@ -22,13 +22,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from mlstack.workloads.serve.generate import Batch, Row
+from mlstack.workloads.serve.protocol import openapi
+from mlstack.workloads.serve.server import ServerThread
+from mlstack.workloads.storage import open_store
+from mlstack.workloads.train.configs import get_config
+from mlstack.workloads.train.export import export_bundle, read_bundle
 from tests.workloads.serve.conftest import READY_TIMEOUT_S, Bundle, Client, Reply, server_options
-from workloads.serve.generate import Batch, Row
-from workloads.serve.protocol import openapi
-from workloads.serve.server import ServerThread
-from workloads.storage import open_store
-from workloads.train.configs import get_config
-from workloads.train.export import export_bundle, read_bundle
 
 WAIT_S = 60.0
 

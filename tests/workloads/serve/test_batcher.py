@@ -11,7 +11,7 @@ from concurrent.futures import Future
 
 import pytest
 
-from workloads.serve.batcher import Batcher, Closed, QueueFull
+from mlstack.workloads.serve.batcher import Batcher, Closed, QueueFull
 
 WAIT_S = 30.0
 #: An item of this many steps makes the step fail.

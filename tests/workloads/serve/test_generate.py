@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from mlstack.workloads.serve.engine import shared_generator
+from mlstack.workloads.serve.generate import BundleMismatchError, Generator, Row, make_buckets
+from mlstack.workloads.storage import open_store
+from mlstack.workloads.train.configs import EOS_ID, TOKENIZER_VOCAB, ModelConfig, get_config
+from mlstack.workloads.train.data import encode
+from mlstack.workloads.train.export import read_bundle
+from mlstack.workloads.train.model import Transformer, abstract_model
+from mlstack.workloads.train.state import unflatten
 from tests.workloads.serve.conftest import LENGTH_BUCKETS, MAX_BATCH, Bundle
-from workloads.serve.engine import shared_generator
-from workloads.serve.generate import BundleMismatchError, Generator, Row, make_buckets
-from workloads.storage import open_store
-from workloads.train.configs import EOS_ID, TOKENIZER_VOCAB, ModelConfig, get_config
-from workloads.train.data import encode
-from workloads.train.export import read_bundle
-from workloads.train.model import Transformer, abstract_model
-from workloads.train.state import unflatten
 
 
 @pytest.fixture(scope="module")

@@ -19,15 +19,15 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from mlstack.workloads.contract import MODEL_URL, MODEL_VERSION
+from mlstack.workloads.serve.main import build_options, main, parse_args
+from mlstack.workloads.serve.server import ServeOptions, ServerProcess
+from mlstack.workloads.storage import open_store
+from mlstack.workloads.train.configs import ModelConfig, TrainConfig
+from mlstack.workloads.train.export import export_bundle
+from mlstack.workloads.train.model import init_model
+from mlstack.workloads.train.state import flatten
 from tests.workloads.serve.conftest import READY_TIMEOUT_S, Client
-from workloads.contract import MODEL_URL, MODEL_VERSION
-from workloads.serve.main import build_options, main, parse_args
-from workloads.serve.server import ServeOptions, ServerProcess
-from workloads.storage import open_store
-from workloads.train.configs import ModelConfig, TrainConfig
-from workloads.train.export import export_bundle
-from workloads.train.model import init_model
-from workloads.train.state import flatten
 
 WAIT_S = 60.0
 SLOW = TrainConfig(

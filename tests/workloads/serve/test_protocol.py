@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from openapi_spec_validator import validate
 
-from workloads.serve.protocol import (
+from mlstack.workloads.serve.protocol import (
     Completion,
     RequestError,
     check_fits,
@@ -19,8 +19,8 @@ from workloads.serve.protocol import (
     parse_request,
     response_body,
 )
-from workloads.train.configs import EOS_ID
-from workloads.train.data import encode
+from mlstack.workloads.train.configs import EOS_ID
+from mlstack.workloads.train.data import encode
 
 
 def _parse(body: Any) -> Any:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from workloads.train.data import Corpus, prepare_dataset
+from mlstack.workloads.train.data import Corpus, prepare_dataset
 
 CORPUS = Corpus(Path(sysconfig.get_paths()["stdlib"]) / "email", "*.py", "stdlib-email")
 SHARD_TOKENS = 1 << 14

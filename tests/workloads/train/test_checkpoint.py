@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from tests_support import RecordingStore
 
-from workloads.storage import Store, open_store
-from workloads.train.checkpoint import COMMIT, CheckpointError, Checkpoints, step_prefix
+from mlstack.workloads.storage import Store, open_store
+from mlstack.workloads.train.checkpoint import COMMIT, CheckpointError, Checkpoints, step_prefix
 
 
 def _state(step: int) -> dict[str, np.ndarray]:

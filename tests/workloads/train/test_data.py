@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from tests_support import RecordingStore
 
-from workloads.storage import NotFound, Store, open_store
-from workloads.train.configs import EOS_ID, TOKENIZER_VOCAB
-from workloads.train.data import (
+from mlstack.workloads.storage import NotFound, Store, open_store
+from mlstack.workloads.train.configs import EOS_ID, TOKENIZER_VOCAB
+from mlstack.workloads.train.data import (
     INDEX_KEY,
     Corpus,
     DataError,

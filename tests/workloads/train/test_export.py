@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from tests_support import RecordingStore
 
-from workloads.storage import open_store
-from workloads.train.configs import get_config
-from workloads.train.data import tokenizer_facts
-from workloads.train.export import (
+from mlstack.workloads.storage import open_store
+from mlstack.workloads.train.configs import get_config
+from mlstack.workloads.train.data import tokenizer_facts
+from mlstack.workloads.train.export import (
     BUNDLE_FORMAT,
     LATEST,
     bundle_version,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from workloads.train.configs import CONFIGS, PADDED_VOCAB, TOKENIZER_VOCAB, get_config
-from workloads.train.model import abstract_model, init_model, param_count
+from mlstack.workloads.train.configs import CONFIGS, PADDED_VOCAB, TOKENIZER_VOCAB, get_config
+from mlstack.workloads.train.model import abstract_model, init_model, param_count
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))

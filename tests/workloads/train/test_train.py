@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workloads.storage import open_store
-from workloads.train.configs import get_config
-from workloads.train.export import latest_version
-from workloads.train.train import RunOptions, make_optimizer, train_and_evaluate
+from mlstack.workloads.storage import open_store
+from mlstack.workloads.train.configs import get_config
+from mlstack.workloads.train.export import latest_version
+from mlstack.workloads.train.train import RunOptions, make_optimizer, train_and_evaluate
 
 
 def _options(tmp_path: Path, dataset_url: str, steps: int, **extra: object) -> RunOptions:

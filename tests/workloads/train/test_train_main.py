@@ -1,4 +1,4 @@
-"""`python -m workloads.train.main`: bad input is one `error:` line and exit 2, before any
+"""`python -m mlstack.workloads.train.main`: bad input is one `error:` line and exit 2, before any
 device is touched."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from workloads.train.main import build_config, main, parse_args
+from mlstack.workloads.train.main import build_config, main, parse_args
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -58,7 +58,7 @@ def _error_lines(tmp_path: Path, *args: str, **env: str) -> list[str]:
         [
             sys.executable,
             "-m",
-            "workloads.train.main",
+            "mlstack.workloads.train.main",
             *args,
             *("--checkpoint-url", (tmp_path / "c").as_uri(), "--workdir", str(tmp_path / "w")),
         ],

@@ -1,0 +1,1 @@
+"""GCP backend: VPC, GKE Standard, node pools, GCS, Artifact Registry, Workload Identity."""

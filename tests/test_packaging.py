@@ -1,0 +1,92 @@
+"""The installed package: everything under `mlstack.*`, no generic top-level import names.
+
+pyproject.toml maps the name `mlstack` to the repository root and lists its subpackages; these
+tests build the wheel `pip install .` would install and read what it holds.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+#: The folders that are the package's parts (the product's fixed top-level layout).
+PARTS = ("stacks", "components", "workloads", "policies")
+
+
+def _source_packages() -> set[str]:
+    """Every folder of the parts holding Python modules, as a dotted `mlstack.` name."""
+    return {
+        "mlstack." + ".".join(path.parent.relative_to(REPO).parts)
+        for part in PARTS
+        for path in (REPO / part).rglob("*.py")
+        if "__pycache__" not in path.parts and path.parent.name != "pack"
+    }
+
+
+def test_pyproject_lists_every_package_folder() -> None:
+    """A folder missing from the list would be missing from every installed copy."""
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert config["package-dir"] == {"mlstack": "."}
+    assert set(config["packages"]) == {"mlstack", *_source_packages()}
+    for package in config["packages"]:
+        folder = REPO.joinpath(*package.split(".")[1:])
+        assert (folder / "__init__.py").is_file(), f"{folder} needs an __init__.py"
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"),
+            *("--disable-pip-version-check", "-w", str(out), str(REPO)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (built,) = out.glob("mlstack-*.whl")
+    return zipfile.ZipFile(built)
+
+
+def test_the_wheel_claims_only_the_mlstack_name(wheel: zipfile.ZipFile) -> None:
+    top = {name.split("/", 1)[0] for name in wheel.namelist()}
+    assert {t for t in top if not t.endswith(".dist-info")} == {"mlstack"}
+
+
+def test_the_wheel_holds_every_module_and_the_shipped_stacks(wheel: zipfile.ZipFile) -> None:
+    names = set(wheel.namelist())
+    modules = {
+        "mlstack/" + str(path.relative_to(REPO))
+        for part in PARTS
+        for path in (REPO / part).rglob("*.py")
+        if "__pycache__" not in path.parts and path.parent.name != "pack"
+    }
+    assert modules <= names, sorted(modules - names)[:5]
+    stacks = {f"mlstack/stacks/{p.name}" for p in (REPO / "stacks").glob("Pulumi.*.yaml")}
+    assert stacks and stacks <= names
+
+
+def test_the_console_script_names_the_package(wheel: zipfile.ZipFile) -> None:
+    (entry_points,) = [n for n in wheel.namelist() if n.endswith("entry_points.txt")]
+    assert "mlstack = mlstack.stacks.cli:main" in wheel.read(entry_points).decode()
+
+
+def test_importing_mlstack_loads_no_provider_sdk() -> None:
+    """The public API loads on first use: the workload images import `mlstack.workloads`
+    without Pulumi's providers, and `mlstack.build_platform` is there when asked for."""
+    code = (
+        "import sys, mlstack\n"
+        "assert not [m for m in sys.modules if m.startswith(('pulumi', 'jax'))]\n"
+        "assert callable(mlstack.build_platform) and callable(mlstack.load_platform)\n"
+        "assert 'pulumi' in sys.modules\n"
+        "for generic in ('stacks', 'components', 'workloads', 'policies'):\n"
+        "    assert generic not in sys.modules, generic\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd="/")
