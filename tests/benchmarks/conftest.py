@@ -15,6 +15,11 @@ REPO = Path(__file__).resolve().parents[2]
 def run_benchmark(script: str, *args: str, tmp_path: Path) -> Any:
     """Run `benchmarks/<script> *args --json FILE` on the CPU; the JSON report it wrote. A
     non-zero exit fails the test with the end of its stderr."""
+    return run_benchmark_process(script, *args, tmp_path=tmp_path)[0]
+
+
+def run_benchmark_process(script: str, *args: str, tmp_path: Path) -> tuple[Any, str]:
+    """As run_benchmark, with what the script printed: (the JSON report, its stdout)."""
     out = tmp_path / f"{Path(script).stem}.json"
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / script), *args, "--json", str(out)],
@@ -26,4 +31,4 @@ def run_benchmark(script: str, *args: str, tmp_path: Path) -> Any:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(out.read_text())
+    return json.loads(out.read_text()), proc.stdout

@@ -3,33 +3,14 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 from mlstack.stacks.stackfile import shipped_stacks
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.benchmarks.conftest import run_benchmark_process
 
 
 def test_quick_mode_reports_shipped_stacks_and_the_smallest_size(tmp_path: Path) -> None:
-    out = tmp_path / "check.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "check_scale.py"),
-            "--quick",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=REPO,
-    )
-    assert proc.returncode == 0, proc.stderr
-    data = json.loads(out.read_text())
+    data, stdout = run_benchmark_process("check_scale.py", "--quick", tmp_path=tmp_path)
     assert data["repeats"] == 1
     rows = data["rows"]
     assert [r["name"] for r in rows if r["kind"] == "shipped"] == shipped_stacks()
@@ -42,4 +23,4 @@ def test_quick_mode_reports_shipped_stacks_and_the_smallest_size(tmp_path: Path)
     for r in rows:
         assert r["plan_s"] > 0 and r["rule_s"] > 0, r["name"]
         assert r["ratio"] == r["rule_s"] / r["plan_s"]
-    assert "rule/plan" in proc.stdout
+    assert "rule/plan" in stdout

@@ -4,13 +4,13 @@ platform and its floor, and the measured resource model predicts what a plan rec
 from __future__ import annotations
 
 import importlib.util
-import json
-import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.benchmarks.conftest import run_benchmark
 
 REPO = Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / "benchmarks"
@@ -35,24 +35,7 @@ def plan_scale() -> ModuleType:
 
 
 def test_quick_mode_reports_a_row_per_size(tmp_path: Path) -> None:
-    out = tmp_path / "scale.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(BENCHMARKS / "plan_scale.py"),
-            "--quick",
-            "--repeats",
-            "1",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=REPO,
-    )
-    assert proc.returncode == 0, proc.stderr
-    (row,) = json.loads(out.read_text())
+    (row,) = run_benchmark("plan_scale.py", "--quick", "--repeats", "1", tmp_path=tmp_path)
     assert row["target"] == 100
     assert 95 <= row["resources"] <= 105
     assert row["resources"] == row["predicted"]
