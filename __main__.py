@@ -1,5 +1,12 @@
-"""The Pulumi program: `pulumi up` runs this, and so does `mlstack plan` under mocks."""
+"""The Pulumi program: `pulumi up` runs this (and `mlstack plan` runs stacks/program.py's main
+under mocks). Installed, this file is also `python -m mlstack`: outside the Pulumi engine (no
+resource monitor configured) that is the `mlstack` command line, not a traceback."""
 
-from mlstack.stacks.program import main
+from pulumi.runtime import settings
+
+if settings.get_monitor() is None:
+    from mlstack.stacks.cli import main
+else:
+    from mlstack.stacks.program import main
 
 main()

@@ -90,3 +90,17 @@ def test_importing_mlstack_loads_no_provider_sdk() -> None:
         "    assert generic not in sys.modules, generic\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd="/")
+
+
+def test_python_m_mlstack_outside_the_engine_is_the_command_line() -> None:
+    """The root __main__.py is the Pulumi program under the engine; run by hand it is the CLI."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlstack", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage: python -m mlstack" in proc.stdout and "Traceback" not in proc.stderr
