@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import pulumi
 
@@ -23,47 +24,62 @@ from mlstack.policies.tenancy import team_manifests
 from mlstack.stacks.schema import Platform, Team
 
 
+@dataclass(frozen=True)
+class TenancyArgs:
+    platform: Platform
+    store: ObjectStore
+    registry: ImageRegistry
+    #: Per team: annotations binding its workload ServiceAccount to a cloud identity.
+    sa_annotations: Mapping[str, Mapping[str, pulumi.Input[str]]] = field(default_factory=dict)
+    #: What Kueue's objects wait for: the Kueue add-on, whose CRDs and webhooks they need.
+    kueue_ready: Sequence[pulumi.Resource] = ()
+
+
+@dataclass(frozen=True)
+class TeamTenancyArgs:
+    #: The cluster-wide tenancy the team is part of.
+    tenancy: TenancyArgs
+    team: Team
+    #: Kueue ResourceFlavors by name, as the Tenancy declares them.
+    flavors: Mapping[str, pulumi.Resource]
+
+
 class TeamTenancy(pulumi.ComponentResource):
     """One team's namespace and everything in it, plus its ClusterQueue."""
 
     def __init__(
-        self,
-        name: str,
-        *,
-        platform: Platform,
-        team: Team,
-        store: ObjectStore,
-        registry: ImageRegistry,
-        sa_annotations: Mapping[str, pulumi.Input[str]],
-        kueue_ready: list[pulumi.Resource],
-        flavors: Mapping[str, pulumi.Resource],
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: TeamTenancyArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("mlstack:policies:TeamTenancy", name, None, opts)
+        tenancy, team = args.tenancy, args.team
         manifests = team_manifests(
-            platform,
+            tenancy.platform,
             team,
-            sa_annotations,
-            pull_secret=REGISTRY_PULL_SECRET if registry.pull_credentials is not None else None,
+            tenancy.sa_annotations.get(team.name, {}),
+            pull_secret=REGISTRY_PULL_SECRET
+            if tenancy.registry.pull_credentials is not None
+            else None,
         )
         child = pulumi.ResourceOptions(parent=self)
         self.namespace = declare(f"{name}-namespace", manifests.pop("namespace"), child)
         in_ns = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
-        declare_credentials(name, team.name, store, registry, in_ns)
+        declare_credentials(name, team.name, tenancy.store, tenancy.registry, in_ns)
         for role, manifest in manifests.items():
             declare(f"{name}-{role}", manifest, in_ns)
-        queue = cluster_queue_manifest(platform, team)
+        queue = cluster_queue_manifest(tenancy.platform, team)
         # Only the flavors this queue names: every dependency edge costs the engine a walk of
         # all it depends on, and each flavor reaches every node pool of the cluster.
         named = [
-            flavors[f["name"]]
+            args.flavors[f["name"]]
             for group in queue["spec"]["resourceGroups"]
             for f in group["flavors"]
         ]
         self.cluster_queue = declare(
             f"{name}-cluster-queue",
             queue,
-            pulumi.ResourceOptions(parent=self, depends_on=[self.namespace, *kueue_ready, *named]),
+            pulumi.ResourceOptions(
+                parent=self, depends_on=[self.namespace, *tenancy.kueue_ready, *named]
+            ),
         )
         declare(
             f"{name}-local-queue",
@@ -78,19 +94,12 @@ class Tenancy(pulumi.ComponentResource):
     team."""
 
     def __init__(
-        self,
-        name: str,
-        *,
-        platform: Platform,
-        store: ObjectStore,
-        registry: ImageRegistry,
-        sa_annotations: Mapping[str, Mapping[str, pulumi.Input[str]]],
-        kueue_ready: list[pulumi.Resource],
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: TenancyArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("mlstack:policies:Tenancy", name, None, opts)
+        platform = args.platform
         child = pulumi.ResourceOptions(parent=self)
-        after_kueue = pulumi.ResourceOptions(parent=self, depends_on=kueue_ready)
+        after_kueue = pulumi.ResourceOptions(parent=self, depends_on=list(args.kueue_ready))
         for p in PRIORITIES:
             declare(f"{name}-priority-{p.name}", priority_class_manifest(p), child)
             declare(
@@ -108,14 +117,8 @@ class Tenancy(pulumi.ComponentResource):
         self.teams = [
             TeamTenancy(
                 f"team-{team.name}",
-                platform=platform,
-                team=team,
-                store=store,
-                registry=registry,
-                sa_annotations=sa_annotations.get(team.name, {}),
-                kueue_ready=kueue_ready,
-                flavors=flavors,
-                opts=child,
+                TeamTenancyArgs(tenancy=args, team=team, flavors=flavors),
+                child,
             )
             for team in platform.teams
         ]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pulumi
 
 from mlstack.components.backend import SecretSource, get_backend
-from mlstack.components.kubernetes.device_plugin import NvidiaDevicePlugin
-from mlstack.components.kubernetes.extra import ExtraManifests
-from mlstack.components.kubernetes.jobset import JobSetController
-from mlstack.components.kubernetes.kueue import Kueue
-from mlstack.components.kubernetes.system import PlatformSystem
-from mlstack.policies.component import Tenancy
+from mlstack.components.kubernetes.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginArgs
+from mlstack.components.kubernetes.extra import ExtraManifests, ExtraManifestsArgs
+from mlstack.components.kubernetes.jobset import JobSetController, JobSetControllerArgs
+from mlstack.components.kubernetes.kueue import Kueue, KueueArgs
+from mlstack.components.kubernetes.system import PlatformSystem, PlatformSystemArgs
+from mlstack.policies.component import Tenancy, TenancyArgs
 from mlstack.stacks.schema import Platform
 from mlstack.workloads.deploy.inference import InferenceService, InferenceServiceArgs
 from mlstack.workloads.deploy.pods import Placement
@@ -25,29 +25,38 @@ def build_platform(platform: Platform, secrets: SecretSource) -> dict[str, pulum
         provider=cloud.provider, depends_on=list(cloud.cluster_ready)
     )
     system = PlatformSystem(
-        "system", cloud.object_store, cloud.registry, platform.cluster.name, on_cluster
+        "system",
+        PlatformSystemArgs(
+            store=cloud.object_store, registry=cloud.registry, cluster=platform.cluster.name
+        ),
+        on_cluster,
     )
     if platform.gpu_pools and backend.needs_gpu_device_plugin:
-        NvidiaDevicePlugin("nvidia-device-plugin", platform.gpu_pools, on_cluster)
-    jobset = JobSetController("jobset", on_cluster)
+        NvidiaDevicePlugin(
+            "nvidia-device-plugin", NvidiaDevicePluginArgs(gpu_pools=platform.gpu_pools), on_cluster
+        )
+    jobset = JobSetController("jobset", JobSetControllerArgs(), on_cluster)
     # After JobSet, so that Kueue's JobSet integration finds the JobSet CRD when it starts.
     kueue = Kueue(
         "kueue",
+        KueueArgs(),
         pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[jobset])),
     )
     tenancy = Tenancy(
         "tenancy",
-        platform=platform,
-        store=cloud.object_store,
-        registry=cloud.registry,
-        sa_annotations=cloud.service_account_annotations,
-        kueue_ready=[kueue],
-        opts=on_cluster,
+        TenancyArgs(
+            platform=platform,
+            store=cloud.object_store,
+            registry=cloud.registry,
+            sa_annotations=cloud.service_account_annotations,
+            kueue_ready=[kueue],
+        ),
+        on_cluster,
     )
     if platform.extra_manifests:
         ExtraManifests(
             "extra",
-            platform.extra_manifests,
+            ExtraManifestsArgs(manifests=platform.extra_manifests),
             pulumi.ResourceOptions(
                 provider=cloud.provider,
                 depends_on=[*cloud.cluster_ready, jobset, kueue, tenancy],

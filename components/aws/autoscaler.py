@@ -7,13 +7,14 @@ enabled` and `.../<cluster>`), and builds nodes of empty groups from the node-te
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 
 from mlstack.components.aws.catalog import CLUSTER_AUTOSCALER_IMAGES
 from mlstack.components.aws.iam import autoscaler_policy
-from mlstack.components.aws.identity import PodIdentity
+from mlstack.components.aws.identity import PodIdentity, PodIdentityArgs
 from mlstack.components.aws.nodegroups import SYSTEM_POOL
 from mlstack.components.kubernetes.addons import CLUSTER_AUTOSCALER
 from mlstack.stacks.schema import POOL_LABEL
@@ -49,39 +50,44 @@ def autoscaler_values(cluster: str, region: str, kubernetes_version: str) -> dic
     }
 
 
+@dataclass(frozen=True)
+class ClusterAutoscalerArgs:
+    cluster: str
+    cluster_arn: pulumi.Output[str]
+    region: str
+    kubernetes_version: str
+    #: Options of the Helm release: the cluster's Kubernetes provider and what it waits for
+    #: (the component's own options carry the AWS provider, for its IAM role).
+    k8s_opts: pulumi.ResourceOptions
+
+
 class ClusterAutoscaler(pulumi.ComponentResource):
     """Its IAM role (Pod Identity) and its Helm release on the cluster."""
 
     def __init__(
-        self,
-        name: str,
-        *,
-        cluster: str,
-        cluster_arn: pulumi.Output[str],
-        region: str,
-        kubernetes_version: str,
-        k8s_opts: pulumi.ResourceOptions,
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: ClusterAutoscalerArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("mlstack:aws:ClusterAutoscaler", name, None, opts)
         self.identity = PodIdentity(
             f"{name}-identity",
-            cluster_name=cluster,
-            cluster_arn=cluster_arn,
-            namespace=NAMESPACE,
-            service_account=SERVICE_ACCOUNT,
-            policy=pulumi.Output.from_input(autoscaler_policy(cluster)),
-            description=f"Cluster autoscaler of {cluster}",
-            opts=pulumi.ResourceOptions(parent=self),
+            PodIdentityArgs(
+                cluster_name=args.cluster,
+                cluster_arn=args.cluster_arn,
+                namespace=NAMESPACE,
+                service_account=SERVICE_ACCOUNT,
+                policy=pulumi.Output.from_input(autoscaler_policy(args.cluster)),
+                description=f"Cluster autoscaler of {args.cluster}",
+            ),
+            pulumi.ResourceOptions(parent=self),
         )
         self.release = CLUSTER_AUTOSCALER.release(
             f"{name}-release",
             name="cluster-autoscaler",
             namespace=NAMESPACE,
             parent=self,
-            values=autoscaler_values(cluster, region, kubernetes_version),
+            values=autoscaler_values(args.cluster, args.region, args.kubernetes_version),
             opts=pulumi.ResourceOptions.merge(
-                k8s_opts, pulumi.ResourceOptions(depends_on=[self.identity])
+                args.k8s_opts, pulumi.ResourceOptions(depends_on=[self.identity])
             ),
         )
         self.register_outputs({"role_arn": self.identity.role.arn})

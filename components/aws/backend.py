@@ -10,12 +10,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import pulumi
 import pulumi_aws as aws
 
-from mlstack.components.aws.autoscaler import ClusterAutoscaler
+from mlstack.components.aws.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from mlstack.components.aws.catalog import (
     REGIONS,
     default_zones,
@@ -23,14 +23,14 @@ from mlstack.components.aws.catalog import (
     is_gpu_family,
     region_machine,
 )
-from mlstack.components.aws.cluster import EksCluster
+from mlstack.components.aws.cluster import EksCluster, EksClusterArgs
 from mlstack.components.aws.iam import team_workload_policy
-from mlstack.components.aws.identity import PodIdentity, policy_output
-from mlstack.components.aws.network import Network, subnet_plan
-from mlstack.components.aws.nodegroups import NodeGroups
+from mlstack.components.aws.identity import PodIdentity, PodIdentityArgs, policy_output
+from mlstack.components.aws.network import Network, NetworkArgs, subnet_plan
+from mlstack.components.aws.nodegroups import NodeGroups, NodeGroupsArgs
 from mlstack.components.aws.offline import computed_outputs
-from mlstack.components.aws.registry import Registry
-from mlstack.components.aws.storage import ARCHIVE_MIN_DAYS, Buckets
+from mlstack.components.aws.registry import Registry, RegistryArgs
+from mlstack.components.aws.storage import ARCHIVE_MIN_DAYS, Buckets, BucketsArgs
 from mlstack.components.backend import (
     CloudBackend,
     ImageRegistry,
@@ -148,82 +148,95 @@ class AwsBackend(CloudBackend):
         zones = zones_of(cfg, platform.environment)
         network = Network(
             "aws-network",
-            cluster=cluster_name,
-            cidr=cfg.vpc_cidr,
-            zones=zones,
-            nat=nat_mode(cfg, platform.environment),
-            opts=on_aws,
+            NetworkArgs(
+                cluster=cluster_name,
+                cidr=cfg.vpc_cidr,
+                zones=zones,
+                nat=nat_mode(cfg, platform.environment),
+            ),
+            on_aws,
         )
         private_subnets = [s.id for s in network.private_subnets]
         eks = EksCluster(
             "aws-cluster",
-            cluster=cluster_name,
-            version=platform.cluster.kubernetes_version,
-            region=cfg.region,
-            subnet_ids=private_subnets,
-            public_access_cidrs=cfg.public_access_cidrs,
-            admin_arns=cfg.cluster_admin_arns,
-            access_entries=cfg.access_entries,
-            log_retention_days=cfg.log_retention_days,
-            retain=prod,
-            opts=on_aws,
+            EksClusterArgs(
+                cluster=cluster_name,
+                version=platform.cluster.kubernetes_version,
+                region=cfg.region,
+                subnet_ids=private_subnets,
+                public_access_cidrs=cfg.public_access_cidrs,
+                admin_arns=cfg.cluster_admin_arns,
+                access_entries=cfg.access_entries,
+                log_retention_days=cfg.log_retention_days,
+                retain=prod,
+            ),
+            on_aws,
         )
         nodes = NodeGroups(
             "aws-nodes",
-            cluster_name=eks.cluster.name,
-            subnet_ids=private_subnets,
-            pools=platform.node_pools,
-            system_instance_type=cfg.system_pool.instance_type,
-            system_sizes=(cfg.system_pool.min_nodes, cfg.system_pool.max_nodes),
-            opts=pulumi.ResourceOptions(provider=provider, depends_on=[eks.cluster]),
+            NodeGroupsArgs(
+                cluster_name=eks.cluster.name,
+                subnet_ids=private_subnets,
+                pools=platform.node_pools,
+                system_instance_type=cfg.system_pool.instance_type,
+                system_sizes=(cfg.system_pool.min_nodes, cfg.system_pool.max_nodes),
+            ),
+            pulumi.ResourceOptions(provider=provider, depends_on=[eks.cluster]),
         )
         pod_identity = eks.pod_identity_agent([nodes.system])
         k8s_provider = eks.provider("aws-kubernetes")
         names = platform.storage.bucket_names()
         storage = Buckets(
             "aws-storage",
-            buckets={p: (names[p], getattr(platform.storage, p)) for p in names},
-            retain=prod,
-            opts=on_aws,
+            BucketsArgs(
+                buckets={p: (names[p], getattr(platform.storage, p)) for p in names}, retain=prod
+            ),
+            on_aws,
         )
         registry = Registry(
             "aws-registry",
-            prefix=platform.registry.name,
-            repositories=platform.registry.repositories,
-            keep_last=platform.registry.keep_last_images,
-            retain=prod,
-            opts=on_aws,
+            RegistryArgs(
+                prefix=platform.registry.name,
+                repositories=platform.registry.repositories,
+                keep_last=platform.registry.keep_last_images,
+                retain=prod,
+            ),
+            on_aws,
         )
         repository_arns = [r.arn for r in registry.repositories.values()]
         teams = {
             team.name: PodIdentity(
                 f"aws-team-{team.name}",
-                cluster_name=eks.cluster.name,
-                cluster_arn=eks.cluster.arn,
-                namespace=team.name,
-                service_account=SERVICE_ACCOUNT_NAME,
-                policy=policy_output(
-                    team_workload_policy,
-                    prefix=team.object_prefix,
-                    buckets=names,
-                    storage_key_arn=storage.key.arn,
-                    region=cfg.region,
-                    repository_arns=repository_arns,
+                PodIdentityArgs(
+                    cluster_name=eks.cluster.name,
+                    cluster_arn=eks.cluster.arn,
+                    namespace=team.name,
+                    service_account=SERVICE_ACCOUNT_NAME,
+                    policy=policy_output(
+                        team_workload_policy,
+                        prefix=team.object_prefix,
+                        buckets=names,
+                        storage_key_arn=storage.key.arn,
+                        region=cfg.region,
+                        repository_arns=repository_arns,
+                    ),
+                    description=f"Workloads of team {team.name} on {cluster_name}",
                 ),
-                description=f"Workloads of team {team.name} on {cluster_name}",
-                opts=pulumi.ResourceOptions(provider=provider, depends_on=[pod_identity]),
+                pulumi.ResourceOptions(provider=provider, depends_on=[pod_identity]),
             )
             for team in platform.teams
         }
         cluster_ready = [nodes.system, *nodes.pools.values(), pod_identity]
         autoscaler = ClusterAutoscaler(
             "aws-autoscaler",
-            cluster=cluster_name,
-            cluster_arn=eks.cluster.arn,
-            region=cfg.region,
-            kubernetes_version=platform.cluster.kubernetes_version,
-            k8s_opts=pulumi.ResourceOptions(provider=k8s_provider, depends_on=cluster_ready),
-            opts=on_aws,
+            ClusterAutoscalerArgs(
+                cluster=cluster_name,
+                cluster_arn=eks.cluster.arn,
+                region=cfg.region,
+                kubernetes_version=platform.cluster.kubernetes_version,
+                k8s_opts=pulumi.ResourceOptions(provider=k8s_provider, depends_on=cluster_ready),
+            ),
+            on_aws,
         )
         store = ObjectStore(
             scheme="s3",
@@ -258,7 +271,7 @@ def zones_of(cfg: AwsConfig, environment: str) -> tuple[str, ...]:
     return zones
 
 
-def nat_mode(cfg: AwsConfig, environment: str) -> str:
+def nat_mode(cfg: AwsConfig, environment: str) -> Literal["single", "per-az"]:
     return cfg.nat_gateways or ("single" if environment == "dev" else "per-az")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
@@ -64,23 +65,26 @@ def kubeconfig(cluster: str, endpoint: str, ca_data: str, region: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class EksClusterArgs:
+    cluster: str
+    version: str
+    region: str
+    subnet_ids: Sequence[pulumi.Input[str]]
+    log_retention_days: int
+    #: Protect the secrets key and keep it when the stack is destroyed (prod).
+    retain: bool
+    #: Where the public endpoint may be reached from; none keeps the endpoint private.
+    public_access_cidrs: Sequence[str] = ()
+    admin_arns: Sequence[str] = ()
+    access_entries: Sequence[AwsAccessEntry] = ()
+
+
 class EksCluster(pulumi.ComponentResource):
     """Control plane with private endpoint, KMS-encrypted secrets and full logging."""
 
     def __init__(
-        self,
-        name: str,
-        *,
-        cluster: str,
-        version: str,
-        region: str,
-        subnet_ids: Sequence[pulumi.Input[str]],
-        public_access_cidrs: Sequence[str],
-        admin_arns: Sequence[str],
-        access_entries: Sequence[AwsAccessEntry],
-        log_retention_days: int,
-        retain: bool = False,
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: EksClusterArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("mlstack:aws:EksCluster", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -88,18 +92,20 @@ class EksCluster(pulumi.ComponentResource):
         self.secrets_key = aws.kms.Key(
             f"{name}-secrets-key",
             aws.kms.KeyArgs(
-                description=f"Envelope encryption of Kubernetes secrets in {cluster}",
+                description=f"Envelope encryption of Kubernetes secrets in {args.cluster}",
                 enable_key_rotation=True,
                 deletion_window_in_days=30,
             ),
             # Losing the key makes every Secret in etcd unreadable.
-            opts=pulumi.ResourceOptions(parent=self, protect=retain, retain_on_delete=retain),
+            opts=pulumi.ResourceOptions(
+                parent=self, protect=args.retain, retain_on_delete=args.retain
+            ),
         )
         # EKS creates this log group on first write with no expiry; owning it sets retention.
         logs = aws.cloudwatch.LogGroup(
             f"{name}-logs",
             aws.cloudwatch.LogGroupArgs(
-                name=f"/aws/eks/{cluster}/cluster", retention_in_days=log_retention_days
+                name=f"/aws/eks/{args.cluster}/cluster", retention_in_days=args.log_retention_days
             ),
             opts=child,
         )
@@ -107,7 +113,7 @@ class EksCluster(pulumi.ComponentResource):
             f"{name}-role",
             aws.iam.RoleArgs(
                 assume_role_policy=dumps(service_trust("eks.amazonaws.com")),
-                description=f"EKS control plane of {cluster}",
+                description=f"EKS control plane of {args.cluster}",
             ),
             opts=child,
         )
@@ -121,14 +127,14 @@ class EksCluster(pulumi.ComponentResource):
         self.cluster = aws.eks.Cluster(
             name,
             aws.eks.ClusterArgs(
-                name=cluster,
-                version=version,
+                name=args.cluster,
+                version=args.version,
                 role_arn=role.arn,
                 vpc_config=aws.eks.ClusterVpcConfigArgs(
-                    subnet_ids=list(subnet_ids),
+                    subnet_ids=list(args.subnet_ids),
                     endpoint_private_access=True,
-                    endpoint_public_access=bool(public_access_cidrs),
-                    public_access_cidrs=list(public_access_cidrs) or None,
+                    endpoint_public_access=bool(args.public_access_cidrs),
+                    public_access_cidrs=list(args.public_access_cidrs) or None,
                 ),
                 access_config=aws.eks.ClusterAccessConfigArgs(
                     authentication_mode="API",
@@ -147,7 +153,7 @@ class EksCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment, logs]),
         )
         on_cluster = pulumi.ResourceOptions(parent=self, depends_on=[self.cluster])
-        for i, arn in enumerate(admin_arns):
+        for i, arn in enumerate(args.admin_arns):
             entry = aws.eks.AccessEntry(
                 f"{name}-admin-{i}",
                 aws.eks.AccessEntryArgs(cluster_name=self.cluster.name, principal_arn=arn),
@@ -163,7 +169,7 @@ class EksCluster(pulumi.ComponentResource):
                 ),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[entry]),
             )
-        for i, access in enumerate(access_entries):
+        for i, access in enumerate(args.access_entries):
             # Groups only: what they may do is the tenancy layer's Roles and RoleBindings.
             aws.eks.AccessEntry(
                 f"{name}-access-{i}",
@@ -176,7 +182,7 @@ class EksCluster(pulumi.ComponentResource):
             )
         self.kubeconfig = pulumi.Output.secret(
             pulumi.Output.all(self.cluster.endpoint, self.cluster.certificate_authority.data).apply(
-                lambda v: kubeconfig(cluster, str(v[0]), str(v[1]), region)
+                lambda v: kubeconfig(args.cluster, str(v[0]), str(v[1]), args.region)
             )
         )
         self.register_outputs({"name": self.cluster.name, "endpoint": self.cluster.endpoint})

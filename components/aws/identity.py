@@ -7,6 +7,7 @@ agent; nothing else can assume it, and no access key exists anywhere.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
@@ -14,42 +15,47 @@ import pulumi_aws as aws
 from mlstack.components.aws.iam import Document, dumps, pod_identity_trust
 
 
+@dataclass(frozen=True)
+class PodIdentityArgs:
+    cluster_name: pulumi.Input[str]
+    cluster_arn: pulumi.Output[str]
+    #: The Kubernetes ServiceAccount `namespace/service_account` that gets the role.
+    namespace: str
+    service_account: str
+    #: The role's one inline policy.
+    policy: pulumi.Output[Document]
+    description: str
+
+
 class PodIdentity(pulumi.ComponentResource):
     """A role with one inline policy, associated with `namespace/service_account`."""
 
     def __init__(
-        self,
-        name: str,
-        *,
-        cluster_name: pulumi.Input[str],
-        cluster_arn: pulumi.Output[str],
-        namespace: str,
-        service_account: str,
-        policy: pulumi.Output[Document],
-        description: str,
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: PodIdentityArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("mlstack:aws:PodIdentity", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.role = aws.iam.Role(
             f"{name}-role",
             aws.iam.RoleArgs(
-                assume_role_policy=cluster_arn.apply(lambda arn: dumps(pod_identity_trust(arn))),
-                description=description,
+                assume_role_policy=args.cluster_arn.apply(
+                    lambda arn: dumps(pod_identity_trust(arn))
+                ),
+                description=args.description,
             ),
             opts=child,
         )
         aws.iam.RolePolicy(
             f"{name}-policy",
-            aws.iam.RolePolicyArgs(role=self.role.id, policy=policy.apply(dumps)),
+            aws.iam.RolePolicyArgs(role=self.role.id, policy=args.policy.apply(dumps)),
             opts=child,
         )
         self.association = aws.eks.PodIdentityAssociation(
             name,
             aws.eks.PodIdentityAssociationArgs(
-                cluster_name=cluster_name,
-                namespace=namespace,
-                service_account=service_account,
+                cluster_name=args.cluster_name,
+                namespace=args.namespace,
+                service_account=args.service_account,
                 role_arn=self.role.arn,
             ),
             opts=child,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import pulumi
 import pulumi_aws as aws
@@ -36,35 +37,37 @@ def subnet_plan(vpc_cidr: str, zones: Sequence[str]) -> list[SubnetPlan]:
     return [SubnetPlan(zone, str(eighths[i]), str(public[i])) for i, zone in enumerate(zones)]
 
 
+@dataclass(frozen=True)
+class NetworkArgs:
+    cluster: str
+    cidr: str
+    zones: Sequence[str]
+    #: NAT gateways: one in the first zone ('single') or one per zone ('per-az').
+    nat: Literal["single", "per-az"]
+
+
 class Network(pulumi.ComponentResource):
     """VPC across `zones`; NAT in one zone (`single`) or every zone (`per-az`)."""
 
     def __init__(
-        self,
-        name: str,
-        *,
-        cluster: str,
-        cidr: str,
-        zones: Sequence[str],
-        nat: str,
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("mlstack:aws:Network", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        owned = {cluster_tag(cluster): "shared"}
+        owned = {cluster_tag(args.cluster): "shared"}
         self.vpc = aws.ec2.Vpc(
             f"{name}-vpc",
             aws.ec2.VpcArgs(
-                cidr_block=cidr,
+                cidr_block=args.cidr,
                 enable_dns_hostnames=True,
                 enable_dns_support=True,
-                tags={"Name": f"{cluster}-vpc"},
+                tags={"Name": f"{args.cluster}-vpc"},
             ),
             opts=child,
         )
         igw = aws.ec2.InternetGateway(
             f"{name}-igw",
-            aws.ec2.InternetGatewayArgs(vpc_id=self.vpc.id, tags={"Name": f"{cluster}-igw"}),
+            aws.ec2.InternetGatewayArgs(vpc_id=self.vpc.id, tags={"Name": f"{args.cluster}-igw"}),
             opts=child,
         )
         public_routes = aws.ec2.RouteTable(
@@ -72,14 +75,14 @@ class Network(pulumi.ComponentResource):
             aws.ec2.RouteTableArgs(
                 vpc_id=self.vpc.id,
                 routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", gateway_id=igw.id)],
-                tags={"Name": f"{cluster}-public"},
+                tags={"Name": f"{args.cluster}-public"},
             ),
             opts=child,
         )
         self.public_subnets: list[aws.ec2.Subnet] = []
         self.private_subnets: list[aws.ec2.Subnet] = []
         nat_gateways: list[aws.ec2.NatGateway] = []
-        for plan in subnet_plan(cidr, zones):
+        for plan in subnet_plan(args.cidr, args.zones):
             public = aws.ec2.Subnet(
                 f"{name}-public-{plan.zone}",
                 aws.ec2.SubnetArgs(
@@ -88,7 +91,11 @@ class Network(pulumi.ComponentResource):
                     availability_zone=plan.zone,
                     # Load balancers get public addresses; nodes never live here.
                     map_public_ip_on_launch=False,
-                    tags={"Name": f"{cluster}-public-{plan.zone}", PUBLIC_ELB_TAG: "1", **owned},
+                    tags={
+                        "Name": f"{args.cluster}-public-{plan.zone}",
+                        PUBLIC_ELB_TAG: "1",
+                        **owned,
+                    },
                 ),
                 opts=child,
             )
@@ -100,10 +107,10 @@ class Network(pulumi.ComponentResource):
                 opts=child,
             )
             self.public_subnets.append(public)
-            if nat == "per-az" or not nat_gateways:
+            if args.nat == "per-az" or not nat_gateways:
                 eip = aws.ec2.Eip(
                     f"{name}-nat-{plan.zone}",
-                    aws.ec2.EipArgs(domain="vpc", tags={"Name": f"{cluster}-nat-{plan.zone}"}),
+                    aws.ec2.EipArgs(domain="vpc", tags={"Name": f"{args.cluster}-nat-{plan.zone}"}),
                     opts=child,
                 )
                 nat_gateways.append(
@@ -112,7 +119,7 @@ class Network(pulumi.ComponentResource):
                         aws.ec2.NatGatewayArgs(
                             subnet_id=public.id,
                             allocation_id=eip.id,
-                            tags={"Name": f"{cluster}-nat-{plan.zone}"},
+                            tags={"Name": f"{args.cluster}-nat-{plan.zone}"},
                         ),
                         opts=pulumi.ResourceOptions(parent=self, depends_on=[igw]),
                     )
@@ -124,7 +131,7 @@ class Network(pulumi.ComponentResource):
                     cidr_block=plan.private_cidr,
                     availability_zone=plan.zone,
                     tags={
-                        "Name": f"{cluster}-private-{plan.zone}",
+                        "Name": f"{args.cluster}-private-{plan.zone}",
                         INTERNAL_ELB_TAG: "1",
                         **owned,
                     },
@@ -140,7 +147,7 @@ class Network(pulumi.ComponentResource):
                             cidr_block="0.0.0.0/0", nat_gateway_id=nat_gateways[-1].id
                         )
                     ],
-                    tags={"Name": f"{cluster}-private-{plan.zone}"},
+                    tags={"Name": f"{args.cluster}-private-{plan.zone}"},
                 ),
                 opts=child,
             )

@@ -9,6 +9,7 @@ a node of an empty group from its ASG's node-template tags (labels, taints, GPUs
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -54,19 +55,22 @@ def first_asg_name(resources: Any) -> str:
     return str(groups[0].name)
 
 
+@dataclass(frozen=True)
+class NodeGroupsArgs:
+    cluster_name: pulumi.Input[str]
+    subnet_ids: Sequence[pulumi.Input[str]]
+    #: The config's pools, checked and resolved (every pool has its instance type).
+    pools: Sequence[NodePool]
+    system_instance_type: str
+    #: The system group's (min, max) nodes.
+    system_sizes: tuple[int, int]
+
+
 class NodeGroups(pulumi.ComponentResource):
     """Node role, the system group, and a managed node group per pool."""
 
     def __init__(
-        self,
-        name: str,
-        *,
-        cluster_name: pulumi.Input[str],
-        subnet_ids: Sequence[pulumi.Input[str]],
-        pools: Sequence[NodePool],
-        system_instance_type: str,
-        system_sizes: tuple[int, int],
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: NodeGroupsArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("mlstack:aws:NodeGroups", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -86,14 +90,14 @@ class NodeGroups(pulumi.ComponentResource):
             )
             for arn in NODE_POLICIES
         ]
-        self._cluster_name = cluster_name
-        self._subnet_ids = list(subnet_ids)
+        self._cluster_name = args.cluster_name
+        self._subnet_ids = list(args.subnet_ids)
         self._after = pulumi.ResourceOptions(parent=self, depends_on=attachments)
-        low, high = system_sizes
+        low, high = args.system_sizes
         self.system = self._group(
             f"{name}-{SYSTEM_POOL}",
             labels={POOL_LABEL: SYSTEM_POOL, POOL_KIND_LABEL: PoolKind.CPU.value},
-            instance_type=system_instance_type,
+            instance_type=args.system_instance_type,
             ami=CPU_AMI,
             capacity="ON_DEMAND",
             sizes=(low, high),
@@ -101,7 +105,7 @@ class NodeGroups(pulumi.ComponentResource):
             taints=(),
         )
         self.pools: dict[str, aws.eks.NodeGroup] = {}
-        for pool in pools:
+        for pool in args.pools:
             taints = tuple((t.key, t.value, t.effect.value) for t in pool.effective_taints)
             group = self._group(
                 f"{name}-{pool.name}",

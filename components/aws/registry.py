@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
@@ -16,27 +17,33 @@ def registry_url(repository_url: str, prefix: str) -> str:
     return f"{host}/{prefix}"
 
 
+@dataclass(frozen=True)
+class RegistryArgs:
+    #: Repositories are named `<prefix>/<repository>`.
+    prefix: str
+    repositories: Sequence[str]
+    #: Image versions each repository keeps.
+    keep_last: int
+    #: Protect the repositories and keep them when the stack is destroyed (prod).
+    retain: bool
+
+
 class Registry(pulumi.ComponentResource):
     """`<prefix>/<repository>` per workload image."""
 
     def __init__(
-        self,
-        name: str,
-        *,
-        prefix: str,
-        repositories: Sequence[str],
-        keep_last: int,
-        retain: bool,
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("mlstack:aws:Registry", name, None, opts)
-        stateful = pulumi.ResourceOptions(parent=self, protect=retain, retain_on_delete=retain)
+        stateful = pulumi.ResourceOptions(
+            parent=self, protect=args.retain, retain_on_delete=args.retain
+        )
         self.repositories: dict[str, aws.ecr.Repository] = {}
-        for repo in repositories:
+        for repo in args.repositories:
             repository = aws.ecr.Repository(
                 f"{name}-{repo}",
                 aws.ecr.RepositoryArgs(
-                    name=f"{prefix}/{repo}",
+                    name=f"{args.prefix}/{repo}",
                     image_tag_mutability="IMMUTABLE",
                     image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
                         scan_on_push=True
@@ -51,11 +58,11 @@ class Registry(pulumi.ComponentResource):
             aws.ecr.LifecyclePolicy(
                 f"{name}-{repo}",
                 aws.ecr.LifecyclePolicyArgs(
-                    repository=repository.name, policy=dumps(ecr_lifecycle_policy(keep_last))
+                    repository=repository.name, policy=dumps(ecr_lifecycle_policy(args.keep_last))
                 ),
                 opts=pulumi.ResourceOptions(parent=repository),
             )
             self.repositories[repo] = repository
         first = next(iter(self.repositories.values()))
-        self.url = first.repository_url.apply(lambda u: registry_url(u, prefix))
+        self.url = first.repository_url.apply(lambda u: registry_url(u, args.prefix))
         self.register_outputs({"url": self.url})

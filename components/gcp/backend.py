@@ -33,20 +33,20 @@ from mlstack.components.checks import (
 )
 from mlstack.components.cidr import cidr_fix, within
 from mlstack.components.gcp.catalog import GPU_SERIES, REGIONS, default_zones, series
-from mlstack.components.gcp.cluster import GkeCluster
+from mlstack.components.gcp.cluster import GkeCluster, GkeClusterArgs
 from mlstack.components.gcp.iam import (
     BUCKET_READ_PERMISSIONS,
     NODES_ACCOUNT,
     custom_role_id,
     team_bucket_grants,
 )
-from mlstack.components.gcp.identity import TeamIdentity
-from mlstack.components.gcp.kms import Keys
-from mlstack.components.gcp.network import Network, node_tag
-from mlstack.components.gcp.nodepools import NodePools, pool_shape, system_shape
+from mlstack.components.gcp.identity import TeamIdentity, TeamIdentityArgs
+from mlstack.components.gcp.kms import Keys, KeysArgs
+from mlstack.components.gcp.network import Network, NetworkArgs, node_tag
+from mlstack.components.gcp.nodepools import NodePools, NodePoolsArgs, pool_shape, system_shape
 from mlstack.components.gcp.offline import call_outputs, computed_outputs
-from mlstack.components.gcp.registry import Registry
-from mlstack.components.gcp.storage import Buckets
+from mlstack.components.gcp.registry import Registry, RegistryArgs
+from mlstack.components.gcp.storage import Buckets, BucketsArgs
 from mlstack.policies.tenancy import SERVICE_ACCOUNT_NAME
 from mlstack.stacks.catalog import ACCELERATORS
 from mlstack.stacks.errors import Problem, format_path
@@ -166,84 +166,91 @@ class GcpBackend(CloudBackend):
         zones = zones_of(cfg, platform.environment)
         network = Network(
             "gcp-network",
-            cluster=cluster_name,
-            region=cfg.region,
-            subnet_cidr=cfg.subnet_cidr,
-            pods_cidr=cfg.pods_cidr,
-            services_cidr=cfg.services_cidr,
-            master_cidr=cfg.master_cidr,
-            opts=on_gcp,
+            NetworkArgs(
+                cluster=cluster_name,
+                region=cfg.region,
+                subnet_cidr=cfg.subnet_cidr,
+                pods_cidr=cfg.pods_cidr,
+                services_cidr=cfg.services_cidr,
+                master_cidr=cfg.master_cidr,
+            ),
+            on_gcp,
         )
         keys = (
             Keys(
                 "gcp-keys",
-                cluster=cluster_name,
-                project=cfg.project,
-                region=cfg.region,
-                retain=prod,
-                opts=on_gcp,
+                KeysArgs(cluster=cluster_name, project=cfg.project, region=cfg.region, retain=prod),
+                on_gcp,
             )
             if cfg.cmek
             else None
         )
         gke = GkeCluster(
             "gcp-cluster",
-            cluster=cluster_name,
-            project=cfg.project,
-            region=cfg.region,
-            zones=zones,
-            version=platform.cluster.kubernetes_version,
-            release_channel=cfg.release_channel,
-            network=network.vpc.id,
-            subnetwork=network.subnet.id,
-            master_cidr=cfg.master_cidr,
-            authorized_networks=cfg.master_authorized_networks,
-            node_tags=[node_tag(cluster_name)],
-            secrets_key=keys.secrets.id if keys else None,
-            security_group=cfg.rbac_security_group,
-            retain=prod,
-            opts=pulumi.ResourceOptions(
+            GkeClusterArgs(
+                cluster=cluster_name,
+                project=cfg.project,
+                region=cfg.region,
+                zones=zones,
+                version=platform.cluster.kubernetes_version,
+                release_channel=cfg.release_channel,
+                network=network.vpc.id,
+                subnetwork=network.subnet.id,
+                master_cidr=cfg.master_cidr,
+                node_tags=[node_tag(cluster_name)],
+                retain=prod,
+                authorized_networks=cfg.master_authorized_networks,
+                secrets_key=keys.secrets.id if keys else None,
+                security_group=cfg.rbac_security_group,
+            ),
+            pulumi.ResourceOptions(
                 provider=provider,
                 depends_on=[*apis, *([keys.secrets_grant] if keys else [])],
             ),
         )
         nodes = NodePools(
             "gcp-nodes",
-            cluster=gke.cluster.name,
-            project=cfg.project,
-            region=cfg.region,
-            service_account=gke.node_account.email,
-            network_tags=[node_tag(cluster_name)],
-            gpu_driver_version=cfg.gpu_driver_version,
-            system=system_shape(
-                cfg.system_pool.machine_type,
-                zones,
-                (cfg.system_pool.min_nodes, cfg.system_pool.max_nodes),
+            NodePoolsArgs(
+                cluster=gke.cluster.name,
+                project=cfg.project,
+                region=cfg.region,
+                service_account=gke.node_account.email,
+                network_tags=[node_tag(cluster_name)],
+                gpu_driver_version=cfg.gpu_driver_version,
+                system=system_shape(
+                    cfg.system_pool.machine_type,
+                    zones,
+                    (cfg.system_pool.min_nodes, cfg.system_pool.max_nodes),
+                ),
+                pools=[pool_shape(p, pool_zones(cfg, p, zones)) for p in platform.node_pools],
             ),
-            pools=[pool_shape(p, pool_zones(cfg, p, zones)) for p in platform.node_pools],
-            opts=pulumi.ResourceOptions(provider=provider, depends_on=[gke.cluster]),
+            pulumi.ResourceOptions(provider=provider, depends_on=[gke.cluster]),
         )
         k8s_provider = gke.provider("gcp-kubernetes")
         names = platform.storage.bucket_names()
         storage = Buckets(
             "gcp-storage",
-            project=cfg.project,
-            region=cfg.region,
-            buckets={p: (names[p], getattr(platform.storage, p)) for p in names},
-            kms_key=keys.storage.id if keys else None,
-            retain=prod,
-            opts=on_gcp,
+            BucketsArgs(
+                project=cfg.project,
+                region=cfg.region,
+                buckets={p: (names[p], getattr(platform.storage, p)) for p in names},
+                retain=prod,
+                kms_key=keys.storage.id if keys else None,
+            ),
+            on_gcp,
         )
         registry = Registry(
             "gcp-registry",
-            project=cfg.project,
-            region=cfg.region,
-            repository=platform.registry.name,
-            images=platform.registry.repositories,
-            keep_last=platform.registry.keep_last_images,
-            reader_emails=[gke.node_account.email],
-            retain=prod,
-            opts=on_gcp,
+            RegistryArgs(
+                project=cfg.project,
+                region=cfg.region,
+                repository=platform.registry.name,
+                images=platform.registry.repositories,
+                keep_last=platform.registry.keep_last_images,
+                retain=prod,
+                reader_emails=[gke.node_account.email],
+            ),
+            on_gcp,
         )
         bucket_reader = gcp.projects.IAMCustomRole(
             "gcp-bucket-reader",
@@ -262,21 +269,21 @@ class GcpBackend(CloudBackend):
         teams = {
             team.name: TeamIdentity(
                 f"gcp-team-{team.name}",
-                cluster=cluster_name,
-                project=cfg.project,
-                team=team.name,
-                service_account=SERVICE_ACCOUNT_NAME,
-                buckets=bucket_refs,
-                grants=team_bucket_grants(
-                    prefix=team.object_prefix,
-                    buckets=names,
-                    bucket_reader_role=f"projects/{cfg.project}/roles/"
-                    + custom_role_id(cluster_name, "bucket_reader"),
+                TeamIdentityArgs(
+                    cluster=cluster_name,
+                    project=cfg.project,
+                    team=team.name,
+                    service_account=SERVICE_ACCOUNT_NAME,
+                    buckets=bucket_refs,
+                    grants=team_bucket_grants(
+                        prefix=team.object_prefix,
+                        buckets=names,
+                        bucket_reader_role=f"projects/{cfg.project}/roles/"
+                        + custom_role_id(cluster_name, "bucket_reader"),
+                    ),
                 ),
                 # Workload Identity members name the pool, which exists with the cluster.
-                opts=pulumi.ResourceOptions(
-                    provider=provider, depends_on=[gke.cluster, bucket_reader]
-                ),
+                pulumi.ResourceOptions(provider=provider, depends_on=[gke.cluster, bucket_reader]),
             )
             for team in platform.teams
         }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
@@ -85,44 +86,51 @@ def node_config(
     )
 
 
+@dataclass(frozen=True)
+class GkeClusterArgs:
+    cluster: str
+    project: str
+    region: str
+    #: The zones of the cluster's nodes.
+    zones: Sequence[str]
+    version: str
+    release_channel: str
+    network: pulumi.Input[str]
+    subnetwork: pulumi.Input[str]
+    master_cidr: str
+    #: The network tags of the nodes of the default pool (which GKE removes again).
+    node_tags: Sequence[str]
+    #: Refuse to delete the cluster and protect it (prod).
+    retain: bool
+    #: Where the public endpoint may be reached from; none keeps the endpoint private.
+    authorized_networks: Sequence[str] = ()
+    #: The KMS key that encrypts Kubernetes secrets in etcd; None for Google's own keys.
+    secrets_key: pulumi.Input[str] | None = None
+    #: The Google group whose member groups RBAC may name (Google Groups for RBAC).
+    security_group: str | None = None
+
+
 class GkeCluster(pulumi.ComponentResource):
     """Control plane and the service account its nodes run as."""
 
     def __init__(
-        self,
-        name: str,
-        *,
-        cluster: str,
-        project: str,
-        region: str,
-        zones: Sequence[str],
-        version: str,
-        release_channel: str,
-        network: pulumi.Input[str],
-        subnetwork: pulumi.Input[str],
-        master_cidr: str,
-        authorized_networks: Sequence[str],
-        node_tags: Sequence[str],
-        secrets_key: pulumi.Input[str] | None,
-        security_group: str | None,
-        retain: bool,
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: GkeClusterArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("mlstack:gcp:GkeCluster", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.node_account = gcp.serviceaccount.Account(
             f"{name}-nodes",
             gcp.serviceaccount.AccountArgs(
-                account_id=account_id(cluster, NODES_ACCOUNT),
-                display_name=f"GKE nodes of {cluster}",
-                project=project,
+                account_id=account_id(args.cluster, NODES_ACCOUNT),
+                display_name=f"GKE nodes of {args.cluster}",
+                project=args.project,
             ),
             opts=child,
         )
         node_role = gcp.projects.IAMMember(
             f"{name}-nodes-role",
             gcp.projects.IAMMemberArgs(
-                project=project,
+                project=args.project,
                 role=NODE_ROLE,
                 member=self.node_account.email.apply(service_account_member),
             ),
@@ -131,16 +139,16 @@ class GkeCluster(pulumi.ComponentResource):
         self.cluster = gcp.container.Cluster(
             name,
             gcp.container.ClusterArgs(
-                name=cluster,
-                project=project,
-                location=region,
-                node_locations=list(zones),
-                min_master_version=version,
+                name=args.cluster,
+                project=args.project,
+                location=args.region,
+                node_locations=list(args.zones),
+                min_master_version=args.version,
                 release_channel=gcp.container.ClusterReleaseChannelArgs(
-                    channel=RELEASE_CHANNELS[release_channel]
+                    channel=RELEASE_CHANNELS[args.release_channel]
                 ),
-                network=network,
-                subnetwork=subnetwork,
+                network=args.network,
+                subnetwork=args.subnetwork,
                 networking_mode="VPC_NATIVE",
                 ip_allocation_policy=gcp.container.ClusterIpAllocationPolicyArgs(
                     cluster_secondary_range_name=PODS_RANGE,
@@ -148,8 +156,8 @@ class GkeCluster(pulumi.ComponentResource):
                 ),
                 private_cluster_config=gcp.container.ClusterPrivateClusterConfigArgs(
                     enable_private_nodes=True,
-                    enable_private_endpoint=not authorized_networks,
-                    master_ipv4_cidr_block=master_cidr,
+                    enable_private_endpoint=not args.authorized_networks,
+                    master_ipv4_cidr_block=args.master_cidr,
                     master_global_access_config=gcp.container.ClusterPrivateClusterConfigMasterGlobalAccessConfigArgs(
                         enabled=True
                     ),
@@ -159,12 +167,12 @@ class GkeCluster(pulumi.ComponentResource):
                         gcp.container.ClusterMasterAuthorizedNetworksConfigCidrBlockArgs(
                             cidr_block=cidr, display_name=f"authorized-{i}"
                         )
-                        for i, cidr in enumerate(authorized_networks)
+                        for i, cidr in enumerate(args.authorized_networks)
                     ],
                     gcp_public_cidrs_access_enabled=False,
                 ),
                 workload_identity_config=gcp.container.ClusterWorkloadIdentityConfigArgs(
-                    workload_pool=f"{project}.svc.id.goog"
+                    workload_pool=f"{args.project}.svc.id.goog"
                 ),
                 datapath_provider="ADVANCED_DATAPATH",
                 enable_shielded_nodes=True,
@@ -175,14 +183,14 @@ class GkeCluster(pulumi.ComponentResource):
                     )
                 ),
                 authenticator_groups_config=gcp.container.ClusterAuthenticatorGroupsConfigArgs(
-                    security_group=security_group
+                    security_group=args.security_group
                 )
-                if security_group
+                if args.security_group
                 else None,
                 database_encryption=gcp.container.ClusterDatabaseEncryptionArgs(
-                    state="ENCRYPTED", key_name=secrets_key
+                    state="ENCRYPTED", key_name=args.secrets_key
                 )
-                if secrets_key is not None
+                if args.secrets_key is not None
                 else None,
                 logging_config=gcp.container.ClusterLoggingConfigArgs(
                     enable_components=list(LOG_COMPONENTS)
@@ -206,14 +214,16 @@ class GkeCluster(pulumi.ComponentResource):
                 ),
                 remove_default_node_pool=True,
                 initial_node_count=1,
-                node_config=node_config(service_account=self.node_account.email, tags=node_tags),
-                deletion_protection=retain,
-                resource_labels={"mlstack-cluster": cluster},
+                node_config=node_config(
+                    service_account=self.node_account.email, tags=args.node_tags
+                ),
+                deletion_protection=args.retain,
+                resource_labels={"mlstack-cluster": args.cluster},
             ),
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[node_role],
-                protect=retain,
+                protect=args.retain,
                 # GKE picks node versions within the channel and upgrades them itself.
                 ignore_changes=["nodeConfig", "nodeVersion"],
             ),
@@ -221,7 +231,7 @@ class GkeCluster(pulumi.ComponentResource):
         self.kubeconfig = pulumi.Output.secret(
             pulumi.Output.all(
                 self.cluster.endpoint, self.cluster.master_auth.cluster_ca_certificate
-            ).apply(lambda v: kubeconfig(cluster, str(v[0]), str(v[1])))
+            ).apply(lambda v: kubeconfig(args.cluster, str(v[0]), str(v[1])))
         )
         self.register_outputs({"name": self.cluster.name, "endpoint": self.cluster.endpoint})
 

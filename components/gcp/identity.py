@@ -3,7 +3,8 @@ Kubernetes ServiceAccount (Workload Identity), with bucket-level grants and no k
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
@@ -17,29 +18,32 @@ from mlstack.components.gcp.iam import (
 )
 
 
+@dataclass(frozen=True)
+class TeamIdentityArgs:
+    cluster: str
+    project: str
+    team: str
+    #: The team's Kubernetes ServiceAccount that may act as the Google service account.
+    service_account: str
+    #: purpose -> bucket name.
+    buckets: Mapping[str, pulumi.Input[str]]
+    grants: Sequence[BucketGrant]
+
+
 class TeamIdentity(pulumi.ComponentResource):
     """The team's service account, its Workload Identity binding and its bucket grants."""
 
     def __init__(
-        self,
-        name: str,
-        *,
-        cluster: str,
-        project: str,
-        team: str,
-        service_account: str,
-        buckets: Mapping[str, pulumi.Input[str]],
-        grants: list[BucketGrant],
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: TeamIdentityArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("mlstack:gcp:TeamIdentity", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.account = gcp.serviceaccount.Account(
             name,
             gcp.serviceaccount.AccountArgs(
-                account_id=account_id(cluster, team),
-                project=project,
-                display_name=f"Workloads of team {team} on {cluster}",
+                account_id=account_id(args.cluster, args.team),
+                project=args.project,
+                display_name=f"Workloads of team {args.team} on {args.cluster}",
             ),
             opts=child,
         )
@@ -48,22 +52,22 @@ class TeamIdentity(pulumi.ComponentResource):
             gcp.serviceaccount.IAMMemberArgs(
                 service_account_id=self.account.name,
                 role=WORKLOAD_IDENTITY_USER,
-                member=workload_identity_member(project, team, service_account),
+                member=workload_identity_member(args.project, args.team, args.service_account),
             ),
             opts=child,
         )
         member = self.account.email.apply(service_account_member)
-        for grant in grants:
+        for grant in args.grants:
             gcp.storage.BucketIAMMember(
                 f"{name}-{grant.purpose}-{grant.access}",
                 gcp.storage.BucketIAMMemberArgs(
-                    bucket=buckets[grant.purpose],
+                    bucket=args.buckets[grant.purpose],
                     role=grant.role,
                     member=member,
                     condition=gcp.storage.BucketIAMMemberConditionArgs(
-                        title=f"{team}-prefix-only",
+                        title=f"{args.team}-prefix-only",
                         expression=grant.condition,
-                        description=f"Only objects under team {team}'s prefix",
+                        description=f"Only objects under team {args.team}'s prefix",
                     )
                     if grant.condition is not None
                     else None,

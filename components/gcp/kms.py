@@ -8,6 +8,8 @@ deleted in GCP; the keys are protected in prod because losing one loses the data
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_gcp as gcp
 
@@ -19,30 +21,35 @@ def gke_service_agent(project_number: str) -> str:
     return f"serviceAccount:service-{project_number}@container-engine-robot.iam.gserviceaccount.com"
 
 
+@dataclass(frozen=True)
+class KeysArgs:
+    #: The key ring's name.
+    cluster: str
+    project: str
+    region: str
+    #: Protect the keys and keep them when the stack is destroyed (prod).
+    retain: bool
+
+
 class Keys(pulumi.ComponentResource):
     """Key ring, the storage and secrets keys, and each service agent's use of its key."""
 
     def __init__(
-        self,
-        name: str,
-        *,
-        cluster: str,
-        project: str,
-        region: str,
-        retain: bool,
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: KeysArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("mlstack:gcp:Keys", name, None, opts)
-        stateful = pulumi.ResourceOptions(parent=self, protect=retain, retain_on_delete=retain)
+        stateful = pulumi.ResourceOptions(
+            parent=self, protect=args.retain, retain_on_delete=args.retain
+        )
         ring = gcp.kms.KeyRing(
             name,
-            gcp.kms.KeyRingArgs(name=cluster, project=project, location=region),
+            gcp.kms.KeyRingArgs(name=args.cluster, project=args.project, location=args.region),
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
         )
         self.storage = self._key(f"{name}-storage", "storage", ring, stateful)
         self.secrets = self._key(f"{name}-secrets", "secrets", ring, stateful)
         # The agents are per project; asking for the GCS one also creates it if it is new.
-        gcs_agent = gcp.storage.get_project_service_account_output(project=project)
+        gcs_agent = gcp.storage.get_project_service_account_output(project=args.project)
         gcp.kms.CryptoKeyIAMMember(
             f"{name}-storage-gcs",
             gcp.kms.CryptoKeyIAMMemberArgs(
@@ -52,7 +59,7 @@ class Keys(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self.storage),
         )
-        number = gcp.organizations.get_project_output(project_id=project).number
+        number = gcp.organizations.get_project_output(project_id=args.project).number
         self.secrets_grant = gcp.kms.CryptoKeyIAMMember(
             f"{name}-secrets-gke",
             gcp.kms.CryptoKeyIAMMemberArgs(

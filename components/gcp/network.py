@@ -11,6 +11,8 @@ ports, only to this cluster's nodes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_gcp as gcp
 
@@ -26,46 +28,49 @@ def node_tag(cluster: str) -> str:
     return f"mlstack-{cluster}-node"
 
 
+@dataclass(frozen=True)
+class NetworkArgs:
+    cluster: str
+    region: str
+    #: The nodes' range, and the secondary ranges of pods and services in the same subnet.
+    subnet_cidr: str
+    pods_cidr: str
+    services_cidr: str
+    #: The control plane's /28, the source of the webhook firewall rule.
+    master_cidr: str
+
+
 class Network(pulumi.ComponentResource):
     """VPC, subnet with secondary ranges, router with NAT, webhook firewall rule."""
 
     def __init__(
-        self,
-        name: str,
-        *,
-        cluster: str,
-        region: str,
-        subnet_cidr: str,
-        pods_cidr: str,
-        services_cidr: str,
-        master_cidr: str,
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("mlstack:gcp:Network", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.vpc = gcp.compute.Network(
             name,
             gcp.compute.NetworkArgs(
-                name=cluster,
+                name=args.cluster,
                 auto_create_subnetworks=False,
                 routing_mode="REGIONAL",
-                description=f"mlstack platform {cluster}",
+                description=f"mlstack platform {args.cluster}",
             ),
             opts=child,
         )
         self.subnet = gcp.compute.Subnetwork(
             f"{name}-nodes",
             gcp.compute.SubnetworkArgs(
-                name=f"{cluster}-nodes",
+                name=f"{args.cluster}-nodes",
                 network=self.vpc.id,
-                region=region,
-                ip_cidr_range=subnet_cidr,
+                region=args.region,
+                ip_cidr_range=args.subnet_cidr,
                 secondary_ip_ranges=[
                     gcp.compute.SubnetworkSecondaryIpRangeArgs(
-                        range_name=PODS_RANGE, ip_cidr_range=pods_cidr
+                        range_name=PODS_RANGE, ip_cidr_range=args.pods_cidr
                     ),
                     gcp.compute.SubnetworkSecondaryIpRangeArgs(
-                        range_name=SERVICES_RANGE, ip_cidr_range=services_cidr
+                        range_name=SERVICES_RANGE, ip_cidr_range=args.services_cidr
                     ),
                 ],
                 # Private nodes reach Google APIs (GCS, Artifact Registry) without NAT.
@@ -80,15 +85,17 @@ class Network(pulumi.ComponentResource):
         )
         router = gcp.compute.Router(
             f"{name}-router",
-            gcp.compute.RouterArgs(name=f"{cluster}-router", network=self.vpc.id, region=region),
+            gcp.compute.RouterArgs(
+                name=f"{args.cluster}-router", network=self.vpc.id, region=args.region
+            ),
             opts=child,
         )
         gcp.compute.RouterNat(
             f"{name}-nat",
             gcp.compute.RouterNatArgs(
-                name=f"{cluster}-nat",
+                name=f"{args.cluster}-nat",
                 router=router.name,
-                region=region,
+                region=args.region,
                 nat_ip_allocate_option="AUTO_ONLY",
                 source_subnetwork_ip_ranges_to_nat="LIST_OF_SUBNETWORKS",
                 subnetworks=[
@@ -103,12 +110,12 @@ class Network(pulumi.ComponentResource):
         self.webhooks = gcp.compute.Firewall(
             f"{name}-webhooks",
             gcp.compute.FirewallArgs(
-                name=f"{cluster}-control-plane-webhooks",
+                name=f"{args.cluster}-control-plane-webhooks",
                 network=self.vpc.id,
                 direction="INGRESS",
                 description="GKE control plane to admission webhooks (Kueue, JobSet) on nodes",
-                source_ranges=[master_cidr],
-                target_tags=[node_tag(cluster)],
+                source_ranges=[args.master_cidr],
+                target_tags=[node_tag(args.cluster)],
                 allows=[gcp.compute.FirewallAllowArgs(protocol="tcp", ports=list(WEBHOOK_PORTS))],
                 log_config=gcp.compute.FirewallLogConfigArgs(metadata="EXCLUDE_ALL_METADATA"),
             ),

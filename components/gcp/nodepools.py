@@ -82,34 +82,37 @@ def system_shape(machine_type: str, zones: Sequence[str], sizes: tuple[int, int]
     )
 
 
+@dataclass(frozen=True)
+class NodePoolsArgs:
+    cluster: pulumi.Input[str]
+    project: str
+    region: str
+    #: The node service account's email.
+    service_account: pulumi.Input[str]
+    network_tags: Sequence[str]
+    #: A key of GPU_DRIVER_VERSIONS.
+    gpu_driver_version: str
+    system: PoolShape
+    pools: Sequence[PoolShape]
+
+
 class NodePools(pulumi.ComponentResource):
     """The system pool and one GKE node pool per config pool."""
 
     def __init__(
-        self,
-        name: str,
-        *,
-        cluster: pulumi.Input[str],
-        project: str,
-        region: str,
-        service_account: pulumi.Input[str],
-        network_tags: Sequence[str],
-        gpu_driver_version: str,
-        system: PoolShape,
-        pools: Sequence[PoolShape],
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: NodePoolsArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("mlstack:gcp:NodePools", name, None, opts)
         self._common = {
-            "cluster": cluster,
-            "project": project,
-            "region": region,
-            "service_account": service_account,
-            "tags": list(network_tags),
-            "driver": GPU_DRIVER_VERSIONS[gpu_driver_version],
+            "cluster": args.cluster,
+            "project": args.project,
+            "region": args.region,
+            "service_account": args.service_account,
+            "tags": list(args.network_tags),
+            "driver": GPU_DRIVER_VERSIONS[args.gpu_driver_version],
         }
-        self.system = self._pool(f"{name}-{SYSTEM_POOL}", system)
-        self.pools = {p.name: self._pool(f"{name}-{p.name}", p) for p in pools}
+        self.system = self._pool(f"{name}-{SYSTEM_POOL}", args.system)
+        self.pools = {p.name: self._pool(f"{name}-{p.name}", p) for p in args.pools}
         self.register_outputs({"pools": [SYSTEM_POOL, *self.pools]})
 
     def _pool(self, resource_name: str, shape: PoolShape) -> gcp.container.NodePool:

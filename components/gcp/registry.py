@@ -8,6 +8,7 @@ days, untagged ones after 7.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
@@ -49,48 +50,56 @@ def cleanup_policies(keep_last: int) -> list[gcp.artifactregistry.RepositoryClea
     ]
 
 
+@dataclass(frozen=True)
+class RegistryArgs:
+    project: str
+    region: str
+    #: The repository's id.
+    repository: str
+    #: The workload images it holds (named in its description).
+    images: Sequence[str]
+    #: Versions of each image the cleanup policy keeps.
+    keep_last: int
+    #: Protect the repository and keep it when the stack is destroyed (prod).
+    retain: bool
+    #: Service accounts that may pull, by email.
+    reader_emails: Sequence[pulumi.Input[str]] = ()
+
+
 class Registry(pulumi.ComponentResource):
     """The docker repository, and pull access for the node service account."""
 
     def __init__(
-        self,
-        name: str,
-        *,
-        project: str,
-        region: str,
-        repository: str,
-        images: Sequence[str],
-        keep_last: int,
-        reader_emails: Sequence[pulumi.Input[str]],
-        retain: bool,
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("mlstack:gcp:Registry", name, None, opts)
         self.repository = gcp.artifactregistry.Repository(
             name,
             gcp.artifactregistry.RepositoryArgs(
-                repository_id=repository,
-                project=project,
-                location=region,
+                repository_id=args.repository,
+                project=args.project,
+                location=args.region,
                 format="DOCKER",
-                description=f"Workload images: {', '.join(images)}",
+                description=f"Workload images: {', '.join(args.images)}",
                 docker_config=gcp.artifactregistry.RepositoryDockerConfigArgs(immutable_tags=True),
-                cleanup_policies=cleanup_policies(keep_last),
+                cleanup_policies=cleanup_policies(args.keep_last),
                 cleanup_policy_dry_run=False,
             ),
-            opts=pulumi.ResourceOptions(parent=self, protect=retain, retain_on_delete=retain),
+            opts=pulumi.ResourceOptions(
+                parent=self, protect=args.retain, retain_on_delete=args.retain
+            ),
         )
-        for i, email in enumerate(reader_emails):
+        for i, email in enumerate(args.reader_emails):
             gcp.artifactregistry.RepositoryIamMember(
                 f"{name}-reader-{i}",
                 gcp.artifactregistry.RepositoryIamMemberArgs(
-                    project=project,
-                    location=region,
+                    project=args.project,
+                    location=args.region,
                     repository=self.repository.repository_id,
                     role=REGISTRY_READER,
                     member=pulumi.Output.from_input(email).apply(service_account_member),
                 ),
                 opts=pulumi.ResourceOptions(parent=self.repository),
             )
-        self.url = registry_url(region, project, repository)
+        self.url = registry_url(args.region, args.project, args.repository)
         self.register_outputs({"url": self.url})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
@@ -18,37 +19,43 @@ CHECKPOINT_ARCHIVE_DAYS = 30
 ABORT_UPLOADS_DAYS = 7
 
 
+@dataclass(frozen=True)
+class BucketsArgs:
+    project: str
+    region: str
+    #: purpose -> (bucket name, its config).
+    buckets: Mapping[str, tuple[str, BucketConfig]]
+    #: Protect the buckets and keep them when the stack is destroyed (prod).
+    retain: bool
+    #: The KMS key the buckets encrypt with by default; None for Google's own keys.
+    kms_key: pulumi.Input[str] | None = None
+
+
 class Buckets(pulumi.ComponentResource):
     """One bucket per purpose."""
 
     def __init__(
-        self,
-        name: str,
-        *,
-        project: str,
-        region: str,
-        buckets: Mapping[str, tuple[str, BucketConfig]],
-        kms_key: pulumi.Input[str] | None,
-        retain: bool,
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: BucketsArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("mlstack:gcp:Buckets", name, None, opts)
-        stateful = pulumi.ResourceOptions(parent=self, protect=retain, retain_on_delete=retain)
+        stateful = pulumi.ResourceOptions(
+            parent=self, protect=args.retain, retain_on_delete=args.retain
+        )
         self.buckets: dict[str, gcp.storage.Bucket] = {}
-        for purpose, (bucket_name, cfg) in buckets.items():
+        for purpose, (bucket_name, cfg) in args.buckets.items():
             self.buckets[purpose] = gcp.storage.Bucket(
                 f"{name}-{purpose}",
                 gcp.storage.BucketArgs(
                     name=bucket_name,
-                    project=project,
-                    location=region.upper(),
+                    project=args.project,
+                    location=args.region.upper(),
                     storage_class="STANDARD",
                     uniform_bucket_level_access=True,
                     public_access_prevention="enforced",
                     versioning=gcp.storage.BucketVersioningArgs(enabled=True),
                     lifecycle_rules=lifecycle_rules(purpose, cfg),
-                    encryption=gcp.storage.BucketEncryptionArgs(default_kms_key_name=kms_key)
-                    if kms_key is not None
+                    encryption=gcp.storage.BucketEncryptionArgs(default_kms_key_name=args.kms_key)
+                    if args.kms_key is not None
                     else None,
                     force_destroy=False,
                     labels={"mlstack-purpose": purpose},

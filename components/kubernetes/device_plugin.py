@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -26,11 +27,17 @@ def device_plugin_values(gpu_pools: Sequence[NodePool]) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class NvidiaDevicePluginArgs:
+    #: The pools whose nodes the plugin runs on; it tolerates their taints.
+    gpu_pools: Sequence[NodePool]
+
+
 class NvidiaDevicePlugin(pulumi.ComponentResource):
     """The device plugin's Helm release, pinned, on the GPU pools' nodes."""
 
     def __init__(
-        self, name: str, gpu_pools: Sequence[NodePool], opts: pulumi.ResourceOptions | None = None
+        self, name: str, args: NvidiaDevicePluginArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("mlstack:kubernetes:NvidiaDevicePlugin", name, None, opts)
         self.release = NVIDIA_DEVICE_PLUGIN.release(
@@ -38,6 +45,6 @@ class NvidiaDevicePlugin(pulumi.ComponentResource):
             name="nvidia-device-plugin",
             namespace=NAMESPACE,
             parent=self,
-            values=device_plugin_values(gpu_pools),
+            values=device_plugin_values(args.gpu_pools),
         )
         self.register_outputs({"release": self.release.name})

@@ -8,6 +8,7 @@ declaring them here rather than applying them by hand.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -24,14 +25,19 @@ def extra_manifest_key(manifest: Mapping[str, Any]) -> str:
     return f"{manifest['kind'].lower()}.{group}_{namespace}_{metadata['name']}"
 
 
+@dataclass(frozen=True)
+class ExtraManifestsArgs:
+    #: Kubernetes objects as written in the stack config (`platform.extra_manifests`).
+    manifests: Sequence[Mapping[str, Any]]
+
+
 class ExtraManifests(pulumi.ComponentResource):
     def __init__(
-        self,
-        name: str,
-        manifests: Sequence[Mapping[str, Any]],
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: ExtraManifestsArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("mlstack:kubernetes:ExtraManifests", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        self.resources = [declare(f"{name}-{extra_manifest_key(m)}", m, child) for m in manifests]
+        self.resources = [
+            declare(f"{name}-{extra_manifest_key(m)}", m, child) for m in args.manifests
+        ]
         self.register_outputs({"count": len(self.resources)})

@@ -9,6 +9,8 @@ extra manifests may declare some. The chart's default values are kept.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 
 from mlstack.components.kubernetes.addons import JOBSET
@@ -16,8 +18,15 @@ from mlstack.components.kubernetes.addons import JOBSET
 NAMESPACE = "jobset-system"
 
 
+@dataclass(frozen=True)
+class JobSetControllerArgs:
+    """Nothing to set: the chart's default values are kept (see the module docstring)."""
+
+
 class JobSetController(pulumi.ComponentResource):
-    def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: JobSetControllerArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("mlstack:kubernetes:JobSetController", name, None, opts)
         self.release = JOBSET.release(
             f"{name}-release",

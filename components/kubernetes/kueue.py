@@ -7,6 +7,8 @@ manage the kinds mlstack deploys (batch Jobs and JobSets).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 
 from mlstack.components.kubernetes.addons import KUEUE
@@ -14,8 +16,15 @@ from mlstack.components.kubernetes.addons import KUEUE
 NAMESPACE = "kueue-system"
 
 
+@dataclass(frozen=True)
+class KueueArgs:
+    """Nothing to set: the chart's default manager configuration is kept (module docstring)."""
+
+
 class Kueue(pulumi.ComponentResource):
-    def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: KueueArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("mlstack:kubernetes:Kueue", name, None, opts)
         self.release = KUEUE.release(
             f"{name}-release", name="kueue", namespace=NAMESPACE, parent=self, create_namespace=True

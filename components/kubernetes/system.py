@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -133,22 +134,27 @@ def declare_credentials(
     return None
 
 
+@dataclass(frozen=True)
+class PlatformSystemArgs:
+    store: ObjectStore
+    registry: ImageRegistry
+    #: The cluster's name, as workloads read it (MLSTACK_CLUSTER).
+    cluster: str
+
+
 class PlatformSystem(pulumi.ComponentResource):
     """mlstack-system: the platform ConfigMap and, where needed, credentials Secrets."""
 
     def __init__(
-        self,
-        name: str,
-        store: ObjectStore,
-        registry: ImageRegistry,
-        cluster: str,
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: PlatformSystemArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
+        # 'System', not 'PlatformSystem': the token is part of every child's URN, and renaming
+        # it would replace the namespace and its objects on every deployed cluster.
         super().__init__("mlstack:kubernetes:System", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.namespace = declare(f"{name}-namespace", namespace_manifest(), child)
         in_ns = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
-        self.env = platform_env(store, registry, cluster)
+        self.env = platform_env(args.store, args.registry, args.cluster)
         declare(f"{name}-platform-config", configmap_manifest(self.env), in_ns)
-        declare_credentials(name, NAMESPACE, store, registry, in_ns)
+        declare_credentials(name, NAMESPACE, args.store, args.registry, in_ns)
         self.register_outputs({"namespace": NAMESPACE})

@@ -19,8 +19,12 @@ from mlstack.components.backend import (
     SecretSource,
     StaticCredentials,
 )
-from mlstack.components.onprem.cluster import ExistingCluster, kubeconfig_from_path
-from mlstack.components.onprem.pools import LabeledNodePool
+from mlstack.components.onprem.cluster import (
+    ExistingCluster,
+    ExistingClusterArgs,
+    kubeconfig_from_path,
+)
+from mlstack.components.onprem.pools import LabeledNodePool, LabeledNodePoolArgs
 from mlstack.stacks.errors import Problem, format_path
 from mlstack.stacks.schema import Platform
 
@@ -115,10 +119,12 @@ class OnPremBackend(CloudBackend):
         if kubeconfig is None:
             assert onprem.kubeconfig_path is not None
             kubeconfig = pulumi.Output.from_input(kubeconfig_from_path(onprem.kubeconfig_path))
-        cluster = ExistingCluster("onprem-cluster", kubeconfig, onprem.context)
+        cluster = ExistingCluster(
+            "onprem-cluster", ExistingClusterArgs(kubeconfig=kubeconfig, context=onprem.context)
+        )
         on_cluster = pulumi.ResourceOptions(provider=cluster.provider)
         pools = [
-            LabeledNodePool(f"onprem-pool-{pool.name}", pool, on_cluster)
+            LabeledNodePool(f"onprem-pool-{pool.name}", LabeledNodePoolArgs(pool=pool), on_cluster)
             for pool in platform.node_pools
         ]
         access_key, secret_key = secrets.get("s3AccessKeyId"), secrets.get("s3SecretAccessKey")

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
 import pulumi_kubernetes as k8s
+
+
+@dataclass(frozen=True)
+class ExistingClusterArgs:
+    #: The kubeconfig's contents, or a path to it (see kubeconfig_from_path).
+    kubeconfig: pulumi.Input[str]
+    #: The kubeconfig context to use; None for its current context.
+    context: str | None = None
 
 
 class ExistingCluster(pulumi.ComponentResource):
@@ -16,18 +25,14 @@ class ExistingCluster(pulumi.ComponentResource):
     """
 
     def __init__(
-        self,
-        name: str,
-        kubeconfig: pulumi.Input[str],
-        context: str | None = None,
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: ExistingClusterArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("mlstack:onprem:ExistingCluster", name, None, opts)
         self.provider = k8s.Provider(
             f"{name}-provider",
             k8s.ProviderArgs(
-                kubeconfig=kubeconfig,
-                context=context,
+                kubeconfig=args.kubeconfig,
+                context=args.context,
                 # Server-side apply lets mlstack patch objects it does not own (node labels)
                 # without clobbering the fields other managers set.
                 enable_server_side_apply=True,

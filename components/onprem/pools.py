@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -31,13 +32,22 @@ def node_patch_manifest(node: str, pool: NodePool) -> dict[str, Any]:
     return manifest
 
 
+@dataclass(frozen=True)
+class LabeledNodePoolArgs:
+    #: A checked pool of the stack config; its `nodes` are the existing nodes to label.
+    pool: NodePool
+
+
 class LabeledNodePool(pulumi.ComponentResource):
     """One pool of existing nodes: a server-side-apply patch per node."""
 
     def __init__(
-        self, name: str, pool: NodePool, opts: pulumi.ResourceOptions | None = None
+        self, name: str, args: LabeledNodePoolArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
+        # 'NodePool', not 'LabeledNodePool': the token is part of every patch's URN, and
+        # renaming it would replace the patches (and drop the labels) on deployed clusters.
         super().__init__("mlstack:onprem:NodePool", name, None, opts)
+        pool = args.pool
         child = pulumi.ResourceOptions(parent=self)
         # '_' appears in neither pool nor node names, so no two pools' patches share a URN
         # (pool 'gpu' + node 'a-1' vs pool 'gpu-a' + node '1' would with '-').

@@ -8,7 +8,11 @@ from typing import Any
 import kubernetes_validate
 
 from mlstack.components.kubernetes.addons import NVIDIA_DEVICE_PLUGIN
-from mlstack.components.kubernetes.device_plugin import NvidiaDevicePlugin, device_plugin_values
+from mlstack.components.kubernetes.device_plugin import (
+    NvidiaDevicePlugin,
+    NvidiaDevicePluginArgs,
+    device_plugin_values,
+)
 from mlstack.stacks.offline import PlannedResource
 from mlstack.stacks.schema import POOL_KIND_LABEL, NodePool
 
@@ -68,7 +72,9 @@ def test_untainted_gpu_pools_need_no_toleration() -> None:
 
 
 def test_release_is_the_pinned_chart_in_kube_system(run_mocked: RunMocked) -> None:
-    resources = run_mocked(lambda: NvidiaDevicePlugin("gpu", [_gpu_pool("a")]))
+    resources = run_mocked(
+        lambda: NvidiaDevicePlugin("gpu", NvidiaDevicePluginArgs(gpu_pools=[_gpu_pool("a")]))
+    )
     (release,) = [r for r in resources if r.type == "kubernetes:helm.sh/v3:Release"]
     assert release.name == "gpu-release"
     assert release.inputs["name"] == "nvidia-device-plugin"

@@ -14,6 +14,7 @@ from mlstack.components.kubernetes.system import (
     NAMESPACE,
     PLATFORM_CONFIGMAP,
     PlatformSystem,
+    PlatformSystemArgs,
     configmap_manifest,
     dockerconfigjson,
     namespace_manifest,
@@ -100,7 +101,12 @@ def test_dockerconfigjson_round_trips(username: str, password: str) -> None:
 
 def test_a_cloud_identity_store_gets_no_credentials_secret(run_mocked: RunMocked) -> None:
     resources = run_mocked(
-        lambda: PlatformSystem("system", GCS, ImageRegistry(url="europe-docker.pkg.dev/p/ml"), "c")
+        lambda: PlatformSystem(
+            "system",
+            PlatformSystemArgs(
+                store=GCS, registry=ImageRegistry(url="europe-docker.pkg.dev/p/ml"), cluster="c"
+            ),
+        )
     )
     assert sorted(r.type for r in resources if r.custom) == [
         "kubernetes:core/v1:ConfigMap",
@@ -113,7 +119,11 @@ def test_a_cloud_identity_store_gets_no_credentials_secret(run_mocked: RunMocked
 
 def test_registry_pull_secret_uses_the_registry_host(run_mocked: RunMocked) -> None:
     registry = ImageRegistry(url="harbor.lab.internal:5000/ml", pull_credentials=("u", "p"))
-    resources = run_mocked(lambda: PlatformSystem("system", S3, registry, "lab"))
+    resources = run_mocked(
+        lambda: PlatformSystem(
+            "system", PlatformSystemArgs(store=S3, registry=registry, cluster="lab")
+        )
+    )
     (pull,) = [r for r in resources if r.name == "system-registry-pull"]
     document = pull.inputs["stringData"]["value"][".dockerconfigjson"]
     assert list(json.loads(document)["auths"]) == ["harbor.lab.internal:5000"]
