@@ -12,8 +12,7 @@ from __future__ import annotations
 import pulumi
 
 from mlstack.components.kubernetes.addons import JOBSET
-
-NAMESPACE = "jobset-system"
+from mlstack.stacks.names import JOBSET_NAMESPACE
 
 
 class JobSetController(pulumi.ComponentResource):
@@ -22,7 +21,7 @@ class JobSetController(pulumi.ComponentResource):
         self.release = JOBSET.release(
             f"{name}-release",
             name="jobset",
-            namespace=NAMESPACE,
+            namespace=JOBSET_NAMESPACE,
             parent=self,
             create_namespace=True,
         )

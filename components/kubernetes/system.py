@@ -16,12 +16,16 @@ import pulumi
 
 from mlstack.components.backend import ImageRegistry, ObjectStore
 from mlstack.components.kubernetes.resources import declare
+from mlstack.stacks.names import (
+    MANAGED_BY,
+    OBJECT_STORE_SECRET,
+    PLATFORM_CONFIGMAP,
+    POD_SECURITY_ENFORCE_LABEL,
+    POD_SECURITY_WARN_LABEL,
+    REGISTRY_PULL_SECRET,
+    SYSTEM_NAMESPACE,
+)
 
-NAMESPACE = "mlstack-system"
-PLATFORM_CONFIGMAP = "mlstack-platform"
-OBJECT_STORE_SECRET = "object-store-credentials"
-REGISTRY_PULL_SECRET = "registry-pull"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "mlstack"}
 #: The environment-contract key holding the registry workload images come from.
 REGISTRY_ENV = "MLSTACK_REGISTRY"
 
@@ -31,11 +35,11 @@ def namespace_manifest() -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {
-            "name": NAMESPACE,
+            "name": SYSTEM_NAMESPACE,
             "labels": {
                 **MANAGED_BY,
-                "pod-security.kubernetes.io/enforce": "restricted",
-                "pod-security.kubernetes.io/warn": "restricted",
+                POD_SECURITY_ENFORCE_LABEL: "restricted",
+                POD_SECURITY_WARN_LABEL: "restricted",
             },
         },
     }
@@ -63,13 +67,17 @@ def configmap_manifest(env: Mapping[str, pulumi.Input[str]]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": PLATFORM_CONFIGMAP, "namespace": NAMESPACE, "labels": MANAGED_BY},
+        "metadata": {
+            "name": PLATFORM_CONFIGMAP,
+            "namespace": SYSTEM_NAMESPACE,
+            "labels": MANAGED_BY,
+        },
         "data": dict(env),
     }
 
 
 def secret_manifest(
-    name: str, secret_type: str, data: Mapping[str, Any], namespace: str = NAMESPACE
+    name: str, secret_type: str, data: Mapping[str, Any], namespace: str = SYSTEM_NAMESPACE
 ) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -150,5 +158,5 @@ class PlatformSystem(pulumi.ComponentResource):
         in_ns = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
         self.env = platform_env(store, registry, cluster)
         declare(f"{name}-platform-config", configmap_manifest(self.env), in_ns)
-        declare_credentials(name, NAMESPACE, store, registry, in_ns)
-        self.register_outputs({"namespace": NAMESPACE})
+        declare_credentials(name, SYSTEM_NAMESPACE, store, registry, in_ns)
+        self.register_outputs({"namespace": SYSTEM_NAMESPACE})

@@ -19,6 +19,7 @@ from mlstack.components.kubernetes.addons import NVIDIA_DEVICE_PLUGIN
 from mlstack.components.onprem.backend import OnPremBackend
 from mlstack.stacks import offline, program
 from mlstack.stacks.errors import ConfigError
+from mlstack.stacks.names import ACCELERATOR_LABEL, GPU_TAINT_KEY, POOL_KIND_LABEL, POOL_LABEL
 from mlstack.stacks.offline import (
     SECRET_PLACEHOLDER,
     Plan,
@@ -28,7 +29,6 @@ from mlstack.stacks.offline import (
     run_plan,
     run_program,
 )
-from mlstack.stacks.schema import ACCELERATOR_LABEL, GPU_TAINT_KEY, POOL_KIND_LABEL, POOL_LABEL
 from mlstack.stacks.stackfile import StackFile, read_stack
 from mlstack.stacks.validate import load_platform
 

@@ -9,8 +9,9 @@ import kubernetes_validate
 
 from mlstack.components.kubernetes.addons import NVIDIA_DEVICE_PLUGIN
 from mlstack.components.kubernetes.device_plugin import NvidiaDevicePlugin, device_plugin_values
+from mlstack.stacks.names import POOL_KIND_LABEL
 from mlstack.stacks.offline import PlannedResource
-from mlstack.stacks.schema import POOL_KIND_LABEL, NodePool
+from mlstack.stacks.schema import NodePool
 
 K8S = "1.33.0"
 RunMocked = Callable[[Callable[[], object]], list[PlannedResource]]

@@ -11,8 +11,6 @@ import pytest
 
 from mlstack.components.backend import ImageRegistry, ObjectStore, StaticCredentials
 from mlstack.components.kubernetes.system import (
-    NAMESPACE,
-    PLATFORM_CONFIGMAP,
     PlatformSystem,
     configmap_manifest,
     dockerconfigjson,
@@ -20,6 +18,8 @@ from mlstack.components.kubernetes.system import (
     platform_env,
     secret_manifest,
 )
+from mlstack.stacks.names import PLATFORM_CONFIGMAP
+from mlstack.stacks.names import SYSTEM_NAMESPACE as NAMESPACE
 from mlstack.stacks.offline import PlannedResource
 
 K8S = "1.33.0"
