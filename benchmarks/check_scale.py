@@ -54,7 +54,8 @@ from mlstack.stacks.names import (
     QUEUE_LABEL,
     SERVICE_ACCOUNT_NAME,
 )
-from mlstack.stacks.offline import Plan, run_plan
+from mlstack.stacks.offline import run_plan
+from mlstack.stacks.plan import Plan
 from mlstack.stacks.stackfile import PROJECT, StackFile, read_stack, shipped_stacks
 
 #: Synthetic sizes checked (plan_scale's ~100 is too small to say anything about the split).

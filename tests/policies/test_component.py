@@ -22,7 +22,8 @@ from mlstack.stacks.names import (
     POOL_LABEL,
     REGISTRY_PULL_SECRET,
 )
-from mlstack.stacks.offline import SECRET_PLACEHOLDER, Plan, PlannedResource, is_secret, run_plan
+from mlstack.stacks.offline import SECRET_PLACEHOLDER, run_plan
+from mlstack.stacks.plan import Plan, PlannedResource, is_secret
 from mlstack.stacks.stackfile import StackFile
 
 MakeStack = Callable[..., StackFile]

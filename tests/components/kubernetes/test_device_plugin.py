@@ -10,7 +10,7 @@ import kubernetes_validate
 from mlstack.components.kubernetes.addons import NVIDIA_DEVICE_PLUGIN
 from mlstack.components.kubernetes.device_plugin import NvidiaDevicePlugin, device_plugin_values
 from mlstack.stacks.names import POOL_KIND_LABEL
-from mlstack.stacks.offline import PlannedResource
+from mlstack.stacks.plan import PlannedResource
 from mlstack.stacks.schema import NodePool
 
 K8S = "1.33.0"

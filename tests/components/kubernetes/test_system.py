@@ -20,7 +20,7 @@ from mlstack.components.kubernetes.system import (
 )
 from mlstack.stacks.names import PLATFORM_CONFIGMAP
 from mlstack.stacks.names import SYSTEM_NAMESPACE as NAMESPACE
-from mlstack.stacks.offline import PlannedResource
+from mlstack.stacks.plan import PlannedResource
 
 K8S = "1.33.0"
 RunMocked = Callable[[Callable[[], object]], list[PlannedResource]]

@@ -38,7 +38,8 @@ from mlstack.stacks.names import (
     POOL_KIND_LABEL,
     POOL_LABEL,
 )
-from mlstack.stacks.offline import Plan, run_plan
+from mlstack.stacks.offline import run_plan
+from mlstack.stacks.plan import Plan
 from mlstack.stacks.stackfile import read_stack
 
 BUCKET = "gcp:storage/bucket:Bucket"

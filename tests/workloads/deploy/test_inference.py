@@ -18,7 +18,8 @@ from tests_support import PlanWithOptions, wire_ints
 from mlstack.policies.check import check_plan
 from mlstack.stacks import offline
 from mlstack.stacks.names import OBJECT_STORE_SECRET, SERVICE_LABEL, TRACK_LABEL
-from mlstack.stacks.offline import SECRET_PLACEHOLDER, PlannedResource, run_plan
+from mlstack.stacks.offline import SECRET_PLACEHOLDER, run_plan
+from mlstack.stacks.plan import PlannedResource
 from mlstack.stacks.stackfile import StackFile, read_stack
 from mlstack.stacks.validate import load_platform
 from mlstack.workloads import contract

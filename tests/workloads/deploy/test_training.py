@@ -14,7 +14,8 @@ from tests_support import PlanWithOptions, wire_ints
 
 from mlstack.components.kubernetes.addons import JOBSET
 from mlstack.stacks.names import JOBSET_NAMESPACE, OBJECT_STORE_SECRET
-from mlstack.stacks.offline import SECRET_PLACEHOLDER, Plan, PlannedResource, run_plan
+from mlstack.stacks.offline import SECRET_PLACEHOLDER, run_plan
+from mlstack.stacks.plan import Plan, PlannedResource
 from mlstack.stacks.stackfile import StackFile, read_stack
 from mlstack.stacks.validate import load_platform
 from mlstack.workloads import contract
