@@ -12,7 +12,7 @@ from __future__ import annotations
 import pulumi
 
 from mlstack.components.kubernetes.addons import JOBSET
-from mlstack.stacks.names import JOBSET_NAMESPACE
+from mlstack.stacks.names import JOBSET_NAMESPACE as NAMESPACE
 
 
 class JobSetController(pulumi.ComponentResource):
@@ -21,7 +21,7 @@ class JobSetController(pulumi.ComponentResource):
         self.release = JOBSET.release(
             f"{name}-release",
             name="jobset",
-            namespace=JOBSET_NAMESPACE,
+            namespace=NAMESPACE,
             parent=self,
             create_namespace=True,
         )

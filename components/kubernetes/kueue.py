@@ -10,17 +10,13 @@ from __future__ import annotations
 import pulumi
 
 from mlstack.components.kubernetes.addons import KUEUE
-from mlstack.stacks.names import KUEUE_NAMESPACE
+from mlstack.stacks.names import KUEUE_NAMESPACE as NAMESPACE
 
 
 class Kueue(pulumi.ComponentResource):
     def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlstack:kubernetes:Kueue", name, None, opts)
         self.release = KUEUE.release(
-            f"{name}-release",
-            name="kueue",
-            namespace=KUEUE_NAMESPACE,
-            parent=self,
-            create_namespace=True,
+            f"{name}-release", name="kueue", namespace=NAMESPACE, parent=self, create_namespace=True
         )
         self.register_outputs({"release": self.release.name})

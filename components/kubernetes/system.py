@@ -23,8 +23,8 @@ from mlstack.stacks.names import (
     POD_SECURITY_ENFORCE_LABEL,
     POD_SECURITY_WARN_LABEL,
     REGISTRY_PULL_SECRET,
-    SYSTEM_NAMESPACE,
 )
+from mlstack.stacks.names import SYSTEM_NAMESPACE as NAMESPACE
 
 #: The environment-contract key holding the registry workload images come from.
 REGISTRY_ENV = "MLSTACK_REGISTRY"
@@ -35,7 +35,7 @@ def namespace_manifest() -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {
-            "name": SYSTEM_NAMESPACE,
+            "name": NAMESPACE,
             "labels": {
                 **MANAGED_BY,
                 POD_SECURITY_ENFORCE_LABEL: "restricted",
@@ -67,17 +67,13 @@ def configmap_manifest(env: Mapping[str, pulumi.Input[str]]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {
-            "name": PLATFORM_CONFIGMAP,
-            "namespace": SYSTEM_NAMESPACE,
-            "labels": MANAGED_BY,
-        },
+        "metadata": {"name": PLATFORM_CONFIGMAP, "namespace": NAMESPACE, "labels": MANAGED_BY},
         "data": dict(env),
     }
 
 
 def secret_manifest(
-    name: str, secret_type: str, data: Mapping[str, Any], namespace: str = SYSTEM_NAMESPACE
+    name: str, secret_type: str, data: Mapping[str, Any], namespace: str = NAMESPACE
 ) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -158,5 +154,5 @@ class PlatformSystem(pulumi.ComponentResource):
         in_ns = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
         self.env = platform_env(store, registry, cluster)
         declare(f"{name}-platform-config", configmap_manifest(self.env), in_ns)
-        declare_credentials(name, SYSTEM_NAMESPACE, store, registry, in_ns)
-        self.register_outputs({"namespace": SYSTEM_NAMESPACE})
+        declare_credentials(name, NAMESPACE, store, registry, in_ns)
+        self.register_outputs({"namespace": NAMESPACE})
