@@ -45,12 +45,17 @@ from plan_scale import REGISTRY_HOST, SIZES, platform_for, resource_model
 from pulumi_policy import StackValidationPolicy
 
 from mlstack.policies.check import CheckReport, check_plan
-from mlstack.policies.queues import PRIORITY_LABEL, QUEUE_LABEL
 from mlstack.policies.rules import ALL_POLICIES
-from mlstack.policies.rules.tenancy import CHECKPOINTS_ANNOTATION
-from mlstack.policies.tenancy import GPU_RESOURCE, SERVICE_ACCOUNT_NAME
-from mlstack.stacks.offline import Plan, run_plan
-from mlstack.stacks.schema import GPU_TAINT_KEY
+from mlstack.stacks.names import (
+    CHECKPOINTS_ANNOTATION,
+    GPU_RESOURCE,
+    GPU_TAINT_KEY,
+    PRIORITY_LABEL,
+    QUEUE_LABEL,
+    SERVICE_ACCOUNT_NAME,
+)
+from mlstack.stacks.offline import run_plan
+from mlstack.stacks.plan import Plan
 from mlstack.stacks.stackfile import PROJECT, StackFile, read_stack, shipped_stacks
 
 #: Synthetic sizes checked (plan_scale's ~100 is too small to say anything about the split).

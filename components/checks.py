@@ -12,10 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mlstack.stacks.errors import Problem, format_path
+from mlstack.stacks.names import SYSTEM_POOL
 from mlstack.stacks.schema import Capacity, Platform, PoolKind
-
-#: The name (and pool label) of the add-ons' pool every cloud backend creates.
-SYSTEM_POOL = "system"
 
 
 @dataclass(frozen=True)

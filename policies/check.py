@@ -36,7 +36,7 @@ from pulumi_policy.policy import _NotApplicableError  # pyright: ignore[reportPr
 from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
 
 from mlstack.policies.rules import ALL_POLICIES
-from mlstack.stacks.offline import Plan, PlannedResource, is_secret
+from mlstack.stacks.plan import Plan, PlannedResource, is_secret
 
 Policy = ResourceValidationPolicy | StackValidationPolicy
 #: The pack's default level (policies/pack/__main__.py passes the same).

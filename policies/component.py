@@ -9,9 +9,8 @@ import pulumi
 
 from mlstack.components.backend import ImageRegistry, ObjectStore
 from mlstack.components.kubernetes.resources import declare
-from mlstack.components.kubernetes.system import REGISTRY_PULL_SECRET, declare_credentials
+from mlstack.components.kubernetes.system import declare_credentials
 from mlstack.policies.queues import (
-    DEFAULT_FLAVOR,
     PRIORITIES,
     cluster_queue_manifest,
     default_flavor_manifest,
@@ -21,6 +20,7 @@ from mlstack.policies.queues import (
     workload_priority_class_manifest,
 )
 from mlstack.policies.tenancy import team_manifests
+from mlstack.stacks.names import DEFAULT_FLAVOR, REGISTRY_PULL_SECRET
 from mlstack.stacks.schema import Platform, Team
 
 

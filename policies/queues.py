@@ -14,22 +14,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mlstack.policies.tenancy import GPU_RESOURCE, MANAGED_BY, TEAM_LABEL, quantity
-from mlstack.stacks.schema import CAPACITY_LABEL, POOL_LABEL, NodePool, Platform, Team
+from mlstack.policies.tenancy import quantity
+from mlstack.stacks.names import (
+    ALLOW_OVERCOMMIT_ANNOTATION,
+    BEST_EFFORT_PRIORITY,
+    CAPACITY_LABEL,
+    DEFAULT_FLAVOR,
+    GPU_RESOURCE,
+    LOCAL_QUEUE_NAME,
+    MANAGED_BY,
+    MAX_GPUS_ANNOTATION,
+    NAMESPACE_NAME_LABEL,
+    POOL_LABEL,
+    SERVING_PRIORITY,
+    TEAM_LABEL,
+    TRAINING_PRIORITY,
+)
+from mlstack.stacks.schema import NodePool, Platform, Team
 
-KUEUE_GROUP = "kueue.x-k8s.io"
-KUEUE_API = f"{KUEUE_GROUP}/v1beta2"
-QUEUE_LABEL = f"{KUEUE_GROUP}/queue-name"
-PRIORITY_LABEL = f"{KUEUE_GROUP}/priority-class"
-#: Named `default` so Kueue also queues a team's Jobs that carry no queue label: its built-in
-#: integrations label such a Job with the namespace's LocalQueue called `default`.
-LOCAL_QUEUE_NAME = "default"
-#: The flavor that carries CPU and memory quota; it selects no nodes. No pool may take the name.
-DEFAULT_FLAVOR = "default"
-#: Annotations that carry a pool's size onto its flavor, so rules that see only the deployed
-#: objects (the policy pack) can compare quotas with capacity.
-MAX_GPUS_ANNOTATION = "mlstack.dev/max-gpus"
-ALLOW_OVERCOMMIT_ANNOTATION = "mlstack.dev/allow-overcommit"
+KUEUE_API = "kueue.x-k8s.io/v1beta2"
 
 
 @dataclass(frozen=True)
@@ -41,9 +44,9 @@ class Priority:
 
 #: Serving preempts training, training preempts best-effort (spot, exploratory) work.
 PRIORITIES = (
-    Priority("mlstack-serving", 100_000, "Online inference: preempts training and batch work."),
-    Priority("mlstack-training", 10_000, "Training jobs: preempt best-effort work."),
-    Priority("mlstack-best-effort", 1_000, "Exploratory and spot work: preempted first."),
+    Priority(SERVING_PRIORITY, 100_000, "Online inference: preempts training and batch work."),
+    Priority(TRAINING_PRIORITY, 10_000, "Training jobs: preempt best-effort work."),
+    Priority(BEST_EFFORT_PRIORITY, 1_000, "Exploratory and spot work: preempted first."),
 )
 
 
@@ -119,7 +122,7 @@ def cluster_queue_manifest(platform: Platform, team: Team) -> dict[str, Any]:
     if gpu_flavors:
         groups.append({"coveredResources": [GPU_RESOURCE], "flavors": gpu_flavors})
     spec: dict[str, Any] = {
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": team.name}},
+        "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: team.name}},
         "queueingStrategy": "BestEffortFIFO",
         "preemption": {
             "withinClusterQueue": "LowerPriority",

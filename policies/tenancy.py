@@ -13,19 +13,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mlstack.components.kubernetes.system import MANAGED_BY
+from mlstack.stacks.names import (
+    GPU_RESOURCE,
+    MANAGED_BY,
+    NAMESPACE_NAME_LABEL,
+    POD_SECURITY_LABEL_PREFIX,
+    SERVICE_ACCOUNT_NAME,
+    TEAM_LABEL,
+)
 from mlstack.stacks.schema import Platform, RbacRule, Team
 
-TEAM_LABEL = "mlstack.dev/team"
-GPU_RESOURCE = "nvidia.com/gpu"
-#: Marks a batch workload that saves checkpoints and resumes from them (the TrainingJob
-#: component sets it); only such work may run on spot capacity.
-CHECKPOINTS_ANNOTATION = "mlstack.dev/checkpoints"
-
-#: Object names inside every team namespace; workloads and rules refer to them.
+#: Names of the other objects in every team namespace (the workload ServiceAccount's is in
+#: stacks.names: cloud identities bind to it).
 QUOTA_NAME = "team-quota"
 LIMIT_RANGE_NAME = "container-defaults"
-SERVICE_ACCOUNT_NAME = "workload"
 ENGINEER_ROLE = "ml-engineer"
 VIEWER_ROLE = "viewer"
 DENY_INGRESS_POLICY = "default-deny-ingress"
@@ -60,8 +61,8 @@ def namespace_manifest(platform: Platform, team: Team) -> dict[str, Any]:
     version = f"v{platform.cluster.kubernetes_version}"
     labels = {**MANAGED_BY, TEAM_LABEL: team.name}
     for mode in ("enforce", "audit", "warn"):
-        labels[f"pod-security.kubernetes.io/{mode}"] = level
-        labels[f"pod-security.kubernetes.io/{mode}-version"] = version
+        labels[f"{POD_SECURITY_LABEL_PREFIX}{mode}"] = level
+        labels[f"{POD_SECURITY_LABEL_PREFIX}{mode}-version"] = version
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
@@ -224,11 +225,7 @@ def allow_ingress_manifest(platform: Platform, team: Team) -> dict[str, Any]:
                 {"from": [{"podSelector": {}}]},
                 {
                     "from": [
-                        {
-                            "namespaceSelector": {
-                                "matchLabels": {"kubernetes.io/metadata.name": monitoring}
-                            }
-                        }
+                        {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: monitoring}}}
                     ]
                 },
             ],

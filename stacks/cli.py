@@ -18,7 +18,8 @@ import typer
 from rich.console import Console
 
 from mlstack.stacks.errors import ConfigError
-from mlstack.stacks.offline import Plan, run_plan
+from mlstack.stacks.offline import run_plan
+from mlstack.stacks.plan import Plan
 from mlstack.stacks.render import render_yaml
 from mlstack.stacks.report import StackCheck, print_check, print_plan, print_rules
 from mlstack.stacks.stackfile import read_stack, shipped_stacks

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from mlstack.stacks.offline import Plan, PlannedResource, map_secrets
+from mlstack.stacks.plan import Plan, PlannedResource, map_secrets
 
 REDACTED = "REDACTED"
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from mlstack.stacks.capacity import pool_capacity, team_quotas
-from mlstack.stacks.offline import Plan
+from mlstack.stacks.plan import Plan
 from mlstack.stacks.schema import Platform, PoolKind
 
 if TYPE_CHECKING:

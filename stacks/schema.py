@@ -15,15 +15,17 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from mlstack.stacks.catalog import Cloud
-
-#: Label keys every node of a pool carries; workloads, flavors and the device plugin select on them.
-MLSTACK_LABEL_PREFIX = "mlstack.dev/"
-POOL_LABEL = "mlstack.dev/pool"
-ACCELERATOR_LABEL = "mlstack.dev/accelerator"
-POOL_KIND_LABEL = "mlstack.dev/pool-kind"
-CAPACITY_LABEL = "mlstack.dev/capacity"
-#: The taint GPU pools carry by default so that only pods that ask for GPUs land there.
-GPU_TAINT_KEY = "nvidia.com/gpu"
+from mlstack.stacks.names import (
+    ACCELERATOR_LABEL,
+    BEST_EFFORT_PRIORITY,
+    CAPACITY_LABEL,
+    GPU_TAINT_KEY,
+    MLSTACK_LABEL_PREFIX,
+    POOL_KIND_LABEL,
+    POOL_LABEL,
+    SERVING_PRIORITY,
+    TRAINING_PRIORITY,
+)
 
 #: Kubernetes minor versions this release of mlstack deploys and validates manifests against.
 SUPPORTED_KUBERNETES = ("1.29", "1.30", "1.31", "1.32", "1.33", "1.34", "1.35")
@@ -158,6 +160,7 @@ class Taint(Model):
     )
 
 
+#: The taint GPU pools carry by default so that only pods that ask for GPUs land there.
 GPU_TAINT = Taint(key=GPU_TAINT_KEY, value="present", effect=TaintEffect.NO_SCHEDULE)
 
 
@@ -452,8 +455,9 @@ class TrainingJob(Model):
         "checkpoint before it is killed.",
     )
     priority: str = Field(
-        default="mlstack-training",
-        description="Priority class: mlstack-serving, mlstack-training or mlstack-best-effort.",
+        default=TRAINING_PRIORITY,
+        description=f"Priority class: {SERVING_PRIORITY}, {TRAINING_PRIORITY} or "
+        f"{BEST_EFFORT_PRIORITY}.",
     )
     fsdp: int | None = Field(
         default=None,

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from mlstack.stacks import offline
-from mlstack.stacks.offline import Plan, PlannedResource, run_plan
+from mlstack.stacks.offline import run_plan
+from mlstack.stacks.plan import Plan, PlannedResource
 from mlstack.stacks.stackfile import PROJECT, StackFile, read_stack
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ from moto.server import ThreadedMotoServer
 
 from mlstack.stacks import offline
 from mlstack.stacks.errors import ConfigError, Problem
-from mlstack.stacks.offline import Plan, PlannedResource
+from mlstack.stacks.plan import Plan, PlannedResource
 from mlstack.stacks.stackfile import read_stack
 from mlstack.stacks.validate import load_platform
 from mlstack.workloads.storage import FileStore, PathLike, TransferSettings

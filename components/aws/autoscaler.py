@@ -15,9 +15,8 @@ import pulumi
 from mlstack.components.aws.catalog import CLUSTER_AUTOSCALER_IMAGES
 from mlstack.components.aws.iam import autoscaler_policy
 from mlstack.components.aws.identity import PodIdentity, PodIdentityArgs
-from mlstack.components.aws.nodegroups import SYSTEM_POOL
 from mlstack.components.kubernetes.addons import CLUSTER_AUTOSCALER
-from mlstack.stacks.schema import POOL_LABEL
+from mlstack.stacks.names import POOL_LABEL, SYSTEM_POOL
 
 NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = "cluster-autoscaler"

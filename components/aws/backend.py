@@ -46,9 +46,9 @@ from mlstack.components.checks import (
     system_pool_problems,
 )
 from mlstack.components.cidr import PRIVATE_RANGES, cidr_fix, within
-from mlstack.policies.tenancy import SERVICE_ACCOUNT_NAME
 from mlstack.stacks.catalog import CatalogError, accelerator, resolve_gpu_machine
 from mlstack.stacks.errors import Problem, format_path
+from mlstack.stacks.names import MANAGED_BY, SERVICE_ACCOUNT_NAME
 from mlstack.stacks.schema import AwsConfig, NodePool, Platform, PoolKind
 
 _REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$")
@@ -139,7 +139,7 @@ class AwsBackend(CloudBackend):
                     tags={
                         "mlstack.dev/cluster": cluster_name,
                         "mlstack.dev/environment": platform.environment,
-                        "app.kubernetes.io/managed-by": "mlstack",
+                        **MANAGED_BY,
                     }
                 ),
             ),

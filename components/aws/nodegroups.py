@@ -21,15 +21,8 @@ from mlstack.components.aws.iam import (
     node_template_tags,
     service_trust,
 )
-from mlstack.components.checks import SYSTEM_POOL
-from mlstack.stacks.schema import (
-    POOL_KIND_LABEL,
-    POOL_LABEL,
-    Capacity,
-    NodePool,
-    PoolKind,
-    TaintEffect,
-)
+from mlstack.stacks.names import POOL_KIND_LABEL, POOL_LABEL, SYSTEM_POOL
+from mlstack.stacks.schema import Capacity, NodePool, PoolKind, TaintEffect
 
 GPU_AMI = "AL2023_x86_64_NVIDIA"
 CPU_AMI = "AL2023_x86_64_STANDARD"

@@ -47,9 +47,9 @@ from mlstack.components.gcp.nodepools import NodePools, NodePoolsArgs, pool_shap
 from mlstack.components.gcp.offline import call_outputs, computed_outputs
 from mlstack.components.gcp.registry import Registry, RegistryArgs
 from mlstack.components.gcp.storage import Buckets, BucketsArgs
-from mlstack.policies.tenancy import SERVICE_ACCOUNT_NAME
 from mlstack.stacks.catalog import ACCELERATORS
 from mlstack.stacks.errors import Problem, format_path
+from mlstack.stacks.names import SERVICE_ACCOUNT_NAME
 from mlstack.stacks.schema import GcpConfig, NodePool, Platform, PoolKind
 
 _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")

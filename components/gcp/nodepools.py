@@ -17,17 +17,10 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
-from mlstack.components.checks import SYSTEM_POOL
 from mlstack.components.gcp.cluster import CLOUD_PLATFORM_SCOPE
 from mlstack.stacks.catalog import accelerator
-from mlstack.stacks.schema import (
-    POOL_KIND_LABEL,
-    POOL_LABEL,
-    Capacity,
-    NodePool,
-    PoolKind,
-    TaintEffect,
-)
+from mlstack.stacks.names import POOL_KIND_LABEL, POOL_LABEL, SYSTEM_POOL
+from mlstack.stacks.schema import Capacity, NodePool, PoolKind, TaintEffect
 
 TAINT_EFFECTS = {
     TaintEffect.NO_SCHEDULE: "NO_SCHEDULE",

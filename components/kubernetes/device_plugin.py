@@ -9,7 +9,8 @@ from typing import Any
 import pulumi
 
 from mlstack.components.kubernetes.addons import NVIDIA_DEVICE_PLUGIN
-from mlstack.stacks.schema import POOL_KIND_LABEL, NodePool, PoolKind
+from mlstack.stacks.names import POOL_KIND_LABEL
+from mlstack.stacks.schema import NodePool, PoolKind
 
 #: The plugin mounts the kubelet's device-plugin socket directory, which the restricted Pod
 #: Security level forbids; kube-system is where clusters admit such node agents.

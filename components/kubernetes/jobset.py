@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import pulumi
 
 from mlstack.components.kubernetes.addons import JOBSET
-
-NAMESPACE = "jobset-system"
+from mlstack.stacks.names import JOBSET_NAMESPACE as NAMESPACE
 
 
 @dataclass(frozen=True)

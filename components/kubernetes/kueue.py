@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import pulumi
 
 from mlstack.components.kubernetes.addons import KUEUE
-
-NAMESPACE = "kueue-system"
+from mlstack.stacks.names import KUEUE_NAMESPACE as NAMESPACE
 
 
 @dataclass(frozen=True)

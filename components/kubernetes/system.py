@@ -17,12 +17,16 @@ import pulumi
 
 from mlstack.components.backend import ImageRegistry, ObjectStore
 from mlstack.components.kubernetes.resources import declare
+from mlstack.stacks.names import (
+    MANAGED_BY,
+    OBJECT_STORE_SECRET,
+    PLATFORM_CONFIGMAP,
+    POD_SECURITY_ENFORCE_LABEL,
+    POD_SECURITY_WARN_LABEL,
+    REGISTRY_PULL_SECRET,
+)
+from mlstack.stacks.names import SYSTEM_NAMESPACE as NAMESPACE
 
-NAMESPACE = "mlstack-system"
-PLATFORM_CONFIGMAP = "mlstack-platform"
-OBJECT_STORE_SECRET = "object-store-credentials"
-REGISTRY_PULL_SECRET = "registry-pull"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "mlstack"}
 #: The environment-contract key holding the registry workload images come from.
 REGISTRY_ENV = "MLSTACK_REGISTRY"
 
@@ -35,8 +39,8 @@ def namespace_manifest() -> dict[str, Any]:
             "name": NAMESPACE,
             "labels": {
                 **MANAGED_BY,
-                "pod-security.kubernetes.io/enforce": "restricted",
-                "pod-security.kubernetes.io/warn": "restricted",
+                POD_SECURITY_ENFORCE_LABEL: "restricted",
+                POD_SECURITY_WARN_LABEL: "restricted",
             },
         },
     }

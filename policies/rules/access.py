@@ -19,6 +19,7 @@ from mlstack.policies.rules.objects import (
     labels_of,
     sequence,
 )
+from mlstack.stacks.names import POD_SECURITY_ENFORCE_LABEL
 
 POD_SECURITY_LEVELS = ("privileged", "baseline", "restricted")
 #: Annotations that make a LoadBalancer Service internal, per cloud (value expected).
@@ -68,12 +69,12 @@ def namespaces_enforce_pod_security(args: ResourceValidationArgs, report: Report
     if kind_of(args.resource_type) != "Namespace":
         return
     minimum = config_value(args, "minimumLevel", "baseline")
-    level = labels_of(args.props).get("pod-security.kubernetes.io/enforce")
+    level = labels_of(args.props).get(POD_SECURITY_ENFORCE_LABEL)
     where = describe("Namespace", args.props)
     if level not in POD_SECURITY_LEVELS:
         report(
             f"{where} enforces no Pod Security level; label it "
-            f"pod-security.kubernetes.io/enforce: restricted",
+            f"{POD_SECURITY_ENFORCE_LABEL}: restricted",
             None,
         )
     elif POD_SECURITY_LEVELS.index(level) < POD_SECURITY_LEVELS.index(minimum):

@@ -19,8 +19,7 @@ from pulumi_policy import (
 )
 from pulumi_policy.proxy import UnknownValueError
 
-from mlstack.policies.queues import QUEUE_LABEL
-from mlstack.policies.tenancy import GPU_RESOURCE
+from mlstack.stacks.names import GPU_RESOURCE, QUEUE_LABEL
 
 MANDATORY = EnforcementLevel.MANDATORY
 

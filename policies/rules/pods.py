@@ -12,7 +12,6 @@ from pulumi_policy import (
     ResourceValidationPolicy,
 )
 
-from mlstack.policies.queues import QUEUE_LABEL
 from mlstack.policies.rules.objects import (
     MANDATORY,
     PodTemplate,
@@ -25,7 +24,8 @@ from mlstack.policies.rules.objects import (
     templates_of,
     workload,
 )
-from mlstack.stacks.schema import GPU_TAINT, GPU_TAINT_KEY
+from mlstack.stacks.names import GPU_TAINT_KEY, QUEUE_LABEL
+from mlstack.stacks.schema import GPU_TAINT
 
 
 def _name(container: Mapping[str, Any]) -> str:

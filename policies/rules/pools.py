@@ -16,7 +16,8 @@ from pulumi_policy import ReportViolation, ResourceValidationArgs, ResourceValid
 from pulumi_policy.proxy import UnknownValueError
 
 from mlstack.policies.rules.objects import MANDATORY, get, mapping, number, sequence
-from mlstack.stacks.schema import CAPACITY_LABEL, GPU_TAINT, POOL_KIND_LABEL, POOL_LABEL
+from mlstack.stacks.names import CAPACITY_LABEL, POOL_KIND_LABEL, POOL_LABEL
+from mlstack.stacks.schema import GPU_TAINT
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,7 @@ from pulumi_policy import (
     StackValidationArgs,
 )
 
-from mlstack.components.kubernetes.system import NAMESPACE, PLATFORM_CONFIGMAP, REGISTRY_ENV
-from mlstack.policies.queues import ALLOW_OVERCOMMIT_ANNOTATION, MAX_GPUS_ANNOTATION
+from mlstack.components.kubernetes.system import REGISTRY_ENV
 from mlstack.policies.rules.objects import (
     BATCH_KINDS,
     PodTemplate,
@@ -37,8 +36,17 @@ from mlstack.policies.rules.objects import (
     stack_rule,
 )
 from mlstack.policies.rules.pools import PoolNodes, pool_of
-from mlstack.policies.tenancy import CHECKPOINTS_ANNOTATION, GPU_RESOURCE, TEAM_LABEL
-from mlstack.stacks.schema import CAPACITY_LABEL, POOL_LABEL
+from mlstack.stacks.names import (
+    ALLOW_OVERCOMMIT_ANNOTATION,
+    CAPACITY_LABEL,
+    CHECKPOINTS_ANNOTATION,
+    GPU_RESOURCE,
+    MAX_GPUS_ANNOTATION,
+    PLATFORM_CONFIGMAP,
+    POOL_LABEL,
+    SYSTEM_NAMESPACE,
+    TEAM_LABEL,
+)
 
 
 @dataclass
@@ -348,7 +356,7 @@ def image_repository(ref: str) -> str:
 
 def images_from_platform_registry(args: StackValidationArgs, report: ReportViolation) -> None:
     objects = Objects.of(args.resources)
-    platform = objects.named("ConfigMap", PLATFORM_CONFIGMAP, NAMESPACE)
+    platform = objects.named("ConfigMap", PLATFORM_CONFIGMAP, SYSTEM_NAMESPACE)
     registry = get(platform.props, "data", REGISTRY_ENV) if platform else None
     if not isinstance(registry, str) or not registry:
         return

@@ -28,7 +28,7 @@ from mlstack.policies.check import (
     load_policy_config,
     wire_props,
 )
-from mlstack.stacks.offline import SECRET_SIG, SECRET_VALUE, Plan, PlannedResource, is_secret
+from mlstack.stacks.plan import SECRET_SIG, SECRET_VALUE, Plan, PlannedResource, is_secret
 from mlstack.stacks.validate import load_platform
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"

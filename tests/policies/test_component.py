@@ -12,12 +12,18 @@ from crd_schema import validate_kueue
 from tests_support import wire_ints
 
 from mlstack.components.kubernetes.addons import KUEUE
-from mlstack.components.kubernetes.kueue import NAMESPACE as KUEUE_NAMESPACE
-from mlstack.components.kubernetes.system import OBJECT_STORE_SECRET, REGISTRY_PULL_SECRET
-from mlstack.policies.queues import DEFAULT_FLAVOR, KUEUE_API
-from mlstack.policies.tenancy import GPU_RESOURCE
-from mlstack.stacks.offline import SECRET_PLACEHOLDER, Plan, PlannedResource, is_secret, run_plan
-from mlstack.stacks.schema import CAPACITY_LABEL, POOL_LABEL
+from mlstack.policies.queues import KUEUE_API
+from mlstack.stacks.names import (
+    CAPACITY_LABEL,
+    DEFAULT_FLAVOR,
+    GPU_RESOURCE,
+    KUEUE_NAMESPACE,
+    OBJECT_STORE_SECRET,
+    POOL_LABEL,
+    REGISTRY_PULL_SECRET,
+)
+from mlstack.stacks.offline import SECRET_PLACEHOLDER, run_plan
+from mlstack.stacks.plan import Plan, PlannedResource, is_secret
 from mlstack.stacks.stackfile import StackFile
 
 MakeStack = Callable[..., StackFile]

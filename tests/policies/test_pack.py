@@ -20,7 +20,8 @@ from tests_support import bad_extra_manifests
 
 from mlstack.policies.check import check_plan
 from mlstack.policies.rules import ALL_POLICIES
-from mlstack.stacks.offline import Plan, PlannedResource, run_plan
+from mlstack.stacks.offline import run_plan
+from mlstack.stacks.plan import Plan, PlannedResource
 from mlstack.stacks.stackfile import read_stack
 
 REPO = Path(__file__).resolve().parents[2]

@@ -25,12 +25,7 @@ from crd_schema import (
 from jsonschema import Draft4Validator
 from jsonschema.exceptions import SchemaError
 
-from mlstack.components.kubernetes.system import MANAGED_BY
 from mlstack.policies.queues import (
-    ALLOW_OVERCOMMIT_ANNOTATION,
-    DEFAULT_FLAVOR,
-    LOCAL_QUEUE_NAME,
-    MAX_GPUS_ANNOTATION,
     PRIORITIES,
     cluster_queue_manifest,
     default_flavor_manifest,
@@ -39,14 +34,20 @@ from mlstack.policies.queues import (
     priority_class_manifest,
     workload_priority_class_manifest,
 )
-from mlstack.policies.tenancy import (
-    GPU_RESOURCE,
-    TEAM_LABEL,
-    resource_quota_manifest,
-    team_gpu_ceiling,
-)
+from mlstack.policies.tenancy import resource_quota_manifest, team_gpu_ceiling
 from mlstack.stacks.errors import ConfigError
-from mlstack.stacks.schema import CAPACITY_LABEL, POOL_LABEL, Platform, Team
+from mlstack.stacks.names import (
+    ALLOW_OVERCOMMIT_ANNOTATION,
+    CAPACITY_LABEL,
+    DEFAULT_FLAVOR,
+    GPU_RESOURCE,
+    LOCAL_QUEUE_NAME,
+    MANAGED_BY,
+    MAX_GPUS_ANNOTATION,
+    POOL_LABEL,
+    TEAM_LABEL,
+)
+from mlstack.stacks.schema import Platform, Team
 from mlstack.stacks.stackfile import read_stack
 from mlstack.stacks.validate import load_platform
 

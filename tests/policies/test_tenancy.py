@@ -8,22 +8,25 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from mlstack.components.kubernetes.system import MANAGED_BY, REGISTRY_PULL_SECRET
 from mlstack.policies.tenancy import (
     ALLOW_INGRESS_POLICY,
     DENY_INGRESS_POLICY,
     ENGINEER_ROLE,
-    GPU_RESOURCE,
     LIMIT_RANGE_NAME,
     QUOTA_NAME,
-    SERVICE_ACCOUNT_NAME,
-    TEAM_LABEL,
     VIEWER_ROLE,
     engineer_rules,
     quantity,
     team_gpu_ceiling,
     team_manifests,
     viewer_rules,
+)
+from mlstack.stacks.names import (
+    GPU_RESOURCE,
+    MANAGED_BY,
+    REGISTRY_PULL_SECRET,
+    SERVICE_ACCOUNT_NAME,
+    TEAM_LABEL,
 )
 from mlstack.stacks.schema import SUPPORTED_KUBERNETES, Platform, RbacRule, Team
 from mlstack.stacks.stackfile import read_stack

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlstack.stacks.offline import Plan, mask_secrets, run_plan
+from mlstack.stacks.offline import run_plan
+from mlstack.stacks.plan import Plan, mask_secrets
 from mlstack.stacks.render import canonical, is_manifest, render_yaml
 from mlstack.stacks.stackfile import read_stack, shipped_stacks
 

@@ -19,16 +19,9 @@ from mlstack.components.kubernetes.addons import NVIDIA_DEVICE_PLUGIN
 from mlstack.components.onprem.backend import OnPremBackend
 from mlstack.stacks import offline, program
 from mlstack.stacks.errors import ConfigError
-from mlstack.stacks.offline import (
-    SECRET_PLACEHOLDER,
-    Plan,
-    PlannedResource,
-    is_secret,
-    pulumi_config,
-    run_plan,
-    run_program,
-)
-from mlstack.stacks.schema import ACCELERATOR_LABEL, GPU_TAINT_KEY, POOL_KIND_LABEL, POOL_LABEL
+from mlstack.stacks.names import ACCELERATOR_LABEL, GPU_TAINT_KEY, POOL_KIND_LABEL, POOL_LABEL
+from mlstack.stacks.offline import SECRET_PLACEHOLDER, pulumi_config, run_plan, run_program
+from mlstack.stacks.plan import Plan, PlannedResource, is_secret
 from mlstack.stacks.stackfile import StackFile, read_stack
 from mlstack.stacks.validate import load_platform
 

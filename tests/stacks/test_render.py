@@ -9,7 +9,8 @@ from crd_schema import validate_kueue
 from jobset_schema import validate_jobset
 
 from mlstack.components.backend import get_backend
-from mlstack.stacks.offline import Plan, run_plan
+from mlstack.stacks.offline import run_plan
+from mlstack.stacks.plan import Plan
 from mlstack.stacks.render import REDACTED, canonical, manifests, render_yaml
 from mlstack.stacks.stackfile import read_stack, shipped_stacks
 

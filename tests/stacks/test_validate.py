@@ -14,10 +14,9 @@ from mlstack.components.backend import CloudBackend
 from mlstack.stacks import validate
 from mlstack.stacks.catalog import ACCELERATORS
 from mlstack.stacks.errors import ConfigError, Problem
+from mlstack.stacks.names import ACCELERATOR_LABEL, POOL_LABEL
 from mlstack.stacks.schema import (
-    ACCELERATOR_LABEL,
     GPU_TAINT,
-    POOL_LABEL,
     RELEASE,
     SUPPORTED_KUBERNETES,
     Platform,

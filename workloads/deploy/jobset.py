@@ -16,9 +16,16 @@ from typing import Any
 
 import pulumi
 
-from mlstack.components.kubernetes.system import MANAGED_BY
-from mlstack.policies.queues import LOCAL_QUEUE_NAME, PRIORITY_LABEL, QUEUE_LABEL
-from mlstack.policies.tenancy import CHECKPOINTS_ANNOTATION, SERVICE_ACCOUNT_NAME, TEAM_LABEL
+from mlstack.stacks.names import (
+    CHECKPOINTS_ANNOTATION,
+    JOB_LABEL,
+    LOCAL_QUEUE_NAME,
+    MANAGED_BY,
+    PRIORITY_LABEL,
+    QUEUE_LABEL,
+    SERVICE_ACCOUNT_NAME,
+    TEAM_LABEL,
+)
 from mlstack.stacks.schema import Team, TrainingJob
 from mlstack.workloads import contract
 from mlstack.workloads.deploy.pods import (
@@ -41,8 +48,6 @@ REPLICATED_JOB = "workers"
 CONTAINER = "train"
 #: The training entry point, run as `python -m`.
 ENTRY_MODULE = "mlstack.workloads.train.main"
-#: Labels the JobSet and its pods with the job's name.
-JOB_LABEL = "mlstack.dev/training-job"
 #: The Job controller's annotation on every pod of an Indexed Job: its completion index.
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 

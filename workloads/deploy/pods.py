@@ -18,9 +18,9 @@ from typing import Any
 import pulumi
 
 from mlstack.components.backend import ImageRegistry, ObjectStore
-from mlstack.components.kubernetes.system import OBJECT_STORE_SECRET
-from mlstack.policies.tenancy import GPU_RESOURCE, quantity
-from mlstack.stacks.schema import POOL_LABEL, NodePool
+from mlstack.policies.tenancy import quantity
+from mlstack.stacks.names import GPU_RESOURCE, OBJECT_STORE_SECRET, POOL_LABEL
+from mlstack.stacks.schema import NodePool
 from mlstack.workloads.storage import S3_ENDPOINT_VARS
 
 #: The image's non-root user (workloads/Dockerfile); the pods run as it.

@@ -20,10 +20,22 @@ from typing import Any, Literal
 
 import pulumi
 
-from mlstack.components.kubernetes.system import MANAGED_BY
-from mlstack.policies.queues import LOCAL_QUEUE_NAME, PRIORITY_LABEL, QUEUE_LABEL
-from mlstack.policies.tenancy import SERVICE_ACCOUNT_NAME, TEAM_LABEL, quantity
+from mlstack.policies.tenancy import quantity
 from mlstack.stacks.catalog import Cloud
+from mlstack.stacks.names import (
+    LOCAL_QUEUE_NAME,
+    MANAGED_BY,
+    PRIORITY_LABEL,
+    PROMETHEUS_PATH_ANNOTATION,
+    PROMETHEUS_PORT_ANNOTATION,
+    PROMETHEUS_SCRAPE_ANNOTATION,
+    QUEUE_LABEL,
+    SERVICE_ACCOUNT_NAME,
+    SERVICE_LABEL,
+    SERVING_PRIORITY,
+    TEAM_LABEL,
+    TRACK_LABEL,
+)
 from mlstack.stacks.schema import InferenceService, Team
 from mlstack.workloads import contract
 from mlstack.workloads.deploy.pods import (
@@ -52,11 +64,6 @@ SERVICE_PORT = 80
 READY_PATH = "/readyz"
 LIVE_PATH = "/healthz"
 METRICS_PATH = "/metrics"
-#: Labels every object and pod of a service with its name; the Service selects on it alone.
-SERVICE_LABEL = "mlstack.dev/inference-service"
-#: Which Deployment a pod belongs to: `stable` or `canary`.
-TRACK_LABEL = "mlstack.dev/track"
-PRIORITY = "mlstack-serving"
 #: Seconds a terminating pod keeps serving before SIGTERM, so that endpoints drop it first.
 PRESTOP_SLEEP_S = 5
 #: Seconds of the grace period left after the server's drain, for it to exit before SIGKILL.
@@ -187,7 +194,7 @@ def _queued(service: InferenceService, track: Track) -> dict[str, str]:
         **_labels(service),
         TRACK_LABEL: track,
         QUEUE_LABEL: LOCAL_QUEUE_NAME,
-        PRIORITY_LABEL: PRIORITY,
+        PRIORITY_LABEL: SERVING_PRIORITY,
     }
 
 
@@ -217,7 +224,7 @@ def pod_template(
     }
     spec: dict[str, Any] = {
         "serviceAccountName": SERVICE_ACCOUNT_NAME,
-        "priorityClassName": PRIORITY,
+        "priorityClassName": SERVING_PRIORITY,
         "terminationGracePeriodSeconds": service.termination_grace_period_s,
         "enableServiceLinks": False,
         **node_placement(settings.pool),
@@ -238,9 +245,9 @@ def pod_template(
         "metadata": {
             "labels": _queued(service, track),
             "annotations": {
-                "prometheus.io/scrape": "true",
-                "prometheus.io/port": str(HTTP_PORT),
-                "prometheus.io/path": METRICS_PATH,
+                PROMETHEUS_SCRAPE_ANNOTATION: "true",
+                PROMETHEUS_PORT_ANNOTATION: str(HTTP_PORT),
+                PROMETHEUS_PATH_ANNOTATION: METRICS_PATH,
             },
         },
         "spec": spec,

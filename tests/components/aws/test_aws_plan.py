@@ -23,8 +23,8 @@ from tests_support import PlanWithOptions, plan_with_options
 from mlstack.components.aws.catalog import CLUSTER_AUTOSCALER_IMAGES
 from mlstack.components.aws.offline import ACCOUNT
 from mlstack.components.kubernetes.addons import CLUSTER_AUTOSCALER
-from mlstack.policies.tenancy import SERVICE_ACCOUNT_NAME
-from mlstack.stacks.offline import PlannedResource, is_secret, mask_secrets
+from mlstack.stacks.names import SERVICE_ACCOUNT_NAME
+from mlstack.stacks.plan import PlannedResource, is_secret, mask_secrets
 from mlstack.stacks.schema import PoolKind
 
 AWS_STACKS = ("aws-dev", "aws-prod")

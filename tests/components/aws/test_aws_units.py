@@ -28,10 +28,11 @@ from mlstack.components.aws.iam import (
     pod_identity_trust,
 )
 from mlstack.components.aws.network import subnet_plan
-from mlstack.components.aws.nodegroups import SYSTEM_POOL, first_asg_name
+from mlstack.components.aws.nodegroups import first_asg_name
 from mlstack.components.aws.registry import registry_url
 from mlstack.stacks.catalog import ACCELERATORS
-from mlstack.stacks.schema import POOL_LABEL, SUPPORTED_KUBERNETES
+from mlstack.stacks.names import POOL_LABEL, SYSTEM_POOL
+from mlstack.stacks.schema import SUPPORTED_KUBERNETES
 
 ZONES = [f"xx-test-1{letter}" for letter in "abcdefg"]
 

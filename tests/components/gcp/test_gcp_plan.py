@@ -17,8 +17,8 @@ import pytest
 from tests_support import PlanWithOptions, plan_with_options
 
 from mlstack.components.gcp.offline import PROJECT_NUMBER
-from mlstack.policies.tenancy import SERVICE_ACCOUNT_NAME
-from mlstack.stacks.offline import PlannedResource, is_secret, mask_secrets
+from mlstack.stacks.names import SERVICE_ACCOUNT_NAME
+from mlstack.stacks.plan import PlannedResource, is_secret, mask_secrets
 
 GCP_STACKS = ("gcp-dev", "gcp-prod")
 

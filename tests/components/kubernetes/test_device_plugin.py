@@ -13,8 +13,9 @@ from mlstack.components.kubernetes.device_plugin import (
     NvidiaDevicePluginArgs,
     device_plugin_values,
 )
-from mlstack.stacks.offline import PlannedResource
-from mlstack.stacks.schema import POOL_KIND_LABEL, NodePool
+from mlstack.stacks.names import POOL_KIND_LABEL
+from mlstack.stacks.plan import PlannedResource
+from mlstack.stacks.schema import NodePool
 
 K8S = "1.33.0"
 RunMocked = Callable[[Callable[[], object]], list[PlannedResource]]

@@ -9,7 +9,7 @@ import pulumi
 import pytest
 
 from mlstack.components.kubernetes.resources import declare
-from mlstack.stacks.offline import PlannedResource, is_secret
+from mlstack.stacks.plan import PlannedResource, is_secret
 
 RunMocked = Callable[[Callable[[], object]], list[PlannedResource]]
 

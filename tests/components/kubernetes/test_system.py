@@ -11,8 +11,6 @@ import pytest
 
 from mlstack.components.backend import ImageRegistry, ObjectStore, StaticCredentials
 from mlstack.components.kubernetes.system import (
-    NAMESPACE,
-    PLATFORM_CONFIGMAP,
     PlatformSystem,
     PlatformSystemArgs,
     configmap_manifest,
@@ -21,7 +19,9 @@ from mlstack.components.kubernetes.system import (
     platform_env,
     secret_manifest,
 )
-from mlstack.stacks.offline import PlannedResource
+from mlstack.stacks.names import PLATFORM_CONFIGMAP
+from mlstack.stacks.names import SYSTEM_NAMESPACE as NAMESPACE
+from mlstack.stacks.plan import PlannedResource
 
 K8S = "1.33.0"
 RunMocked = Callable[[Callable[[], object]], list[PlannedResource]]

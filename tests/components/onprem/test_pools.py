@@ -8,13 +8,8 @@ import kubernetes_validate
 import pytest
 
 from mlstack.components.onprem.pools import node_patch_manifest
-from mlstack.stacks.schema import (
-    ACCELERATOR_LABEL,
-    CAPACITY_LABEL,
-    POOL_KIND_LABEL,
-    POOL_LABEL,
-    NodePool,
-)
+from mlstack.stacks.names import ACCELERATOR_LABEL, CAPACITY_LABEL, POOL_KIND_LABEL, POOL_LABEL
+from mlstack.stacks.schema import NodePool
 
 K8S = "1.33.0"
 

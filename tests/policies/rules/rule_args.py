@@ -156,7 +156,7 @@ class PlanCopy:
 
     @classmethod
     def of(cls, plan: Any) -> Self:
-        """From a stacks.offline.Plan."""
+        """From a stacks.plan.Plan."""
         return cls(
             [
                 Item(r.type, r.name, copy.deepcopy(dict(r.inputs)), r.urn, r.parent)

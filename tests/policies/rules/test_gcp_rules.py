@@ -31,9 +31,15 @@ from rule_args import (
 
 from mlstack.policies.check import check_plan
 from mlstack.policies.rules import gcp, pools, tenancy
-from mlstack.policies.rules.tenancy import CHECKPOINTS_ANNOTATION
-from mlstack.stacks.offline import Plan, run_plan
-from mlstack.stacks.schema import CAPACITY_LABEL, GPU_TAINT_KEY, POOL_KIND_LABEL, POOL_LABEL
+from mlstack.stacks.names import (
+    CAPACITY_LABEL,
+    CHECKPOINTS_ANNOTATION,
+    GPU_TAINT_KEY,
+    POOL_KIND_LABEL,
+    POOL_LABEL,
+)
+from mlstack.stacks.offline import run_plan
+from mlstack.stacks.plan import Plan
 from mlstack.stacks.stackfile import read_stack
 
 BUCKET = "gcp:storage/bucket:Bucket"

@@ -8,9 +8,8 @@ from typing import Any
 import pytest
 from rule_args import fails, messages, resource_args
 
-from mlstack.policies.queues import QUEUE_LABEL
 from mlstack.policies.rules import pods
-from mlstack.stacks.schema import GPU_TAINT_KEY
+from mlstack.stacks.names import GPU_TAINT_KEY, QUEUE_LABEL
 
 IMAGE = "harbor.lab.internal/ml/train:1.4.2"
 GPU_TOLERATION = {"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}

@@ -6,8 +6,8 @@ import pytest
 from rule_args import fails, messages, resource_args, wire
 
 from mlstack.policies.rules import pools
-from mlstack.stacks.offline import Plan
-from mlstack.stacks.schema import CAPACITY_LABEL, GPU_TAINT_KEY, POOL_KIND_LABEL, POOL_LABEL
+from mlstack.stacks.names import CAPACITY_LABEL, GPU_TAINT_KEY, POOL_KIND_LABEL, POOL_LABEL
+from mlstack.stacks.plan import Plan
 
 NODE_PATCH = "kubernetes:core/v1:NodePatch"
 GPU_TAINT = {"key": GPU_TAINT_KEY, "value": "present", "effect": "NoSchedule"}

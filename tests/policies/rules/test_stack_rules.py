@@ -13,12 +13,22 @@ import pytest
 from pulumi_policy import PolicyResource
 from rule_args import fails, policy_resource, stack_args, violations
 
-from mlstack.components.kubernetes.system import NAMESPACE, PLATFORM_CONFIGMAP, REGISTRY_ENV
-from mlstack.policies.queues import ALLOW_OVERCOMMIT_ANNOTATION, MAX_GPUS_ANNOTATION, QUEUE_LABEL
+from mlstack.components.kubernetes.system import REGISTRY_ENV
 from mlstack.policies.rules import tenancy
-from mlstack.policies.rules.tenancy import CHECKPOINTS_ANNOTATION
-from mlstack.policies.tenancy import GPU_RESOURCE, TEAM_LABEL
-from mlstack.stacks.schema import CAPACITY_LABEL, GPU_TAINT_KEY, POOL_KIND_LABEL, POOL_LABEL
+from mlstack.stacks.names import (
+    ALLOW_OVERCOMMIT_ANNOTATION,
+    CAPACITY_LABEL,
+    CHECKPOINTS_ANNOTATION,
+    GPU_RESOURCE,
+    GPU_TAINT_KEY,
+    MAX_GPUS_ANNOTATION,
+    PLATFORM_CONFIGMAP,
+    POOL_KIND_LABEL,
+    POOL_LABEL,
+    QUEUE_LABEL,
+    TEAM_LABEL,
+)
+from mlstack.stacks.names import SYSTEM_NAMESPACE as NAMESPACE
 
 REGISTRY = "harbor.lab.internal/ml"
 IMAGE = f"{REGISTRY}/train:1.4.2"

@@ -3,7 +3,7 @@ object-store Secret) and a GCP project."""
 
 from __future__ import annotations
 
-from mlstack.components.kubernetes.system import OBJECT_STORE_SECRET
+from mlstack.stacks.names import OBJECT_STORE_SECRET
 from mlstack.workloads.deploy.pods import Placement
 
 LAB_S3 = Placement(

@@ -15,14 +15,15 @@ import kubernetes_validate
 import pytest
 from tests_support import PlanWithOptions, wire_ints
 
-from mlstack.components.kubernetes.system import OBJECT_STORE_SECRET
 from mlstack.policies.check import check_plan
 from mlstack.stacks import offline
-from mlstack.stacks.offline import SECRET_PLACEHOLDER, PlannedResource, run_plan
+from mlstack.stacks.names import OBJECT_STORE_SECRET, SERVICE_LABEL, TRACK_LABEL
+from mlstack.stacks.offline import SECRET_PLACEHOLDER, run_plan
+from mlstack.stacks.plan import PlannedResource
 from mlstack.stacks.stackfile import StackFile, read_stack
 from mlstack.stacks.validate import load_platform
 from mlstack.workloads import contract
-from mlstack.workloads.deploy.serving import SERVICE_LABEL, TRACK_LABEL, service_manifests
+from mlstack.workloads.deploy.serving import service_manifests
 from mlstack.workloads.deploy.settings import service_settings
 from tests.workloads.deploy.placements import LAB_S3
 

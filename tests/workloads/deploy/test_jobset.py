@@ -11,12 +11,18 @@ import pytest
 from jobset_schema import JobSetValidationError, jobset_problems, validate_jobset
 
 from mlstack.components.backend import ImageRegistry, ObjectStore, StaticCredentials
-from mlstack.components.kubernetes.system import OBJECT_STORE_SECRET
-from mlstack.policies.queues import LOCAL_QUEUE_NAME, PRIORITY_LABEL, QUEUE_LABEL
-from mlstack.policies.tenancy import CHECKPOINTS_ANNOTATION, GPU_RESOURCE, SERVICE_ACCOUNT_NAME
-from mlstack.stacks.schema import (
+from mlstack.stacks.names import (
+    CHECKPOINTS_ANNOTATION,
+    GPU_RESOURCE,
     GPU_TAINT_KEY,
+    LOCAL_QUEUE_NAME,
+    OBJECT_STORE_SECRET,
     POOL_LABEL,
+    PRIORITY_LABEL,
+    QUEUE_LABEL,
+    SERVICE_ACCOUNT_NAME,
+)
+from mlstack.stacks.schema import (
     SUPPORTED_KUBERNETES,
     NodePool,
     Platform,

@@ -15,14 +15,25 @@ import kubernetes_validate
 import pytest
 from crd_schema import error_path, metadata_problems
 
-from mlstack.components.kubernetes.system import MANAGED_BY, OBJECT_STORE_SECRET
-from mlstack.policies.queues import LOCAL_QUEUE_NAME, PRIORITIES, PRIORITY_LABEL, QUEUE_LABEL
+from mlstack.policies.queues import PRIORITIES
 from mlstack.policies.rules.access import INTERNAL_LB_ANNOTATIONS as RULE_INTERNAL_ANNOTATIONS
-from mlstack.policies.tenancy import GPU_RESOURCE, SERVICE_ACCOUNT_NAME, TEAM_LABEL
 from mlstack.stacks.catalog import Cloud
-from mlstack.stacks.schema import (
+from mlstack.stacks.names import (
+    GPU_RESOURCE,
     GPU_TAINT_KEY,
+    LOCAL_QUEUE_NAME,
+    MANAGED_BY,
+    OBJECT_STORE_SECRET,
     POOL_LABEL,
+    PRIORITY_LABEL,
+    QUEUE_LABEL,
+    SERVICE_ACCOUNT_NAME,
+    SERVICE_LABEL,
+    TEAM_LABEL,
+    TRACK_LABEL,
+)
+from mlstack.stacks.names import SERVING_PRIORITY as PRIORITY
+from mlstack.stacks.schema import (
     RELEASE,
     SUPPORTED_KUBERNETES,
     Canary,
@@ -41,11 +52,8 @@ from mlstack.workloads.deploy.serving import (
     HTTP_PORT,
     INTERNAL_LB_ANNOTATIONS,
     PRESTOP_SLEEP_S,
-    PRIORITY,
     REQUESTS_METRIC,
-    SERVICE_LABEL,
     SERVICE_PORT,
-    TRACK_LABEL,
     model_url,
     service_manifests,
     service_url,

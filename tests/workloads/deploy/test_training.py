@@ -13,9 +13,9 @@ from jobset_schema import validate_jobset
 from tests_support import PlanWithOptions, wire_ints
 
 from mlstack.components.kubernetes.addons import JOBSET
-from mlstack.components.kubernetes.jobset import NAMESPACE as JOBSET_NAMESPACE
-from mlstack.components.kubernetes.system import OBJECT_STORE_SECRET
-from mlstack.stacks.offline import SECRET_PLACEHOLDER, Plan, PlannedResource, run_plan
+from mlstack.stacks.names import JOBSET_NAMESPACE, OBJECT_STORE_SECRET
+from mlstack.stacks.offline import SECRET_PLACEHOLDER, run_plan
+from mlstack.stacks.plan import Plan, PlannedResource
 from mlstack.stacks.stackfile import StackFile, read_stack
 from mlstack.stacks.validate import load_platform
 from mlstack.workloads import contract
