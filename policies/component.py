@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import pulumi
 
+from mlstack.components import Options
 from mlstack.components.backend import ImageRegistry, ObjectStore
 from mlstack.components.kubernetes.resources import declare
 from mlstack.components.kubernetes.system import declare_credentials
@@ -47,9 +48,7 @@ class TeamTenancyArgs:
 class TeamTenancy(pulumi.ComponentResource):
     """One team's namespace and everything in it, plus its ClusterQueue."""
 
-    def __init__(
-        self, name: str, args: TeamTenancyArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: TeamTenancyArgs, opts: Options = None) -> None:
         super().__init__("mlstack:policies:TeamTenancy", name, None, opts)
         tenancy, team = args.tenancy, args.team
         manifests = team_manifests(
@@ -93,9 +92,7 @@ class Tenancy(pulumi.ComponentResource):
     """Priorities, a ResourceFlavor per GPU pool and the default one, then a TeamTenancy per
     team."""
 
-    def __init__(
-        self, name: str, args: TenancyArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: TenancyArgs, opts: Options = None) -> None:
         super().__init__("mlstack:policies:Tenancy", name, None, opts)
         platform = args.platform
         child = pulumi.ResourceOptions(parent=self)

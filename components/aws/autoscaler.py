@@ -12,6 +12,7 @@ from typing import Any
 
 import pulumi
 
+from mlstack.components import Options
 from mlstack.components.aws.catalog import CLUSTER_AUTOSCALER_IMAGES
 from mlstack.components.aws.iam import autoscaler_policy
 from mlstack.components.aws.identity import PodIdentity, PodIdentityArgs
@@ -63,9 +64,7 @@ class ClusterAutoscalerArgs:
 class ClusterAutoscaler(pulumi.ComponentResource):
     """Its IAM role (Pod Identity) and its Helm release on the cluster."""
 
-    def __init__(
-        self, name: str, args: ClusterAutoscalerArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: ClusterAutoscalerArgs, opts: Options = None) -> None:
         super().__init__("mlstack:aws:ClusterAutoscaler", name, None, opts)
         self.identity = PodIdentity(
             f"{name}-identity",

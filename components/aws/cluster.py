@@ -17,6 +17,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from mlstack.components import Options
 from mlstack.components.aws.iam import dumps, service_trust
 from mlstack.stacks.schema import AwsAccessEntry
 
@@ -83,9 +84,7 @@ class EksClusterArgs:
 class EksCluster(pulumi.ComponentResource):
     """Control plane with private endpoint, KMS-encrypted secrets and full logging."""
 
-    def __init__(
-        self, name: str, args: EksClusterArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: EksClusterArgs, opts: Options = None) -> None:
         super().__init__("mlstack:aws:EksCluster", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.resource_name = name

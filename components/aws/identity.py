@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from mlstack.components import Options
 from mlstack.components.aws.iam import Document, dumps, pod_identity_trust
 
 
@@ -30,9 +31,7 @@ class PodIdentityArgs:
 class PodIdentity(pulumi.ComponentResource):
     """A role with one inline policy, associated with `namespace/service_account`."""
 
-    def __init__(
-        self, name: str, args: PodIdentityArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: PodIdentityArgs, opts: Options = None) -> None:
         super().__init__("mlstack:aws:PodIdentity", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.role = aws.iam.Role(

@@ -10,6 +10,8 @@ from typing import Literal
 import pulumi
 import pulumi_aws as aws
 
+from mlstack.components import Options
+
 #: Subnet tags the AWS load balancer controller and in-tree service controller select on.
 PUBLIC_ELB_TAG = "kubernetes.io/role/elb"
 INTERNAL_ELB_TAG = "kubernetes.io/role/internal-elb"
@@ -49,9 +51,7 @@ class NetworkArgs:
 class Network(pulumi.ComponentResource):
     """VPC across `zones`; NAT in one zone (`single`) or every zone (`per-az`)."""
 
-    def __init__(
-        self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: NetworkArgs, opts: Options = None) -> None:
         super().__init__("mlstack:aws:Network", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         owned = {cluster_tag(args.cluster): "shared"}

@@ -15,6 +15,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from mlstack.components import Options
 from mlstack.components.aws.iam import (
     AUTOSCALER_NODE_TEMPLATE,
     dumps,
@@ -62,9 +63,7 @@ class NodeGroupsArgs:
 class NodeGroups(pulumi.ComponentResource):
     """Node role, the system group, and a managed node group per pool."""
 
-    def __init__(
-        self, name: str, args: NodeGroupsArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: NodeGroupsArgs, opts: Options = None) -> None:
         super().__init__("mlstack:aws:NodeGroups", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.role = aws.iam.Role(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from mlstack.components import Options
 from mlstack.components.aws.iam import dumps, ecr_lifecycle_policy
 
 
@@ -31,9 +32,7 @@ class RegistryArgs:
 class Registry(pulumi.ComponentResource):
     """`<prefix>/<repository>` per workload image."""
 
-    def __init__(
-        self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: RegistryArgs, opts: Options = None) -> None:
         super().__init__("mlstack:aws:Registry", name, None, opts)
         stateful = pulumi.ResourceOptions(
             parent=self, protect=args.retain, retain_on_delete=args.retain

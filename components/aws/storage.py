@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from mlstack.components import Options
 from mlstack.components.aws.iam import dumps, tls_only_bucket_policy
 from mlstack.stacks.schema import BucketConfig
 
@@ -29,9 +30,7 @@ class BucketsArgs:
 class Buckets(pulumi.ComponentResource):
     """One bucket per purpose and the platform's storage KMS key."""
 
-    def __init__(
-        self, name: str, args: BucketsArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: BucketsArgs, opts: Options = None) -> None:
         super().__init__("mlstack:aws:Buckets", name, None, opts)
         stateful = pulumi.ResourceOptions(
             parent=self, protect=args.retain, retain_on_delete=args.retain

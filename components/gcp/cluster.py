@@ -18,6 +18,7 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 
+from mlstack.components import Options
 from mlstack.components.gcp.iam import NODE_ROLE, NODES_ACCOUNT, account_id, service_account_member
 from mlstack.components.gcp.network import PODS_RANGE, SERVICES_RANGE
 
@@ -113,9 +114,7 @@ class GkeClusterArgs:
 class GkeCluster(pulumi.ComponentResource):
     """Control plane and the service account its nodes run as."""
 
-    def __init__(
-        self, name: str, args: GkeClusterArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: GkeClusterArgs, opts: Options = None) -> None:
         super().__init__("mlstack:gcp:GkeCluster", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.node_account = gcp.serviceaccount.Account(

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from mlstack.components import Options
 from mlstack.components.gcp.iam import (
     WORKLOAD_IDENTITY_USER,
     BucketGrant,
@@ -33,9 +34,7 @@ class TeamIdentityArgs:
 class TeamIdentity(pulumi.ComponentResource):
     """The team's service account, its Workload Identity binding and its bucket grants."""
 
-    def __init__(
-        self, name: str, args: TeamIdentityArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: TeamIdentityArgs, opts: Options = None) -> None:
         super().__init__("mlstack:gcp:TeamIdentity", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.account = gcp.serviceaccount.Account(

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from mlstack.components import Options
+
 ROTATION_PERIOD = "7776000s"  # 90 days
 ENCRYPTER_DECRYPTER = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
 
@@ -34,9 +36,7 @@ class KeysArgs:
 class Keys(pulumi.ComponentResource):
     """Key ring, the storage and secrets keys, and each service agent's use of its key."""
 
-    def __init__(
-        self, name: str, args: KeysArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: KeysArgs, opts: Options = None) -> None:
         super().__init__("mlstack:gcp:Keys", name, None, opts)
         stateful = pulumi.ResourceOptions(
             parent=self, protect=args.retain, retain_on_delete=args.retain

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from mlstack.components import Options
+
 PODS_RANGE = "pods"
 SERVICES_RANGE = "services"
 #: Ports admission webhooks listen on (Kueue and JobSet: 9443; common others: 8443, 10250 is
@@ -43,9 +45,7 @@ class NetworkArgs:
 class Network(pulumi.ComponentResource):
     """VPC, subnet with secondary ranges, router with NAT, webhook firewall rule."""
 
-    def __init__(
-        self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: NetworkArgs, opts: Options = None) -> None:
         super().__init__("mlstack:gcp:Network", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.vpc = gcp.compute.Network(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from mlstack.components import Options
 from mlstack.components.gcp.cluster import CLOUD_PLATFORM_SCOPE
 from mlstack.stacks.catalog import accelerator
 from mlstack.stacks.names import POOL_KIND_LABEL, POOL_LABEL, SYSTEM_POOL
@@ -92,9 +93,7 @@ class NodePoolsArgs:
 class NodePools(pulumi.ComponentResource):
     """The system pool and one GKE node pool per config pool."""
 
-    def __init__(
-        self, name: str, args: NodePoolsArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: NodePoolsArgs, opts: Options = None) -> None:
         super().__init__("mlstack:gcp:NodePools", name, None, opts)
         self._common = {
             "cluster": args.cluster,

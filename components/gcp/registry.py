@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from mlstack.components import Options
 from mlstack.components.gcp.iam import REGISTRY_READER, service_account_member
 
 #: Versions younger than this are never cleaned up, whatever keep_last says.
@@ -69,9 +70,7 @@ class RegistryArgs:
 class Registry(pulumi.ComponentResource):
     """The docker repository, and pull access for the node service account."""
 
-    def __init__(
-        self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: RegistryArgs, opts: Options = None) -> None:
         super().__init__("mlstack:gcp:Registry", name, None, opts)
         self.repository = gcp.artifactregistry.Repository(
             name,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from mlstack.components import Options
 from mlstack.stacks.schema import BucketConfig
 
 #: Where old objects go: Nearline (30-day minimum storage, cheap to keep, a fee to read).
@@ -34,9 +35,7 @@ class BucketsArgs:
 class Buckets(pulumi.ComponentResource):
     """One bucket per purpose."""
 
-    def __init__(
-        self, name: str, args: BucketsArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: BucketsArgs, opts: Options = None) -> None:
         super().__init__("mlstack:gcp:Buckets", name, None, opts)
         stateful = pulumi.ResourceOptions(
             parent=self, protect=args.retain, retain_on_delete=args.retain

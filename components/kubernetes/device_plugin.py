@@ -8,6 +8,7 @@ from typing import Any
 
 import pulumi
 
+from mlstack.components import Options
 from mlstack.components.kubernetes.addons import NVIDIA_DEVICE_PLUGIN
 from mlstack.stacks.names import POOL_KIND_LABEL
 from mlstack.stacks.schema import NodePool, PoolKind
@@ -37,9 +38,7 @@ class NvidiaDevicePluginArgs:
 class NvidiaDevicePlugin(pulumi.ComponentResource):
     """The device plugin's Helm release, pinned, on the GPU pools' nodes."""
 
-    def __init__(
-        self, name: str, args: NvidiaDevicePluginArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: NvidiaDevicePluginArgs, opts: Options = None) -> None:
         super().__init__("mlstack:kubernetes:NvidiaDevicePlugin", name, None, opts)
         self.release = NVIDIA_DEVICE_PLUGIN.release(
             f"{name}-release",

@@ -13,6 +13,7 @@ from typing import Any
 
 import pulumi
 
+from mlstack.components import Options
 from mlstack.components.kubernetes.resources import declare
 
 
@@ -32,9 +33,7 @@ class ExtraManifestsArgs:
 
 
 class ExtraManifests(pulumi.ComponentResource):
-    def __init__(
-        self, name: str, args: ExtraManifestsArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: ExtraManifestsArgs, opts: Options = None) -> None:
         super().__init__("mlstack:kubernetes:ExtraManifests", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.resources = [

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pulumi
 
+from mlstack.components import Options
 from mlstack.components.kubernetes.addons import JOBSET
 from mlstack.stacks.names import JOBSET_NAMESPACE as NAMESPACE
 
@@ -23,9 +24,7 @@ class JobSetControllerArgs:
 
 
 class JobSetController(pulumi.ComponentResource):
-    def __init__(
-        self, name: str, args: JobSetControllerArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: JobSetControllerArgs, opts: Options = None) -> None:
         super().__init__("mlstack:kubernetes:JobSetController", name, None, opts)
         self.release = JOBSET.release(
             f"{name}-release",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pulumi
 
+from mlstack.components import Options
 from mlstack.components.kubernetes.addons import KUEUE
 from mlstack.stacks.names import KUEUE_NAMESPACE as NAMESPACE
 
@@ -21,9 +22,7 @@ class KueueArgs:
 
 
 class Kueue(pulumi.ComponentResource):
-    def __init__(
-        self, name: str, args: KueueArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: KueueArgs, opts: Options = None) -> None:
         super().__init__("mlstack:kubernetes:Kueue", name, None, opts)
         self.release = KUEUE.release(
             f"{name}-release", name="kueue", namespace=NAMESPACE, parent=self, create_namespace=True

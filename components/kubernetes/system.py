@@ -15,6 +15,7 @@ from typing import Any
 
 import pulumi
 
+from mlstack.components import Options
 from mlstack.components.backend import ImageRegistry, ObjectStore
 from mlstack.components.kubernetes.resources import declare
 from mlstack.stacks.names import (
@@ -149,9 +150,7 @@ class PlatformSystemArgs:
 class PlatformSystem(pulumi.ComponentResource):
     """mlstack-system: the platform ConfigMap and, where needed, credentials Secrets."""
 
-    def __init__(
-        self, name: str, args: PlatformSystemArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: PlatformSystemArgs, opts: Options = None) -> None:
         # 'System', not 'PlatformSystem': the token is part of every child's URN, and renaming
         # it would replace the namespace and its objects on every deployed cluster.
         super().__init__("mlstack:kubernetes:System", name, None, opts)

@@ -8,6 +8,8 @@ from pathlib import Path
 import pulumi
 import pulumi_kubernetes as k8s
 
+from mlstack.components import Options
+
 
 @dataclass(frozen=True)
 class ExistingClusterArgs:
@@ -24,9 +26,7 @@ class ExistingCluster(pulumi.ComponentResource):
     on the machine that runs pulumi.
     """
 
-    def __init__(
-        self, name: str, args: ExistingClusterArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: ExistingClusterArgs, opts: Options = None) -> None:
         super().__init__("mlstack:onprem:ExistingCluster", name, None, opts)
         self.provider = k8s.Provider(
             f"{name}-provider",

@@ -7,6 +7,7 @@ from typing import Any
 
 import pulumi
 
+from mlstack.components import Options
 from mlstack.components.kubernetes.resources import declare
 from mlstack.stacks.schema import NodePool
 
@@ -41,9 +42,7 @@ class LabeledNodePoolArgs:
 class LabeledNodePool(pulumi.ComponentResource):
     """One pool of existing nodes: a server-side-apply patch per node."""
 
-    def __init__(
-        self, name: str, args: LabeledNodePoolArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: LabeledNodePoolArgs, opts: Options = None) -> None:
         # 'NodePool', not 'LabeledNodePool': the token is part of every patch's URN, and
         # renaming it would replace the patches (and drop the labels) on deployed clusters.
         super().__init__("mlstack:onprem:NodePool", name, None, opts)

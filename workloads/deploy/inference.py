@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pulumi
 
+from mlstack.components import Options
 from mlstack.components.kubernetes.resources import declare
 from mlstack.stacks import schema
 from mlstack.workloads.deploy.pods import Placement
@@ -37,9 +38,7 @@ class InferenceService(pulumi.ComponentResource):
     """Deployments (stable and canary) behind one Service, with an autoscaler, a disruption
     budget and, where clients need it, a NetworkPolicy, in the team's namespace."""
 
-    def __init__(
-        self, name: str, args: InferenceServiceArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: InferenceServiceArgs, opts: Options = None) -> None:
         super().__init__("mlstack:workloads:InferenceService", name, None, opts)
         service, platform = args.service, args.platform
         team = next(t for t in platform.teams if t.name == service.team)

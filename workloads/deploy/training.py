@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pulumi
 
+from mlstack.components import Options
 from mlstack.components.kubernetes.resources import declare
 from mlstack.stacks import schema
 from mlstack.workloads import contract
@@ -33,9 +34,7 @@ class TrainingJobArgs:
 class TrainingJob(pulumi.ComponentResource):
     """A JobSet of `num_hosts` pods in the team's namespace, queued by Kueue."""
 
-    def __init__(
-        self, name: str, args: TrainingJobArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: TrainingJobArgs, opts: Options = None) -> None:
         super().__init__("mlstack:workloads:TrainingJob", name, None, opts)
         job, platform = args.job, args.platform
         team = next(t for t in platform.teams if t.name == job.team)
