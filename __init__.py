@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mlstack.stacks.errors import ConfigError, Problem
     from mlstack.stacks.platform import build_platform
+    from mlstack.stacks.program import ConfigSecrets
     from mlstack.stacks.schema import Platform
     from mlstack.stacks.validate import load_platform
 
@@ -23,11 +24,19 @@ _EXPORTS = {
     "build_platform": "mlstack.stacks.platform",
     "load_platform": "mlstack.stacks.validate",
     "Platform": "mlstack.stacks.schema",
+    "ConfigSecrets": "mlstack.stacks.program",
     "ConfigError": "mlstack.stacks.errors",
     "Problem": "mlstack.stacks.errors",
 }
 
-__all__ = ["ConfigError", "Platform", "Problem", "build_platform", "load_platform"]
+__all__ = [
+    "ConfigError",
+    "ConfigSecrets",
+    "Platform",
+    "Problem",
+    "build_platform",
+    "load_platform",
+]
 
 
 def __getattr__(name: str) -> Any:

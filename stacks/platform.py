@@ -11,14 +11,34 @@ from mlstack.components.kubernetes.jobset import JobSetController, JobSetControl
 from mlstack.components.kubernetes.kueue import Kueue, KueueArgs
 from mlstack.components.kubernetes.system import PlatformSystem, PlatformSystemArgs
 from mlstack.policies.component import Tenancy, TenancyArgs
+from mlstack.stacks.errors import ConfigError, Problem
 from mlstack.stacks.schema import Platform
 from mlstack.workloads.deploy.inference import InferenceService, InferenceServiceArgs
 from mlstack.workloads.deploy.pods import Placement
 from mlstack.workloads.deploy.training import TrainingJob, TrainingJobArgs
 
 
+def missing_secrets(platform: Platform, secrets: SecretSource) -> list[Problem]:
+    """The secret config keys this platform needs that are not set."""
+    return [
+        Problem(
+            f"mlstack:{key}",
+            "required secret is not set",
+            f"pulumi config set --secret mlstack:{key} <value>",
+        )
+        for key in get_backend(platform.cloud).required_secret_keys(platform)
+        if secrets.get(key) is None
+    ]
+
+
 def build_platform(platform: Platform, secrets: SecretSource) -> dict[str, pulumi.Input[object]]:
-    """Declare every resource of a validated platform; returns the stack outputs."""
+    """Declare every resource of a validated platform; returns the stack outputs.
+
+    Raises ConfigError, with nothing declared, when a secret the platform needs is not set.
+    """
+    problems = missing_secrets(platform, secrets)
+    if problems:
+        raise ConfigError(problems)
     backend = get_backend(platform.cloud)()
     cloud = backend.provision(platform, secrets)
     on_cluster = pulumi.ResourceOptions(

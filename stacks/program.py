@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pulumi
 
-from mlstack.components.backend import get_backend
 from mlstack.stacks.errors import ConfigError
 from mlstack.stacks.platform import build_platform
 from mlstack.stacks.validate import load_platform
@@ -23,28 +22,17 @@ class ConfigSecrets:
         return self._config.get_secret(key)
 
 
-def missing_secrets(config: pulumi.Config, required: tuple[str, ...]) -> list[str]:
-    return [
-        f"mlstack:{key}: required secret is not set; fix: "
-        f"pulumi config set --secret mlstack:{key} <value>"
-        for key in required
-        if config.get(key) is None
-    ]
-
-
 def main() -> None:
     """Read `mlstack:platform`, validate all of it, then declare the platform.
 
-    A bad config stops here with one line per problem and nothing declared; RunError makes
-    pulumi print just those lines, without a traceback.
+    A bad config, or a secret it needs that is not set, stops here with one line per problem
+    and nothing declared; RunError makes pulumi print just those lines, without a traceback.
     """
     config = pulumi.Config(CONFIG_NAMESPACE)
     try:
         platform = load_platform(config.get_object(PLATFORM_KEY))
+        outputs = build_platform(platform, ConfigSecrets(config))
     except ConfigError as exc:
         raise pulumi.RunError(str(exc)) from None
-    missing = missing_secrets(config, get_backend(platform.cloud).required_secret_keys(platform))
-    if missing:
-        raise pulumi.RunError("\n".join(missing))
-    for key, value in build_platform(platform, ConfigSecrets(config)).items():
+    for key, value in outputs.items():
         pulumi.export(key, value)
