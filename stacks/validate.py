@@ -16,11 +16,17 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from mlstack.components.backend import BackendUnavailableError, available_clouds, get_backend
+from mlstack.components.backend import (
+    BackendUnavailableError,
+    CloudBackend,
+    available_clouds,
+    get_backend,
+)
+from mlstack.components.features import CAPACITY_FEATURES, Feature
 from mlstack.components.kubernetes.extra import extra_manifest_key
 from mlstack.components.kubernetes.resources import top_level_fields
 from mlstack.policies.queues import DEFAULT_FLAVOR, PRIORITIES
-from mlstack.stacks.catalog import CatalogError, resolve_gpu_machine
+from mlstack.stacks.catalog import CLOUDS, CatalogError
 from mlstack.stacks.errors import ConfigError, Problem, format_path
 from mlstack.stacks.prefixes import prefix_problem, prefixes_nest
 from mlstack.stacks.schema import InferenceService, NodePool, Platform, PoolKind, Team, TrainingJob
@@ -60,6 +66,7 @@ def load_platform(raw: Any, source: str | None = None) -> Platform:
 
 def check_platform(p: Platform) -> list[Problem]:
     """Cross-field checks on a platform whose fields are individually valid."""
+    backend = _backend(p)
     problems: list[Problem] = []
     problems += _check_cloud(p)
     problems += _check_unique(p)
@@ -67,11 +74,16 @@ def check_platform(p: Platform) -> list[Problem]:
     #: GPUs per node of each sound GPU pool, with its index (for the fix's path).
     sound: dict[str, tuple[int, int]] = {}
     for i, pool in enumerate(p.node_pools):
-        pool_problems = _check_pool(p, i, pool)
+        pool_problems = _check_pool(p, backend, i, pool)
         problems += pool_problems
-        if not pool_problems and pool.kind is PoolKind.GPU and pool.accelerator is not None:
-            machine = resolve_gpu_machine(
-                p.cloud, pool.accelerator, pool.instance_type, pool.gpus_per_node
+        if (
+            not pool_problems
+            and backend is not None
+            and pool.kind is PoolKind.GPU
+            and pool.accelerator is not None
+        ):
+            machine = backend.resolve_gpu_machine(
+                pool.accelerator, pool.instance_type, pool.gpus_per_node
             )
             sound.setdefault(pool.name, (i, machine.gpus_per_node))
     for i, team in enumerate(p.teams):
@@ -99,8 +111,16 @@ def check_platform(p: Platform) -> list[Problem]:
     problems += _check_training_jobs(p, sound)
     problems += _check_inference_services(p, sound)
     problems += _check_extra_manifests(p)
-    problems += _backend_checks(p)
+    problems += _backend_checks(p, backend)
     return problems
+
+
+def _backend(p: Platform) -> type[CloudBackend] | None:
+    """The platform's backend; None for a cloud without one (reported by _check_cloud)."""
+    try:
+        return get_backend(p.cloud)
+    except LookupError:
+        return None
 
 
 #: Namespaces a team may not take: Kubernetes' own and the platform's add-ons.
@@ -272,7 +292,7 @@ def _check_cloud(p: Platform) -> list[Problem]:
                 "platform.cloud", str(exc), f"use one of: {', '.join(available_clouds())}", p.cloud
             )
         )
-    for section in ("aws", "gcp", "onprem"):
+    for section in CLOUDS:
         present = getattr(p, section) is not None
         if section == p.cloud and not present:
             problems.append(
@@ -347,17 +367,21 @@ def _check_unique(p: Platform) -> list[Problem]:
     return problems
 
 
-def _pool_machine_problem(p: Platform, pool: NodePool) -> CatalogError | None:
-    if pool.kind is not PoolKind.GPU or pool.accelerator is None:
+def _pool_machine_problem(
+    backend: type[CloudBackend] | None, pool: NodePool
+) -> CatalogError | None:
+    if backend is None or pool.kind is not PoolKind.GPU or pool.accelerator is None:
         return None
     try:
-        resolve_gpu_machine(p.cloud, pool.accelerator, pool.instance_type, pool.gpus_per_node)
+        backend.resolve_gpu_machine(pool.accelerator, pool.instance_type, pool.gpus_per_node)
     except CatalogError as exc:
         return exc
     return None
 
 
-def _check_pool(p: Platform, i: int, pool: NodePool) -> list[Problem]:
+def _check_pool(
+    p: Platform, backend: type[CloudBackend] | None, i: int, pool: NodePool
+) -> list[Problem]:
     problems = []
 
     def path(field: str) -> str:
@@ -368,7 +392,7 @@ def _check_pool(p: Platform, i: int, pool: NodePool) -> list[Problem]:
             problems.append(
                 Problem(path("accelerator"), "GPU pools need an accelerator", "set one, e.g. l4")
             )
-        err = _pool_machine_problem(p, pool)
+        err = _pool_machine_problem(backend, pool)
         if err is not None:
             value = getattr(pool, err.field)
             problems.append(Problem(path(err.field), err.message, err.fix, value))
@@ -383,7 +407,9 @@ def _check_pool(p: Platform, i: int, pool: NodePool) -> list[Problem]:
                         getattr(pool, field),
                     )
                 )
-    if p.cloud != "onprem" and pool.nodes is not None:
+    # Nodes are named only where pools are existing machines, which the backend cannot scale.
+    scales = backend is None or backend.supports(Feature.AUTOSCALING)
+    if scales and pool.nodes is not None:
         problems.append(
             Problem(
                 path("nodes"),
@@ -954,14 +980,13 @@ def _service_quota_problems(
     return problems
 
 
-def _backend_checks(p: Platform) -> list[Problem]:
-    try:
-        backend = get_backend(p.cloud)
-    except LookupError:
+def _backend_checks(p: Platform, backend: type[CloudBackend] | None) -> list[Problem]:
+    if backend is None:
         return []
     problems = []
     for i, pool in enumerate(p.node_pools):
-        reason = backend.unsupported.get(f"capacity.{pool.capacity.value}")
+        feature = CAPACITY_FEATURES.get(pool.capacity)
+        reason = backend.unsupported.get(feature) if feature is not None else None
         if reason is not None:
             problems.append(
                 Problem(
@@ -981,14 +1006,15 @@ def _resolve(p: Platform) -> Platform:
     for pool in p.node_pools:
         update: dict[str, Any] = {}
         if pool.kind is PoolKind.GPU and pool.accelerator is not None:
-            machine = resolve_gpu_machine(
-                p.cloud, pool.accelerator, pool.instance_type, pool.gpus_per_node
+            machine = backend.resolve_gpu_machine(
+                pool.accelerator, pool.instance_type, pool.gpus_per_node
             )
             update = {
                 "instance_type": machine.instance_type,
                 "gpus_per_node": machine.gpus_per_node,
             }
-        if pool.min_nodes is None and p.cloud != "onprem":
+        # Pools the backend scales rest at zero nodes unless the config says otherwise.
+        if pool.min_nodes is None and backend.supports(Feature.AUTOSCALING):
             update["min_nodes"] = 0
         pools.append(backend.resolve_pool(p, pool.model_copy(update=update) if update else pool))
     return p.model_copy(update={"node_pools": tuple(pools)})
