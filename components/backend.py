@@ -4,7 +4,9 @@ A backend turns the cloud-neutral Platform into one cloud's resources (network, 
 pools, buckets, registry, identity) and hands the Kubernetes layer what it needs: a provider for
 the cluster, where objects and images live, and how pods reach them. Each backend declares what
 its cloud cannot do, with the reason, and checks its own part of a config before anything is
-declared.
+declared. What the shared code must know of a cloud (its machine types, how a GPU pool resolves
+to one, what keeps a load balancer internal) it asks the backend, so that adding a cloud adds a
+package rather than branches in shared files.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import pulumi
+
+from mlstack.components.features import Feature
+from mlstack.stacks.catalog import Machine, MachineType, gpu_machines, resolve_gpu_machine
 
 if TYPE_CHECKING:
     import pulumi_kubernetes as k8s
@@ -81,7 +86,11 @@ class CloudBackend(ABC):
 
     cloud: ClassVar[str]
     #: Features of the shared schema this cloud cannot provide: feature -> reason.
-    unsupported: ClassVar[Mapping[str, str]] = {}
+    unsupported: ClassVar[Mapping[Feature, str]] = {}
+    #: The machine types mlstack knows on this cloud (components/<cloud>/catalog.py).
+    machines: ClassVar[Mapping[str, MachineType]] = {}
+    #: What makes a LoadBalancer Service internal on this cloud (the serving builder sets them).
+    internal_lb_annotations: ClassVar[Mapping[str, str]] = {}
     #: Whether the Kubernetes layer installs the NVIDIA device plugin (False where the cloud
     #: manages GPU drivers and the plugin itself).
     needs_gpu_device_plugin: ClassVar[bool] = True
@@ -108,6 +117,25 @@ class CloudBackend(ABC):
     def notes(cls, platform: Platform) -> list[str]:
         """What the user should know about a valid config (checks that could not be made)."""
         return []
+
+    @classmethod
+    def supports(cls, feature: Feature) -> bool:
+        return feature not in cls.unsupported
+
+    @classmethod
+    def gpu_machines(cls, accelerator: str) -> Mapping[str, int]:
+        """This cloud's machine types that carry `accelerator`: type -> GPUs per node."""
+        return gpu_machines(cls.machines, accelerator)
+
+    @classmethod
+    def resolve_gpu_machine(
+        cls, accelerator: str, instance_type: str | None, gpus_per_node: int | None
+    ) -> Machine:
+        """A GPU pool's machine type and GPU count on this cloud, or CatalogError saying why
+        not."""
+        return resolve_gpu_machine(
+            cls.cloud, cls.machines, accelerator, instance_type, gpus_per_node
+        )
 
     @classmethod
     def resolve_pool(cls, platform: Platform, pool: NodePool) -> NodePool:

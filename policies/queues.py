@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mlstack.policies.gpu_quota import pool_gpu_quota
 from mlstack.policies.tenancy import quantity
 from mlstack.stacks.names import (
     ALLOW_OVERCOMMIT_ANNOTATION,
@@ -83,17 +84,15 @@ def flavor_manifest(pool: NodePool) -> dict[str, Any]:
 
 
 def _gpu_flavors(platform: Platform, team: Team) -> list[dict[str, Any]]:
-    """The team's GPU quota per pool flavor: the pools it has quota in, and with a cohort every
-    GPU pool (it may borrow there)."""
+    """The team's GPU quota per pool flavor, in the pools its queue lists."""
     flavors = []
     for pool in platform.gpu_pools:
-        nominal = team.quota.gpus.get(pool.name, 0)
-        if nominal == 0 and team.cohort is None:
+        quota = pool_gpu_quota(team, pool.name)
+        if not quota.queued:
             continue
-        gpu: dict[str, Any] = {"name": GPU_RESOURCE, "nominalQuota": nominal}
-        limit = team.quota.borrowing_limit_gpus.get(pool.name)
-        if limit is not None:
-            gpu["borrowingLimit"] = limit
+        gpu: dict[str, Any] = {"name": GPU_RESOURCE, "nominalQuota": quota.nominal}
+        if quota.borrowing_limit is not None:
+            gpu["borrowingLimit"] = quota.borrowing_limit
         flavors.append({"name": pool.name, "resources": [gpu]})
     return flavors
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from mlstack.policies.gpu_quota import pool_gpu_quota
 from mlstack.stacks.names import (
     GPU_RESOURCE,
     MANAGED_BY,
@@ -76,15 +77,9 @@ def team_gpu_ceiling(platform: Platform, team: Team) -> int:
     The namespace ResourceQuota uses it, so that Kueue, not the quota, decides GPU admission,
     and borrowing is never blocked by a lower namespace ceiling.
     """
-    total = 0
-    for pool in platform.gpu_pools:
-        nominal = team.quota.gpus.get(pool.name, 0)
-        if team.cohort is None:
-            total += nominal
-        else:
-            limit = team.quota.borrowing_limit_gpus.get(pool.name)
-            total += pool.max_gpus if limit is None else min(pool.max_gpus, nominal + limit)
-    return total
+    return sum(
+        pool_gpu_quota(team, pool.name).reachable(pool.max_gpus) for pool in platform.gpu_pools
+    )
 
 
 def resource_quota_manifest(platform: Platform, team: Team) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.tree import Tree
 
+from mlstack.components.backend import get_backend
+from mlstack.components.features import Feature
 from mlstack.stacks.capacity import pool_capacity, team_quotas
 from mlstack.stacks.plan import Plan
 from mlstack.stacks.schema import Platform, PoolKind
@@ -54,8 +56,10 @@ def pools_table(platform: Platform) -> Table:
     table = Table(title="Node pools", title_justify="left")
     for col in ("pool", "kind", "machine", "capacity", "nodes"):
         table.add_column(col, justify="right" if col == "nodes" else "left", no_wrap=True)
+    # Pools a cloud does not scale are machines that exist already, with no machine type.
+    scales = get_backend(platform.cloud).supports(Feature.AUTOSCALING)
     for p in platform.node_pools:
-        machine = p.instance_type or ("existing nodes" if platform.cloud == "onprem" else "-")
+        machine = p.instance_type or ("-" if scales else "existing nodes")
         if p.kind is PoolKind.GPU:
             machine = f"{machine} ({p.gpus} x {p.accelerator})"
         low = p.max_nodes if p.min_nodes is None else p.min_nodes

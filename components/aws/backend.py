@@ -17,6 +17,7 @@ import pulumi_aws as aws
 
 from mlstack.components.aws.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from mlstack.components.aws.catalog import (
+    MACHINES,
     REGIONS,
     default_zones,
     family,
@@ -46,7 +47,8 @@ from mlstack.components.checks import (
     system_pool_problems,
 )
 from mlstack.components.cidr import PRIVATE_RANGES, cidr_fix, within
-from mlstack.stacks.catalog import CatalogError, accelerator, resolve_gpu_machine
+from mlstack.components.features import Feature
+from mlstack.stacks.catalog import CatalogError
 from mlstack.stacks.errors import Problem, format_path
 from mlstack.stacks.names import MANAGED_BY, SERVICE_ACCOUNT_NAME
 from mlstack.stacks.schema import AwsConfig, NodePool, Platform, PoolKind
@@ -65,8 +67,14 @@ WORDS = PoolWords(
 class AwsBackend(CloudBackend):
     cloud = "aws"
     unsupported = {
-        "capacity.reserved": "EC2 Capacity Blocks need a launch template naming the "
+        Feature.RESERVED_CAPACITY: "EC2 Capacity Blocks need a launch template naming the "
         "reservation, which mlstack does not create yet",
+    }
+    machines = MACHINES
+    #: The AWS Load Balancer Controller reads the scheme, the in-tree controller the second key.
+    internal_lb_annotations = {
+        "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal",
+        "service.beta.kubernetes.io/aws-load-balancer-internal": "true",
     }
     needs_gpu_device_plugin = True
 
@@ -114,7 +122,7 @@ class AwsBackend(CloudBackend):
             # The catalog's default machine may be missing here while another of the same GPU
             # and count is offered (h200: p5e in us-east-1, p5en in us-east-2). A machine the
             # user named and the region lacks was refused by the checks.
-            other = region_machine(region, accelerator(pool.accelerator).aws, pool.gpus)
+            other = region_machine(region, cls.gpu_machines(pool.accelerator), pool.gpus)
             if family(itype) not in region.gpu_families and other:
                 return pool.model_copy(update={"instance_type": other})
         return pool
@@ -480,15 +488,17 @@ def _check_pools(cfg: AwsConfig, platform: Platform) -> list[Problem]:
         if pool.kind is PoolKind.CPU or pool.accelerator is None or known is None:
             continue
         try:
-            machine = resolve_gpu_machine(
-                "aws", pool.accelerator, pool.instance_type, pool.gpus_per_node
+            machine = AwsBackend.resolve_gpu_machine(
+                pool.accelerator, pool.instance_type, pool.gpus_per_node
             )
         except CatalogError:
             continue  # reported by the shared catalog check
         itype = machine.instance_type or ""
         if family(itype) in known.gpu_families:
             continue
-        other = region_machine(known, accelerator(pool.accelerator).aws, machine.gpus_per_node)
+        other = region_machine(
+            known, AwsBackend.gpu_machines(pool.accelerator), machine.gpus_per_node
+        )
         offered = ", ".join(sorted(known.gpu_families))
         if pool.instance_type is not None:
             problems.append(

@@ -1,10 +1,16 @@
-"""What mlstack knows about AWS regions: their zones and the GPU instance families they offer.
+"""What mlstack knows about AWS: its instance types, its regions' zones and GPU families.
 
-A region listed here is checked: its zones must be ones it has, and a GPU pool's instance family
-must be offered there. A region not listed is accepted as written (AWS adds regions and
-families faster than any table); `mlstack plan` says so. The table follows the EC2 instance
-type pages as of 2025-10; a family AWS launches in a listed region later is added here in a
-reviewed change.
+Instance types: every type a pool can resolve to (the GPU types per accelerator, in the order
+that picks a pool's default) and the CPU types the backend uses by default or the shipped stacks
+name, with vCPUs, memory (GiB) and GPUs as the EC2 instance type pages list them
+(https://aws.amazon.com/ec2/instance-types/, the G4dn, G5, G6, G6e, P4, P5 and M6i pages, and
+https://docs.aws.amazon.com/ec2/latest/instancetypes/ac.html), as of 2025-10.
+
+Regions: a region listed here is checked: its zones must be ones it has, and a GPU pool's
+instance family must be offered there. A region not listed is accepted as written (AWS adds
+regions and families faster than any table); `mlstack plan` says so. The table follows the EC2
+instance type pages as of 2025-10; a family AWS launches in a listed region later is added here
+in a reviewed change.
 """
 
 from __future__ import annotations
@@ -13,6 +19,56 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+
+from mlstack.stacks.catalog import MachineType, machine_table
+
+#: Every instance type mlstack resolves pools to or uses by default: name, vCPUs, memory (GiB),
+#: GPUs and their accelerator. Within an accelerator, the order is the order a pool's machine is
+#: picked in (the first type with the GPU count asked for; the first with the most when none is).
+MACHINES: MappingProxyType[str, MachineType] = machine_table(
+    [
+        MachineType("g4dn.xlarge", 4, 16, 1, "t4"),
+        MachineType("g4dn.2xlarge", 8, 32, 1, "t4"),
+        MachineType("g4dn.4xlarge", 16, 64, 1, "t4"),
+        MachineType("g4dn.8xlarge", 32, 128, 1, "t4"),
+        MachineType("g4dn.16xlarge", 64, 256, 1, "t4"),
+        MachineType("g4dn.12xlarge", 48, 192, 4, "t4"),
+        MachineType("g4dn.metal", 96, 384, 8, "t4"),
+        MachineType("g5.xlarge", 4, 16, 1, "a10g"),
+        MachineType("g5.2xlarge", 8, 32, 1, "a10g"),
+        MachineType("g5.4xlarge", 16, 64, 1, "a10g"),
+        MachineType("g5.8xlarge", 32, 128, 1, "a10g"),
+        MachineType("g5.16xlarge", 64, 256, 1, "a10g"),
+        MachineType("g5.12xlarge", 48, 192, 4, "a10g"),
+        MachineType("g5.24xlarge", 96, 384, 4, "a10g"),
+        MachineType("g5.48xlarge", 192, 768, 8, "a10g"),
+        MachineType("g6.xlarge", 4, 16, 1, "l4"),
+        MachineType("g6.2xlarge", 8, 32, 1, "l4"),
+        MachineType("g6.4xlarge", 16, 64, 1, "l4"),
+        MachineType("g6.8xlarge", 32, 128, 1, "l4"),
+        MachineType("g6.16xlarge", 64, 256, 1, "l4"),
+        MachineType("g6.12xlarge", 48, 192, 4, "l4"),
+        MachineType("g6.24xlarge", 96, 384, 4, "l4"),
+        MachineType("g6.48xlarge", 192, 768, 8, "l4"),
+        MachineType("g6e.xlarge", 4, 32, 1, "l40s"),
+        MachineType("g6e.2xlarge", 8, 64, 1, "l40s"),
+        MachineType("g6e.4xlarge", 16, 128, 1, "l40s"),
+        MachineType("g6e.8xlarge", 32, 256, 1, "l40s"),
+        MachineType("g6e.16xlarge", 64, 512, 1, "l40s"),
+        MachineType("g6e.12xlarge", 48, 384, 4, "l40s"),
+        MachineType("g6e.24xlarge", 96, 768, 4, "l40s"),
+        MachineType("g6e.48xlarge", 192, 1536, 8, "l40s"),
+        MachineType("p4d.24xlarge", 96, 1152, 8, "a100-40gb"),
+        MachineType("p4de.24xlarge", 96, 1152, 8, "a100-80gb"),
+        MachineType("p5.48xlarge", 192, 2048, 8, "h100-80gb"),
+        MachineType("p5e.48xlarge", 192, 2048, 8, "h200"),
+        MachineType("p5en.48xlarge", 192, 2048, 8, "h200"),
+        MachineType("m6i.large", 2, 8),
+        MachineType("m6i.xlarge", 4, 16),
+        MachineType("m6i.2xlarge", 8, 32),
+        MachineType("m6i.4xlarge", 16, 64),
+    ]
+)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ from mlstack.components.checks import (
     system_pool_problems,
 )
 from mlstack.components.cidr import cidr_fix, within
-from mlstack.components.gcp.catalog import GPU_SERIES, REGIONS, default_zones, series
+from mlstack.components.features import Feature
+from mlstack.components.gcp.catalog import GPU_SERIES, MACHINES, REGIONS, default_zones, series
 from mlstack.components.gcp.cluster import GkeCluster, GkeClusterArgs
 from mlstack.components.gcp.iam import (
     BUCKET_READ_PERMISSIONS,
@@ -47,7 +48,6 @@ from mlstack.components.gcp.nodepools import NodePools, NodePoolsArgs, pool_shap
 from mlstack.components.gcp.offline import call_outputs, computed_outputs
 from mlstack.components.gcp.registry import Registry, RegistryArgs
 from mlstack.components.gcp.storage import Buckets, BucketsArgs
-from mlstack.stacks.catalog import ACCELERATORS
 from mlstack.stacks.errors import Problem, format_path
 from mlstack.stacks.names import SERVICE_ACCOUNT_NAME
 from mlstack.stacks.schema import GcpConfig, NodePool, Platform, PoolKind
@@ -82,9 +82,11 @@ RANGE_SIZES = {
 class GcpBackend(CloudBackend):
     cloud = "gcp"
     unsupported = {
-        "capacity.reserved": "GKE consumes a Compute Engine reservation by name "
+        Feature.RESERVED_CAPACITY: "GKE consumes a Compute Engine reservation by name "
         "(SPECIFIC_RESERVATION), which mlstack has no config for yet",
     }
+    machines = MACHINES
+    internal_lb_annotations = {"networking.gke.io/load-balancer-type": "Internal"}
     #: GKE installs the driver and runs its own NVIDIA device plugin on GPU nodes.
     needs_gpu_device_plugin = False
 
@@ -541,10 +543,9 @@ def _check_pools(cfg: GcpConfig, platform: Platform) -> list[Problem]:
 def _gcp_accelerator(pool: NodePool) -> str | None:
     """A GPU pool's accelerator when GCP offers it (one it lacks is reported by the shared
     catalog check, once)."""
-    acc = ACCELERATORS.get(pool.accelerator or "")
-    if pool.kind is PoolKind.CPU or acc is None or not acc.offered_on("gcp"):
+    if pool.kind is PoolKind.CPU or not GcpBackend.gpu_machines(pool.accelerator or ""):
         return None
-    return acc.name
+    return pool.accelerator
 
 
 def _check_names(cfg: GcpConfig, platform: Platform) -> list[Problem]:

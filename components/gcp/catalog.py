@@ -1,8 +1,16 @@
-"""What mlstack knows about GCP regions: their zones and the GPUs each zone offers.
+"""What mlstack knows about GCP: its machine types, its regions' zones and the GPUs they offer.
 
-GPUs on GCP are zonal: a region can offer an L4 in two of its zones and an H100 in one. A GPU
-pool's nodes go in the cluster's zones that offer its accelerator; a zone named for a pool must
-offer it. A region not listed here is accepted as written (zones must then be listed) and
+Machine types: every type a pool can resolve to (the GPU types per accelerator, in the order that
+picks a pool's default) and the CPU types the backend uses by default or the shipped stacks name,
+with vCPUs, memory (GiB) and GPUs as Compute Engine's machine type pages list them
+(https://cloud.google.com/compute/docs/accelerator-optimized-machines for A2, A3 and G2,
+https://cloud.google.com/compute/docs/gpus for T4s on N1, and
+https://cloud.google.com/compute/docs/general-purpose-machines for E2, N1 and N2), as of 2025-10.
+Compute Engine's "GB" of memory are GiB (the API reports n1-standard-8's 30 GB as 30720 MiB).
+
+Regions: GPUs on GCP are zonal: a region can offer an L4 in two of its zones and an H100 in one.
+A GPU pool's nodes go in the cluster's zones that offer its accelerator; a zone named for a pool
+must offer it. A region not listed here is accepted as written (zones must then be listed) and
 `mlstack plan` says its GPUs were not checked. The table follows Google Cloud's "GPU regions and
 zones" page as of 2025-10; a zone Google adds later is added here in a reviewed change.
 """
@@ -11,6 +19,58 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import MappingProxyType
+
+from mlstack.stacks.catalog import MachineType, machine_table
+
+#: Every machine type mlstack resolves pools to or uses by default: name, vCPUs, memory (GiB),
+#: GPUs and their accelerator. N1 types carry no GPU of their own: the count is the T4s mlstack
+#: attaches to them. Within an accelerator, the order is the order a pool's machine is picked in
+#: (the first type with the GPU count asked for; the first with the most when none is).
+MACHINES: MappingProxyType[str, MachineType] = machine_table(
+    [
+        MachineType("n1-standard-8", 8, 30, 1, "t4"),
+        MachineType("n1-standard-16", 16, 60, 2, "t4"),
+        MachineType("n1-standard-32", 32, 120, 4, "t4"),
+        MachineType("g2-standard-4", 4, 16, 1, "l4"),
+        MachineType("g2-standard-8", 8, 32, 1, "l4"),
+        MachineType("g2-standard-12", 12, 48, 1, "l4"),
+        MachineType("g2-standard-16", 16, 64, 1, "l4"),
+        MachineType("g2-standard-32", 32, 128, 1, "l4"),
+        MachineType("g2-standard-24", 24, 96, 2, "l4"),
+        MachineType("g2-standard-48", 48, 192, 4, "l4"),
+        MachineType("g2-standard-96", 96, 384, 8, "l4"),
+        MachineType("a2-highgpu-1g", 12, 85, 1, "a100-40gb"),
+        MachineType("a2-highgpu-2g", 24, 170, 2, "a100-40gb"),
+        MachineType("a2-highgpu-4g", 48, 340, 4, "a100-40gb"),
+        MachineType("a2-highgpu-8g", 96, 680, 8, "a100-40gb"),
+        MachineType("a2-megagpu-16g", 96, 1360, 16, "a100-40gb"),
+        MachineType("a2-ultragpu-1g", 12, 170, 1, "a100-80gb"),
+        MachineType("a2-ultragpu-2g", 24, 340, 2, "a100-80gb"),
+        MachineType("a2-ultragpu-4g", 48, 680, 4, "a100-80gb"),
+        MachineType("a2-ultragpu-8g", 96, 1360, 8, "a100-80gb"),
+        MachineType("a3-highgpu-1g", 26, 234, 1, "h100-80gb"),
+        MachineType("a3-highgpu-2g", 52, 468, 2, "h100-80gb"),
+        MachineType("a3-highgpu-4g", 104, 936, 4, "h100-80gb"),
+        MachineType("a3-highgpu-8g", 208, 1872, 8, "h100-80gb"),
+        MachineType("a3-ultragpu-8g", 224, 2952, 8, "h200"),
+        MachineType("e2-standard-4", 4, 16),
+        MachineType("e2-standard-8", 8, 32),
+        MachineType("n2-standard-8", 8, 32),
+        MachineType("n2-standard-16", 16, 64),
+    ]
+)
+
+#: The GKE accelerator type (`guest_accelerator.type`) of each accelerator GCP offers.
+ACCELERATOR_TYPES: MappingProxyType[str, str] = MappingProxyType(
+    {
+        "t4": "nvidia-tesla-t4",
+        "l4": "nvidia-l4",
+        "a100-40gb": "nvidia-tesla-a100",
+        "a100-80gb": "nvidia-a100-80gb",
+        "h100-80gb": "nvidia-h100-80gb",
+        "h200": "nvidia-h200-141gb",
+    }
+)
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ import pulumi
 import pulumi_gcp as gcp
 
 from mlstack.components import Options
+from mlstack.components.gcp.catalog import ACCELERATOR_TYPES
 from mlstack.components.gcp.cluster import CLOUD_PLATFORM_SCOPE
-from mlstack.stacks.catalog import accelerator
 from mlstack.stacks.names import POOL_KIND_LABEL, POOL_LABEL, SYSTEM_POOL
 from mlstack.stacks.schema import Capacity, NodePool, PoolKind, TaintEffect
 
@@ -48,7 +48,6 @@ class PoolShape:
 
 
 def pool_shape(pool: NodePool, zones: Sequence[str]) -> PoolShape:
-    acc = accelerator(pool.accelerator) if pool.accelerator else None
     return PoolShape(
         name=pool.name,
         machine_type=pool.instance_type or "",
@@ -58,7 +57,9 @@ def pool_shape(pool: NodePool, zones: Sequence[str]) -> PoolShape:
         labels=pool.node_labels,
         taints=tuple((t.key, t.value, TAINT_EFFECTS[t.effect]) for t in pool.effective_taints),
         disk_gib=pool.disk_gib,
-        accelerator_type=acc.gcp_accelerator_type if acc and pool.kind is PoolKind.GPU else None,
+        accelerator_type=(
+            ACCELERATOR_TYPES.get(pool.accelerator or "") if pool.kind is PoolKind.GPU else None
+        ),
         gpus=pool.gpus,
     )
 

@@ -19,12 +19,15 @@ from mlstack.components.backend import (
     SecretSource,
     StaticCredentials,
 )
+from mlstack.components.features import Feature
+from mlstack.components.onprem.catalog import NO_INSTANCE_TYPE, resolve_gpu_machine
 from mlstack.components.onprem.cluster import (
     ExistingCluster,
     ExistingClusterArgs,
     kubeconfig_from_path,
 )
 from mlstack.components.onprem.pools import LabeledNodePool, LabeledNodePoolArgs
+from mlstack.stacks.catalog import Machine
 from mlstack.stacks.errors import Problem, format_path
 from mlstack.stacks.schema import Platform
 
@@ -34,11 +37,15 @@ _NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
 class OnPremBackend(CloudBackend):
     cloud = "onprem"
     unsupported = {
-        "capacity.spot": "nodes are owned machines, never reclaimed by a provider",
-        "capacity.reserved": "nodes are owned machines; there is nothing to reserve",
-        "autoscaling": "nodes are existing machines; mlstack labels them but cannot add or "
-        "remove them",
-        "bucket creation": "buckets live in your S3-compatible store and must exist already",
+        Feature.SPOT_CAPACITY: "nodes are owned machines, never reclaimed by a provider",
+        Feature.RESERVED_CAPACITY: "nodes are owned machines; there is nothing to reserve",
+        Feature.AUTOSCALING: "nodes are existing machines; mlstack labels them but cannot add "
+        "or remove them",
+    }
+    #: MetalLB's address pool named `internal` (the current and the legacy key).
+    internal_lb_annotations = {
+        "metallb.io/address-pool": "internal",
+        "metallb.universe.tf/address-pool": "internal",
     }
     needs_gpu_device_plugin = True
     required_secrets = ("s3AccessKeyId", "s3SecretAccessKey")
@@ -53,7 +60,7 @@ class OnPremBackend(CloudBackend):
                 problems.append(
                     Problem(
                         format_path(("node_pools", i, "min_nodes")),
-                        f"onprem does not scale pools: {cls.unsupported['autoscaling']}",
+                        f"onprem does not scale pools: {cls.unsupported[Feature.AUTOSCALING]}",
                         "remove min_nodes",
                         pool.min_nodes,
                     )
@@ -62,7 +69,7 @@ class OnPremBackend(CloudBackend):
                 problems.append(
                     Problem(
                         format_path(("node_pools", i, "instance_type")),
-                        "onprem pools are existing machines and have no instance type",
+                        NO_INSTANCE_TYPE,
                         "remove instance_type",
                         pool.instance_type,
                     )
@@ -104,6 +111,12 @@ class OnPremBackend(CloudBackend):
                     )
                 owner.setdefault(node, pool.name)
         return problems
+
+    @classmethod
+    def resolve_gpu_machine(
+        cls, accelerator: str, instance_type: str | None, gpus_per_node: int | None
+    ) -> Machine:
+        return resolve_gpu_machine(accelerator, instance_type, gpus_per_node)
 
     @classmethod
     def required_secret_keys(cls, platform: Platform) -> tuple[str, ...]:

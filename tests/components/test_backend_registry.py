@@ -1,4 +1,5 @@
-"""The cloud backend registry: known clouds, clouds marked unavailable, unknown names."""
+"""The cloud backend registry: known clouds, clouds marked unavailable, unknown names; and what
+every backend declares for the shared code (unsupported features, internal load balancers)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from mlstack.components.backend import (
     available_clouds,
     get_backend,
 )
+from mlstack.components.features import Feature
 from mlstack.components.gcp.backend import GcpBackend
 from mlstack.components.onprem.backend import OnPremBackend
-from mlstack.stacks.catalog import CLOUDS
+from mlstack.stacks.catalog import CLOUDS, Machine
 
 
 def test_onprem_is_available() -> None:
@@ -62,3 +64,28 @@ def test_every_cloud_of_the_schema_is_either_available_or_explained() -> None:
             assert get_backend(cloud).cloud == cloud
         except BackendUnavailableError as exc:
             assert str(exc).strip()
+
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_every_unsupported_feature_is_a_feature_with_its_reason(cloud: str) -> None:
+    for feature, reason in get_backend(cloud).unsupported.items():
+        assert isinstance(feature, Feature), feature
+        assert reason.strip(), feature
+
+
+def test_only_onprem_lacks_autoscaling_and_spot() -> None:
+    assert not OnPremBackend.supports(Feature.AUTOSCALING)
+    assert not OnPremBackend.supports(Feature.SPOT_CAPACITY)
+    assert AwsBackend.supports(Feature.AUTOSCALING) and AwsBackend.supports(Feature.SPOT_CAPACITY)
+    assert GcpBackend.supports(Feature.AUTOSCALING) and GcpBackend.supports(Feature.SPOT_CAPACITY)
+
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_every_cloud_says_what_keeps_a_load_balancer_internal(cloud: str) -> None:
+    annotations = get_backend(cloud).internal_lb_annotations
+    assert annotations and all(k and v for k, v in annotations.items())
+
+
+def test_onprem_has_no_machine_table_and_takes_any_known_accelerator() -> None:
+    assert OnPremBackend.machines == {}
+    assert OnPremBackend.resolve_gpu_machine("h100-80gb", None, 8) == Machine(None, 8)

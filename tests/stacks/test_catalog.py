@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 
-from mlstack.stacks.catalog import (
-    ACCELERATORS,
-    MAX_ONPREM_GPUS_PER_NODE,
-    CatalogError,
-    Cloud,
-    Machine,
-    resolve_gpu_machine,
-)
+from mlstack.components.backend import get_backend
+from mlstack.components.gcp.catalog import ACCELERATOR_TYPES
+from mlstack.components.onprem.catalog import MAX_GPUS_PER_NODE as MAX_ONPREM_GPUS_PER_NODE
+from mlstack.stacks.catalog import ACCELERATORS, CatalogError, Cloud, Machine
+
+
+def resolve_gpu_machine(
+    cloud: Cloud, accelerator: str, instance_type: str | None, gpus_per_node: int | None
+) -> Machine:
+    """The machine a GPU pool resolves to, asked of the cloud's backend as validation does."""
+    return get_backend(cloud).resolve_gpu_machine(accelerator, instance_type, gpus_per_node)
+
+
+def _machines(cloud: Cloud, accelerator: str) -> Mapping[str, int]:
+    return get_backend(cloud).gpu_machines(accelerator)
+
+
+def _offered_on(cloud: Cloud, accelerator: str) -> bool:
+    """Whether a pool of the accelerator resolves on `cloud` (on-prem: any count it accepts)."""
+    try:
+        resolve_gpu_machine(cloud, accelerator, None, 1 if cloud == "onprem" else None)
+    except CatalogError:
+        return False
+    return True
+
 
 CLOUD_OFFERS: list[tuple[Cloud, str]] = [
-    (cloud, name)
-    for name, acc in ACCELERATORS.items()
-    for cloud in ("aws", "gcp")
-    if acc.machines(cloud)
+    (cloud, name) for name in ACCELERATORS for cloud in ("aws", "gcp") if _machines(cloud, name)
 ]
 
 
@@ -47,7 +63,7 @@ def test_without_type_or_count_a_pool_gets_the_fullest_board(
 def test_every_default_machine_carries_the_accelerator_and_the_most_gpus(
     cloud: Cloud, accelerator: str
 ) -> None:
-    machines = ACCELERATORS[accelerator].machines(cloud)
+    machines = _machines(cloud, accelerator)
     machine = resolve_gpu_machine(cloud, accelerator, None, None)
     assert machine.instance_type is not None
     assert machine.instance_type in machines
@@ -143,21 +159,20 @@ def test_an_accelerator_the_cloud_lacks_lists_what_that_cloud_offers() -> None:
     assert "gcp" in exc.value.message and "a10g" in exc.value.message
     offered = _listed(exc.value.fix)
     assert "a10g" not in offered and "l40s" not in offered
-    assert offered == [n for n, a in ACCELERATORS.items() if a.machines("gcp")]
+    assert offered == [n for n in ACCELERATORS if _machines("gcp", n)]
 
 
 @pytest.mark.parametrize("name", list(ACCELERATORS))
 def test_every_accelerator_is_offered_somewhere_with_positive_gpu_counts(name: str) -> None:
     acc = ACCELERATORS[name]
     assert acc.name == name
-    assert acc.offered_on("onprem")
-    assert acc.offered_on("aws") or acc.offered_on("gcp")
+    assert _offered_on("onprem", name)
+    assert _offered_on("aws", name) or _offered_on("gcp", name)
     for cloud in ("aws", "gcp"):
-        assert all(count > 0 for count in acc.machines(cloud).values())
+        assert all(count > 0 for count in _machines(cloud, name).values())
     assert acc.memory_gib > 0 and acc.peak_tflops > 0
 
 
 @pytest.mark.parametrize("name", list(ACCELERATORS))
 def test_gcp_accelerators_name_their_gke_accelerator_type(name: str) -> None:
-    acc = ACCELERATORS[name]
-    assert (acc.gcp_accelerator_type is not None) == bool(acc.machines("gcp"))
+    assert (ACCELERATOR_TYPES.get(name) is not None) == bool(_machines("gcp", name))

@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from mlstack.components import backend as backend_module
+from mlstack.components.aws.catalog import MACHINES as AWS_MACHINES
 from mlstack.components.backend import CloudBackend
 from mlstack.stacks import validate
 from mlstack.stacks.catalog import ACCELERATORS
@@ -68,6 +69,7 @@ class _AvailableCloud(CloudBackend):
     """Stands in for a cloud backend that exists, to see what loading resolves on a cloud."""
 
     cloud = "aws"
+    machines = AWS_MACHINES
 
     @classmethod
     def check(cls, platform: Platform) -> list[Problem]:

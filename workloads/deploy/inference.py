@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pulumi
 
 from mlstack.components import Options
+from mlstack.components.backend import get_backend
 from mlstack.components.kubernetes.resources import declare
 from mlstack.stacks import schema
 from mlstack.workloads.deploy.pods import Placement
@@ -43,7 +44,8 @@ class InferenceService(pulumi.ComponentResource):
         service, platform = args.service, args.platform
         team = next(t for t in platform.teams if t.name == service.team)
         settings = service_settings(service, platform.pool(service.pool))
-        manifests = service_manifests(settings, team, args.placement, platform.cloud)
+        internal_lb = get_backend(platform.cloud).internal_lb_annotations
+        manifests = service_manifests(settings, team, args.placement, internal_lb)
         # The provider waits for a Deployment's rollout: a new pod may first need a node (a
         # GPU pool scaling up from zero), then the image, then its warm-up.
         deadline = f"{rollout_deadline_s(service) + 60}s"

@@ -16,12 +16,12 @@ its pods count against the team's quota like the team's training, and preempt it
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import pulumi
 
 from mlstack.policies.tenancy import quantity
-from mlstack.stacks.catalog import Cloud
 from mlstack.stacks.names import (
     LOCAL_QUEUE_NAME,
     MANAGED_BY,
@@ -75,20 +75,6 @@ PROVISIONING_MARGIN_S = 900
 #: The per-pod metric `autoscale_on: requests_per_second` follows, served by the custom
 #: metrics API (prometheus-adapter, from the server's request counter).
 REQUESTS_METRIC = "mlstack_serve_requests_per_second"
-#: What makes a LoadBalancer Service internal, per cloud. AWS: the AWS Load Balancer
-#: Controller reads the scheme, the in-tree controller the second key. On-prem: MetalLB's
-#: address pool named `internal` (the current and the legacy key).
-INTERNAL_LB_ANNOTATIONS: dict[Cloud, dict[str, str]] = {
-    "aws": {
-        "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal",
-        "service.beta.kubernetes.io/aws-load-balancer-internal": "true",
-    },
-    "gcp": {"networking.gke.io/load-balancer-type": "Internal"},
-    "onprem": {
-        "metallb.io/address-pool": "internal",
-        "metallb.universe.tf/address-pool": "internal",
-    },
-}
 _NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 
@@ -288,8 +274,11 @@ def deployment_manifest(
     }
 
 
-def service_manifest(settings: ServiceSettings, cloud: Cloud) -> dict[str, Any]:
-    """ClusterIP, or with internal_load_balancer a LoadBalancer the cloud keeps internal."""
+def service_manifest(
+    settings: ServiceSettings, internal_lb_annotations: Mapping[str, str]
+) -> dict[str, Any]:
+    """ClusterIP, or with internal_load_balancer a LoadBalancer the cloud keeps internal (its
+    backend's `internal_lb_annotations`)."""
     service = settings.service
     metadata = _metadata(service, service.name)
     spec: dict[str, Any] = {
@@ -298,7 +287,7 @@ def service_manifest(settings: ServiceSettings, cloud: Cloud) -> dict[str, Any]:
         "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
     }
     if service.internal_load_balancer:
-        metadata["annotations"] = dict(INTERNAL_LB_ANNOTATIONS[cloud])
+        metadata["annotations"] = dict(internal_lb_annotations)
         spec["type"] = "LoadBalancer"
     return {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec}
 
@@ -411,14 +400,17 @@ def network_policy_manifest(settings: ServiceSettings) -> dict[str, Any] | None:
 
 
 def service_manifests(
-    settings: ServiceSettings, team: Team, placement: Placement, cloud: Cloud
+    settings: ServiceSettings,
+    team: Team,
+    placement: Placement,
+    internal_lb_annotations: Mapping[str, str],
 ) -> dict[str, dict[str, Any]]:
     """Every object of an inference service, by role: deployment, canary (with a canary),
     service, autoscaler, disruption-budget, and clients (when a NetworkPolicy is needed)."""
     manifests = {"deployment": deployment_manifest(settings, team, placement, "stable")}
     if settings.service.canary is not None:
         manifests["canary"] = deployment_manifest(settings, team, placement, "canary")
-    manifests["service"] = service_manifest(settings, cloud)
+    manifests["service"] = service_manifest(settings, internal_lb_annotations)
     manifests["autoscaler"] = autoscaler_manifest(settings)
     manifests["disruption-budget"] = disruption_budget_manifest(settings)
     clients = network_policy_manifest(settings)

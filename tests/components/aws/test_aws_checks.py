@@ -21,6 +21,7 @@ from typer.testing import CliRunner, Result
 
 from mlstack.components.aws.backend import AwsBackend
 from mlstack.components.aws.catalog import REGIONS, family
+from mlstack.components.features import Feature
 from mlstack.stacks import catalog
 from mlstack.stacks.catalog import ACCELERATORS, Accelerator
 from mlstack.stacks.cli import app
@@ -83,12 +84,13 @@ def test_every_catalog_accelerator_loads_exactly_where_its_machine_family_is_off
     machine (the largest) where the region offers it, else another machine of that GPU count
     the region offers, else one problem."""
     for region, known in REGIONS.items():
-        for name, acc in ACCELERATORS.items():
+        for name in ACCELERATORS:
             pool = {"name": "gpu", "kind": "gpu", "accelerator": name, "max_nodes": 1}
             config = with_gpu_pool(copy.deepcopy(cfg), region, pool)
-            most = max(acc.aws.values())
+            machines = AwsBackend.gpu_machines(name)
+            most = max(machines.values())
             offered = [
-                t for t, n in acc.aws.items() if n == most and family(t) in known.gpu_families
+                t for t, n in machines.items() if n == most and family(t) in known.gpu_families
             ]
             if offered:
                 platform = load_platform(config)
@@ -122,13 +124,12 @@ def test_an_accelerator_outside_the_catalog(cfg: dict[str, Any]) -> None:
 def test_an_accelerator_aws_does_not_offer(
     cfg: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every accelerator of the shipped catalog is on AWS, so add one that is GCP-only."""
+    """Every accelerator of the shipped catalog is on AWS, so add one no AWS machine carries."""
     gcp_only = Accelerator(
         name="tpu-like",
         product="A GCP-only accelerator",
         memory_gib=16,
         peak_tflops=100.0,
-        gcp=catalog.MappingProxyType({"ct-standard-4": 4}),
     )
     monkeypatch.setattr(
         catalog, "ACCELERATORS", catalog.MappingProxyType({**ACCELERATORS, "tpu-like": gcp_only})
@@ -354,7 +355,7 @@ def test_reserved_capacity_is_not_supported_on_aws(cfg: dict[str, Any]) -> None:
     cfg["node_pools"][1]["capacity"] = "reserved"
     p = only_problem(cfg)
     assert (p.path, p.value) == ("platform.node_pools[1].capacity", "reserved")
-    assert AwsBackend.unsupported["capacity.reserved"] in p.message
+    assert AwsBackend.unsupported[Feature.RESERVED_CAPACITY] in p.message
     assert p.fix == "use capacity: on-demand"
 
 

@@ -12,6 +12,7 @@ import pulumi_aws as aws
 import pytest
 
 from mlstack.components.aws.autoscaler import SERVICE_ACCOUNT, autoscaler_values
+from mlstack.components.aws.backend import AwsBackend
 from mlstack.components.aws.catalog import (
     CLUSTER_AUTOSCALER_IMAGES,
     REGIONS,
@@ -219,7 +220,7 @@ def test_the_catalog_regions_offer_only_gpu_families_it_knows() -> None:
 def test_every_aws_machine_of_the_accelerator_catalog_is_a_gpu_family() -> None:
     """Else a CPU pool could name it, and no region could offer it."""
     for acc in ACCELERATORS.values():
-        for instance_type in acc.aws:
+        for instance_type in AwsBackend.gpu_machines(acc.name):
             assert is_gpu_family(family(instance_type)), (acc.name, instance_type)
 
 
@@ -242,7 +243,7 @@ def test_cpu_families_are_not_gpu_families(fam: str) -> None:
 
 
 def test_region_machine_picks_a_machine_of_the_gpu_count_the_region_offers() -> None:
-    h200 = ACCELERATORS["h200"].aws
+    h200 = AwsBackend.gpu_machines("h200")
     assert region_machine(REGIONS["us-east-2"], h200, 8) == "p5en.48xlarge"
     assert region_machine(REGIONS["us-east-1"], h200, 8) == "p5e.48xlarge"
     assert region_machine(REGIONS["sa-east-1"], h200, 8) is None

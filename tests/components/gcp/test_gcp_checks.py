@@ -22,9 +22,9 @@ import yaml
 from tests_support import only_problem, problems
 from typer.testing import CliRunner, Result
 
+from mlstack.components.features import Feature
 from mlstack.components.gcp.backend import GcpBackend
 from mlstack.components.gcp.catalog import REGIONS, default_zones
-from mlstack.stacks.catalog import ACCELERATORS
 from mlstack.stacks.cli import app
 from mlstack.stacks.errors import ConfigError
 from mlstack.stacks.offline import run_plan
@@ -161,14 +161,14 @@ def test_a_pool_whose_gpu_the_region_offers_nowhere(cfg: dict[str, Any]) -> None
 def test_the_default_prod_zones_offer_an_h100(cfg: dict[str, Any]) -> None:
     config = with_gpu_pool(cfg, h100_pool())
     config["environment"] = "prod"
-    machines = ACCELERATORS["h100-80gb"].gcp
+    machines = GcpBackend.gpu_machines("h100-80gb")
     largest = max(machines, key=lambda t: machines[t])
     assert load_platform(config).pool("h100").instance_type == largest
 
 
 def test_a_machine_type_that_cannot_carry_the_gpu_count(cfg: dict[str, Any]) -> None:
     cfg["node_pools"][1].update(instance_type="g2-standard-8", gpus_per_node=2)
-    carried = ACCELERATORS["l4"].gcp["g2-standard-8"]
+    carried = GcpBackend.gpu_machines("l4")["g2-standard-8"]
     p = only_problem(cfg)
     assert (p.path, p.value) == ("platform.node_pools[1].gpus_per_node", 2)
     assert p.message == f"g2-standard-8 carries {carried} x l4, not 2"
@@ -181,7 +181,7 @@ def test_a_machine_type_that_does_not_carry_the_gpu(cfg: dict[str, Any]) -> None
     p = only_problem(cfg)
     assert (p.path, p.value) == ("platform.node_pools[1].instance_type", "a2-highgpu-1g")
     assert "does not carry l4 on gcp" in p.message
-    assert all(t in p.fix for t in ACCELERATORS["l4"].gcp)
+    assert all(t in p.fix for t in GcpBackend.gpu_machines("l4"))
 
 
 def test_a_gpu_count_no_gcp_machine_carries(cfg: dict[str, Any]) -> None:
@@ -440,7 +440,7 @@ def test_reserved_capacity_is_not_supported_on_gcp(cfg: dict[str, Any]) -> None:
     p = only_problem(cfg)
     assert (p.path, p.value) == ("platform.node_pools[1].capacity", "reserved")
     assert p.message.startswith("gcp has no reserved capacity")
-    assert GcpBackend.unsupported["capacity.reserved"] in p.message
+    assert GcpBackend.unsupported[Feature.RESERVED_CAPACITY] in p.message
     assert p.fix == "use capacity: on-demand"
 
 

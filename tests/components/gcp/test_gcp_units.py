@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlstack.components.gcp.backend import pool_zones, zones_of
+from mlstack.components.gcp.backend import GcpBackend, pool_zones, zones_of
 from mlstack.components.gcp.catalog import GPU_SERIES, REGIONS, Region, default_zones, series
 from mlstack.components.gcp.cluster import kubeconfig
 from mlstack.components.gcp.iam import (
@@ -255,13 +255,13 @@ def test_the_catalog_names_only_gpus_gcp_offers() -> None:
     for region in REGIONS.values():
         for zone, gpus in region.zones.items():
             for gpu in gpus:
-                assert gpu in ACCELERATORS and ACCELERATORS[gpu].offered_on("gcp"), (zone, gpu)
+                assert gpu in ACCELERATORS and GcpBackend.gpu_machines(gpu), (zone, gpu)
 
 
 def test_every_gcp_machine_of_the_accelerator_catalog_is_a_gpu_series_except_n1() -> None:
     """Else a CPU pool could name it; N1 machines are CPU machines that T4s attach to."""
     for acc in ACCELERATORS.values():
-        for machine in acc.gcp:
+        for machine in GcpBackend.gpu_machines(acc.name):
             assert series(machine) in GPU_SERIES or series(machine) == "n1", machine
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from mlstack.components.features import Feature
 from mlstack.components.onprem.backend import OnPremBackend
 from mlstack.components.onprem.cluster import kubeconfig_from_path
 from mlstack.stacks.schema import Platform
@@ -25,7 +26,7 @@ def test_min_nodes_is_rejected_because_pools_do_not_scale(lab_config: dict[str, 
     (p,) = OnPremBackend.check(_platform(lab_config))
     assert p.path == "platform.node_pools[2].min_nodes"
     assert p.value == 0
-    assert OnPremBackend.unsupported["autoscaling"] in p.message
+    assert OnPremBackend.unsupported[Feature.AUTOSCALING] in p.message
 
 
 def test_a_pool_without_nodes(lab_config: dict[str, Any]) -> None:
@@ -70,7 +71,7 @@ def test_a_node_listed_twice_in_one_pool(lab_config: dict[str, Any]) -> None:
 
 
 def test_spot_and_reserved_capacity_are_declared_unsupported_with_a_reason() -> None:
-    for feature in ("capacity.spot", "capacity.reserved"):
+    for feature in (Feature.SPOT_CAPACITY, Feature.RESERVED_CAPACITY):
         assert OnPremBackend.unsupported[feature].strip()
     assert "capacity.on-demand" not in OnPremBackend.unsupported
 

@@ -15,6 +15,7 @@ import kubernetes_validate
 import pytest
 from tests_support import PlanWithOptions, wire_ints
 
+from mlstack.components.backend import get_backend
 from mlstack.policies.check import check_plan
 from mlstack.stacks import offline
 from mlstack.stacks.names import OBJECT_STORE_SECRET, SERVICE_LABEL, TRACK_LABEL
@@ -86,7 +87,8 @@ def test_the_component_declares_exactly_what_the_pure_builders_build(
     team = next(t for t in platform.teams if t.name == service.team)
     placement = LAB_S3
     settings = service_settings(service, platform.pool(service.pool))
-    expected = service_manifests(settings, team, placement, platform.cloud)
+    internal_lb = get_backend(platform.cloud).internal_lb_annotations
+    expected = service_manifests(settings, team, placement, internal_lb)
     assert set(expected) == set(ROLES)
     version = f"{platform.cluster.kubernetes_version}.0"
     for role, manifest in expected.items():

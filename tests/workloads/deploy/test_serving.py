@@ -15,6 +15,7 @@ import kubernetes_validate
 import pytest
 from crd_schema import error_path, metadata_problems
 
+from mlstack.components.backend import get_backend
 from mlstack.policies.queues import PRIORITIES
 from mlstack.policies.rules.access import INTERNAL_LB_ANNOTATIONS as RULE_INTERNAL_ANNOTATIONS
 from mlstack.stacks.catalog import Cloud
@@ -50,7 +51,6 @@ from mlstack.workloads.deploy.serving import (
     CONTAINER,
     ENTRY_MODULE,
     HTTP_PORT,
-    INTERNAL_LB_ANNOTATIONS,
     PRESTOP_SLEEP_S,
     REQUESTS_METRIC,
     SERVICE_PORT,
@@ -64,6 +64,7 @@ from tests.workloads.deploy.placements import GCS, LAB_S3
 #: A service of the lab's language team (8 A100s; 64 CPUs, 512 GiB) serving its lm-small.
 SERVICE = {"name": "chat", "team": "language", "pool": "a100", "model": "lm-small"}
 Manifests = dict[str, dict[str, Any]]
+GCP_INTERNAL_LB = get_backend("gcp").internal_lb_annotations
 
 
 def _platform(lab_config: dict[str, Any], **service: Any) -> Platform:
@@ -82,7 +83,8 @@ def _built(
     config = platform.workloads.inference_services[0]
     settings = service_settings(config, platform.pool(config.pool))
     team = next(t for t in platform.teams if t.name == config.team)
-    return settings, service_manifests(settings, team, placement, cloud)
+    internal_lb = get_backend(cloud).internal_lb_annotations
+    return settings, service_manifests(settings, team, placement, internal_lb)
 
 
 def _pod(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -549,7 +551,8 @@ def test_an_internal_load_balancer_carries_its_clouds_annotations(
     _, m = _built(lab_config, cloud=cloud, internal_load_balancer=True)
     service = m["service"]
     assert service["spec"]["type"] == "LoadBalancer"
-    assert service["metadata"]["annotations"] == annotations == INTERNAL_LB_ANNOTATIONS[cloud]
+    internal_lb = get_backend(cloud).internal_lb_annotations
+    assert service["metadata"]["annotations"] == annotations == internal_lb
     # The policy pack's load-balancers-internal-only rule accepts each of them.
     assert any(RULE_INTERNAL_ANNOTATIONS.get(k) == v for k, v in annotations.items())
 
@@ -728,7 +731,9 @@ def test_the_longest_name_fits_every_object_name() -> None:
         canary=Canary(version="v2"),
         allow_from_namespaces=("apps",),
     )
-    manifests = service_manifests(service_settings(service, pool), Team(name="t"), GCS, "gcp")
+    manifests = service_manifests(
+        service_settings(service, pool), Team(name="t"), GCS, GCP_INTERNAL_LB
+    )
     _validate(manifests, "1.33.0")
     assert len(manifests["canary"]["metadata"]["name"]) <= 63
 
@@ -752,6 +757,8 @@ def test_the_validator_refuses_what_the_api_server_refuses(lab_config: dict[str,
 def test_startup_threshold_rounds_up() -> None:
     service = InferenceService(name="s", team="t", pool="p", startup_timeout_s=31)
     pool = NodePool(name="p", kind=PoolKind.CPU, max_nodes=1)
-    manifests = service_manifests(service_settings(service, pool), Team(name="t"), GCS, "gcp")
+    manifests = service_manifests(
+        service_settings(service, pool), Team(name="t"), GCS, GCP_INTERNAL_LB
+    )
     startup = _container(manifests["deployment"])["startupProbe"]
     assert startup["failureThreshold"] == math.ceil(31 / startup["periodSeconds"]) == 4

@@ -1,0 +1,41 @@
+"""The extra manifests' config checks: Kubernetes objects with their kind's fields, each once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlstack.components.kubernetes.extra_checks import extra_manifest_problems
+from mlstack.stacks.schema import Platform
+
+STORAGE_CLASS = {
+    "apiVersion": "storage.k8s.io/v1",
+    "kind": "StorageClass",
+    "metadata": {"name": "fast"},
+    "provisioner": "kubernetes.io/no-provisioner",
+}
+
+
+def _problems(lab_config: dict[str, Any], *manifests: dict[str, Any]) -> list[str]:
+    lab_config["extra_manifests"] = list(manifests)
+    return [str(p) for p in extra_manifest_problems(Platform.model_validate(lab_config))]
+
+
+def test_a_sound_manifest_passes(lab_config: dict[str, Any]) -> None:
+    assert _problems(lab_config, STORAGE_CLASS) == []
+
+
+def test_an_object_listed_twice_points_at_the_first(lab_config: dict[str, Any]) -> None:
+    (problem,) = _problems(lab_config, STORAGE_CLASS, STORAGE_CLASS)
+    assert problem.startswith("platform.extra_manifests[1].metadata.name: the same object as ")
+    assert "platform.extra_manifests[0]" in problem
+
+
+def test_a_field_the_kind_lacks(lab_config: dict[str, Any]) -> None:
+    (problem,) = _problems(lab_config, {**STORAGE_CLASS, "spec": {}})
+    assert problem.startswith("platform.extra_manifests[0].spec: StorageClass (storage.k8s.io/v1)")
+
+
+def test_an_object_without_a_kind(lab_config: dict[str, Any]) -> None:
+    manifest = {k: v for k, v in STORAGE_CLASS.items() if k != "kind"}
+    (problem,) = _problems(lab_config, manifest)
+    assert "a Kubernetes object needs kind" in problem

@@ -1,0 +1,103 @@
+"""The workloads' config checks, called directly on the schema's view of the lab stack: a job's
+hosts and a service's replicas (with their surge pods) against the pool and the team's quota,
+each kind in its own words, and the borrowing Kueue allows in a cohort."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlstack.stacks.errors import Problem
+from mlstack.stacks.schema import Platform
+from mlstack.workloads.deploy.checks import workload_problems
+
+#: The lab's GPU pools as the pool checks pass them on: index and GPUs per node.
+LAB_SOUND = {"a100": (1, 8), "l40s": (2, 4)}
+#: The lab's language team (8 of the 16 A100s; 64 CPUs, 512 GiB) and its lm-small job.
+JOB = {"name": "lm", "team": "language", "pool": "a100", "model": "small", "cpu": 4}
+SERVICE = {"name": "chat", "team": "language", "pool": "a100", "model": "lm", "cpu": 2}
+
+
+def _problems(lab_config: dict[str, Any], *, job: Any = None, service: Any = None) -> list[Problem]:
+    lab_config["workloads"] = {
+        "training_jobs": [{**JOB, **job}] if job is not None else [],
+        "inference_services": [{**SERVICE, **service}] if service is not None else [],
+    }
+    return workload_problems(Platform.model_validate(lab_config), LAB_SOUND)
+
+
+def test_the_lab_stack_passes(lab_config: dict[str, Any]) -> None:
+    assert workload_problems(Platform.model_validate(lab_config), LAB_SOUND) == []
+
+
+def test_a_job_on_more_nodes_than_the_pool_has(lab_config: dict[str, Any]) -> None:
+    (p,) = _problems(lab_config, job={"num_hosts": 6, "gpus_per_host": 4, "global_batch_size": 48})
+    assert (p.path, p.value) == ("platform.workloads.training_jobs[0].num_hosts", 6)
+    assert p.message == "6 hosts of 4 GPUs need 3 nodes of pool 'a100', which has at most 2"
+    assert p.fix == "lower num_hosts to at most 4 or raise platform.node_pools[1].max_nodes"
+
+
+def test_a_job_beyond_the_teams_gpu_quota(lab_config: dict[str, Any]) -> None:
+    (p,) = _problems(lab_config, job={"num_hosts": 3, "gpus_per_host": 4, "global_batch_size": 48})
+    assert p.message == (
+        "the job needs 12 GPUs of pool 'a100' at once (3 hosts x 4) but team language may hold "
+        "at most 8 there, so Kueue would never admit it"
+    )
+    assert p.fix == (
+        "lower num_hosts or gpus_per_host, or raise platform.teams[1].quota.gpus.a100 to 12"
+    )
+
+
+def test_a_job_the_cohort_lends_gpus_to_fits(lab_config: dict[str, Any]) -> None:
+    """Kueue lets a cohort member borrow up to the pool: the one definition of reachable GPUs."""
+    lab_config["tenancy"] = {"cohorts": [{"name": "shared"}]}
+    lab_config["teams"][1]["cohort"] = "shared"
+    assert (
+        _problems(lab_config, job={"num_hosts": 3, "gpus_per_host": 4, "global_batch_size": 48})
+        == []
+    )
+    lab_config["teams"][1]["quota"]["borrowing_limit_gpus"] = {"a100": 2}
+    (p,) = _problems(lab_config, job={"num_hosts": 3, "gpus_per_host": 4, "global_batch_size": 48})
+    assert "may hold at most 10 there" in p.message
+
+
+def test_a_jobs_pods_beyond_the_teams_cpu_quota(lab_config: dict[str, Any]) -> None:
+    (p,) = _problems(lab_config, job={"num_hosts": 2, "gpus_per_host": 4, "cpu": 40})
+    assert (p.path, p.value) == ("platform.workloads.training_jobs[0].cpu", 40)
+    assert p.message == (
+        "2 pods x 40 CPUs = 80 CPUs exceed team language's quota of 64 CPUs, so Kueue would "
+        "never admit the job"
+    )
+    assert p.fix == "lower it to at most 32 per pod, or raise platform.teams[1].quota.cpu"
+
+
+def test_a_service_with_more_pods_than_the_pool_can_place(lab_config: dict[str, Any]) -> None:
+    (p,) = _problems(lab_config, service={"gpus_per_replica": 8, "replicas": 2})
+    assert (p.path, p.value) == ("platform.workloads.inference_services[0].replicas", 2)
+    assert p.message == (
+        "3 pods at once (2 replicas and 1 surge pod of a rolling update) of 8 GPUs need more "
+        "than the 2 that pool 'a100' can place (2 nodes)"
+    )
+    assert p.fix == "lower replicas to at most 1 or raise platform.node_pools[1].max_nodes"
+
+
+def test_a_service_beyond_the_teams_gpu_quota(lab_config: dict[str, Any]) -> None:
+    (p,) = _problems(lab_config, service={"gpus_per_replica": 4, "max_replicas": 2})
+    assert (p.path, p.value) == ("platform.workloads.inference_services[0].max_replicas", 2)
+    assert p.message == (
+        "the service needs up to 12 GPUs of pool 'a100' at once (2 replicas and 1 surge pod of a "
+        "rolling update, x 4) but team language may hold at most 8 there, so Kueue would hold "
+        "back the last pods and a rollout would stall"
+    )
+    assert (
+        p.fix == "lower max_replicas to at most 1, or raise platform.teams[1].quota.gpus.a100 to 12"
+    )
+
+
+def test_a_services_pods_beyond_the_teams_pod_quota(lab_config: dict[str, Any]) -> None:
+    lab_config["teams"][1]["quota"]["pods"] = 4
+    (p,) = _problems(lab_config, service={"gpus_per_replica": 1, "max_replicas": 4})
+    assert (p.path, p.value) == ("platform.workloads.inference_services[0].max_replicas", 4)
+    assert p.message == (
+        "5 pods at most (replicas and rolling-update surge) exceed team language's quota of 4 pods"
+    )
+    assert p.fix == "lower max_replicas, or raise platform.teams[1].quota.pods"
