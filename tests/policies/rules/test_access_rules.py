@@ -51,15 +51,6 @@ def check(rule_fn: Any, resource_type: str, manifest: dict, config: dict | None 
     return messages(rule_fn, resource_args(resource_type, manifest, config))
 
 
-def test_policies_are_the_module_rules() -> None:
-    assert [p.name for p in access.POLICIES] == [
-        "no-wildcard-rbac",
-        "no-cluster-admin-bindings",
-        "namespaces-enforce-pod-security",
-        "load-balancers-internal-only",
-    ]
-
-
 # no-wildcard-rbac
 
 

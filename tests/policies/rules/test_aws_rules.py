@@ -92,24 +92,6 @@ def allow(action: Any = "s3:GetObject", resource: Any = "*", **extra: Any) -> di
 # --- the catalog and the shipped stacks ----------------------------------------------------------
 
 
-def test_policies_are_the_module_rules() -> None:
-    assert [p.name for p in aws.POLICIES] == [
-        "aws-s3-encrypted-with-kms",
-        "aws-s3-public-access-blocked",
-        "aws-s3-versioned",
-        "aws-s3-tls-only",
-        "aws-s3-owner-enforced",
-        "aws-ecr-immutable-scanned",
-        "aws-eks-endpoint-private",
-        "aws-eks-secrets-encrypted",
-        "aws-eks-audit-logging",
-        "aws-eks-access-entries-only",
-        "aws-iam-no-admin-statements",
-        "aws-iam-no-access-keys",
-        "aws-kms-key-rotation",
-    ]
-
-
 @pytest.mark.parametrize("plan_fixture", ["dev_plan", "prod_plan"])
 def test_the_shipped_aws_stacks_pass_every_rule(
     plan_fixture: str, request: pytest.FixtureRequest

@@ -92,23 +92,6 @@ def policy_data(*bindings: tuple[str, list[str]]) -> str:
 # --- the catalog and the shipped stacks ---------------------------------------------------------
 
 
-def test_policies_are_the_module_rules() -> None:
-    assert [p.name for p in gcp.POLICIES] == [
-        "gcp-gcs-uniform-access",
-        "gcp-gcs-public-access-prevented",
-        "gcp-gcs-versioned",
-        "gcp-artifact-registry-immutable-tags",
-        "gcp-gke-private-nodes",
-        "gcp-gke-endpoint-restricted",
-        "gcp-gke-workload-identity",
-        "gcp-gke-no-legacy-auth",
-        "gcp-gke-node-auto-repair-upgrade",
-        "gcp-iam-no-primitive-roles",
-        "gcp-iam-no-service-account-keys",
-        "gcp-firewall-no-open-ingress",
-    ]
-
-
 @pytest.mark.parametrize("plan_fixture", ["dev_plan", "prod_plan"])
 def test_the_shipped_gcp_stacks_pass_every_rule(
     plan_fixture: str, request: pytest.FixtureRequest

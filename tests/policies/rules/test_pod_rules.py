@@ -82,20 +82,6 @@ def check(rule: Any, kind: str, spec: dict, config: dict | None = None, **extra:
     return messages(rule, resource_args(TYPES[kind], manifest(kind, spec, **extra), config))
 
 
-def test_policies_are_the_module_rules() -> None:
-    assert [p.name for p in pods.POLICIES] == [
-        "no-privileged-containers",
-        "no-privilege-escalation",
-        "no-host-namespaces",
-        "no-host-path-volumes",
-        "run-as-non-root",
-        "containers-set-requests-and-limits",
-        "no-latest-image-tag",
-        "gpu-pods-tolerate-gpu-taint",
-        "gpu-pods-use-a-queue",
-    ]
-
-
 @pytest.mark.parametrize("kind", sorted(TYPES))
 @pytest.mark.parametrize("policy", pods.POLICIES, ids=lambda p: p.name)
 def test_a_well_configured_gpu_workload_passes(kind: str, policy: Any) -> None:

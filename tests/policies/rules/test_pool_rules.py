@@ -32,10 +32,6 @@ def check(manifest: dict, resource_type: str = NODE_PATCH) -> list[str]:
     return messages(pools.gpu_pools_tainted, resource_args(resource_type, manifest))
 
 
-def test_policies_are_the_module_rules() -> None:
-    assert [p.name for p in pools.POLICIES] == ["gpu-pools-tainted"]
-
-
 def test_a_node_patch_is_read_as_its_pool() -> None:
     found = pools.pool_of(NODE_PATCH, wire(node(taints=[GPU_TAINT], capacity="spot")))
     assert found == pools.PoolNodes(

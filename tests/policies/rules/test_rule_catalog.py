@@ -24,6 +24,69 @@ TEST_MODULES = (
 )
 KEBAB_CASE = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)+")
 
+#: Each rule module's policies, in the order the pack runs them.
+MODULE_RULES: dict[ModuleType, list[str]] = {
+    pods: [
+        "no-privileged-containers",
+        "no-privilege-escalation",
+        "no-host-namespaces",
+        "no-host-path-volumes",
+        "run-as-non-root",
+        "containers-set-requests-and-limits",
+        "no-latest-image-tag",
+        "gpu-pods-tolerate-gpu-taint",
+        "gpu-pods-use-a-queue",
+    ],
+    access: [
+        "no-wildcard-rbac",
+        "no-cluster-admin-bindings",
+        "namespaces-enforce-pod-security",
+        "load-balancers-internal-only",
+    ],
+    pools: [
+        "gpu-pools-tainted",
+    ],
+    tenancy: [
+        "team-namespaces-have-quotas",
+        "team-namespaces-have-limit-ranges",
+        "team-namespaces-deny-ingress-by-default",
+        "gpu-pools-have-flavors",
+        "workloads-use-existing-queues",
+        "spot-capacity-only-for-checkpointing-jobs",
+        "gpu-quota-within-pool-capacity",
+        "images-from-platform-registry",
+    ],
+    aws: [
+        "aws-s3-encrypted-with-kms",
+        "aws-s3-public-access-blocked",
+        "aws-s3-versioned",
+        "aws-s3-tls-only",
+        "aws-s3-owner-enforced",
+        "aws-ecr-immutable-scanned",
+        "aws-eks-endpoint-private",
+        "aws-eks-secrets-encrypted",
+        "aws-eks-audit-logging",
+        "aws-eks-access-entries-only",
+        "aws-iam-no-admin-statements",
+        "aws-iam-no-access-keys",
+        "aws-kms-key-rotation",
+    ],
+    gcp: [
+        "gcp-gcs-uniform-access",
+        "gcp-gcs-public-access-prevented",
+        "gcp-gcs-versioned",
+        "gcp-artifact-registry-immutable-tags",
+        "gcp-gke-private-nodes",
+        "gcp-gke-endpoint-restricted",
+        "gcp-gke-workload-identity",
+        "gcp-gke-no-legacy-auth",
+        "gcp-gke-node-auto-repair-upgrade",
+        "gcp-iam-no-primitive-roles",
+        "gcp-iam-no-service-account-keys",
+        "gcp-firewall-no-open-ingress",
+    ],
+}
+
 
 @pytest.mark.parametrize("module", RULE_MODULES, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
 def test_policies_have_kebab_case_names_and_one_sentence_descriptions(module: ModuleType) -> None:
@@ -54,3 +117,8 @@ def test_every_policy_has_a_failing_case() -> None:
     names = {p.name for p in ALL_POLICIES}
     assert sorted(names - covered) == [], "rules without a test that shows them failing"
     assert sorted(covered - names) == [], "fails(...) names that are no rule of the pack"
+
+
+@pytest.mark.parametrize("module", RULE_MODULES, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_policies_are_the_module_rules(module: ModuleType) -> None:
+    assert [p.name for p in module.POLICIES] == MODULE_RULES[module]

@@ -199,19 +199,6 @@ def without(manifests: list[Manifest], kind: str, namespace: str | None = None) 
     ]
 
 
-def test_policies_are_the_module_rules() -> None:
-    assert [p.name for p in tenancy.POLICIES] == [
-        "team-namespaces-have-quotas",
-        "team-namespaces-have-limit-ranges",
-        "team-namespaces-deny-ingress-by-default",
-        "gpu-pools-have-flavors",
-        "workloads-use-existing-queues",
-        "spot-capacity-only-for-checkpointing-jobs",
-        "gpu-quota-within-pool-capacity",
-        "images-from-platform-registry",
-    ]
-
-
 @pytest.mark.parametrize("policy", tenancy.POLICIES, ids=lambda p: p.name)
 def test_a_compliant_stack_passes(policy: Any) -> None:
     assert run(policy.validate, lab()) == []
