@@ -12,6 +12,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from mlstack.stacks import offline
+from mlstack.stacks.catalog import MachineType
 from mlstack.stacks.errors import ConfigError, Problem
 from mlstack.stacks.plan import Plan, PlannedResource
 from mlstack.stacks.stackfile import read_stack
@@ -207,3 +208,14 @@ def wire_ints(value: Any) -> Any:
     if isinstance(value, list):
         return [wire_ints(v) for v in value]
     return value
+
+
+def machine_samples(table: str) -> list[MachineType]:
+    """Machine shapes written as the clouds' pages list them, one per line:
+    `name vCPUs memory-GiB [GPUs accelerator]`."""
+    machines = []
+    for line in table.strip().splitlines():
+        name, vcpus, memory, *gpu = line.split()
+        gpus, accelerator = (int(gpu[0]), gpu[1]) if gpu else (0, None)
+        machines.append(MachineType(name, int(vcpus), float(memory), gpus, accelerator))
+    return machines

@@ -4,27 +4,28 @@ the shape the EC2 instance type pages give it."""
 from __future__ import annotations
 
 import pytest
+from tests_support import machine_samples
 
 from mlstack.components.aws.catalog import MACHINES, family, is_gpu_family
 from mlstack.stacks.catalog import ACCELERATORS, MachineType
 from mlstack.stacks.schema import AwsConfig
 
+#: Shapes checked against the pages (name, vCPUs, memory GiB, GPUs, accelerator).
+SAMPLES = """
+g4dn.metal 96 384 8 t4
+g5.12xlarge 48 192 4 a10g
+g6.xlarge 4 16 1 l4
+g6e.xlarge 4 32 1 l40s
+g6e.48xlarge 192 1536 8 l40s
+p4de.24xlarge 96 1152 8 a100-80gb
+p5.48xlarge 192 2048 8 h100-80gb
+p5en.48xlarge 192 2048 8 h200
+m6i.large 2 8
+m6i.2xlarge 8 32
+"""
 
-@pytest.mark.parametrize(
-    "machine",
-    [
-        MachineType("g4dn.metal", 96, 384, 8, "t4"),
-        MachineType("g5.12xlarge", 48, 192, 4, "a10g"),
-        MachineType("g6.xlarge", 4, 16, 1, "l4"),
-        MachineType("g6e.xlarge", 4, 32, 1, "l40s"),
-        MachineType("g6e.48xlarge", 192, 1536, 8, "l40s"),
-        MachineType("p4de.24xlarge", 96, 1152, 8, "a100-80gb"),
-        MachineType("p5.48xlarge", 192, 2048, 8, "h100-80gb"),
-        MachineType("p5en.48xlarge", 192, 2048, 8, "h200"),
-        MachineType("m6i.large", 2, 8),
-        MachineType("m6i.2xlarge", 8, 32),
-    ],
-)
+
+@pytest.mark.parametrize("machine", machine_samples(SAMPLES), ids=lambda m: m.name)
 def test_sampled_shapes_match_the_instance_type_pages(machine: MachineType) -> None:
     assert MACHINES[machine.name] == machine
 

@@ -4,27 +4,28 @@ the shape Compute Engine's machine type pages give it, and the GKE name of each 
 from __future__ import annotations
 
 import pytest
+from tests_support import machine_samples
 
 from mlstack.components.gcp.catalog import ACCELERATOR_TYPES, GPU_SERIES, MACHINES, series
 from mlstack.stacks.catalog import ACCELERATORS, MachineType
 from mlstack.stacks.schema import GcpConfig
 
+#: Shapes checked against the pages (name, vCPUs, memory GiB, GPUs, accelerator).
+SAMPLES = """
+n1-standard-8 8 30 1 t4
+g2-standard-24 24 96 2 l4
+g2-standard-96 96 384 8 l4
+a2-megagpu-16g 96 1360 16 a100-40gb
+a2-ultragpu-1g 12 170 1 a100-80gb
+a3-highgpu-1g 26 234 1 h100-80gb
+a3-highgpu-8g 208 1872 8 h100-80gb
+a3-ultragpu-8g 224 2952 8 h200
+e2-standard-4 4 16
+n2-standard-8 8 32
+"""
 
-@pytest.mark.parametrize(
-    "machine",
-    [
-        MachineType("n1-standard-8", 8, 30, 1, "t4"),
-        MachineType("g2-standard-24", 24, 96, 2, "l4"),
-        MachineType("g2-standard-96", 96, 384, 8, "l4"),
-        MachineType("a2-megagpu-16g", 96, 1360, 16, "a100-40gb"),
-        MachineType("a2-ultragpu-1g", 12, 170, 1, "a100-80gb"),
-        MachineType("a3-highgpu-1g", 26, 234, 1, "h100-80gb"),
-        MachineType("a3-highgpu-8g", 208, 1872, 8, "h100-80gb"),
-        MachineType("a3-ultragpu-8g", 224, 2952, 8, "h200"),
-        MachineType("e2-standard-4", 4, 16),
-        MachineType("n2-standard-8", 8, 32),
-    ],
-)
+
+@pytest.mark.parametrize("machine", machine_samples(SAMPLES), ids=lambda m: m.name)
 def test_sampled_shapes_match_the_machine_type_pages(machine: MachineType) -> None:
     assert MACHINES[machine.name] == machine
 
