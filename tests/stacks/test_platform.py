@@ -4,17 +4,19 @@ stops it before anything is declared, in `mlstack.build_platform` as in the Pulu
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pulumi
 import pytest
-from conftest import RunMocked
 
 from mlstack.stacks import offline
 from mlstack.stacks.errors import ConfigError
+from mlstack.stacks.plan import PlannedResource
 from mlstack.stacks.platform import build_platform
 from mlstack.stacks.validate import load_platform
 
+RunMocked = Callable[[Callable[[], object]], list[PlannedResource]]
 MISSING = [
     "mlstack:s3AccessKeyId: required secret is not set; fix: "
     "pulumi config set --secret mlstack:s3AccessKeyId <value>",
