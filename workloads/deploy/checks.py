@@ -411,12 +411,13 @@ def _inference_service_problems(
                 service.gpus_per_replica,
             ),
         ]
-    elif gpus > pool.gpus:
+    # GPUs per node as the catalog resolves them: a cloud pool may leave gpus_per_node unset.
+    elif gpus > (per_node := sound[pool.name][1]):
         problems.append(
-            _node_gpus_problem(path, "gpus_per_replica", service.gpus_per_replica, pool, pool.gpus)
+            _node_gpus_problem(path, "gpus_per_replica", service.gpus_per_replica, pool, per_node)
         )
     else:
-        problems += _fit_problems(largest, pool.gpus)
+        problems += _fit_problems(largest, per_node)
     return problems + _quota_problems(largest)
 
 

@@ -4,10 +4,13 @@ each kind in its own words, and the borrowing Kueue allows in a cohort."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from mlstack.stacks.errors import Problem
 from mlstack.stacks.schema import Platform
+from mlstack.stacks.stackfile import read_stack
+from mlstack.stacks.validate import load_platform
 from mlstack.workloads.deploy.checks import workload_problems
 
 #: The lab's GPU pools as the pool checks pass them on: index and GPUs per node.
@@ -101,3 +104,14 @@ def test_a_services_pods_beyond_the_teams_pod_quota(lab_config: dict[str, Any]) 
         "5 pods at most (replicas and rolling-update surge) exceed team language's quota of 4 pods"
     )
     assert p.fix == "lower max_replicas, or raise platform.teams[1].quota.pods"
+
+
+def test_a_gpu_service_on_a_cloud_pool_that_leaves_gpus_per_node_to_the_catalog() -> None:
+    """aws-dev's l4 pool named by its instance type alone (g6.xlarge, 1 GPU): its 1-GPU service
+    fits, as its training job does (the check once read the unresolved 0 GPUs per node)."""
+    platform = copy.deepcopy(read_stack("aws-dev").platform)
+    (l4,) = [pool for pool in platform["node_pools"] if pool["name"] == "l4"]
+    del l4["gpus_per_node"]
+    l4["instance_type"] = "g6.xlarge"
+    loaded = load_platform(platform)
+    assert next(p for p in loaded.node_pools if p.name == "l4").gpus_per_node == 1
