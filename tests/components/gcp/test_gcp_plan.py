@@ -221,6 +221,9 @@ def test_every_gcp_resource_uses_the_stacks_explicit_provider(gcp: Planned) -> N
 def test_the_apis_are_enabled_and_left_on_at_destroy(gcp: Planned) -> None:
     services = {r.inputs["service"]: r for r in gcp.of_type(SERVICE)}
     assert set(services) == {
+        # Project lookups and project IAM go through Cloud Resource Manager, off in a new
+        # project.
+        "cloudresourcemanager.googleapis.com",
         "compute.googleapis.com",
         "container.googleapis.com",
         "storage.googleapis.com",
@@ -439,6 +442,22 @@ def test_three_private_versioned_buckets(gcp: Planned) -> None:
             assert b["encryption"] == {"defaultKmsKeyName": _key_id(e, "storage")}
         else:
             assert "encryption" not in b
+
+
+def test_cmek_buckets_wait_for_the_storage_agents_grant_on_their_key(
+    planned: dict[str, Planned],
+) -> None:
+    # Naming the key is not enough: GCS refuses the bucket (403 "Permission denied on Cloud KMS
+    # key") until its service agent may use the key (terraform-google-kms#39).
+    prod = planned["gcp-prod"]
+    grant = next(g for g in prod.of_type(KEY_IAM) if g.name == "gcp-keys-storage-gcs")
+    assert grant.inputs["cryptoKeyId"] == _key_id(prod.expected, "storage")
+    for purpose in PURPOSES:
+        bucket = prod.get(BUCKET, f"gcp-storage-{purpose}")
+        assert grant.urn in _dependencies(prod, bucket), purpose
+    dev = planned["gcp-dev"]
+    for bucket in dev.of_type(BUCKET):
+        assert not {u for u in _dependencies(dev, bucket) if KEY_IAM in u}, bucket.name
 
 
 def _rules(bucket: PlannedResource) -> dict[str, dict[str, Any]]:
