@@ -752,8 +752,10 @@ class GcpConfig(Model):
     )
     master_authorized_networks: tuple[str, ...] = Field(
         default=(),
-        description="CIDRs allowed to reach the cluster's public endpoint; empty: private "
-        "endpoint only (reach it from the VPC, a VPN or a bastion).",
+        description="CIDRs allowed to reach the cluster's public endpoint; empty: no public "
+        "IP endpoint, and the control plane is reached through its DNS-based endpoint (from "
+        "any network that reaches Google APIs, for callers with IAM "
+        "container.clusters.connect).",
     )
     gpu_driver_version: Literal["default", "latest"] = Field(
         default="latest",
@@ -780,8 +782,9 @@ class GcpConfig(Model):
     )
     enable_apis: bool = Field(
         default=True,
-        description="Enable the project's APIs the platform uses (compute, container, storage, "
-        "artifactregistry, iam, cloudkms); they are left on at destroy.",
+        description="Enable the project's APIs the platform uses (cloudresourcemanager, "
+        "compute, container, storage, artifactregistry, iam, cloudkms; the Service Usage API "
+        "that enables them must be on); they are left on at destroy.",
     )
 
 

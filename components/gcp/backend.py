@@ -59,7 +59,11 @@ _SECURITY_GROUP = re.compile(r"^gke-security-groups@[a-z0-9.-]+\.[a-z]{2,}$")
 #: The Workload Identity annotation GKE reads on a Kubernetes ServiceAccount.
 GSA_ANNOTATION = "iam.gke.io/gcp-service-account"
 #: APIs the platform calls; enabled (and left enabled at destroy) when gcp.enable_apis is on.
+#: Enabling them goes through serviceusage.googleapis.com, which must already be on. Cloud
+#: Resource Manager serves the project lookup (the project number for the GKE service agent)
+#: and the project-level IAM grants and custom role; a new project has it off.
 APIS = (
+    "cloudresourcemanager.googleapis.com",
     "compute.googleapis.com",
     "container.googleapis.com",
     "storage.googleapis.com",
@@ -238,6 +242,7 @@ class GcpBackend(CloudBackend):
                 buckets={p: (names[p], getattr(platform.storage, p)) for p in names},
                 retain=prod,
                 kms_key=keys.storage.id if keys else None,
+                kms_grants=[keys.storage_grant] if keys else (),
             ),
             on_gcp,
         )

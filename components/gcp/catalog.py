@@ -155,6 +155,41 @@ def series(machine_type: str) -> str:
     return machine_type.split("-", 1)[0]
 
 
+#: The boot disk of machines whose series (or series and family, where one family of a series
+#: differs) cannot boot from Persistent Disk. A3 Ultra (`a3-ultragpu-*`, H200) boots from
+#: Hyperdisk Balanced: Vertex AI's DiskSpec.bootDiskType says "for A3U machines, the default
+#: value is "hyperdisk-balanced"" (docs.cloud.google.com/vertex-ai/docs/reference/rest/v1/
+#: DiskSpec), and Compute Engine's "About Google Cloud Hyperdisk" (compute/docs/disks/
+#: hyperdisks, "Machine series support") lists Hyperdisk Balanced for A3 (H200), A4 (A4X, its
+#: Grace-based sibling, alike), C4, C4A,
+#: C4D and N4, series that list Hyperdisk only among their supported disks. Hyperdisk Balanced
+#: is the one Hyperdisk type every instance may boot from (compute/docs/disks/hd-types/
+#: hyperdisk-balanced), so it is a safe pick for each series here. A3 High and Mega, A2, G2,
+#: N1, N2 and E2 keep Persistent Disk. A series Google adds later is added here.
+BOOT_DISK_TYPES: MappingProxyType[str, str] = MappingProxyType(
+    {
+        "a3-ultragpu": "hyperdisk-balanced",
+        "a4": "hyperdisk-balanced",
+        "a4x": "hyperdisk-balanced",
+        "c4": "hyperdisk-balanced",
+        "c4a": "hyperdisk-balanced",
+        "c4d": "hyperdisk-balanced",
+        "n4": "hyperdisk-balanced",
+    }
+)
+#: The boot disk of every other machine: SSD-backed and cheaper than pd-ssd.
+DEFAULT_BOOT_DISK_TYPE = "pd-balanced"
+
+
+def boot_disk_type(machine_type: str) -> str:
+    """The boot disk type a node of `machine_type` can have: 'a3-ultragpu-8g' ->
+    'hyperdisk-balanced', 'a3-highgpu-8g' -> 'pd-balanced'."""
+    family = "-".join(machine_type.split("-", 2)[:2])
+    return BOOT_DISK_TYPES.get(family) or BOOT_DISK_TYPES.get(
+        series(machine_type), DEFAULT_BOOT_DISK_TYPE
+    )
+
+
 def default_zones(region: str, environment: str) -> tuple[str, ...] | None:
     """The first 2 zones in dev, 3 otherwise; None for a region the catalog does not know."""
     known = REGIONS.get(region)

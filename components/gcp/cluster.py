@@ -6,6 +6,18 @@ legacy ABAC or client certificates, system and workload logs plus managed Promet
 default node pool is removed: every pool is a NodePool resource the platform owns. The control
 plane's public endpoint is on only for `master_authorized_networks`; without them the endpoint
 is private and GKE's public CIDRs are refused too.
+
+A private-only control plane is reached through its DNS-based endpoint. The private IP endpoint
+is an internal load balancer in a Google-owned network: a VPN, Interconnect or peered network
+reaches it only with route export (or a proxy, since peering is not transitive), and then only
+from sources the authorized networks list ("Advanced private cluster configurations" and
+"Creating GKE private clusters with network proxies for controller access", cloud.google.com).
+The DNS-based endpoint "is reachable from any network that can reach Google Cloud APIs,
+including on-premises or other cloud networks" and admits a caller by IAM
+(`container.clusters.connect`), not by source address ("About network isolation",
+cloud.google.com/kubernetes-engine/docs/concepts/network-isolation). So with no authorized
+networks the cluster allows external traffic on its DNS endpoint and the Kubernetes provider
+(the kubeconfig below) talks to that name, wherever `pulumi up` runs.
 """
 
 from __future__ import annotations
@@ -32,23 +44,32 @@ LOG_COMPONENTS = ("SYSTEM_COMPONENTS", "APISERVER", "CONTROLLER_MANAGER", "SCHED
 METRIC_COMPONENTS = ("SYSTEM_COMPONENTS", "APISERVER", "SCHEDULER", "CONTROLLER_MANAGER")
 #: The scope nodes get; what they may do is the node service account's IAM, not scopes.
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+#: Workload vulnerability scanning off: both scanning tiers are retired (VULNERABILITY_BASIC
+#: removed 2025-07-31, VULNERABILITY_ENTERPRISE 2026-06-16; see RETIRED_VULNERABILITY_MODES in
+#: policies/rules/gcp.py), so VULNERABILITY_DISABLED is the one mode GKE still accepts.
+VULNERABILITY_MODE = "VULNERABILITY_DISABLED"
+#: Makes gke-gcloud-auth-plugin mint tokens from Application Default Credentials (what the
+#: GCP provider uses: `gcloud auth application-default login`, workload identity federation, a
+#: metadata server) instead of the gcloud CLI's logged-in account (kubernetes/cloud-provider-gcp
+#: cmd/gke-gcloud-auth-plugin: "Output is an ExecCredential filled with application default
+#: credentials"; what `gcloud container clusters get-credentials` writes when
+#: container/use_application_default_credentials is set).
+ADC_FLAG = "--use_application_default_credentials"
 
 
-def kubeconfig(cluster: str, endpoint: str, ca_data: str) -> str:
-    """A kubeconfig that authenticates with gke-gcloud-auth-plugin (no static credentials)."""
+def kubeconfig(cluster: str, endpoint: str, ca_data: str | None) -> str:
+    """A kubeconfig that authenticates with gke-gcloud-auth-plugin (no static credentials).
+
+    `ca_data` is the cluster CA of an IP endpoint; None for the DNS-based endpoint, whose
+    certificate is publicly trusted (what `get-credentials --dns-endpoint` writes)."""
+    server: dict[str, str] = {"server": f"https://{endpoint}"}
+    if ca_data is not None:
+        server["certificate-authority-data"] = ca_data
     return json.dumps(
         {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [
-                {
-                    "name": cluster,
-                    "cluster": {
-                        "server": f"https://{endpoint}",
-                        "certificate-authority-data": ca_data,
-                    },
-                }
-            ],
+            "clusters": [{"name": cluster, "cluster": server}],
             "users": [
                 {
                     "name": cluster,
@@ -56,6 +77,7 @@ def kubeconfig(cluster: str, endpoint: str, ca_data: str) -> str:
                         "exec": {
                             "apiVersion": "client.authentication.k8s.io/v1beta1",
                             "command": "gke-gcloud-auth-plugin",
+                            "args": [ADC_FLAG],
                             "provideClusterInfo": True,
                             "interactiveMode": "Never",
                         }
@@ -117,6 +139,7 @@ class GkeCluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: GkeClusterArgs, opts: Options = None) -> None:
         super().__init__("mlstack:gcp:GkeCluster", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        private = not args.authorized_networks
         self.node_account = gcp.serviceaccount.Account(
             f"{name}-nodes",
             gcp.serviceaccount.AccountArgs(
@@ -155,7 +178,7 @@ class GkeCluster(pulumi.ComponentResource):
                 ),
                 private_cluster_config=gcp.container.ClusterPrivateClusterConfigArgs(
                     enable_private_nodes=True,
-                    enable_private_endpoint=not args.authorized_networks,
+                    enable_private_endpoint=private,
                     master_ipv4_cidr_block=args.master_cidr,
                     master_global_access_config=gcp.container.ClusterPrivateClusterConfigMasterGlobalAccessConfigArgs(
                         enabled=True
@@ -170,6 +193,13 @@ class GkeCluster(pulumi.ComponentResource):
                     ],
                     gcp_public_cidrs_access_enabled=False,
                 ),
+                control_plane_endpoints_config=gcp.container.ClusterControlPlaneEndpointsConfigArgs(
+                    dns_endpoint_config=gcp.container.ClusterControlPlaneEndpointsConfigDnsEndpointConfigArgs(
+                        allow_external_traffic=True
+                    )
+                )
+                if private
+                else None,
                 workload_identity_config=gcp.container.ClusterWorkloadIdentityConfigArgs(
                     workload_pool=f"{args.project}.svc.id.goog"
                 ),
@@ -209,7 +239,7 @@ class GkeCluster(pulumi.ComponentResource):
                     ),
                 ),
                 security_posture_config=gcp.container.ClusterSecurityPostureConfigArgs(
-                    mode="BASIC", vulnerability_mode="VULNERABILITY_BASIC"
+                    mode="BASIC", vulnerability_mode=VULNERABILITY_MODE
                 ),
                 remove_default_node_pool=True,
                 initial_node_count=1,
@@ -227,11 +257,16 @@ class GkeCluster(pulumi.ComponentResource):
                 ignore_changes=["nodeConfig", "nodeVersion"],
             ),
         )
-        self.kubeconfig = pulumi.Output.secret(
-            pulumi.Output.all(
+        if private:
+            dns_endpoint = self.cluster.control_plane_endpoints_config.apply(
+                lambda c: c.dns_endpoint_config.endpoint if c and c.dns_endpoint_config else None
+            )
+            config = dns_endpoint.apply(lambda e: kubeconfig(args.cluster, str(e), None))
+        else:
+            config = pulumi.Output.all(
                 self.cluster.endpoint, self.cluster.master_auth.cluster_ca_certificate
             ).apply(lambda v: kubeconfig(args.cluster, str(v[0]), str(v[1])))
-        )
+        self.kubeconfig = pulumi.Output.secret(config)
         self.register_outputs({"name": self.cluster.name, "endpoint": self.cluster.endpoint})
 
     def provider(self, name: str) -> k8s.Provider:

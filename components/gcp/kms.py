@@ -48,9 +48,21 @@ class Keys(pulumi.ComponentResource):
         )
         self.storage = self._key(f"{name}-storage", "storage", ring, stateful)
         self.secrets = self._key(f"{name}-secrets", "secrets", ring, stateful)
+        # Lookups run as soon as the program does, not after what the component waits for,
+        # unless they depend on it too: on a new project the APIs (Cloud Resource Manager for
+        # the project, Storage for its agent) are enabled by resources this depends on.
+        lookup = pulumi.InvokeOutputOptions(
+            parent=self, depends_on=opts.depends_on if opts is not None else None
+        )
         # The agents are per project; asking for the GCS one also creates it if it is new.
-        gcs_agent = gcp.storage.get_project_service_account_output(project=args.project)
-        gcp.kms.CryptoKeyIAMMember(
+        gcs_agent = gcp.storage.get_project_service_account_output(
+            project=args.project, opts=lookup
+        )
+        # A bucket names only the key's id, so without depending on this grant it can be
+        # created before GCS may use the key: "403 Permission denied on Cloud KMS key"
+        # (terraform-google-modules/terraform-google-kms#39; the provider's
+        # google_storage_project_service_account example puts the grant in depends_on).
+        self.storage_grant = gcp.kms.CryptoKeyIAMMember(
             f"{name}-storage-gcs",
             gcp.kms.CryptoKeyIAMMemberArgs(
                 crypto_key_id=self.storage.id,
@@ -59,7 +71,8 @@ class Keys(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self.storage),
         )
-        number = gcp.organizations.get_project_output(project_id=args.project).number
+        number = gcp.organizations.get_project_output(project_id=args.project, opts=lookup).number
+        # The same race for the cluster's secrets encryption: the cluster depends on this.
         self.secrets_grant = gcp.kms.CryptoKeyIAMMember(
             f"{name}-secrets-gke",
             gcp.kms.CryptoKeyIAMMemberArgs(

@@ -18,7 +18,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from mlstack.components import Options
-from mlstack.components.gcp.catalog import ACCELERATOR_TYPES
+from mlstack.components.gcp.catalog import ACCELERATOR_TYPES, boot_disk_type
 from mlstack.components.gcp.cluster import CLOUD_PLATFORM_SCOPE
 from mlstack.stacks.names import POOL_KIND_LABEL, POOL_LABEL, SYSTEM_POOL
 from mlstack.stacks.schema import Capacity, NodePool, PoolKind, TaintEffect
@@ -43,6 +43,8 @@ class PoolShape:
     labels: Mapping[str, str]
     taints: tuple[tuple[str, str, str], ...]  # (key, value, GKE effect)
     disk_gib: int
+    #: The boot disk type, which the machine series decides (catalog.BOOT_DISK_TYPES).
+    disk_type: str
     accelerator_type: str | None = None
     gpus: int = 0
 
@@ -57,6 +59,7 @@ def pool_shape(pool: NodePool, zones: Sequence[str]) -> PoolShape:
         labels=pool.node_labels,
         taints=tuple((t.key, t.value, TAINT_EFFECTS[t.effect]) for t in pool.effective_taints),
         disk_gib=pool.disk_gib,
+        disk_type=boot_disk_type(pool.instance_type or ""),
         accelerator_type=(
             ACCELERATOR_TYPES.get(pool.accelerator or "") if pool.kind is PoolKind.GPU else None
         ),
@@ -74,6 +77,7 @@ def system_shape(machine_type: str, zones: Sequence[str], sizes: tuple[int, int]
         labels={POOL_LABEL: SYSTEM_POOL, POOL_KIND_LABEL: PoolKind.CPU.value},
         taints=(),
         disk_gib=50,
+        disk_type=boot_disk_type(machine_type),
     )
 
 
@@ -153,7 +157,7 @@ class NodePools(pulumi.ComponentResource):
                 node_config=gcp.container.NodePoolNodeConfigArgs(
                     machine_type=shape.machine_type,
                     disk_size_gb=shape.disk_gib,
-                    disk_type="pd-balanced",
+                    disk_type=shape.disk_type,
                     image_type="COS_CONTAINERD",
                     spot=shape.spot,
                     labels=dict(shape.labels),

@@ -28,11 +28,18 @@ def computed_outputs(
     if resource_type == "gcp:container/cluster:Cluster":
         master_auth = dict(inputs.get("masterAuth") or {})
         master_auth["clusterCaCertificate"] = "b2ZmbGluZS1wbGFjZWhvbGRlcg=="
-        return {
+        outputs: dict[str, Any] = {
             "id": f"projects/{project}/locations/{region}/clusters/{physical}",
             "endpoint": "OFFLINE.gke.internal",
             "masterAuth": master_auth,
         }
+        endpoints = inputs.get("controlPlaneEndpointsConfig")
+        if endpoints and "dnsEndpointConfig" in endpoints:
+            # GKE names the DNS endpoint gke-<uid>-<project number>.<region>.gke.goog.
+            dns = dict(endpoints["dnsEndpointConfig"])
+            dns["endpoint"] = f"gke-offline-{PROJECT_NUMBER}.{region}.gke.goog"
+            outputs["controlPlaneEndpointsConfig"] = {**endpoints, "dnsEndpointConfig": dns}
+        return outputs
     if resource_type == "gcp:compute/network:Network":
         return {"id": f"projects/{project}/global/networks/{physical}"}
     if resource_type == "gcp:compute/subnetwork:Subnetwork":

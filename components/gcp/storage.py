@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -30,6 +30,9 @@ class BucketsArgs:
     retain: bool
     #: The KMS key the buckets encrypt with by default; None for Google's own keys.
     kms_key: pulumi.Input[str] | None = None
+    #: What lets the Cloud Storage service agent use `kms_key` (its IAM grant): each bucket
+    #: waits for it, since naming the key alone does not.
+    kms_grants: Sequence[pulumi.Resource] = ()
 
 
 class Buckets(pulumi.ComponentResource):
@@ -38,7 +41,10 @@ class Buckets(pulumi.ComponentResource):
     def __init__(self, name: str, args: BucketsArgs, opts: Options = None) -> None:
         super().__init__("mlstack:gcp:Buckets", name, None, opts)
         stateful = pulumi.ResourceOptions(
-            parent=self, protect=args.retain, retain_on_delete=args.retain
+            parent=self,
+            protect=args.retain,
+            retain_on_delete=args.retain,
+            depends_on=list(args.kms_grants),
         )
         self.buckets: dict[str, gcp.storage.Bucket] = {}
         for purpose, (bucket_name, cfg) in args.buckets.items():

@@ -100,6 +100,17 @@ PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
 DEFAULT_FORBIDDEN_ROLES = ["roles/owner", "roles/editor", "roles/viewer"]
 WORKLOAD_POOL_SUFFIX = ".svc.id.goog"
 GKE_METADATA = "GKE_METADATA"
+#: GKE workload vulnerability scanning modes Google has removed, with the date: the API marks
+#: them deprecated ("Basic vulnerability scanning is no longer supported", google.container.v1
+#: SecurityPostureConfig.VulnerabilityMode) and GKE's "Posture management deprecations" page
+#: (cloud.google.com/kubernetes-engine/docs/deprecations/posture-management-deprecation) lists
+#: the standard tier removed on 2025-07-31 and Advanced Vulnerability Insights on 2026-06-16.
+#: The provider docs still offer both. A cluster asking for one cannot be created as asked.
+RETIRED_VULNERABILITY_MODES = {
+    "VULNERABILITY_BASIC": "2025-07-31",
+    "VULNERABILITY_ENTERPRISE": "2026-06-16",
+}
+LIVE_VULNERABILITY_MODE = "VULNERABILITY_DISABLED"
 
 
 def _named(what: str, name: Any, fallback: str) -> str:
@@ -431,6 +442,20 @@ def gke_no_legacy_auth(args: ResourceValidationArgs, report: ReportViolation) ->
         )
 
 
+def gke_live_vulnerability_mode(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if args.resource_type != GKE_CLUSTER:
+        return
+    mode = known(args.props, "securityPostureConfig", "vulnerabilityMode")
+    if not isinstance(mode, str) or mode not in RETIRED_VULNERABILITY_MODES:
+        return
+    report(
+        f"{_cluster(args.props, args.name)} asks for workload vulnerability scanning mode {mode}, "
+        f"which GKE removed on {RETIRED_VULNERABILITY_MODES[mode]}; set "
+        f"securityPostureConfig.vulnerabilityMode: {LIVE_VULNERABILITY_MODE}",
+        None,
+    )
+
+
 def _management_off(management: Any) -> list[str]:
     """The management settings turned off; unset ones are on (the provider defaults both to
     true)."""
@@ -568,6 +593,11 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
         "gcp-gke-no-legacy-auth",
         "GKE clusters have legacy ABAC off and issue no client certificate.",
         gke_no_legacy_auth,
+    ),
+    resource_rule(
+        "gcp-gke-live-vulnerability-mode",
+        "GKE clusters ask for no workload vulnerability scanning mode GKE has removed.",
+        gke_live_vulnerability_mode,
     ),
     resource_rule(
         "gcp-gke-node-auto-repair-upgrade",

@@ -44,6 +44,7 @@ KEY_RING = "gcp:kms/keyRing:KeyRing"
 CRYPTO_KEY = "gcp:kms/cryptoKey:CryptoKey"
 KEY_IAM = "gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember"
 SERVICE_ACCOUNT = "kubernetes:core/v1:ServiceAccount"
+K8S_PROVIDER = "pulumi:providers:kubernetes"
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 PURPOSES = ("datasets", "checkpoints", "models")
 PROD_ZONES = ("us-central1-a", "us-central1-b", "us-central1-c")
@@ -221,6 +222,9 @@ def test_every_gcp_resource_uses_the_stacks_explicit_provider(gcp: Planned) -> N
 def test_the_apis_are_enabled_and_left_on_at_destroy(gcp: Planned) -> None:
     services = {r.inputs["service"]: r for r in gcp.of_type(SERVICE)}
     assert set(services) == {
+        # Project lookups and project IAM go through Cloud Resource Manager, off in a new
+        # project.
+        "cloudresourcemanager.googleapis.com",
         "compute.googleapis.com",
         "container.googleapis.com",
         "storage.googleapis.com",
@@ -305,6 +309,11 @@ def test_gke_cluster(gcp: Planned) -> None:
     assert "WORKLOADS" in c["loggingConfig"]["enableComponents"]
     assert "APISERVER" in c["loggingConfig"]["enableComponents"]
     assert c["monitoringConfig"]["managedPrometheus"] == {"enabled": True}
+    # Both workload vulnerability scanning tiers are removed; DISABLED is the live mode.
+    assert c["securityPostureConfig"] == {
+        "mode": "BASIC",
+        "vulnerabilityMode": "VULNERABILITY_DISABLED",
+    }
     # The default pool, while it exists, runs as the nodes' account behind the GKE metadata
     # server, not as the Compute Engine default service account.
     assert c["nodeConfig"]["serviceAccount"] == _node_email(e)
@@ -320,6 +329,30 @@ def test_api_endpoint_dev_open_to_its_range_prod_private(planned: dict[str, Plan
         assert [b["cidrBlock"] for b in networks.get("cidrBlocks", [])] == list(e.authorized)
         assert networks["gcpPublicCidrsAccessEnabled"] is False, stack
         assert c["privateClusterConfig"]["enablePrivateEndpoint"] is (not e.authorized), stack
+        # Global access keeps the private endpoint reachable from every region.
+        assert c["privateClusterConfig"]["masterGlobalAccessConfig"] == {"enabled": True}
+
+
+def test_a_private_control_plane_is_reached_through_its_dns_endpoint(
+    planned: dict[str, Planned],
+) -> None:
+    # gcp-prod has no authorized networks: VPN, peered and CI networks reach its control plane
+    # by the DNS-based endpoint (IAM-checked), not by the private IP in Google's network.
+    prod = planned["gcp-prod"]
+    c = prod.get(CLUSTER, "gcp-cluster").inputs
+    assert c["controlPlaneEndpointsConfig"] == {"dnsEndpointConfig": {"allowExternalTraffic": True}}
+    config = json.loads(prod.get(K8S_PROVIDER, "gcp-kubernetes").inputs["kubeconfig"]["value"])
+    [cluster] = config["clusters"]
+    assert cluster["cluster"] == {
+        "server": f"https://gke-offline-{PROJECT_NUMBER}.{prod.expected.region}.gke.goog"
+    }
+    # gcp-dev's public endpoint is open to its listed range and stays the provider's server.
+    dev = planned["gcp-dev"]
+    assert "controlPlaneEndpointsConfig" not in dev.get(CLUSTER, "gcp-cluster").inputs
+    config = json.loads(dev.get(K8S_PROVIDER, "gcp-kubernetes").inputs["kubeconfig"]["value"])
+    [cluster] = config["clusters"]
+    assert cluster["cluster"]["server"] == "https://OFFLINE.gke.internal"
+    assert cluster["cluster"]["certificate-authority-data"]
 
 
 def test_secrets_encryption_and_google_groups_only_where_configured(
@@ -339,15 +372,15 @@ def test_secrets_encryption_and_google_groups_only_where_configured(
 
 
 def test_the_kubernetes_provider_gets_the_kubeconfig_as_a_secret(gcp: Planned) -> None:
-    provider = gcp.get("pulumi:providers:kubernetes", "gcp-kubernetes")
+    provider = gcp.get(K8S_PROVIDER, "gcp-kubernetes")
     assert is_secret(provider.inputs["kubeconfig"])
     kubeconfig = json.loads(provider.inputs["kubeconfig"]["value"])
     [user] = kubeconfig["users"]
     assert user["user"]["exec"]["command"] == "gke-gcloud-auth-plugin"
+    # The runner has Application Default Credentials (README, CI's workload identity
+    # federation), not necessarily a gcloud login.
+    assert user["user"]["exec"]["args"] == ["--use_application_default_credentials"]
     assert "token" not in user["user"] and "client-key-data" not in user["user"]
-    [cluster] = kubeconfig["clusters"]
-    assert cluster["cluster"]["server"] == "https://OFFLINE.gke.internal"
-    assert cluster["cluster"]["certificate-authority-data"]
 
 
 # --- node pools -------------------------------------------------------------------------------
@@ -364,6 +397,8 @@ def test_one_node_pool_per_pool_plus_the_system_pool(gcp: Planned) -> None:
         assert p["location"] == e.region
         assert p["nodeLocations"] == list(want.zones), name
         assert node["machineType"] == want.machine_type, name
+        # None of the shipped machines is of a Hyperdisk-only series.
+        assert node["diskType"] == "pd-balanced", name
         assert node["spot"] is want.spot, name
         low, high = want.sizes
         assert p["autoscaling"]["totalMinNodeCount"] == low, name
@@ -439,6 +474,22 @@ def test_three_private_versioned_buckets(gcp: Planned) -> None:
             assert b["encryption"] == {"defaultKmsKeyName": _key_id(e, "storage")}
         else:
             assert "encryption" not in b
+
+
+def test_cmek_buckets_wait_for_the_storage_agents_grant_on_their_key(
+    planned: dict[str, Planned],
+) -> None:
+    # Naming the key is not enough: GCS refuses the bucket (403 "Permission denied on Cloud KMS
+    # key") until its service agent may use the key (terraform-google-kms#39).
+    prod = planned["gcp-prod"]
+    grant = next(g for g in prod.of_type(KEY_IAM) if g.name == "gcp-keys-storage-gcs")
+    assert grant.inputs["cryptoKeyId"] == _key_id(prod.expected, "storage")
+    for purpose in PURPOSES:
+        bucket = prod.get(BUCKET, f"gcp-storage-{purpose}")
+        assert grant.urn in _dependencies(prod, bucket), purpose
+    dev = planned["gcp-dev"]
+    for bucket in dev.of_type(BUCKET):
+        assert not {u for u in _dependencies(dev, bucket) if KEY_IAM in u}, bucket.name
 
 
 def _rules(bucket: PlannedResource) -> dict[str, dict[str, Any]]:

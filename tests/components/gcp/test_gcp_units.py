@@ -14,7 +14,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mlstack.components.gcp.backend import GcpBackend, pool_zones, zones_of
-from mlstack.components.gcp.catalog import GPU_SERIES, REGIONS, Region, default_zones, series
+from mlstack.components.gcp.catalog import (
+    GPU_SERIES,
+    MACHINES,
+    REGIONS,
+    Region,
+    boot_disk_type,
+    default_zones,
+    series,
+)
 from mlstack.components.gcp.cluster import kubeconfig
 from mlstack.components.gcp.iam import (
     BucketGrant,
@@ -22,6 +30,7 @@ from mlstack.components.gcp.iam import (
     object_prefix_condition,
     team_bucket_grants,
 )
+from mlstack.components.gcp.nodepools import pool_shape, system_shape
 from mlstack.components.gcp.registry import cleanup_policies
 from mlstack.components.gcp.storage import archive_days, lifecycle_rules
 from mlstack.stacks.catalog import ACCELERATORS
@@ -273,6 +282,57 @@ def test_series(machine: str, expected: str) -> None:
     assert series(machine) == expected
 
 
+# --- boot disks -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("machine", "disk"),
+    [
+        # A3 Ultra (H200) and the Hyperdisk-only series cannot boot from Persistent Disk.
+        ("a3-ultragpu-8g", "hyperdisk-balanced"),
+        ("a4-highgpu-8g", "hyperdisk-balanced"),
+        ("a4x-highgpu-4g", "hyperdisk-balanced"),
+        ("c4-standard-8", "hyperdisk-balanced"),
+        ("n4-standard-8", "hyperdisk-balanced"),
+        # The rest of A3 and the older series keep pd-balanced.
+        ("a3-highgpu-8g", "pd-balanced"),
+        ("a3-megagpu-8g", "pd-balanced"),
+        ("a2-ultragpu-8g", "pd-balanced"),
+        ("g2-standard-48", "pd-balanced"),
+        ("n1-standard-8", "pd-balanced"),
+        ("e2-standard-4", "pd-balanced"),
+        ("n2-standard-16", "pd-balanced"),
+    ],
+)
+def test_boot_disk_type_by_machine_series(machine: str, disk: str) -> None:
+    assert boot_disk_type(machine) == disk
+
+
+def test_every_h200_machine_of_the_catalog_boots_from_hyperdisk() -> None:
+    h200 = [m for m in MACHINES.values() if m.accelerator == "h200"]
+    assert h200
+    for machine in h200:
+        assert boot_disk_type(machine.name) == "hyperdisk-balanced", machine.name
+
+
+def test_pool_shapes_carry_the_boot_disk_of_their_machine() -> None:
+    pool = NodePool.model_validate(
+        {
+            "name": "h200",
+            "kind": "gpu",
+            "accelerator": "h200",
+            "gpus_per_node": 8,
+            "instance_type": "a3-ultragpu-8g",
+            "max_nodes": 2,
+        }
+    )
+    assert pool_shape(pool, ("us-central1-b",)).disk_type == "hyperdisk-balanced"
+    assert system_shape("e2-standard-4", ("us-central1-a",), (1, 2)).disk_type == "pd-balanced"
+    assert system_shape("n4-standard-4", ("us-central1-a",), (1, 2)).disk_type == (
+        "hyperdisk-balanced"
+    )
+
+
 # --- zones_of and pool_zones ------------------------------------------------------------------
 
 
@@ -418,6 +478,18 @@ def test_kubeconfig_authenticates_with_the_gke_plugin_and_holds_no_secret() -> N
     exec_ = user["user"]["exec"]
     assert exec_["apiVersion"] == "client.authentication.k8s.io/v1beta1"
     assert exec_["command"] == "gke-gcloud-auth-plugin"
+    # Tokens from Application Default Credentials, what the README and CI set up, not from a
+    # gcloud CLI login.
+    assert exec_["args"] == ["--use_application_default_credentials"]
     assert exec_["interactiveMode"] == "Never"
     for word in ("token", "password", "client-key-data", "client-certificate-data", "secret"):
         assert f'"{word}"' not in text
+
+
+def test_a_dns_endpoint_kubeconfig_has_no_cluster_ca() -> None:
+    config = json.loads(kubeconfig("ml-prod", "gke-abc-123.us-central1.gke.goog", None))
+    [cluster] = config["clusters"]
+    # The DNS endpoint's certificate is publicly trusted: the system roots verify it.
+    assert cluster["cluster"] == {"server": "https://gke-abc-123.us-central1.gke.goog"}
+    [user] = config["users"]
+    assert user["user"]["exec"]["args"] == ["--use_application_default_credentials"]

@@ -402,6 +402,7 @@ GKE_CLUSTER_RULES = (
     gcp.gke_endpoint_restricted,
     gcp.gke_workload_identity,
     gcp.gke_no_legacy_auth,
+    gcp.gke_live_vulnerability_mode,
     gcp.gke_node_auto_repair_upgrade,
 )
 
@@ -587,6 +588,34 @@ def test_unset_and_unknown_legacy_auth_pass(dev: Stack) -> None:
     ):
         cluster_of(dev).update(change)
         assert check(gcp.gke_no_legacy_auth, CLUSTER, cluster_of(dev)) == []
+
+
+# --- GKE: vulnerability scanning mode ----------------------------------------------------------
+
+
+@fails("gcp-gke-live-vulnerability-mode")
+@pytest.mark.parametrize(
+    ("mode", "removed"),
+    [("VULNERABILITY_BASIC", "2025-07-31"), ("VULNERABILITY_ENTERPRISE", "2026-06-16")],
+)
+def test_a_retired_vulnerability_mode_is_reported(dev: Stack, mode: str, removed: str) -> None:
+    cluster_of(dev)["securityPostureConfig"]["vulnerabilityMode"] = mode
+    [message] = check(gcp.gke_live_vulnerability_mode, CLUSTER, cluster_of(dev))
+    assert message == (
+        f"GKE cluster 'ml-dev' asks for workload vulnerability scanning mode {mode}, which GKE "
+        f"removed on {removed}; set securityPostureConfig.vulnerabilityMode: "
+        "VULNERABILITY_DISABLED"
+    )
+
+
+def test_a_live_unset_or_unknown_vulnerability_mode_passes(dev: Stack) -> None:
+    assert cluster_of(dev)["securityPostureConfig"]["vulnerabilityMode"] == (
+        "VULNERABILITY_DISABLED"
+    )
+    assert check(gcp.gke_live_vulnerability_mode, CLUSTER, cluster_of(dev)) == []
+    for posture in ({}, None, {"vulnerabilityMode": UNKNOWN_STRING_VALUE}):
+        cluster_of(dev)["securityPostureConfig"] = posture
+        assert check(gcp.gke_live_vulnerability_mode, CLUSTER, cluster_of(dev)) == []
 
 
 # --- GKE: node auto-repair and auto-upgrade -----------------------------------------------------

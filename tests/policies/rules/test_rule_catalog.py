@@ -80,6 +80,7 @@ MODULE_RULES: dict[ModuleType, list[str]] = {
         "gcp-gke-endpoint-restricted",
         "gcp-gke-workload-identity",
         "gcp-gke-no-legacy-auth",
+        "gcp-gke-live-vulnerability-mode",
         "gcp-gke-node-auto-repair-upgrade",
         "gcp-iam-no-primitive-roles",
         "gcp-iam-no-service-account-keys",
@@ -104,7 +105,7 @@ def test_policies_have_kebab_case_names_and_one_sentence_descriptions(module: Mo
 def test_all_policies_are_the_modules_policies_with_unique_names() -> None:
     assert [p for m in RULE_MODULES for p in m.POLICIES] == ALL_POLICIES
     names = [p.name for p in ALL_POLICIES]
-    assert len(names) == 47
+    assert len(names) == 48
     assert sorted(set(names)) == sorted(names)
 
 
