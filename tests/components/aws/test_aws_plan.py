@@ -619,13 +619,23 @@ def test_dev_protects_and_retains_nothing(planned: dict[str, Planned]) -> None:
 # --- workload identity ------------------------------------------------------------------------
 
 
-def _check_pod_identity_trust(aws: Planned, role: PlannedResource) -> None:
+def _check_pod_identity_trust(
+    aws: Planned, role: PlannedResource, namespace: str, service_account: str
+) -> None:
+    """Only the Pod Identity of this cluster, for this ServiceAccount, by the session tags it
+    sends (EKS user guide, pod-id-role.html); no aws:SourceArn (that is the association)."""
     [statement] = _doc(role, "assumeRolePolicy")["Statement"]
     assert statement["Effect"] == "Allow"
     assert statement["Principal"] == {"Service": "pods.eks.amazonaws.com"}
     assert sorted(statement["Action"]) == ["sts:AssumeRole", "sts:TagSession"]
-    assert statement["Condition"]["ArnEquals"] == {"aws:SourceArn": _cluster_arn(aws.expected)}
-    assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": ACCOUNT}
+    assert statement["Condition"] == {
+        "StringEquals": {
+            "aws:SourceAccount": ACCOUNT,
+            "aws:RequestTag/eks-cluster-arn": _cluster_arn(aws.expected),
+            "aws:RequestTag/kubernetes-namespace": namespace,
+            "aws:RequestTag/kubernetes-service-account": service_account,
+        }
+    }
 
 
 def test_each_team_has_a_role_only_its_clusters_pod_identity_can_assume(aws: Planned) -> None:
@@ -633,7 +643,7 @@ def test_each_team_has_a_role_only_its_clusters_pod_identity_can_assume(aws: Pla
     assert tuple(t.name for t in aws.plan.platform.teams) == e.teams
     for team in e.teams:
         role = aws.get(ROLE, f"aws-team-{team}-role")
-        _check_pod_identity_trust(aws, role)
+        _check_pod_identity_trust(aws, role, team, "workload")
         association = aws.get(POD_IDENTITY, f"aws-team-{team}")
         assert association.inputs == {
             "clusterName": e.cluster,
@@ -722,7 +732,9 @@ def test_cluster_autoscaler_release_and_its_identity(aws: Planned) -> None:
     assert association.inputs["serviceAccount"] == values["rbac"]["serviceAccount"]["name"]
     assert association.inputs["serviceAccount"] == "cluster-autoscaler"
     assert association.inputs["roleArn"] == _role_arn("aws-autoscaler-identity-role")
-    _check_pod_identity_trust(aws, aws.get(ROLE, "aws-autoscaler-identity-role"))
+    _check_pod_identity_trust(
+        aws, aws.get(ROLE, "aws-autoscaler-identity-role"), "kube-system", "cluster-autoscaler"
+    )
     policy = _doc(aws.get(ROLE_POLICY, "aws-autoscaler-identity-policy"), "policy")
     resize = _statement(policy, "ResizeOwnGroups")
     assert resize["Condition"] == {

@@ -284,12 +284,21 @@ def test_first_asg_name_without_a_group_raises(resources: object) -> None:
 # --- small IAM helpers ------------------------------------------------------------------------
 
 
-def test_pod_identity_trust_takes_the_account_from_the_cluster_arn() -> None:
+def test_pod_identity_trust_is_scoped_by_the_session_tags_pod_identity_sends() -> None:
+    """The documented scope (EKS user guide, pod-id-role.html): the request tags of the cluster,
+    namespace and ServiceAccount. aws:SourceArn is the association's ARN, never the cluster's,
+    so the old `ArnEquals aws:SourceArn = <cluster ARN>` denied every AssumeRole."""
     arn = "arn:aws:eks:eu-west-1:210987654321:cluster/ml"
-    [statement] = pod_identity_trust(arn)["Statement"]
+    [statement] = pod_identity_trust(arn, "vision", "workload")["Statement"]
+    assert statement["Principal"] == {"Service": "pods.eks.amazonaws.com"}
+    assert sorted(statement["Action"]) == ["sts:AssumeRole", "sts:TagSession"]
     assert statement["Condition"] == {
-        "StringEquals": {"aws:SourceAccount": "210987654321"},
-        "ArnEquals": {"aws:SourceArn": arn},
+        "StringEquals": {
+            "aws:SourceAccount": "210987654321",
+            "aws:RequestTag/eks-cluster-arn": arn,
+            "aws:RequestTag/kubernetes-namespace": "vision",
+            "aws:RequestTag/kubernetes-service-account": "workload",
+        }
     }
 
 
