@@ -34,11 +34,25 @@ TAINT_EFFECTS = {
     TaintEffect.PREFER_NO_SCHEDULE: "PREFER_NO_SCHEDULE",
     TaintEffect.NO_EXECUTE: "NO_EXECUTE",
 }
+#: The label the cluster autoscaler's AWS provider reads as "this node has GPUs" (`GPULabel` in
+#: cloudprovider/aws/aws_cloud_provider.go). Its README, "Special note on GPU instances": until
+#: the device plugin advertises `nvidia.com/gpu`, a new GPU node without this label looks like
+#: one without GPUs, and the autoscaler scales out again for the same pending pods. The value is
+#: the GPU type, `nvidia-tesla-k80` in the README's example; here `nvidia-<accelerator>`.
+AWS_ACCELERATOR_LABEL = "k8s.amazonaws.com/accelerator"
 NODE_POLICIES = (
     "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
     "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
     "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPullOnly",
 )
+
+
+def group_labels(pool: NodePool) -> dict[str, str]:
+    """The pool's labels, and on a GPU pool the autoscaler's accelerator label."""
+    labels = dict(pool.node_labels)
+    if pool.kind is PoolKind.GPU and pool.accelerator:
+        labels[AWS_ACCELERATOR_LABEL] = f"nvidia-{pool.accelerator}"
+    return labels
 
 
 def first_asg_name(resources: Any) -> str:
@@ -99,9 +113,10 @@ class NodeGroups(pulumi.ComponentResource):
         self.pools: dict[str, aws.eks.NodeGroup] = {}
         for pool in args.pools:
             taints = tuple((t.key, t.value, t.effect.value) for t in pool.effective_taints)
+            labels = group_labels(pool)
             group = self._group(
                 f"{name}-{pool.name}",
-                labels=pool.node_labels,
+                labels=labels,
                 instance_type=pool.instance_type or "",
                 ami=GPU_AMI if pool.kind is PoolKind.GPU else CPU_AMI,
                 capacity=CAPACITY_TYPES[pool.capacity],
@@ -112,7 +127,9 @@ class NodeGroups(pulumi.ComponentResource):
             self.pools[pool.name] = group
             # Tag the ASG EKS made for the group; 'tags' on the node group stay on the group.
             asg = group.resources.apply(first_asg_name)
-            template = node_template_tags(pool.node_labels, taints, pool.gpus, pool.disk_gib)
+            # Every label, the accelerator one included: a group at zero nodes is scaled up
+            # from these tags alone.
+            template = node_template_tags(labels, taints, pool.gpus, pool.disk_gib)
             for key, value in sorted(template.items()):
                 # Named by the key, so changing one label touches one tag.
                 aws.autoscaling.Tag(

@@ -418,14 +418,19 @@ def test_gpu_groups_are_tainted_and_labelled_and_cpu_groups_are_not(aws: Planned
     for pool in aws.plan.platform.node_pools:
         group = aws.get(NODE_GROUP, f"aws-nodes-{pool.name}")
         i = group.inputs
-        assert i["labels"] == pool.node_labels
         if pool.kind is PoolKind.GPU:
+            # The autoscaler's GPU label (its AWS README, "Special note on GPU instances").
+            assert i["labels"] == {
+                **pool.node_labels,
+                "k8s.amazonaws.com/accelerator": f"nvidia-{pool.accelerator}",
+            }
             assert i["taints"] == [
                 {"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}
             ]
             assert i["labels"]["mlstack.dev/pool-kind"] == "gpu"
             assert i["labels"]["mlstack.dev/accelerator"] == pool.accelerator
         else:
+            assert i["labels"] == pool.node_labels
             assert i["taints"] == []
             assert "mlstack.dev/accelerator" not in i["labels"]
         assert i["labels"]["mlstack.dev/capacity"] == pool.capacity.value
@@ -474,6 +479,8 @@ def test_each_pools_asg_carries_the_node_template_tags(aws: Planned) -> None:
             assert values[f"{TEMPLATE}/label/{k}"] == v
         assert values[f"{TEMPLATE}/resources/ephemeral-storage"] == "200Gi"
         if pool.gpus:
+            # Scale-from-zero sees the GPU label too, not only a node that already joined.
+            assert values[f"{TEMPLATE}/label/k8s.amazonaws.com/accelerator"].startswith("nvidia-")
             assert values[f"{TEMPLATE}/taint/nvidia.com/gpu"] == "present:NoSchedule"
             assert values[f"{TEMPLATE}/resources/nvidia.com/gpu"] == str(pool.gpus)
         else:

@@ -29,11 +29,11 @@ from mlstack.components.aws.iam import (
     pod_identity_trust,
 )
 from mlstack.components.aws.network import subnet_plan
-from mlstack.components.aws.nodegroups import first_asg_name
+from mlstack.components.aws.nodegroups import AWS_ACCELERATOR_LABEL, first_asg_name, group_labels
 from mlstack.components.aws.registry import registry_url
 from mlstack.stacks.catalog import ACCELERATORS
 from mlstack.stacks.names import POOL_LABEL, SYSTEM_POOL
-from mlstack.stacks.schema import SUPPORTED_KUBERNETES
+from mlstack.stacks.schema import SUPPORTED_KUBERNETES, NodePool, PoolKind
 
 ZONES = [f"xx-test-1{letter}" for letter in "abcdefg"]
 
@@ -279,6 +279,21 @@ def test_first_asg_name_reads_the_node_groups_resources() -> None:
 def test_first_asg_name_without_a_group_raises(resources: object) -> None:
     with pytest.raises(ValueError, match="no autoscaling group"):
         first_asg_name(resources)
+
+
+def test_gpu_groups_carry_the_autoscalers_accelerator_label_and_cpu_groups_do_not() -> None:
+    """kubernetes/autoscaler cloudprovider/aws/README.md, "Special note on GPU instances":
+    `k8s.amazonaws.com/accelerator=<gpu-type>` keeps the autoscaler from scaling out again
+    while the device plugin starts; the name is the AWS provider's, not one of mlstack's."""
+    gpu = NodePool(name="h100", kind=PoolKind.GPU, accelerator="h100-80gb", max_nodes=2)
+    cpu = NodePool(name="cpu", kind=PoolKind.CPU, max_nodes=2)
+    assert AWS_ACCELERATOR_LABEL == "k8s.amazonaws.com/accelerator"
+    assert group_labels(gpu) == {**gpu.node_labels, AWS_ACCELERATOR_LABEL: "nvidia-h100-80gb"}
+    assert group_labels(cpu) == cpu.node_labels
+    tags = node_template_tags(group_labels(gpu), (), 8, 200)
+    assert tags[f"k8s.io/cluster-autoscaler/node-template/label/{AWS_ACCELERATOR_LABEL}"] == (
+        "nvidia-h100-80gb"
+    )
 
 
 # --- small IAM helpers ------------------------------------------------------------------------
