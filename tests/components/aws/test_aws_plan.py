@@ -42,6 +42,7 @@ ACCESS_POLICY = "aws:eks/accessPolicyAssociation:AccessPolicyAssociation"
 ADDON = "aws:eks/addon:Addon"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 ASG_TAG = "aws:autoscaling/tag:Tag"
+SG_INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 KMS_KEY = "aws:kms/key:Key"
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
 ROLE = "aws:iam/role:Role"
@@ -338,6 +339,26 @@ def test_prod_api_endpoint_is_private_only(planned: dict[str, Planned]) -> None:
     vpc = planned["aws-prod"].get(CLUSTER, "aws-cluster").inputs["vpcConfig"]
     assert vpc["endpointPublicAccess"] is False
     assert vpc["endpointPrivateAccess"] is True
+
+
+def test_the_private_endpoint_admits_the_api_access_cidrs_on_443(aws: Planned) -> None:
+    """EKS user guide, cluster-endpoint.html: the cluster security group must allow 443 from the
+    connected network (VPN, bastion, CI runner); aws-prod's VPN range gets one rule."""
+    cluster = aws.get(CLUSTER, "aws-cluster")
+    rules = aws.children(aws.get("mlstack:aws:EksCluster", "aws-cluster"), SG_INGRESS)
+    cidrs = aws.plan.platform.aws.api_access_cidrs if aws.plan.platform.aws else ()
+    assert [r.inputs["cidrIpv4"] for r in rules] == list(cidrs)
+    assert bool(rules) == (aws.stack == "aws-prod")
+    for r in rules:
+        assert r.inputs == {
+            "securityGroupId": "sg-aws-cluster-offline",  # the cluster's own security group
+            "ipProtocol": "tcp",
+            "fromPort": 443,
+            "toPort": 443,
+            "cidrIpv4": r.inputs["cidrIpv4"],
+            "description": f"EKS API private endpoint from {r.inputs['cidrIpv4']}",
+        }
+        assert cluster.urn in aws.opts(r).dependencies
 
 
 def test_control_plane_role_trusts_eks(aws: Planned) -> None:
