@@ -28,7 +28,7 @@ from mlstack.components.aws.cluster import EksCluster, EksClusterArgs
 from mlstack.components.aws.iam import team_workload_policy
 from mlstack.components.aws.identity import PodIdentity, PodIdentityArgs, policy_output
 from mlstack.components.aws.network import Network, NetworkArgs, subnet_plan
-from mlstack.components.aws.nodegroups import NodeGroups, NodeGroupsArgs
+from mlstack.components.aws.nodegroups import NodeGroups, NodeGroupsArgs, live_scaling
 from mlstack.components.aws.offline import computed_outputs
 from mlstack.components.aws.registry import Registry, RegistryArgs
 from mlstack.components.aws.storage import ARCHIVE_MIN_DAYS, Buckets, BucketsArgs
@@ -189,6 +189,7 @@ class AwsBackend(CloudBackend):
                 pools=platform.node_pools,
                 system_instance_type=cfg.system_pool.instance_type,
                 system_sizes=(cfg.system_pool.min_nodes, cfg.system_pool.max_nodes),
+                live=live_scaling(cluster_name, pulumi.InvokeOptions(provider=provider)),
             ),
             pulumi.ResourceOptions(provider=provider, depends_on=[eks.cluster]),
         )

@@ -15,11 +15,14 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from tests_support import PlanWithOptions, plan_with_options
 
+from mlstack.components.aws.backend import AwsBackend
 from mlstack.components.aws.catalog import CLUSTER_AUTOSCALER_IMAGES
 from mlstack.components.aws.offline import ACCOUNT
 from mlstack.components.kubernetes.addons import CLUSTER_AUTOSCALER
@@ -28,6 +31,7 @@ from mlstack.stacks.plan import PlannedResource, is_secret, mask_secrets
 from mlstack.stacks.schema import PoolKind
 
 AWS_STACKS = ("aws-dev", "aws-prod")
+REPO = Path(__file__).resolve().parents[3]
 
 VPC = "aws:ec2/vpc:Vpc"
 SUBNET = "aws:ec2/subnet:Subnet"
@@ -822,3 +826,93 @@ def test_kubeconfig_output_is_a_secret_and_masked_in_json(aws: Planned) -> None:
     assert "get-token" not in json.dumps(aws.plan.to_json()["outputs"])
     # Nothing else the stack exports is secret.
     assert [k for k, v in aws.plan.outputs.items() if is_secret(v)] == ["kubeconfig"]
+
+
+# --- day 2: resizing a group the autoscaler owns ----------------------------------------------
+
+
+DESIRED = "scalingConfig.desiredSize"
+
+
+def _day_two(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    live: Mapping[str, tuple[int, int, int]],
+    l4: Mapping[str, int],
+) -> PlanWithOptions:
+    """aws-dev planned against a live cluster whose groups have `live` (min, max, desired),
+    with the l4 pool's sizes changed to `l4`."""
+    raw = yaml.safe_load((REPO / "stacks" / "Pulumi.aws-dev.yaml").read_text())
+    platform = raw["config"]["mlstack:platform"]
+    [pool] = [p for p in platform["node_pools"] if p["name"] == "l4"]
+    pool.update(l4)
+    path = tmp_path / "Pulumi.aws-dev.yaml"
+    path.write_text(yaml.safe_dump(raw))
+
+    def call(platform: Any, token: str, args: Mapping[str, Any]) -> Mapping[str, Any]:
+        if token == "aws:eks/getClusters:getClusters":
+            return {"names": ["ml-dev", "someone-elses"]}
+        if token == "aws:eks/getNodeGroups:getNodeGroups":
+            assert args["clusterName"] == "ml-dev"
+            return {"names": [f"aws-nodes-{g}-0a1b2c3" for g in live] + ["hand-made"]}
+        if token == "aws:eks/getNodeGroup:getNodeGroup":
+            low, high, desired = live[args["nodeGroupName"].removeprefix("aws-nodes-")[:-8]]
+            return {"scalingConfigs": [{"minSize": low, "maxSize": high, "desiredSize": desired}]}
+        return {}
+
+    monkeypatch.setattr(AwsBackend, "offline_call", staticmethod(call))
+    plan, options = plan_with_options(str(path))
+    return PlanWithOptions("aws-dev", plan, options)
+
+
+def _sent(aws: PlanWithOptions, group: str, old_input: int) -> dict[str, int]:
+    """The scaling config the provider sends EKS: the engine replaces an ignored desiredSize
+    with the old input (the value the group was created with), whatever the program says."""
+    resource = aws.get(NODE_GROUP, f"aws-nodes-{group}")
+    sent = dict(resource.inputs["scalingConfig"])
+    if DESIRED in aws.opts(resource).ignore_changes:
+        sent["desiredSize"] = old_input
+    return sent
+
+
+def test_raising_min_nodes_also_raises_desired_so_eks_accepts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: l4 created at 0..4 (desired 0) and idle; raising min_nodes to 2 used to send
+    desired 0 (ignored, so the old input) and EKS refused: "Minimum capacity 2 can't be greater
+    than desired size 0" (terraform-aws-modules/terraform-aws-eks#748, #3306)."""
+    live = {"l4": (0, 4, 0), "cpu": (0, 4, 0), "system": (1, 2, 1)}
+    aws = _day_two(tmp_path, monkeypatch, live, {"min_nodes": 2})
+    sent = _sent(aws, "l4", old_input=0)
+    assert sent == {"minSize": 2, "maxSize": 4, "desiredSize": 2}
+    assert sent["minSize"] <= sent["desiredSize"] <= sent["maxSize"]
+    # Groups whose sizes did not change stay the autoscaler's.
+    for group in ("cpu", "system"):
+        assert DESIRED in aws.opts(aws.get(NODE_GROUP, f"aws-nodes-{group}")).ignore_changes
+
+
+@pytest.mark.parametrize(
+    ("l4", "expected"),
+    [
+        # Nothing changes: the autoscaler's 3 is left alone (ignored, not reset to 0).
+        ({}, None),
+        # A new max: the update carries the autoscaler's 3, not the stale 0 (which would
+        # scale the group in).
+        ({"max_nodes": 8}, {"minSize": 0, "maxSize": 8, "desiredSize": 3}),
+        # A min below the live size: still 3, nothing is scaled in.
+        ({"min_nodes": 1}, {"minSize": 1, "maxSize": 4, "desiredSize": 3}),
+    ],
+)
+def test_resizing_keeps_the_autoscalers_desired_size_within_the_new_bounds(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    l4: Mapping[str, int],
+    expected: dict[str, int] | None,
+) -> None:
+    aws = _day_two(tmp_path, monkeypatch, {"l4": (0, 4, 3)}, l4)
+    group = aws.get(NODE_GROUP, "aws-nodes-l4")
+    if expected is None:
+        assert DESIRED in aws.opts(group).ignore_changes
+    else:
+        assert DESIRED not in aws.opts(group).ignore_changes
+        assert group.inputs["scalingConfig"] == expected

@@ -29,7 +29,13 @@ from mlstack.components.aws.iam import (
     pod_identity_trust,
 )
 from mlstack.components.aws.network import subnet_plan
-from mlstack.components.aws.nodegroups import AWS_ACCELERATOR_LABEL, first_asg_name, group_labels
+from mlstack.components.aws.nodegroups import (
+    AWS_ACCELERATOR_LABEL,
+    LiveScaling,
+    desired_size,
+    first_asg_name,
+    group_labels,
+)
 from mlstack.components.aws.registry import registry_url
 from mlstack.stacks.catalog import ACCELERATORS
 from mlstack.stacks.names import POOL_LABEL, SYSTEM_POOL
@@ -294,6 +300,27 @@ def test_gpu_groups_carry_the_autoscalers_accelerator_label_and_cpu_groups_do_no
     assert tags[f"k8s.io/cluster-autoscaler/node-template/label/{AWS_ACCELERATOR_LABEL}"] == (
         "nvidia-h100-80gb"
     )
+
+
+@pytest.mark.parametrize(
+    ("sizes", "live", "expected"),
+    [
+        ((0, 4), None, (0, True)),  # a new group starts at min; the autoscaler owns it after
+        ((0, 4), LiveScaling(0, 4, 3), (3, True)),  # unchanged bounds: not fought
+        ((2, 4), LiveScaling(0, 4, 0), (2, False)),  # min raised above live: desired follows
+        ((1, 4), LiveScaling(0, 4, 3), (3, False)),  # min raised below live: no scale-in
+        ((0, 2), LiveScaling(0, 4, 3), (2, False)),  # max lowered below live: clamped
+        ((0, 8), LiveScaling(0, 4, 3), (3, False)),  # max raised: the live size, not a stale one
+    ],
+)
+def test_desired_size_stays_within_bounds_eks_accepts(
+    sizes: tuple[int, int], live: LiveScaling | None, expected: tuple[int, bool]
+) -> None:
+    """EKS refuses min > desired or desired > max in UpdateNodegroupConfig."""
+    low, high = sizes
+    desired, ignore = desired_size(low, high, live)
+    assert (desired, ignore) == expected
+    assert low <= desired <= high
 
 
 # --- small IAM helpers ------------------------------------------------------------------------
