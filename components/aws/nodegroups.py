@@ -72,7 +72,11 @@ _AUTONAME = re.compile(r"^(?P<logical>.+)-[0-9a-f]{7}$")
 
 def live_scaling(cluster: str, opts: pulumi.InvokeOptions) -> dict[str, LiveScaling]:
     """The scaling config of each of the cluster's node groups, by logical resource name;
-    empty while the cluster does not exist (the first `pulumi up`, and the offline plan)."""
+    empty while the cluster does not exist (the first `pulumi up`, and the offline plan).
+
+    A group is found by Pulumi's default auto-name; under a project-level naming setting it is
+    not found, and `desired_size` treats it as new (desiredSize ignored, as before).
+    """
     if cluster not in (aws.eks.get_clusters(opts=opts).names or ()):
         return {}
     found: dict[str, LiveScaling] = {}
