@@ -685,6 +685,14 @@ class AwsConfig(Model):
         description="CIDRs allowed to reach the EKS API endpoint from the internet; empty: "
         "private endpoint only (reach it from the VPC, a VPN or a bastion).",
     )
+    api_access_cidrs: tuple[str, ...] = Field(
+        default=(),
+        description="Private CIDRs routed to the VPC (a VPN's client range, an office or "
+        "on-prem network, a bastion's or CI runner's subnet) allowed to reach the EKS API's "
+        "private endpoint: each becomes a port 443 ingress rule on the cluster security group, "
+        "which otherwise admits only the cluster's own nodes. Required when "
+        "public_access_cidrs is empty (pulumi itself deploys the Kubernetes layer through it).",
+    )
     cluster_admin_arns: tuple[str, ...] = Field(
         default=(),
         description="IAM principals given cluster admin through EKS access entries. Not the "

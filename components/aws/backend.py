@@ -28,7 +28,7 @@ from mlstack.components.aws.cluster import EksCluster, EksClusterArgs
 from mlstack.components.aws.iam import team_workload_policy
 from mlstack.components.aws.identity import PodIdentity, PodIdentityArgs, policy_output
 from mlstack.components.aws.network import Network, NetworkArgs, subnet_plan
-from mlstack.components.aws.nodegroups import NodeGroups, NodeGroupsArgs
+from mlstack.components.aws.nodegroups import NodeGroups, NodeGroupsArgs, live_scaling
 from mlstack.components.aws.offline import computed_outputs
 from mlstack.components.aws.registry import Registry, RegistryArgs
 from mlstack.components.aws.storage import ARCHIVE_MIN_DAYS, Buckets, BucketsArgs
@@ -46,7 +46,7 @@ from mlstack.components.checks import (
     registry_problems,
     system_pool_problems,
 )
-from mlstack.components.cidr import PRIVATE_RANGES, cidr_fix, within
+from mlstack.components.cidr import PRIVATE_RANGES, VPC_RANGES, cidr_fix, within
 from mlstack.components.features import Feature
 from mlstack.stacks.catalog import CatalogError
 from mlstack.stacks.errors import Problem, format_path
@@ -173,6 +173,7 @@ class AwsBackend(CloudBackend):
                 region=cfg.region,
                 subnet_ids=private_subnets,
                 public_access_cidrs=cfg.public_access_cidrs,
+                api_access_cidrs=cfg.api_access_cidrs,
                 admin_arns=cfg.cluster_admin_arns,
                 access_entries=cfg.access_entries,
                 log_retention_days=cfg.log_retention_days,
@@ -188,6 +189,7 @@ class AwsBackend(CloudBackend):
                 pools=platform.node_pools,
                 system_instance_type=cfg.system_pool.instance_type,
                 system_sizes=(cfg.system_pool.min_nodes, cfg.system_pool.max_nodes),
+                live=live_scaling(cluster_name, pulumi.InvokeOptions(provider=provider)),
             ),
             pulumi.ResourceOptions(provider=provider, depends_on=[eks.cluster]),
         )
@@ -396,6 +398,48 @@ def _check_network(cfg: AwsConfig) -> list[Problem]:
                     cidr,
                 )
             )
+    return problems + _check_api_access(cfg)
+
+
+def _check_api_access(cfg: AwsConfig) -> list[Problem]:
+    """The private endpoint is reached through the cluster security group, which admits only
+    the cluster's nodes: "You must ensure that your Amazon EKS control plane security group
+    contains rules to allow ingress traffic on port 443 from your connected network" (EKS user
+    guide, cluster-endpoint.html, "Accessing a private only API server")."""
+    if not cfg.api_access_cidrs and not cfg.public_access_cidrs:
+        return [
+            Problem(
+                "platform.aws.api_access_cidrs",
+                "the EKS API is private-only (no aws.public_access_cidrs) and its security group "
+                "admits only the cluster's nodes, so pulumi, kubectl and CI on your VPN, "
+                "bastion or runner cannot reach it on port 443",
+                "list the private ranges they come from, e.g. [10.100.0.0/16] for a VPN's "
+                "client range",
+            )
+        ]
+    problems = []
+    for i, cidr in enumerate(cfg.api_access_cidrs):
+        path = format_path(("aws", "api_access_cidrs", i))
+        try:
+            net = ipaddress.ip_network(cidr)
+        except ValueError as exc:
+            problems.append(
+                Problem(path, f"invalid CIDR: {exc}", cidr_fix(cidr, "10.100.0.0/16"), cidr)
+            )
+            continue
+        if not within(net, VPC_RANGES):
+            problems.append(
+                Problem(
+                    path,
+                    "the private endpoint is reached from private ranges routed to the VPC "
+                    "(RFC 1918 or 100.64.0.0/10); a public range belongs in "
+                    "aws.public_access_cidrs",
+                    "list the VPN, bastion or runner's private range, e.g. 10.100.0.0/16",
+                    cidr,
+                )
+            )
+        elif cidr in cfg.api_access_cidrs[:i]:
+            problems.append(Problem(path, "is listed twice", "list each range once", cidr))
     return problems
 
 

@@ -77,6 +77,8 @@ class EksClusterArgs:
     retain: bool
     #: Where the public endpoint may be reached from; none keeps the endpoint private.
     public_access_cidrs: Sequence[str] = ()
+    #: Private ranges allowed to the private endpoint (port 443 on the cluster security group).
+    api_access_cidrs: Sequence[str] = ()
     admin_arns: Sequence[str] = ()
     access_entries: Sequence[AwsAccessEntry] = ()
 
@@ -152,6 +154,24 @@ class EksCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment, logs]),
         )
         on_cluster = pulumi.ResourceOptions(parent=self, depends_on=[self.cluster])
+        # The private endpoint answers through the security group EKS creates for the cluster,
+        # which admits only the cluster's nodes; a VPN, bastion or runner needs 443 opened
+        # (EKS user guide, cluster-endpoint.html, "Accessing a private only API server").
+        cluster_sg = self.cluster.vpc_config.apply(lambda c: c.cluster_security_group_id or "")
+        for cidr in args.api_access_cidrs:
+            aws.vpc.SecurityGroupIngressRule(
+                # Named by the range, so removing one touches one rule.
+                f"{name}-api-from-{cidr.replace('/', '-')}",
+                aws.vpc.SecurityGroupIngressRuleArgs(
+                    security_group_id=cluster_sg,
+                    ip_protocol="tcp",
+                    from_port=443,
+                    to_port=443,
+                    cidr_ipv4=cidr,
+                    description=f"EKS API private endpoint from {cidr}",
+                ),
+                opts=on_cluster,
+            )
         for i, arn in enumerate(args.admin_arns):
             entry = aws.eks.AccessEntry(
                 f"{name}-admin-{i}",

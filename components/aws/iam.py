@@ -16,6 +16,10 @@ Document = dict[str, Any]
 
 #: EKS Pod Identity: the agent assumes team roles through this service principal.
 POD_IDENTITY_PRINCIPAL = "pods.eks.amazonaws.com"
+#: Session tags EKS Pod Identity sets on every AssumeRole (EKS user guide, pod-id-role.html).
+POD_IDENTITY_CLUSTER_TAG = "eks-cluster-arn"
+POD_IDENTITY_NAMESPACE_TAG = "kubernetes-namespace"
+POD_IDENTITY_SERVICE_ACCOUNT_TAG = "kubernetes-service-account"
 #: The ASG tags EKS puts on managed node groups; the autoscaler finds its groups by them.
 AUTOSCALER_ENABLED_TAG = "k8s.io/cluster-autoscaler/enabled"
 AUTOSCALER_NODE_TEMPLATE = "k8s.io/cluster-autoscaler/node-template"
@@ -49,24 +53,33 @@ def service_trust(service: str) -> Document:
     }
 
 
-def pod_identity_trust(cluster_arn: str) -> Document:
-    """Trust for EKS Pod Identity, from this cluster only (aws:SourceArn is the cluster).
+def pod_identity_trust(cluster_arn: str, namespace: str, service_account: str) -> Document:
+    """Trust for EKS Pod Identity, for one ServiceAccount of one cluster.
 
-    Which namespace and ServiceAccount may use the role is the Pod Identity association's
-    job; the condition keeps another cluster in the account from using the role at all.
+    The scope is the session tags Pod Identity sends with its AssumeRole ("You can use these
+    tags in the condition keys in the trust policy to restrict which service accounts,
+    namespaces, and clusters can use this role": eks-cluster-arn, kubernetes-namespace,
+    kubernetes-service-account; EKS user guide, pod-id-role.html). Not `aws:SourceArn`: for
+    Pod Identity that is the association (`podidentityassociation/<cluster>/<id>`), never the
+    cluster, so a condition equal to the cluster ARN denies every AssumeRole (the policy rule
+    `aws-pod-identity-trust-by-session-tags` refuses that form).
     """
     account = cluster_arn.split(":")[4]
     return {
         "Version": VERSION,
         "Statement": [
             {
-                "Sid": "PodIdentityFromThisCluster",
+                "Sid": "PodIdentityForOneServiceAccount",
                 "Effect": "Allow",
                 "Principal": {"Service": POD_IDENTITY_PRINCIPAL},
                 "Action": ["sts:AssumeRole", "sts:TagSession"],
                 "Condition": {
-                    "StringEquals": {"aws:SourceAccount": account},
-                    "ArnEquals": {"aws:SourceArn": cluster_arn},
+                    "StringEquals": {
+                        "aws:SourceAccount": account,
+                        f"aws:RequestTag/{POD_IDENTITY_CLUSTER_TAG}": cluster_arn,
+                        f"aws:RequestTag/{POD_IDENTITY_NAMESPACE_TAG}": namespace,
+                        f"aws:RequestTag/{POD_IDENTITY_SERVICE_ACCOUNT_TAG}": service_account,
+                    }
                 },
             }
         ],

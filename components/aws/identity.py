@@ -38,7 +38,7 @@ class PodIdentity(pulumi.ComponentResource):
             f"{name}-role",
             aws.iam.RoleArgs(
                 assume_role_policy=args.cluster_arn.apply(
-                    lambda arn: dumps(pod_identity_trust(arn))
+                    lambda arn: dumps(pod_identity_trust(arn, args.namespace, args.service_account))
                 ),
                 description=args.description,
             ),

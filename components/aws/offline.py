@@ -33,6 +33,10 @@ def computed_outputs(
             "arn": f"arn:aws:eks:{region}:{ACCOUNT}:cluster/{physical}",
             "endpoint": f"https://OFFLINE.gr7.{region}.eks.amazonaws.com",
             "certificateAuthority": {"data": "b2ZmbGluZS1wbGFjZWhvbGRlcg=="},
+            "vpcConfig": {
+                **dict(inputs.get("vpcConfig") or {}),
+                "clusterSecurityGroupId": f"sg-{name}-offline",
+            },
         }
     if resource_type == "aws:eks/nodeGroup:NodeGroup":
         return {"resources": [{"autoscalingGroups": [{"name": f"eks-{name}-offline"}]}]}

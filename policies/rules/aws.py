@@ -631,6 +631,55 @@ def iam_no_access_keys(args: ResourceValidationArgs, report: ReportViolation) ->
         )
 
 
+POD_IDENTITY_SERVICE = "pods.eks.amazonaws.com"
+_EKS_CLUSTER_ARN = re.compile(r"^arn:aws[a-z-]*:eks:[^:]*:[^:]*:cluster/")
+
+
+def _trusts_pod_identity(statement: Mapping[str, Any]) -> bool:
+    principal = statement.get("Principal")
+    if statement.get("Effect") != "Allow" or not isinstance(principal, Mapping):
+        return False
+    return POD_IDENTITY_SERVICE in _strings(principal.get("Service"))
+
+
+def _source_arn_clusters(statement: Mapping[str, Any]) -> list[str]:
+    """Cluster ARNs a statement requires aws:SourceArn to equal or match (negated operators
+    such as ArnNotEquals exclude rather than require, so they do not count)."""
+    found: list[str] = []
+    for operator, keys in mapping(statement.get("Condition")).items():
+        if "Not" in operator or not isinstance(keys, Mapping):
+            continue
+        for key, value in keys.items():
+            if isinstance(key, str) and key.lower() == "aws:sourcearn":
+                found += [v for v in _strings(value) if _EKS_CLUSTER_ARN.match(v)]
+    return found
+
+
+def pod_identity_trust_by_session_tags(
+    args: ResourceValidationArgs, report: ReportViolation
+) -> None:
+    """EKS Pod Identity's aws:SourceArn is the association
+    (`arn:aws:eks:<region>:<account>:podidentityassociation/<cluster>/<id>`), never the cluster:
+    a trust keyed on the cluster ARN never matches. The documented scope is the session tags
+    (EKS user guide, pod-id-role.html)."""
+    if args.resource_type != IAM_ROLE:
+        return
+    document = policy_document(known(args.props, "assumeRolePolicy"))
+    for i, statement in enumerate(statements(document)):
+        if not _trusts_pod_identity(statement):
+            continue
+        for arn in _source_arn_clusters(statement):
+            report(
+                f"IAM role {args.name}: {_statement_name(statement, i)} lets EKS Pod Identity "
+                f"assume it only when aws:SourceArn is the cluster {arn}, but Pod Identity's "
+                "source is the association (podidentityassociation/<cluster>/<id>), so every "
+                "AssumeRole is denied and the pods get no credentials; scope it with "
+                "StringEquals on aws:RequestTag/eks-cluster-arn (and kubernetes-namespace, "
+                "kubernetes-service-account) instead",
+                None,
+            )
+
+
 # --- KMS -------------------------------------------------------------------------------------
 
 
@@ -719,6 +768,11 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
                 }
             }
         ),
+    ),
+    resource_rule(
+        "aws-pod-identity-trust-by-session-tags",
+        "Pod Identity trust policies scope by session tags, never aws:SourceArn = a cluster ARN.",
+        pod_identity_trust_by_session_tags,
     ),
     resource_rule(
         "aws-iam-no-access-keys",

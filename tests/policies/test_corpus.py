@@ -49,6 +49,7 @@ UNREACHABLE = {
     "aws-eks-secrets-encrypted",
     "aws-eks-audit-logging",
     "aws-iam-no-admin-statements",
+    "aws-pod-identity-trust-by-session-tags",
     "aws-iam-no-access-keys",
     "aws-kms-key-rotation",
     *(p.name for p in gcp.POLICIES),

@@ -53,7 +53,8 @@ def aws_config() -> dict[str, Any]:
     """A well-formed aws platform."""
     return {
         "cloud": "aws",
-        "aws": {"region": "us-east-1"},
+        # A private-only API names who may reach it (api_access_cidrs is required then).
+        "aws": {"region": "us-east-1", "api_access_cidrs": ["10.100.0.0/16"]},
         "cluster": {"name": "prod", "kubernetes_version": "1.33"},
         "node_pools": [
             {"name": "cpu", "kind": "cpu", "max_nodes": 3},

@@ -254,6 +254,44 @@ def test_an_ipv6_public_access_cidr(cfg: dict[str, Any]) -> None:
     assert "IPv4" in p.message and "IPv4" in p.fix
 
 
+# --- who reaches the private endpoint ---------------------------------------------------------
+
+
+def test_a_private_only_api_without_api_access_cidrs(cfg: dict[str, Any]) -> None:
+    """Issue 16: aws-prod's private-only API had no 443 rule from the VPN (EKS user guide,
+    cluster-endpoint.html: the control plane security group must allow the connected network)."""
+    cfg["aws"]["public_access_cidrs"] = []
+    p = only_problem(cfg)
+    assert p.path == "platform.aws.api_access_cidrs"
+    assert "private-only" in p.message and "443" in p.message
+    assert "10.100.0.0/16" in p.fix
+
+
+def test_a_private_only_api_with_api_access_cidrs_loads(cfg: dict[str, Any]) -> None:
+    cfg["aws"]["public_access_cidrs"] = []
+    cfg["aws"]["api_access_cidrs"] = ["10.100.0.0/16", "100.64.0.0/16"]
+    assert load_platform(cfg).aws is not None
+
+
+@pytest.mark.parametrize(
+    ("cidrs", "index", "words"),
+    [
+        (["vpn"], 0, "invalid CIDR"),
+        (["10.100.0.1/16"], 0, "host bits"),
+        (["203.0.113.0/24"], 0, "aws.public_access_cidrs"),
+        (["0.0.0.0/0"], 0, "aws.public_access_cidrs"),
+        (["10.100.0.0/16", "10.100.0.0/16"], 1, "listed twice"),
+    ],
+)
+def test_a_bad_api_access_cidr(
+    cfg: dict[str, Any], cidrs: list[str], index: int, words: str
+) -> None:
+    cfg["aws"]["api_access_cidrs"] = cidrs
+    p = only_problem(cfg)
+    assert (p.path, p.value) == (f"platform.aws.api_access_cidrs[{index}]", cidrs[index])
+    assert words in p.message
+
+
 # --- access entries ---------------------------------------------------------------------------
 
 

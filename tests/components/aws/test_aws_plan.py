@@ -15,11 +15,14 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from tests_support import PlanWithOptions, plan_with_options
 
+from mlstack.components.aws.backend import AwsBackend
 from mlstack.components.aws.catalog import CLUSTER_AUTOSCALER_IMAGES
 from mlstack.components.aws.offline import ACCOUNT
 from mlstack.components.kubernetes.addons import CLUSTER_AUTOSCALER
@@ -28,6 +31,7 @@ from mlstack.stacks.plan import PlannedResource, is_secret, mask_secrets
 from mlstack.stacks.schema import PoolKind
 
 AWS_STACKS = ("aws-dev", "aws-prod")
+REPO = Path(__file__).resolve().parents[3]
 
 VPC = "aws:ec2/vpc:Vpc"
 SUBNET = "aws:ec2/subnet:Subnet"
@@ -42,6 +46,7 @@ ACCESS_POLICY = "aws:eks/accessPolicyAssociation:AccessPolicyAssociation"
 ADDON = "aws:eks/addon:Addon"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 ASG_TAG = "aws:autoscaling/tag:Tag"
+SG_INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 KMS_KEY = "aws:kms/key:Key"
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
 ROLE = "aws:iam/role:Role"
@@ -340,6 +345,26 @@ def test_prod_api_endpoint_is_private_only(planned: dict[str, Planned]) -> None:
     assert vpc["endpointPrivateAccess"] is True
 
 
+def test_the_private_endpoint_admits_the_api_access_cidrs_on_443(aws: Planned) -> None:
+    """EKS user guide, cluster-endpoint.html: the cluster security group must allow 443 from the
+    connected network (VPN, bastion, CI runner); aws-prod's VPN range gets one rule."""
+    cluster = aws.get(CLUSTER, "aws-cluster")
+    rules = aws.children(aws.get("mlstack:aws:EksCluster", "aws-cluster"), SG_INGRESS)
+    cidrs = aws.plan.platform.aws.api_access_cidrs if aws.plan.platform.aws else ()
+    assert [r.inputs["cidrIpv4"] for r in rules] == list(cidrs)
+    assert bool(rules) == (aws.stack == "aws-prod")
+    for r in rules:
+        assert r.inputs == {
+            "securityGroupId": "sg-aws-cluster-offline",  # the cluster's own security group
+            "ipProtocol": "tcp",
+            "fromPort": 443,
+            "toPort": 443,
+            "cidrIpv4": r.inputs["cidrIpv4"],
+            "description": f"EKS API private endpoint from {r.inputs['cidrIpv4']}",
+        }
+        assert cluster.urn in aws.opts(r).dependencies
+
+
 def test_control_plane_role_trusts_eks(aws: Planned) -> None:
     role = aws.get(ROLE, "aws-cluster-role")
     [statement] = _doc(role, "assumeRolePolicy")["Statement"]
@@ -418,14 +443,19 @@ def test_gpu_groups_are_tainted_and_labelled_and_cpu_groups_are_not(aws: Planned
     for pool in aws.plan.platform.node_pools:
         group = aws.get(NODE_GROUP, f"aws-nodes-{pool.name}")
         i = group.inputs
-        assert i["labels"] == pool.node_labels
         if pool.kind is PoolKind.GPU:
+            # The autoscaler's GPU label (its AWS README, "Special note on GPU instances").
+            assert i["labels"] == {
+                **pool.node_labels,
+                "k8s.amazonaws.com/accelerator": f"nvidia-{pool.accelerator}",
+            }
             assert i["taints"] == [
                 {"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}
             ]
             assert i["labels"]["mlstack.dev/pool-kind"] == "gpu"
             assert i["labels"]["mlstack.dev/accelerator"] == pool.accelerator
         else:
+            assert i["labels"] == pool.node_labels
             assert i["taints"] == []
             assert "mlstack.dev/accelerator" not in i["labels"]
         assert i["labels"]["mlstack.dev/capacity"] == pool.capacity.value
@@ -474,6 +504,8 @@ def test_each_pools_asg_carries_the_node_template_tags(aws: Planned) -> None:
             assert values[f"{TEMPLATE}/label/{k}"] == v
         assert values[f"{TEMPLATE}/resources/ephemeral-storage"] == "200Gi"
         if pool.gpus:
+            # Scale-from-zero sees the GPU label too, not only a node that already joined.
+            assert values[f"{TEMPLATE}/label/k8s.amazonaws.com/accelerator"].startswith("nvidia-")
             assert values[f"{TEMPLATE}/taint/nvidia.com/gpu"] == "present:NoSchedule"
             assert values[f"{TEMPLATE}/resources/nvidia.com/gpu"] == str(pool.gpus)
         else:
@@ -619,13 +651,23 @@ def test_dev_protects_and_retains_nothing(planned: dict[str, Planned]) -> None:
 # --- workload identity ------------------------------------------------------------------------
 
 
-def _check_pod_identity_trust(aws: Planned, role: PlannedResource) -> None:
+def _check_pod_identity_trust(
+    aws: Planned, role: PlannedResource, namespace: str, service_account: str
+) -> None:
+    """Only the Pod Identity of this cluster, for this ServiceAccount, by the session tags it
+    sends (EKS user guide, pod-id-role.html); no aws:SourceArn (that is the association)."""
     [statement] = _doc(role, "assumeRolePolicy")["Statement"]
     assert statement["Effect"] == "Allow"
     assert statement["Principal"] == {"Service": "pods.eks.amazonaws.com"}
     assert sorted(statement["Action"]) == ["sts:AssumeRole", "sts:TagSession"]
-    assert statement["Condition"]["ArnEquals"] == {"aws:SourceArn": _cluster_arn(aws.expected)}
-    assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": ACCOUNT}
+    assert statement["Condition"] == {
+        "StringEquals": {
+            "aws:SourceAccount": ACCOUNT,
+            "aws:RequestTag/eks-cluster-arn": _cluster_arn(aws.expected),
+            "aws:RequestTag/kubernetes-namespace": namespace,
+            "aws:RequestTag/kubernetes-service-account": service_account,
+        }
+    }
 
 
 def test_each_team_has_a_role_only_its_clusters_pod_identity_can_assume(aws: Planned) -> None:
@@ -633,7 +675,7 @@ def test_each_team_has_a_role_only_its_clusters_pod_identity_can_assume(aws: Pla
     assert tuple(t.name for t in aws.plan.platform.teams) == e.teams
     for team in e.teams:
         role = aws.get(ROLE, f"aws-team-{team}-role")
-        _check_pod_identity_trust(aws, role)
+        _check_pod_identity_trust(aws, role, team, "workload")
         association = aws.get(POD_IDENTITY, f"aws-team-{team}")
         assert association.inputs == {
             "clusterName": e.cluster,
@@ -722,7 +764,9 @@ def test_cluster_autoscaler_release_and_its_identity(aws: Planned) -> None:
     assert association.inputs["serviceAccount"] == values["rbac"]["serviceAccount"]["name"]
     assert association.inputs["serviceAccount"] == "cluster-autoscaler"
     assert association.inputs["roleArn"] == _role_arn("aws-autoscaler-identity-role")
-    _check_pod_identity_trust(aws, aws.get(ROLE, "aws-autoscaler-identity-role"))
+    _check_pod_identity_trust(
+        aws, aws.get(ROLE, "aws-autoscaler-identity-role"), "kube-system", "cluster-autoscaler"
+    )
     policy = _doc(aws.get(ROLE_POLICY, "aws-autoscaler-identity-policy"), "policy")
     resize = _statement(policy, "ResizeOwnGroups")
     assert resize["Condition"] == {
@@ -782,3 +826,93 @@ def test_kubeconfig_output_is_a_secret_and_masked_in_json(aws: Planned) -> None:
     assert "get-token" not in json.dumps(aws.plan.to_json()["outputs"])
     # Nothing else the stack exports is secret.
     assert [k for k, v in aws.plan.outputs.items() if is_secret(v)] == ["kubeconfig"]
+
+
+# --- day 2: resizing a group the autoscaler owns ----------------------------------------------
+
+
+DESIRED = "scalingConfig.desiredSize"
+
+
+def _day_two(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    live: Mapping[str, tuple[int, int, int]],
+    l4: Mapping[str, int],
+) -> PlanWithOptions:
+    """aws-dev planned against a live cluster whose groups have `live` (min, max, desired),
+    with the l4 pool's sizes changed to `l4`."""
+    raw = yaml.safe_load((REPO / "stacks" / "Pulumi.aws-dev.yaml").read_text())
+    platform = raw["config"]["mlstack:platform"]
+    [pool] = [p for p in platform["node_pools"] if p["name"] == "l4"]
+    pool.update(l4)
+    path = tmp_path / "Pulumi.aws-dev.yaml"
+    path.write_text(yaml.safe_dump(raw))
+
+    def call(platform: Any, token: str, args: Mapping[str, Any]) -> Mapping[str, Any]:
+        if token == "aws:eks/getClusters:getClusters":
+            return {"names": ["ml-dev", "someone-elses"]}
+        if token == "aws:eks/getNodeGroups:getNodeGroups":
+            assert args["clusterName"] == "ml-dev"
+            return {"names": [f"aws-nodes-{g}-0a1b2c3" for g in live] + ["hand-made"]}
+        if token == "aws:eks/getNodeGroup:getNodeGroup":
+            low, high, desired = live[args["nodeGroupName"].removeprefix("aws-nodes-")[:-8]]
+            return {"scalingConfigs": [{"minSize": low, "maxSize": high, "desiredSize": desired}]}
+        return {}
+
+    monkeypatch.setattr(AwsBackend, "offline_call", staticmethod(call))
+    plan, options = plan_with_options(str(path))
+    return PlanWithOptions("aws-dev", plan, options)
+
+
+def _sent(aws: PlanWithOptions, group: str, old_input: int) -> dict[str, int]:
+    """The scaling config the provider sends EKS: the engine replaces an ignored desiredSize
+    with the old input (the value the group was created with), whatever the program says."""
+    resource = aws.get(NODE_GROUP, f"aws-nodes-{group}")
+    sent = dict(resource.inputs["scalingConfig"])
+    if DESIRED in aws.opts(resource).ignore_changes:
+        sent["desiredSize"] = old_input
+    return sent
+
+
+def test_raising_min_nodes_also_raises_desired_so_eks_accepts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: l4 created at 0..4 (desired 0) and idle; raising min_nodes to 2 used to send
+    desired 0 (ignored, so the old input) and EKS refused: "Minimum capacity 2 can't be greater
+    than desired size 0" (terraform-aws-modules/terraform-aws-eks#748, #3306)."""
+    live = {"l4": (0, 4, 0), "cpu": (0, 4, 0), "system": (1, 2, 1)}
+    aws = _day_two(tmp_path, monkeypatch, live, {"min_nodes": 2})
+    sent = _sent(aws, "l4", old_input=0)
+    assert sent == {"minSize": 2, "maxSize": 4, "desiredSize": 2}
+    assert sent["minSize"] <= sent["desiredSize"] <= sent["maxSize"]
+    # Groups whose sizes did not change stay the autoscaler's.
+    for group in ("cpu", "system"):
+        assert DESIRED in aws.opts(aws.get(NODE_GROUP, f"aws-nodes-{group}")).ignore_changes
+
+
+@pytest.mark.parametrize(
+    ("l4", "expected"),
+    [
+        # Nothing changes: the autoscaler's 3 is left alone (ignored, not reset to 0).
+        ({}, None),
+        # A new max: the update carries the autoscaler's 3, not the stale 0 (which would
+        # scale the group in).
+        ({"max_nodes": 8}, {"minSize": 0, "maxSize": 8, "desiredSize": 3}),
+        # A min below the live size: still 3, nothing is scaled in.
+        ({"min_nodes": 1}, {"minSize": 1, "maxSize": 4, "desiredSize": 3}),
+    ],
+)
+def test_resizing_keeps_the_autoscalers_desired_size_within_the_new_bounds(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    l4: Mapping[str, int],
+    expected: dict[str, int] | None,
+) -> None:
+    aws = _day_two(tmp_path, monkeypatch, {"l4": (0, 4, 3)}, l4)
+    group = aws.get(NODE_GROUP, "aws-nodes-l4")
+    if expected is None:
+        assert DESIRED in aws.opts(group).ignore_changes
+    else:
+        assert DESIRED not in aws.opts(group).ignore_changes
+        assert group.inputs["scalingConfig"] == expected

@@ -96,7 +96,7 @@ def _role(client: Client, name: str) -> None:
 @pytest.mark.parametrize(
     "trust",
     [
-        pytest.param(pod_identity_trust(CLUSTER_ARN), id="pod-identity"),
+        pytest.param(pod_identity_trust(CLUSTER_ARN, "ml", "workload"), id="pod-identity"),
         pytest.param(service_trust("eks.amazonaws.com"), id="eks"),
         pytest.param(service_trust("ec2.amazonaws.com"), id="ec2"),
     ],
@@ -113,7 +113,7 @@ def test_trust_policies_are_valid_trust_policies(
 
 def test_a_malformed_trust_policy_is_rejected(client: Client) -> None:
     """The check above can fail: a trust statement may not name resources."""
-    trust = pod_identity_trust(CLUSTER_ARN)
+    trust = pod_identity_trust(CLUSTER_ARN, "ml", "workload")
     trust["Statement"][0]["Resource"] = "*"
     _role(client, "trust-malformed")
     with pytest.raises(ClientError) as exc:

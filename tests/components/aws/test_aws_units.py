@@ -29,11 +29,17 @@ from mlstack.components.aws.iam import (
     pod_identity_trust,
 )
 from mlstack.components.aws.network import subnet_plan
-from mlstack.components.aws.nodegroups import first_asg_name
+from mlstack.components.aws.nodegroups import (
+    AWS_ACCELERATOR_LABEL,
+    LiveScaling,
+    desired_size,
+    first_asg_name,
+    group_labels,
+)
 from mlstack.components.aws.registry import registry_url
 from mlstack.stacks.catalog import ACCELERATORS
 from mlstack.stacks.names import POOL_LABEL, SYSTEM_POOL
-from mlstack.stacks.schema import SUPPORTED_KUBERNETES
+from mlstack.stacks.schema import SUPPORTED_KUBERNETES, NodePool, PoolKind
 
 ZONES = [f"xx-test-1{letter}" for letter in "abcdefg"]
 
@@ -281,15 +287,60 @@ def test_first_asg_name_without_a_group_raises(resources: object) -> None:
         first_asg_name(resources)
 
 
+def test_gpu_groups_carry_the_autoscalers_accelerator_label_and_cpu_groups_do_not() -> None:
+    """kubernetes/autoscaler cloudprovider/aws/README.md, "Special note on GPU instances":
+    `k8s.amazonaws.com/accelerator=<gpu-type>` keeps the autoscaler from scaling out again
+    while the device plugin starts; the name is the AWS provider's, not one of mlstack's."""
+    gpu = NodePool(name="h100", kind=PoolKind.GPU, accelerator="h100-80gb", max_nodes=2)
+    cpu = NodePool(name="cpu", kind=PoolKind.CPU, max_nodes=2)
+    assert AWS_ACCELERATOR_LABEL == "k8s.amazonaws.com/accelerator"
+    assert group_labels(gpu) == {**gpu.node_labels, AWS_ACCELERATOR_LABEL: "nvidia-h100-80gb"}
+    assert group_labels(cpu) == cpu.node_labels
+    tags = node_template_tags(group_labels(gpu), (), 8, 200)
+    assert tags[f"k8s.io/cluster-autoscaler/node-template/label/{AWS_ACCELERATOR_LABEL}"] == (
+        "nvidia-h100-80gb"
+    )
+
+
+@pytest.mark.parametrize(
+    ("sizes", "live", "expected"),
+    [
+        ((0, 4), None, (0, True)),  # a new group starts at min; the autoscaler owns it after
+        ((0, 4), LiveScaling(0, 4, 3), (3, True)),  # unchanged bounds: not fought
+        ((2, 4), LiveScaling(0, 4, 0), (2, False)),  # min raised above live: desired follows
+        ((1, 4), LiveScaling(0, 4, 3), (3, False)),  # min raised below live: no scale-in
+        ((0, 2), LiveScaling(0, 4, 3), (2, False)),  # max lowered below live: clamped
+        ((0, 8), LiveScaling(0, 4, 3), (3, False)),  # max raised: the live size, not a stale one
+    ],
+)
+def test_desired_size_stays_within_bounds_eks_accepts(
+    sizes: tuple[int, int], live: LiveScaling | None, expected: tuple[int, bool]
+) -> None:
+    """EKS refuses min > desired or desired > max in UpdateNodegroupConfig."""
+    low, high = sizes
+    desired, ignore = desired_size(low, high, live)
+    assert (desired, ignore) == expected
+    assert low <= desired <= high
+
+
 # --- small IAM helpers ------------------------------------------------------------------------
 
 
-def test_pod_identity_trust_takes_the_account_from_the_cluster_arn() -> None:
+def test_pod_identity_trust_is_scoped_by_the_session_tags_pod_identity_sends() -> None:
+    """The documented scope (EKS user guide, pod-id-role.html): the request tags of the cluster,
+    namespace and ServiceAccount. aws:SourceArn is the association's ARN, never the cluster's,
+    so the old `ArnEquals aws:SourceArn = <cluster ARN>` denied every AssumeRole."""
     arn = "arn:aws:eks:eu-west-1:210987654321:cluster/ml"
-    [statement] = pod_identity_trust(arn)["Statement"]
+    [statement] = pod_identity_trust(arn, "vision", "workload")["Statement"]
+    assert statement["Principal"] == {"Service": "pods.eks.amazonaws.com"}
+    assert sorted(statement["Action"]) == ["sts:AssumeRole", "sts:TagSession"]
     assert statement["Condition"] == {
-        "StringEquals": {"aws:SourceAccount": "210987654321"},
-        "ArnEquals": {"aws:SourceArn": arn},
+        "StringEquals": {
+            "aws:SourceAccount": "210987654321",
+            "aws:RequestTag/eks-cluster-arn": arn,
+            "aws:RequestTag/kubernetes-namespace": "vision",
+            "aws:RequestTag/kubernetes-service-account": "workload",
+        }
     }
 
 

@@ -681,6 +681,75 @@ def test_forbidden_managed_policies_come_from_config() -> None:
     assert "PowerUserAccess" in message
 
 
+# --- Pod Identity trust ------------------------------------------------------------------------
+
+
+def _pod_identity_trust(condition: dict[str, Any]) -> str:
+    return doc(
+        {
+            "Sid": "PodIdentity",
+            "Effect": "Allow",
+            "Principal": {"Service": "pods.eks.amazonaws.com"},
+            "Action": ["sts:AssumeRole", "sts:TagSession"],
+            "Condition": condition,
+        }
+    )
+
+
+CLUSTER_ARN = "arn:aws:eks:us-east-1:123456789012:cluster/ml-dev"
+
+
+def test_the_shipped_pod_identity_trusts_pass(dev_plan: Plan, prod_plan: Plan) -> None:
+    for plan in (dev_plan, prod_plan):
+        roles = [r for r in plan.of_type(ROLE) if "pods.eks" in r.inputs["assumeRolePolicy"]]
+        assert len(roles) == len(plan.platform.teams) + 1  # + the cluster autoscaler
+        for r in roles:
+            assert check(aws.pod_identity_trust_by_session_tags, ROLE, dict(r.inputs)) == []
+
+
+@fails("aws-pod-identity-trust-by-session-tags")
+@pytest.mark.parametrize(
+    "condition",
+    [
+        {"ArnEquals": {"aws:SourceArn": CLUSTER_ARN}},
+        {"StringEquals": {"aws:SourceAccount": "123456789012", "aws:SourceArn": [CLUSTER_ARN]}},
+        {"ArnLike": {"AWS:SourceArn": CLUSTER_ARN}},
+    ],
+)
+def test_a_pod_identity_trust_keyed_on_the_cluster_arn_is_reported(
+    dev: Stack, condition: dict[str, Any]
+) -> None:
+    """mlstack's own trust before issue 16: the source is the association, so it never matched."""
+    inputs = dev.inputs(ROLE, "aws-team-ml-role")
+    inputs["assumeRolePolicy"] = _pod_identity_trust(condition)
+    [message] = check(aws.pod_identity_trust_by_session_tags, ROLE, inputs)
+    assert message.startswith("IAM role res: statement 'PodIdentity' lets EKS Pod Identity")
+    assert CLUSTER_ARN in message
+    assert "aws:RequestTag/eks-cluster-arn" in message
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        {"StringEquals": {"aws:RequestTag/eks-cluster-arn": CLUSTER_ARN}},
+        # The association ARN pattern public policies use is what Pod Identity sends.
+        {"ArnLike": {"aws:SourceArn": "arn:aws:eks:*:123456789012:podidentityassociation/ml/*"}},
+        {"ArnNotEquals": {"aws:SourceArn": CLUSTER_ARN}},
+    ],
+)
+def test_pod_identity_trusts_scoped_otherwise_pass(condition: dict[str, Any]) -> None:
+    inputs = {"assumeRolePolicy": _pod_identity_trust(condition)}
+    assert check(aws.pod_identity_trust_by_session_tags, ROLE, inputs) == []
+
+
+def test_other_principals_keyed_on_a_cluster_arn_and_unknown_trusts_pass() -> None:
+    eks = json.loads(_pod_identity_trust({"ArnEquals": {"aws:SourceArn": CLUSTER_ARN}}))
+    eks["Statement"][0]["Principal"] = {"Service": "eks.amazonaws.com"}
+    for trust in (json.dumps(eks), UNKNOWN_STRING_VALUE):
+        inputs = {"assumeRolePolicy": trust}
+        assert check(aws.pod_identity_trust_by_session_tags, ROLE, inputs) == []
+
+
 @fails("aws-iam-no-access-keys")
 @pytest.mark.parametrize(
     ("type_", "inputs", "start"),

@@ -68,6 +68,7 @@ MODULE_RULES: dict[ModuleType, list[str]] = {
         "aws-eks-audit-logging",
         "aws-eks-access-entries-only",
         "aws-iam-no-admin-statements",
+        "aws-pod-identity-trust-by-session-tags",
         "aws-iam-no-access-keys",
         "aws-kms-key-rotation",
     ],
