@@ -9,7 +9,7 @@ and every pool rule covers it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
@@ -28,6 +28,9 @@ class PoolNodes:
     kind: str  # "cpu" or "gpu"
     capacity: str  # "on-demand", "spot" or "reserved"
     taints: tuple[tuple[str, str, str], ...]  # (key, value, effect)
+    #: The nodes' labels as (key, value) pairs: what nodeSelectors and node affinities match.
+    #: Not part of equality: the fields above identify the pool.
+    labels: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
 
 def pool_from_labels(labels: Mapping[str, Any], taints: Sequence[Any]) -> PoolNodes | None:
@@ -42,6 +45,7 @@ def pool_from_labels(labels: Mapping[str, Any], taints: Sequence[Any]) -> PoolNo
             (str(get(t, "key") or ""), str(get(t, "value") or ""), str(get(t, "effect") or ""))
             for t in taints
         ),
+        labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
     )
 
 
