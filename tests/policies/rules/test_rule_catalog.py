@@ -47,6 +47,7 @@ MODULE_RULES: dict[ModuleType, list[str]] = {
     ],
     pools: [
         "gpu-pools-tainted",
+        "node-patches-leave-taints",
     ],
     tenancy: [
         "team-namespaces-have-quotas",
@@ -106,7 +107,7 @@ def test_policies_have_kebab_case_names_and_one_sentence_descriptions(module: Mo
 def test_all_policies_are_the_modules_policies_with_unique_names() -> None:
     assert [p for m in RULE_MODULES for p in m.POLICIES] == ALL_POLICIES
     names = [p.name for p in ALL_POLICIES]
-    assert len(names) == 49
+    assert len(names) == 50
     assert sorted(set(names)) == sorted(names)
 
 
