@@ -135,7 +135,10 @@ def gpu_addons_reach_gpu_pools(args: StackValidationArgs, report: ReportViolatio
 def addon_placement_recorded(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type != HELM_RELEASE:
         return
-    chart, version = str(args.props.get("chart")), str(args.props.get("version"))
+    try:
+        chart, version = str(args.props.get("chart")), str(args.props.get("version"))
+    except UnknownValueError:
+        return
     known = sorted(v for c, v in CHART_DEFAULTS if c == chart)
     if known and version not in known:
         report(
