@@ -24,6 +24,9 @@ CAPACITY_LABEL = "mlstack.dev/capacity"
 ACCELERATOR_LABEL = "mlstack.dev/accelerator"
 #: The pool named so on AWS and GCP runs the add-ons; the cluster autoscaler selects it.
 SYSTEM_POOL = "system"
+#: On an on-prem node patch: the taints the node's pool declares (`key=value:Effect`, comma
+#: separated), which the operator sets at node registration; the pool rules read them.
+POOL_TAINTS_ANNOTATION = "mlstack.dev/pool-taints"
 #: GPU pools' default taint key: GPU pods and the device plugin tolerate it.
 GPU_TAINT_KEY = "nvidia.com/gpu"
 #: The device plugin's resource: pods request it, ResourceQuotas and ClusterQueues count it.

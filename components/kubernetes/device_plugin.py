@@ -18,11 +18,46 @@ from mlstack.stacks.schema import NodePool, PoolKind
 NAMESPACE = "kube-system"
 
 
+def gpu_node_affinity() -> dict[str, Any]:
+    """A required node affinity on mlstack's own GPU pool label.
+
+    The chart's default `affinity` requires NFD's PCI or CPU-vendor label or
+    `nvidia.com/gpu.present=true` (values.yaml at v0.18.2; chart_defaults.py), none of which
+    mlstack's pools carry, and the DaemonSet template renders it beside `nodeSelector`, so the
+    two would be ANDed and the DaemonSet would get no pods (NVIDIA/k8s-device-plugin#607).
+    Helm merges maps but replaces lists, so this `nodeSelectorTerms` list replaces the default
+    one; nulling `affinity` is not an option, as Pulumi's Python SDK drops None from values
+    (pulumi/pulumi-kubernetes#3811).
+    """
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {
+                                "key": POOL_KIND_LABEL,
+                                "operator": "In",
+                                "values": [PoolKind.GPU.value],
+                            }
+                        ]
+                    }
+                ]
+            }
+        }
+    }
+
+
 def device_plugin_values(gpu_pools: Sequence[NodePool]) -> dict[str, Any]:
-    """Helm values: run only on GPU pool nodes, tolerating every taint those pools carry."""
+    """Helm values: run exactly on GPU pool nodes, tolerating every taint those pools carry.
+
+    The placement is the affinity alone (the chart's nodeSelector default is empty); the
+    tolerations replace the chart's list, which tolerates only `nvidia.com/gpu` and the
+    deprecated CriticalAddonsOnly.
+    """
     keys = sorted({t.key for p in gpu_pools for t in p.effective_taints})
     return {
-        "nodeSelector": {POOL_KIND_LABEL: PoolKind.GPU.value},
+        "affinity": gpu_node_affinity(),
         "tolerations": [{"key": key, "operator": "Exists"} for key in keys],
         "priorityClassName": "system-node-critical",
         "failOnInitError": True,

@@ -1,8 +1,9 @@
 """The on-prem backend: an existing cluster, an S3-compatible store and a registry you run.
 
 Nothing is created outside Kubernetes: the cluster, its nodes, the buckets and the registry
-exist already. mlstack reaches the cluster with a kubeconfig, labels and taints the pools'
-nodes, and hands workloads the store's endpoint and credentials.
+exist already. mlstack reaches the cluster with a kubeconfig, labels the pools'
+nodes (their taints are the operator's, see pools.py), and hands workloads the store's
+endpoint and credentials.
 """
 
 from __future__ import annotations

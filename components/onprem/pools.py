@@ -1,7 +1,9 @@
-"""On-prem node pools: existing nodes, labelled and tainted so workloads can select them."""
+"""On-prem node pools: existing nodes, labelled so workloads can select them; the operator
+taints them (see node_patch_manifest)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,28 +11,44 @@ import pulumi
 
 from mlstack.components import Options
 from mlstack.components.kubernetes.resources import declare
-from mlstack.stacks.schema import NodePool
+from mlstack.stacks.names import POOL_TAINTS_ANNOTATION
+from mlstack.stacks.schema import NodePool, Taint
+
+
+def taints_annotation(taints: Sequence[Taint]) -> str:
+    """`taints` in kubectl's `key=value:Effect` syntax, comma separated."""
+    return ",".join(
+        f"{t.key}={t.value}:{t.effect.value}" if t.value else f"{t.key}:{t.effect.value}"
+        for t in taints
+    )
+
+
+def parse_taints(text: str) -> tuple[dict[str, str], ...]:
+    """The taints of a `taints_annotation`, as Kubernetes spells them."""
+    taints = []
+    for item in filter(None, text.split(",")):
+        key_value, _, effect = item.rpartition(":")
+        key, _, value = key_value.partition("=")
+        taints.append({"key": key, "value": value, "effect": effect})
+    return tuple(taints)
 
 
 def node_patch_manifest(node: str, pool: NodePool) -> dict[str, Any]:
-    """The fields mlstack owns on a node of `pool`: its pool labels and taints.
+    """The fields mlstack owns on a node of `pool`: its pool labels, and an annotation naming
+    the taints the pool declares. The taints themselves are not applied.
 
-    A pool without taints sends no taint list at all: under server-side apply an empty list
-    would still claim the field, and mlstack must not own taints it never set.
+    `spec.taints` is an atomic list (`x-kubernetes-list-type: atomic` in the Kubernetes
+    OpenAPI for NodeSpec), so under server-side apply one manager owns the whole list: applying
+    mlstack's taints conflicts with every other manager's (kubelet's registration taints, the
+    node lifecycle controller's `node.kubernetes.io/*`, the autoscaler's), and forcing it drops
+    theirs until they write the list back (fluxcd/kustomize-controller#772). Labels and
+    annotations are maps, owned key by key, so mlstack applies only those; the operator taints
+    the nodes at registration (README, "On-prem"), and the pool rules read the annotation.
     """
-    manifest: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": node, "labels": pool.node_labels},
-    }
+    metadata: dict[str, Any] = {"name": node, "labels": pool.node_labels}
     if pool.effective_taints:
-        manifest["spec"] = {
-            "taints": [
-                {"key": t.key, "value": t.value, "effect": t.effect.value}
-                for t in pool.effective_taints
-            ]
-        }
-    return manifest
+        metadata["annotations"] = {POOL_TAINTS_ANNOTATION: taints_annotation(pool.effective_taints)}
+    return {"apiVersion": "v1", "kind": "Node", "metadata": metadata}
 
 
 @dataclass(frozen=True)

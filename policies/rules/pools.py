@@ -9,14 +9,20 @@ and every pool rule covers it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 from pulumi_policy.proxy import UnknownValueError
 
+from mlstack.components.onprem.pools import parse_taints
 from mlstack.policies.rules.objects import MANDATORY, get, mapping, number, sequence
-from mlstack.stacks.names import CAPACITY_LABEL, POOL_KIND_LABEL, POOL_LABEL
+from mlstack.stacks.names import (
+    CAPACITY_LABEL,
+    POOL_KIND_LABEL,
+    POOL_LABEL,
+    POOL_TAINTS_ANNOTATION,
+)
 from mlstack.stacks.schema import GPU_TAINT
 
 
@@ -28,6 +34,9 @@ class PoolNodes:
     kind: str  # "cpu" or "gpu"
     capacity: str  # "on-demand", "spot" or "reserved"
     taints: tuple[tuple[str, str, str], ...]  # (key, value, effect)
+    #: The nodes' labels as (key, value) pairs: what nodeSelectors and node affinities match.
+    #: Not part of equality: the fields above identify the pool.
+    labels: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
 
 def pool_from_labels(labels: Mapping[str, Any], taints: Sequence[Any]) -> PoolNodes | None:
@@ -42,12 +51,20 @@ def pool_from_labels(labels: Mapping[str, Any], taints: Sequence[Any]) -> PoolNo
             (str(get(t, "key") or ""), str(get(t, "value") or ""), str(get(t, "effect") or ""))
             for t in taints
         ),
+        labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
     )
 
 
+NODE_PATCH = "kubernetes:core/v1:NodePatch"
+
+
 def _node_patch(props: Mapping[str, Any]) -> PoolNodes | None:
+    """An on-prem node, read from its patch: the labels it applies and the taints its pool
+    declares (the operator sets those; see components/onprem/pools.py)."""
+    annotation = get(props, "metadata", "annotations", POOL_TAINTS_ANNOTATION)
     return pool_from_labels(
-        mapping(get(props, "metadata", "labels")), sequence(get(props, "spec", "taints"))
+        mapping(get(props, "metadata", "labels")),
+        parse_taints(annotation) if isinstance(annotation, str) else (),
     )
 
 
@@ -157,7 +174,7 @@ def _gke_node_pool(props: Mapping[str, Any]) -> PoolNodes | None:
 #: each other rather than from each backend's rules module at import time: pool_of then sees
 #: every type whichever rules module was imported first, and the table is the whole list.
 POOL_SOURCES: dict[str, Callable[[Mapping[str, Any]], PoolNodes | None]] = {
-    "kubernetes:core/v1:NodePatch": _node_patch,
+    NODE_PATCH: _node_patch,
     EKS_NODE_GROUP: _eks_node_group,
     GKE_NODE_POOL: _gke_node_pool,
 }
@@ -183,11 +200,30 @@ def gpu_pools_tainted(args: ResourceValidationArgs, report: ReportViolation) -> 
         )
 
 
+def node_patches_leave_taints(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if args.resource_type != NODE_PATCH or get(args.props, "spec", "taints") is None:
+        return
+    report(
+        "a Node patch sets spec.taints, an atomic list under server-side apply (the Kubernetes "
+        "OpenAPI's x-kubernetes-list-type: atomic): the patch would own every taint of the node "
+        "and conflict with kubelet's and controllers' taints (or drop them when forced); set "
+        "taints at node registration (kubelet registerWithTaints, kubeadm nodeRegistration."
+        f"taints) and name them in the {POOL_TAINTS_ANNOTATION} annotation instead",
+        None,
+    )
+
+
 POLICIES = [
     ResourceValidationPolicy(
         name="gpu-pools-tainted",
         description="Nodes of GPU pools carry the nvidia.com/gpu NoSchedule taint.",
         validate=gpu_pools_tainted,
+        enforcement_level=MANDATORY,
+    ),
+    ResourceValidationPolicy(
+        name="node-patches-leave-taints",
+        description="Node patches do not set spec.taints (atomic: one manager owns every taint).",
+        validate=node_patches_leave_taints,
         enforcement_level=MANDATORY,
     ),
 ]

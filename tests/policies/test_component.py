@@ -12,6 +12,7 @@ from crd_schema import validate_kueue
 from tests_support import wire_ints
 
 from mlstack.components.kubernetes.addons import KUEUE
+from mlstack.components.onprem.pools import parse_taints
 from mlstack.policies.queues import KUEUE_API
 from mlstack.stacks.names import (
     CAPACITY_LABEL,
@@ -20,6 +21,7 @@ from mlstack.stacks.names import (
     KUEUE_NAMESPACE,
     OBJECT_STORE_SECRET,
     POOL_LABEL,
+    POOL_TAINTS_ANNOTATION,
     REGISTRY_PULL_SECRET,
 )
 from mlstack.stacks.offline import SECRET_PLACEHOLDER, run_plan
@@ -249,7 +251,7 @@ def test_every_queue_flavor_exists_in_the_plan(with_team: Plan) -> None:
         assert lq.inputs["spec"]["clusterQueue"] == cq.inputs["metadata"]["name"]
 
 
-def test_flavors_select_the_labels_and_taints_the_node_patches_apply(lab_plan: Plan) -> None:
+def test_flavors_select_the_labels_and_taints_the_node_patches_declare(lab_plan: Plan) -> None:
     flavors = _flavor_resources(lab_plan)
     for pool in lab_plan.platform.gpu_pools:
         spec = flavors[pool.name].inputs["spec"]
@@ -266,7 +268,11 @@ def test_flavors_select_the_labels_and_taints_the_node_patches_apply(lab_plan: P
                 spec["nodeLabels"][CAPACITY_LABEL]
                 == patch.inputs["metadata"]["labels"][CAPACITY_LABEL]
             )
-            assert spec.get("nodeTaints", []) == patch.inputs.get("spec", {}).get("taints", [])
+            # The operator sets the taints; the patch names them in an annotation.
+            declared = patch.inputs["metadata"].get("annotations", {})
+            assert spec.get("nodeTaints", []) == list(
+                parse_taints(declared.get(POOL_TAINTS_ANNOTATION, ""))
+            )
     # The default flavor selects no nodes and tolerates no taints: CPU and memory quota only.
     assert "nodeLabels" not in flavors[DEFAULT_FLAVOR].inputs["spec"]
     assert "nodeTaints" not in flavors[DEFAULT_FLAVOR].inputs["spec"]

@@ -37,8 +37,14 @@ _EXPECT = re.compile(r"^# expect: (?P<rules>[a-z0-9-]+(, ?[a-z0-9-]+)*)\s*$")
 #: encryption, logging and private endpoint the compliant way, and the GCP backend its buckets,
 #: repository, GKE cluster and pools, IAM and firewall (`extra_manifests` are Kubernetes objects
 #: only; the config refuses a 0.0.0.0/0 authorized network). The AWS endpoint's public CIDRs, an
-#: aws-auth ConfigMap and a pool's taints are reachable.
+#: aws-auth ConfigMap and a pool's taints are reachable. The add-on releases' charts, versions
+#: and values are code: the device plugin tolerates every GPU pool's taint keys and selects the
+#: reserved pool-kind label no config can change. Node patches are only the on-prem pools' (extra
+#: manifests declare whole objects, never patches), and those name their taints in an annotation.
 UNREACHABLE = {
+    "node-patches-leave-taints",
+    "gpu-addons-reach-gpu-pools",
+    "addon-placement-recorded",
     "gpu-pools-have-flavors",
     "aws-s3-encrypted-with-kms",
     "aws-s3-public-access-blocked",

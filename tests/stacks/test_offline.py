@@ -17,9 +17,16 @@ import pytest
 
 from mlstack.components.kubernetes.addons import NVIDIA_DEVICE_PLUGIN
 from mlstack.components.onprem.backend import OnPremBackend
+from mlstack.components.onprem.pools import parse_taints
 from mlstack.stacks import offline, program
 from mlstack.stacks.errors import ConfigError
-from mlstack.stacks.names import ACCELERATOR_LABEL, GPU_TAINT_KEY, POOL_KIND_LABEL, POOL_LABEL
+from mlstack.stacks.names import (
+    ACCELERATOR_LABEL,
+    GPU_TAINT_KEY,
+    POOL_KIND_LABEL,
+    POOL_LABEL,
+    POOL_TAINTS_ANNOTATION,
+)
 from mlstack.stacks.offline import SECRET_PLACEHOLDER, pulumi_config, run_plan, run_program
 from mlstack.stacks.plan import Plan, PlannedResource, is_secret
 from mlstack.stacks.stackfile import StackFile, read_stack
@@ -45,7 +52,10 @@ def _provider_urn(reference: str | None) -> str | None:
 
 
 def _taints(patch: PlannedResource) -> list[dict[str, Any]]:
-    return patch.inputs.get("spec", {}).get("taints", [])
+    """The taints a node patch declares for the operator to set; it never applies them."""
+    assert "spec" not in patch.inputs, patch.name
+    declared = patch.inputs["metadata"].get("annotations", {}).get(POOL_TAINTS_ANNOTATION, "")
+    return list(parse_taints(declared))
 
 
 def _identity(plan: Plan) -> set[tuple[str, str, str, str | None]]:
@@ -122,7 +132,12 @@ def test_device_plugin_release_is_pinned_and_runs_on_gpu_nodes(lab_plan: Plan) -
     assert all(part.isdigit() for part in inputs["version"].split("."))
     assert inputs["repositoryOpts"]["repo"] == NVIDIA_DEVICE_PLUGIN.repo
     assert inputs["namespace"] == "kube-system"
-    assert inputs["values"]["nodeSelector"] == {POOL_KIND_LABEL: "gpu"}
+    # A required affinity on the pool kind replaces the chart's default (NFD labels) one.
+    assert "nodeSelector" not in inputs["values"]
+    required = inputs["values"]["affinity"]["nodeAffinity"]
+    assert required["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"] == [
+        {"matchExpressions": [{"key": POOL_KIND_LABEL, "operator": "In", "values": ["gpu"]}]}
+    ]
     assert inputs["values"]["tolerations"] == [{"key": GPU_TAINT_KEY, "operator": "Exists"}]
     assert (
         release.parent

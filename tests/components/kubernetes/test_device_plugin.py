@@ -36,7 +36,7 @@ def _as_pod(values: dict[str, Any]) -> dict[str, Any]:
         "metadata": {"name": "nvidia-device-plugin"},
         "spec": {
             "containers": [{"name": "plugin", "image": "nvcr.io/nvidia/k8s-device-plugin"}],
-            "nodeSelector": values["nodeSelector"],
+            "affinity": values["affinity"],
             "tolerations": values["tolerations"],
             "priorityClassName": values["priorityClassName"],
         },
@@ -46,7 +46,13 @@ def _as_pod(values: dict[str, Any]) -> dict[str, Any]:
 def test_runs_only_on_gpu_pool_nodes_and_tolerates_the_gpu_taint() -> None:
     values = device_plugin_values([_gpu_pool("a"), _gpu_pool("b")])
     kubernetes_validate.validate(_as_pod(values), K8S, strict=True)
-    assert values["nodeSelector"] == {POOL_KIND_LABEL: "gpu"}
+    # The chart's default required affinity (NFD labels) is replaced by one on the pool kind.
+    assert values["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] == {
+        "nodeSelectorTerms": [
+            {"matchExpressions": [{"key": POOL_KIND_LABEL, "operator": "In", "values": ["gpu"]}]}
+        ]
+    }
+    assert "nodeSelector" not in values
     assert values["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists"}]
     assert values["priorityClassName"] == "system-node-critical"
 

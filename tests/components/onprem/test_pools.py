@@ -1,15 +1,26 @@
-"""The node patch mlstack applies to each existing node: its pool's labels and taints only."""
+"""The node patch mlstack applies to each existing node: its pool's labels, and its taints
+named in an annotation, never applied (NodeSpec.taints is an atomic list under server-side apply;
+owning it would fight every other manager's taints)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 
-from mlstack.components.onprem.pools import node_patch_manifest
-from mlstack.stacks.names import ACCELERATOR_LABEL, CAPACITY_LABEL, POOL_KIND_LABEL, POOL_LABEL
-from mlstack.stacks.schema import NodePool
+from mlstack.components.onprem.pools import node_patch_manifest, parse_taints, taints_annotation
+from mlstack.stacks.names import (
+    ACCELERATOR_LABEL,
+    CAPACITY_LABEL,
+    POOL_KIND_LABEL,
+    POOL_LABEL,
+    POOL_TAINTS_ANNOTATION,
+)
+from mlstack.stacks.plan import Plan
+from mlstack.stacks.schema import NodePool, Taint
 
 K8S = "1.33.0"
 
@@ -33,9 +44,31 @@ def test_gpu_node_gets_pool_labels_and_the_gpu_taint() -> None:
         CAPACITY_LABEL: "on-demand",
         ACCELERATOR_LABEL: "a100-80gb",
     }
-    assert manifest["spec"]["taints"] == [
-        {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
-    ]
+    assert manifest["metadata"]["annotations"] == {
+        POOL_TAINTS_ANNOTATION: "nvidia.com/gpu=present:NoSchedule"
+    }
+    # Server-side apply: the whole list would be mlstack's (x-kubernetes-list-type: atomic).
+    assert "spec" not in manifest
+
+
+def test_taints_list_is_atomic_in_the_kubernetes_openapi() -> None:
+    """Why the patch leaves spec.taints alone: the schema mlstack validates against says so."""
+    schema = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    nodespec = json.loads((schema / f"v{K8S}-local" / "nodespec-v1.json").read_text())
+    assert nodespec["properties"]["taints"]["x-kubernetes-list-type"] == "atomic"
+
+
+def test_no_patch_of_the_lab_stack_applies_taints(lab_plan: Plan) -> None:
+    patches = [r for r in lab_plan.resources if r.type == "kubernetes:core/v1:NodePatch"]
+    assert patches
+    for patch in patches:
+        assert "spec" not in patch.inputs, patch.name
+    gpu = [p for p in patches if p.inputs["metadata"]["labels"][POOL_KIND_LABEL] == "gpu"]
+    assert gpu and all(
+        p.inputs["metadata"]["annotations"][POOL_TAINTS_ANNOTATION]
+        == "nvidia.com/gpu=present:NoSchedule"
+        for p in gpu
+    )
 
 
 def test_cpu_node_gets_configured_labels_and_claims_no_taints() -> None:
@@ -47,14 +80,15 @@ def test_cpu_node_gets_configured_labels_and_claims_no_taints() -> None:
         CAPACITY_LABEL: "on-demand",
         "lab.internal/rack": "r7",
     }
-    # Server-side apply: even an empty list would make mlstack own the node's taints.
-    assert "taints" not in manifest.get("spec", {})
+    assert "spec" not in manifest
+    assert "annotations" not in manifest["metadata"]
 
 
 def test_a_gpu_pool_with_taints_turned_off_claims_no_taints() -> None:
     manifest = node_patch_manifest("dgx-01", GPU.model_copy(update={"taints": ()}))
     kubernetes_validate.validate(manifest, K8S, strict=True)
-    assert "taints" not in manifest.get("spec", {})
+    assert "spec" not in manifest
+    assert "annotations" not in manifest["metadata"]
 
 
 @pytest.mark.parametrize("effect", ["NoSchedule", "PreferNoSchedule", "NoExecute"])
@@ -68,6 +102,17 @@ def test_configured_taints_replace_the_gpu_taint(effect: str) -> None:
     )
     manifest = node_patch_manifest("dgx-01", pool)
     kubernetes_validate.validate(manifest, K8S, strict=True)
-    assert manifest["spec"]["taints"] == [
-        {"key": "example.com/team", "value": "vision", "effect": effect}
-    ]
+    assert manifest["metadata"]["annotations"] == {
+        POOL_TAINTS_ANNOTATION: f"example.com/team=vision:{effect}"
+    }
+    assert parse_taints(manifest["metadata"]["annotations"][POOL_TAINTS_ANNOTATION]) == (
+        {"key": "example.com/team", "value": "vision", "effect": effect},
+    )
+
+
+def test_a_taint_without_a_value_round_trips() -> None:
+    text = taints_annotation([Taint(key="example.com/dedicated")])
+    assert text == "example.com/dedicated:NoSchedule"
+    assert parse_taints(text) == (
+        {"key": "example.com/dedicated", "value": "", "effect": "NoSchedule"},
+    )

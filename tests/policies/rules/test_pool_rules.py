@@ -6,7 +6,13 @@ import pytest
 from rule_args import fails, messages, resource_args, wire
 
 from mlstack.policies.rules import pools
-from mlstack.stacks.names import CAPACITY_LABEL, GPU_TAINT_KEY, POOL_KIND_LABEL, POOL_LABEL
+from mlstack.stacks.names import (
+    CAPACITY_LABEL,
+    GPU_TAINT_KEY,
+    POOL_KIND_LABEL,
+    POOL_LABEL,
+    POOL_TAINTS_ANNOTATION,
+)
 from mlstack.stacks.plan import Plan
 
 NODE_PATCH = "kubernetes:core/v1:NodePatch"
@@ -24,7 +30,12 @@ def node(
     metadata = {"name": name, "labels": {k: v for k, v in labels.items() if v is not None}}
     manifest = {"apiVersion": "v1", "kind": "Node", "metadata": metadata}
     if taints is not None:
-        manifest["spec"] = {"taints": taints}
+        # On-prem patches name their pool's taints in an annotation; they do not apply them.
+        metadata["annotations"] = {
+            POOL_TAINTS_ANNOTATION: ",".join(
+                f"{t['key']}={t['value']}:{t['effect']}" for t in taints
+            )
+        }
     return manifest
 
 
@@ -40,6 +51,12 @@ def test_a_node_patch_is_read_as_its_pool() -> None:
         capacity="spot",
         taints=((GPU_TAINT_KEY, "present", "NoSchedule"),),
     )
+    assert found is not None
+    assert dict(found.labels) == {
+        CAPACITY_LABEL: "spot",
+        POOL_KIND_LABEL: "gpu",
+        POOL_LABEL: "a100",
+    }
 
 
 def test_pool_kind_and_capacity_default_to_cpu_on_demand() -> None:
@@ -93,3 +110,20 @@ def test_every_gpu_node_of_the_lab_stack_passes(lab_plan: Plan) -> None:
     assert len(patches) == 9
     for r in patches:
         assert messages(pools.gpu_pools_tainted, resource_args(r.type, r.inputs, name=r.name)) == []
+
+
+def test_node_patches_naming_their_taints_in_the_annotation_pass(lab_plan: Plan) -> None:
+    for r in lab_plan.resources:
+        if r.type == NODE_PATCH:
+            assert (
+                messages(pools.node_patches_leave_taints, resource_args(NODE_PATCH, r.inputs)) == []
+            )
+
+
+@fails("node-patches-leave-taints")
+def test_a_node_patch_that_sets_taints_is_reported() -> None:
+    """What on-prem pools did before issue 16: the patch owned the node's whole taint list."""
+    manifest = node(taints=None)
+    manifest["spec"] = {"taints": [GPU_TAINT]}
+    [message] = messages(pools.node_patches_leave_taints, resource_args(NODE_PATCH, manifest))
+    assert "atomic" in message and POOL_TAINTS_ANNOTATION in message

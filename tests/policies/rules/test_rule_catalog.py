@@ -10,14 +10,15 @@ from types import ModuleType
 import pytest
 from rule_args import FAILS_ATTR
 
-from mlstack.policies.rules import ALL_POLICIES, access, aws, gcp, pods, pools, tenancy
+from mlstack.policies.rules import ALL_POLICIES, access, addons, aws, gcp, pods, pools, tenancy
 
-RULE_MODULES = [pods, access, pools, tenancy, aws, gcp]
+RULE_MODULES = [pods, access, pools, addons, tenancy, aws, gcp]
 #: The test modules whose `fails(...)` marks count as failing cases.
 TEST_MODULES = (
     "test_pod_rules",
     "test_access_rules",
     "test_pool_rules",
+    "test_addon_rules",
     "test_stack_rules",
     "test_aws_rules",
     "test_gcp_rules",
@@ -37,6 +38,7 @@ MODULE_RULES: dict[ModuleType, list[str]] = {
         "gpu-pods-tolerate-gpu-taint",
         "gpu-pods-use-a-queue",
     ],
+    addons: ["gpu-addons-reach-gpu-pools", "addon-placement-recorded"],
     access: [
         "no-wildcard-rbac",
         "no-cluster-admin-bindings",
@@ -45,6 +47,7 @@ MODULE_RULES: dict[ModuleType, list[str]] = {
     ],
     pools: [
         "gpu-pools-tainted",
+        "node-patches-leave-taints",
     ],
     tenancy: [
         "team-namespaces-have-quotas",
@@ -106,7 +109,7 @@ def test_policies_have_kebab_case_names_and_one_sentence_descriptions(module: Mo
 def test_all_policies_are_the_modules_policies_with_unique_names() -> None:
     assert [p for m in RULE_MODULES for p in m.POLICIES] == ALL_POLICIES
     names = [p.name for p in ALL_POLICIES]
-    assert len(names) == 49
+    assert len(names) == 52
     assert sorted(set(names)) == sorted(names)
 
 

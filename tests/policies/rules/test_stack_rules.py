@@ -25,6 +25,7 @@ from mlstack.stacks.names import (
     PLATFORM_CONFIGMAP,
     POOL_KIND_LABEL,
     POOL_LABEL,
+    POOL_TAINTS_ANNOTATION,
     QUEUE_LABEL,
     TEAM_LABEL,
 )
@@ -72,8 +73,8 @@ def obj(
 
 def pool_node(node: str, pool: str, kind: str = "gpu", capacity: str = "on-demand") -> Manifest:
     labels = {POOL_LABEL: pool, POOL_KIND_LABEL: kind, CAPACITY_LABEL: capacity}
-    spec = {"taints": [GPU_TAINT]} if kind == "gpu" else {}
-    return obj("NodePatch", node, labels=labels, spec=spec)
+    taints = {POOL_TAINTS_ANNOTATION: "{key}={value}:{effect}".format(**GPU_TAINT)}
+    return obj("NodePatch", node, labels=labels, annotations=taints if kind == "gpu" else None)
 
 
 def flavor(pool: str, max_gpus: int | None = None, capacity: str = "on-demand") -> Manifest:

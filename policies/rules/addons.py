@@ -1,0 +1,165 @@
+"""Add-on Helm releases: where their pods may run, with the chart's defaults counted.
+
+A release's values are only half of its placement: the chart's values.yaml fills in the rest
+(components/kubernetes/chart_defaults.py records those defaults per chart version). These rules
+merge the two as Helm does and check that a GPU node agent can run on every GPU pool: its
+nodeSelector, its required node affinity and its tolerations against each pool's node labels
+and taints as the plan declares them (an EKS node group, a GKE node pool, an on-prem node patch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pulumi_policy import (
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+from pulumi_policy.proxy import UnknownValueError
+
+from mlstack.components.kubernetes.chart_defaults import (
+    CHART_DEFAULTS,
+    ChartDefaults,
+    EffectivePlacement,
+    effective_placement,
+)
+from mlstack.policies.rules.objects import get, mapping, resource_rule, sequence, stack_rule
+from mlstack.policies.rules.pools import PoolNodes, pool_of
+
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+#: Taint effects that keep a pod off a node it does not tolerate (PreferNoSchedule only steers).
+_REPELLING = ("NoSchedule", "NoExecute")
+
+
+def _expression_matches(expression: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    key, operator = str(get(expression, "key")), get(expression, "operator")
+    values = [str(v) for v in sequence(get(expression, "values"))]
+    present = key in labels
+    if operator == "In":
+        return present and labels[key] in values
+    if operator == "NotIn":
+        return not present or labels[key] not in values
+    if operator == "Exists":
+        return present
+    if operator == "DoesNotExist":
+        return not present
+    if operator in ("Gt", "Lt") and present and len(values) == 1:
+        try:
+            node, bound = int(labels[key]), int(values[0])
+        except ValueError:
+            return False
+        return node > bound if operator == "Gt" else node < bound
+    return False
+
+
+def _term_matches(term: Any, labels: Mapping[str, str]) -> bool:
+    """A nodeSelectorTerm: its expressions ANDed. Terms on fields (node names) are not read
+    offline, and an empty term matches nothing (the API's rule), so both count as no match."""
+    expressions = sequence(get(term, "matchExpressions"))
+    if not expressions or sequence(get(term, "matchFields")):
+        return False
+    return all(_expression_matches(mapping(e), labels) for e in expressions)
+
+
+def _tolerates(toleration: Any, taint: tuple[str, str, str]) -> bool:
+    key, value, effect = taint
+    t_key, t_effect = get(toleration, "key") or "", get(toleration, "effect") or ""
+    operator = get(toleration, "operator") or "Equal"
+    if t_effect and t_effect != effect:
+        return False
+    if operator == "Exists":
+        return t_key in ("", key)
+    return t_key == key and str(get(toleration, "value") or "") == value
+
+
+def placement_refusal(placement: EffectivePlacement, pool: PoolNodes) -> str | None:
+    """Why `placement` keeps its pods off the nodes of `pool`, or None if it admits them."""
+    labels = dict(pool.labels)
+    for key, value in placement.node_selector.items():
+        if labels.get(key) != str(value):
+            return f"nodeSelector {key}={value} does not match the pool's labels"
+    required = get(
+        placement.affinity, "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution"
+    )
+    if required is not None:
+        terms = sequence(get(required, "nodeSelectorTerms"))
+        if not any(_term_matches(term, labels) for term in terms):
+            keys = sorted(
+                {str(get(e, "key")) for t in terms for e in sequence(get(t, "matchExpressions"))}
+            )
+            return f"its required node affinity (on {', '.join(keys) or 'nothing'}) matches none"
+    for taint in pool.taints:
+        if taint[2] in _REPELLING and not any(_tolerates(t, taint) for t in placement.tolerations):
+            return f"nothing tolerates the taint {taint[0]}={taint[1]}:{taint[2]}"
+    return None
+
+
+def _release_defaults(props: Mapping[str, Any]) -> ChartDefaults | None:
+    return CHART_DEFAULTS.get((str(props.get("chart")), str(props.get("version"))))
+
+
+def gpu_addons_reach_gpu_pools(args: StackValidationArgs, report: ReportViolation) -> None:
+    pools: dict[str, PoolNodes] = {}
+    releases = []
+    for r in args.resources:
+        if r.resource_type == HELM_RELEASE:
+            releases.append(r)
+        nodes = pool_of(r.resource_type, r.props)
+        if nodes is not None and nodes.kind == "gpu":
+            pools.setdefault(nodes.pool, nodes)
+    for r in releases:
+        try:
+            defaults = _release_defaults(r.props)
+            if defaults is None or not defaults.runs_on_gpu_nodes:
+                continue
+            placement = effective_placement(defaults, mapping(r.props.get("values")))
+        except UnknownValueError:
+            continue
+        for name, pool in sorted(pools.items()):
+            refusal = placement_refusal(placement, pool)
+            if refusal is not None:
+                report(
+                    f"Helm release {r.name!r} ({defaults.chart} {defaults.version}) cannot run on "
+                    f"GPU pool {name!r}: {refusal} (chart defaults from {defaults.repository} "
+                    f"{defaults.tag} {defaults.file} merged with the release's values), so no "
+                    f"GPU there is ever advertised; set the release's values so that its "
+                    "nodeSelector, required node affinity and tolerations admit the pool",
+                    r.urn,
+                )
+
+
+def addon_placement_recorded(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if args.resource_type != HELM_RELEASE:
+        return
+    try:
+        chart, version = str(args.props.get("chart")), str(args.props.get("version"))
+    except UnknownValueError:
+        return
+    known = sorted(v for c, v in CHART_DEFAULTS if c == chart)
+    if known and version not in known:
+        report(
+            f"chart {chart} {version} has no recorded placement defaults (recorded: "
+            f"{', '.join(known)}), so its nodeSelector, affinity and tolerations cannot be "
+            "checked; copy them from the chart's values.yaml at that tag into "
+            "components/kubernetes/chart_defaults.py",
+            None,
+        )
+
+
+POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
+    stack_rule(
+        "gpu-addons-reach-gpu-pools",
+        "GPU node agents' effective placement (chart defaults merged with the release's values) "
+        "admits every GPU pool.",
+        gpu_addons_reach_gpu_pools,
+    ),
+    resource_rule(
+        "addon-placement-recorded",
+        "Add-on charts are pinned at a version whose placement defaults are recorded.",
+        addon_placement_recorded,
+    ),
+]
