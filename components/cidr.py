@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterator, Sequence
+
+from mlstack.stacks.errors import Problem, format_path
 
 #: Ranges a VPC's own addresses may come from: RFC 1918 and the shared address space (RFC 6598)
 #: that both clouds accept. `ipaddress`'s is_private is wider (loopback, link-local, 0.0.0.0/8),
@@ -33,3 +36,18 @@ def cidr_fix(cidr: str, example: str) -> str:
     if isinstance(network, ipaddress.IPv4Network):
         return f"use the network address: {network}"
     return f"use an IPv4 CIDR such as {example}"
+
+
+def parsed_cidrs(
+    section: str, field: str, cidrs: Sequence[str], example: str, problems: list[Problem]
+) -> Iterator[tuple[int, str, str, ipaddress.IPv4Network | ipaddress.IPv6Network]]:
+    """(index, path, CIDR, network) for each entry of `platform.<section>.<field>` that parses;
+    one that does not is added to `problems` when it is reached, so problems keep list order."""
+    for i, cidr in enumerate(cidrs):
+        path = format_path((section, field, i))
+        try:
+            net = ipaddress.ip_network(cidr)
+        except ValueError as exc:
+            problems.append(Problem(path, f"invalid CIDR: {exc}", cidr_fix(cidr, example), cidr))
+            continue
+        yield i, path, cidr, net

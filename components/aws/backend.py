@@ -46,7 +46,7 @@ from mlstack.components.checks import (
     registry_problems,
     system_pool_problems,
 )
-from mlstack.components.cidr import PRIVATE_RANGES, VPC_RANGES, cidr_fix, within
+from mlstack.components.cidr import PRIVATE_RANGES, VPC_RANGES, cidr_fix, parsed_cidrs, within
 from mlstack.components.features import Feature
 from mlstack.stacks.catalog import CatalogError
 from mlstack.stacks.errors import Problem, format_path
@@ -375,15 +375,9 @@ def _check_network(cfg: AwsConfig) -> list[Problem]:
                 subnet_plan(cfg.vpc_cidr, cfg.availability_zones)
             except ValueError as exc:
                 problems.append(Problem("platform.aws.vpc_cidr", str(exc), "list fewer zones"))
-    for i, cidr in enumerate(cfg.public_access_cidrs):
-        path = format_path(("aws", "public_access_cidrs", i))
-        try:
-            net = ipaddress.ip_network(cidr)
-        except ValueError as exc:
-            problems.append(
-                Problem(path, f"invalid CIDR: {exc}", cidr_fix(cidr, "203.0.113.0/24"), cidr)
-            )
-            continue
+    for _, path, cidr, net in parsed_cidrs(
+        "aws", "public_access_cidrs", cfg.public_access_cidrs, "203.0.113.0/24", problems
+    ):
         if not isinstance(net, ipaddress.IPv4Network):
             problems.append(
                 Problem(path, "EKS public access lists are IPv4", "use an IPv4 CIDR", cidr)
@@ -418,15 +412,9 @@ def _check_api_access(cfg: AwsConfig) -> list[Problem]:
             )
         ]
     problems = []
-    for i, cidr in enumerate(cfg.api_access_cidrs):
-        path = format_path(("aws", "api_access_cidrs", i))
-        try:
-            net = ipaddress.ip_network(cidr)
-        except ValueError as exc:
-            problems.append(
-                Problem(path, f"invalid CIDR: {exc}", cidr_fix(cidr, "10.100.0.0/16"), cidr)
-            )
-            continue
+    for i, path, cidr, net in parsed_cidrs(
+        "aws", "api_access_cidrs", cfg.api_access_cidrs, "10.100.0.0/16", problems
+    ):
         if not within(net, VPC_RANGES):
             problems.append(
                 Problem(

@@ -31,7 +31,7 @@ from mlstack.components.checks import (
     registry_problems,
     system_pool_problems,
 )
-from mlstack.components.cidr import cidr_fix, within
+from mlstack.components.cidr import cidr_fix, parsed_cidrs, within
 from mlstack.components.features import Feature
 from mlstack.components.gcp.catalog import GPU_SERIES, MACHINES, REGIONS, default_zones, series
 from mlstack.components.gcp.cluster import GkeCluster, GkeClusterArgs
@@ -438,15 +438,13 @@ def _check_ranges(cfg: GcpConfig) -> list[Problem]:
                         str(nets[a]),
                     )
                 )
-    for i, cidr in enumerate(cfg.master_authorized_networks):
-        path = format_path(("gcp", "master_authorized_networks", i))
-        try:
-            net = ipaddress.ip_network(cidr)
-        except ValueError as exc:
-            problems.append(
-                Problem(path, f"invalid CIDR: {exc}", cidr_fix(cidr, "203.0.113.0/24"), cidr)
-            )
-            continue
+    for _, path, cidr, net in parsed_cidrs(
+        "gcp",
+        "master_authorized_networks",
+        cfg.master_authorized_networks,
+        "203.0.113.0/24",
+        problems,
+    ):
         if not isinstance(net, ipaddress.IPv4Network):
             problems.append(Problem(path, "authorized networks are IPv4", "use an IPv4 CIDR", cidr))
         elif net.prefixlen == 0:
