@@ -115,3 +115,42 @@ def test_project_root_is_found_from_a_subdirectory(tmp_path: Path) -> None:
 
 def test_project_root_defaults_to_this_checkout(tmp_path: Path) -> None:
     assert project_root(tmp_path) == REPO
+
+
+def _laughs(levels: int) -> str:
+    """A "billion laughs" stack file: each anchor holds nine aliases of the one before."""
+    lines = ["config:", "  mlstack:platform:", "    cloud: onprem", "    x0: &a0 [lol, lol, lol]"]
+    for i in range(1, levels + 1):
+        lines.append(f"    x{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_aliases_that_expand_exponentially_are_refused_at_once(tmp_path: Path) -> None:
+    path = _write(tmp_path / "Pulumi.laughs.yaml", _laughs(9))
+    assert len(path.read_bytes()) < 1024
+    problem = _error(str(path)).problems[0]
+    assert problem.path == str(path)
+    assert "expands to more than 100,000 values through YAML aliases" in problem.message
+    assert "anchors and aliases" in problem.fix
+
+
+def test_a_few_aliases_still_work(tmp_path: Path) -> None:
+    path = _write(tmp_path / "Pulumi.few.yaml", _laughs(2))
+    platform = read_stack(str(path)).platform
+    assert len(platform["x2"]) == 9 and platform["x2"][0][0] == ["lol", "lol", "lol"]
+
+
+def test_an_alias_inside_its_own_value_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path / "Pulumi.loop.yaml", "config:\n  mlstack:platform: &p\n    me: *p\n")
+    assert "alias (*name) inside the value it refers to" in _error(str(path)).problems[0].message
+
+
+def test_deep_nesting_is_one_problem_not_a_recursion_error(tmp_path: Path) -> None:
+    deep = "[" * 20_000 + "]" * 20_000
+    path = _write(tmp_path / "Pulumi.deep.yaml", f"config:\n  mlstack:platform: {deep}\n")
+    assert "nested too deeply" in _error(str(path)).problems[0].message
+
+
+def test_an_oversized_stack_file_is_refused_before_parsing(tmp_path: Path) -> None:
+    path = _write(tmp_path / "Pulumi.big.yaml", "config: {}\n" + "#" * 1_000_001 + "\n")
+    assert "a stack file is at most 1,000,000" in _error(str(path)).problems[0].message
