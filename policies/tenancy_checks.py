@@ -87,7 +87,19 @@ def tenancy_problems(p: Platform) -> list[Problem]:
                 )
             )
     for i, team in enumerate(p.teams):
-        if team.name in RESERVED_NAMESPACES or team.name == t.monitoring_namespace:
+        if team.name == t.monitoring_namespace:
+            # Name both fields: the user may have meant either one.
+            problems.append(
+                Problem(
+                    format_path(("teams", i, "name")),
+                    "is also platform.tenancy.monitoring_namespace, the namespace whose "
+                    "scrapers every team admits",
+                    "give the team another name, or set platform.tenancy.monitoring_namespace "
+                    "to the namespace your monitoring runs in",
+                    team.name,
+                )
+            )
+        elif team.name in RESERVED_NAMESPACES:
             problems.append(
                 Problem(
                     format_path(("teams", i, "name")),

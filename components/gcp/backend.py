@@ -560,13 +560,15 @@ def _check_names(cfg: GcpConfig, platform: Platform) -> list[Problem]:
         if path in reported:
             continue  # one line for a prefix, however many default names it makes
         reported.add(path)
+        # "got" is what the user wrote: the prefix when the name is derived from it.
+        given = name if written else platform.storage.bucket_prefix
         if "." in name:
             problems.append(
                 Problem(
                     path,
                     f"GCS bucket {name} has dots, which needs a verified domain",
                     "use '-' instead of '.'",
-                    name,
+                    given,
                 )
             )
         elif name.startswith("goog") or "google" in name:
@@ -575,7 +577,7 @@ def _check_names(cfg: GcpConfig, platform: Platform) -> list[Problem]:
                     path,
                     f"GCS refuses bucket names that start with 'goog' or contain 'google' ({name})",
                     "choose another name",
-                    name,
+                    given,
                 )
             )
     if cfg.rbac_security_group is not None and not _SECURITY_GROUP.match(cfg.rbac_security_group):

@@ -625,6 +625,17 @@ def test_a_team_cannot_take_a_reserved_namespace(lab_config: dict[str, Any], nam
     assert only_problem(lab_config).path == "platform.teams[0].name"
 
 
+def test_a_team_named_like_the_monitoring_namespace_names_that_field(
+    lab_config: dict[str, Any],
+) -> None:
+    lab_config["tenancy"] = {"monitoring_namespace": "observability"}
+    lab_config["teams"][0]["name"] = "observability"
+    p = only_problem(lab_config)
+    assert p.path == "platform.teams[0].name"
+    assert "platform.tenancy.monitoring_namespace" in p.message
+    assert "set platform.tenancy.monitoring_namespace" in p.fix
+
+
 def test_pod_security_level_is_an_enum(lab_config: dict[str, Any]) -> None:
     lab_config["teams"][0]["pod_security"] = "strict"
     p = only_problem(lab_config)

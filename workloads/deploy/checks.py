@@ -123,6 +123,10 @@ class _Largest:
     size: tuple[str, int]
     #: Words of the kind's own that its templates use.
     detail: str = ""
+    #: The least the size field may be (max_replicas >= replicas, replicas > canary
+    #: replicas): a fix never suggests lowering it below this, which would only trade this
+    #: problem for another.
+    floor: int = 1
 
     @property
     def pool(self) -> NodePool:
@@ -159,12 +163,15 @@ def _fit_problems(w: _Largest, per_node: int) -> list[Problem]:
     if w.count > places:
         nodes = -(-w.count // per_pod_node)
         facts = {"nodes": nodes, "places": places, "most": places - spare}
-        return [w.problem(words.placement, words.placement_fix, size_field, size, **facts)]
+        fix = words.placement_fix
+        if places - spare < w.floor:
+            fix = "raise platform.node_pools[{pool_index}].max_nodes to at least {nodes}"
+        return [w.problem(words.placement, fix, size_field, size, **facts)]
     need = w.count * w.gpus
     reachable = pool_gpu_quota(w.team, pool.name).reachable(per_node * pool.max_nodes)
     if need > reachable:
         fewer = reachable // w.gpus - spare
-        lower = f"lower {size_field} to at most {fewer}, or " if fewer >= 1 else ""
+        lower = f"lower {size_field} to at most {fewer}, or " if fewer >= w.floor else ""
         facts = {"need": need, "reachable": reachable, "lower": lower}
         return [w.problem(words.reach, words.reach_fix, size_field, size, **facts)]
     return []
@@ -391,8 +398,11 @@ def _inference_service_problems(
     surge_pods = "1 surge pod" if surge == 1 else f"{surge} surge pods"
     detail = f"{settings.max_replicas} replicas and {surge_pods} of a rolling update"
     size = _replicas_field(service)
+    floor = service.replicas if size[0] == "max_replicas" else 1
+    if size[0] == "replicas" and canary is not None:
+        floor = canary.replicas + 1
     largest = _Largest(
-        _SERVICE_WORDS, path, p, found, service, settings.peak_replicas, gpus, size, detail
+        _SERVICE_WORDS, path, p, found, service, settings.peak_replicas, gpus, size, detail, floor
     )
     if pool.kind is PoolKind.CPU:
         if gpus:

@@ -115,3 +115,55 @@ def test_a_gpu_service_on_a_cloud_pool_that_leaves_gpus_per_node_to_the_catalog(
     l4["instance_type"] = "g6.xlarge"
     loaded = load_platform(platform)
     assert next(p for p in loaded.node_pools if p.name == "l4").gpus_per_node == 1
+
+
+def test_a_placement_fix_never_lowers_max_replicas_below_replicas(
+    lab_config: dict[str, Any],
+) -> None:
+    # 4 pods of 8 GPUs on a pool of two 8-GPU nodes; max_replicas cannot go below replicas (2).
+    service = {"gpus_per_replica": 8, "replicas": 2, "max_replicas": 3}
+    (p,) = _problems(lab_config, service=service)
+    assert p.path == "platform.workloads.inference_services[0].max_replicas"
+    assert p.fix == "raise platform.node_pools[1].max_nodes to at least 4"
+
+
+def test_a_quota_fix_never_lowers_max_replicas_below_replicas(lab_config: dict[str, Any]) -> None:
+    (p,) = _problems(lab_config, service={"gpus_per_replica": 4, "replicas": 2, "max_replicas": 2})
+    assert p.fix == "raise platform.teams[1].quota.gpus.a100 to 12"
+
+
+def test_a_placement_fix_keeps_replicas_above_the_canary(lab_config: dict[str, Any]) -> None:
+    service = {
+        "gpus_per_replica": 8,
+        "replicas": 2,
+        "version": "v1",
+        "canary": {"version": "v2", "replicas": 1},
+    }
+    found = _problems(lab_config, service=service)
+    assert found, "2 replicas, a canary and a surge pod of 8 GPUs exceed two 8-GPU nodes"
+    assert all("lower replicas" not in p.fix for p in found)
+
+
+def test_applying_any_suggested_lower_bound_causes_no_field_conflict(
+    lab_config: dict[str, Any],
+) -> None:
+    """Every "lower <field> to at most N" the checks suggest, applied, leaves the service's
+    own fields agreeing (max_replicas >= replicas > canary replicas)."""
+    import re
+
+    suggested = 0
+    for gpus in (1, 2, 4, 8):
+        for replicas in (1, 2, 3):
+            for extra in (None, 0, 1, 3):
+                service: dict[str, Any] = {"gpus_per_replica": gpus, "replicas": replicas}
+                if extra is not None:
+                    service["max_replicas"] = replicas + extra
+                for p in _problems(copy.deepcopy(lab_config), service=service):
+                    m = re.match(r"lower (max_replicas|replicas) to at most (\d+)", p.fix)
+                    if m is None:
+                        continue
+                    suggested += 1
+                    fixed = {**service, m.group(1): int(m.group(2))}
+                    after = _problems(copy.deepcopy(lab_config), service=fixed)
+                    assert not [q for q in after if "is below replicas" in q.message], (service, p)
+    assert suggested > 5
