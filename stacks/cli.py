@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from mlstack.stacks.errors import ConfigError
+from mlstack.stacks.errors import ConfigError, mask_credentials
 from mlstack.stacks.offline import run_plan
 from mlstack.stacks.plan import Plan
 from mlstack.stacks.render import render_yaml
@@ -53,7 +53,8 @@ def _guard(action: Callable[[], T], bad_input: tuple[type[Exception], ...] = (Co
         if os.environ.get("MLSTACK_DEBUG"):
             raise
         err.print(
-            f"internal error: {type(exc).__name__}: {exc} (rerun with MLSTACK_DEBUG=1 for the "
+            f"internal error: {type(exc).__name__}: {mask_credentials(str(exc))} (rerun with "
+            "MLSTACK_DEBUG=1 for the "
             "traceback, and report it)",
             markup=False,
         )

@@ -9,6 +9,16 @@ from typing import Any
 
 _MISSING = object()
 _KEY = re.compile(r"^[A-Za-z0-9_./-]+$")
+#: `scheme://user:password@` (or `scheme://token@`): the credentials of a URL. A "/" does not
+#: end them: a password pasted without percent-encoding may hold one, and masking a path that
+#: holds an "@" costs less than printing a password.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^@\s'\"]+@")
+
+
+def mask_credentials(text: str) -> str:
+    """`text` with the user and password of every URL in it replaced by `***`: a message about
+    a bad endpoint must not put a password into the terminal or a CI log."""
+    return _USERINFO.sub(r"\1***@", text)
 
 
 def format_path(loc: Sequence[str | int], root: str = "platform") -> str:
@@ -25,7 +35,8 @@ def format_path(loc: Sequence[str | int], root: str = "platform") -> str:
 
 
 def _show(value: Any) -> str:
-    text = repr(list(value) if isinstance(value, tuple) else value)
+    # Masked before it is shortened: a cut could leave a password without its "@".
+    text = mask_credentials(repr(list(value) if isinstance(value, tuple) else value))
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -40,7 +51,7 @@ class Problem:
 
     def __str__(self) -> str:
         got = "" if self.value is _MISSING else f" (got {_show(self.value)})"
-        line = f"{self.path}: {self.message}{got}; fix: {self.fix}"
+        line = mask_credentials(f"{self.path}: {self.message}{got}; fix: {self.fix}")
         return line.replace("\r", "\\r").replace("\n", "\\n")
 
 

@@ -23,6 +23,7 @@ from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 from mlstack.components.backend import get_backend
 from mlstack.stacks import program
+from mlstack.stacks.errors import ConfigError, Problem
 from mlstack.stacks.plan import SECRET_SIG, SECRET_VALUE, Plan, PlannedResource
 from mlstack.stacks.stackfile import PROJECT, StackFile
 from mlstack.stacks.validate import load_platform
@@ -113,6 +114,26 @@ def pulumi_config(
     config: dict[str, str] = {}
     secret: list[str] = []
     notes: list[str] = []
+    clear = [
+        full
+        for key in (*required, *optional)
+        if (full := f"{PROJECT}:{key}") in stack.config
+        and not (isinstance(stack.config[full], Mapping) and "secure" in stack.config[full])
+    ]
+    if clear:
+        # `pulumi config set --secret` writes `key: {secure: v1:...}`; anything else is the
+        # secret itself, in clear text in a file that is committed. The value is never shown.
+        raise ConfigError(
+            [
+                Problem(
+                    str(stack.path),
+                    f"{full} is a secret but is written in clear text",
+                    f"remove it from the file and run: pulumi config set --secret {full} "
+                    f"<value> -s {stack.name} (then rotate it: it was in the file)",
+                )
+                for full in clear
+            ]
+        )
     for key, value in stack.config.items():
         if isinstance(value, Mapping) and "secure" in value:
             config[key] = SECRET_PLACEHOLDER
@@ -172,16 +193,24 @@ def _resolve(value: Any) -> Any:
     return resolved
 
 
-def run_plan(stack: StackFile) -> Plan:
+def run_plan(stack: StackFile, secrets: Mapping[str, str] | None = None) -> Plan:
     """Validate the stack's platform, then run the real program on it offline.
 
-    Raises ConfigError (with every problem) before anything is declared.
+    `secrets` are decrypted secret config values by key ("registryPassword"), as `pulumi up`
+    hands them to the program; the CLI passes none (the plan uses placeholders), tests pass
+    some to see where a value goes. Raises ConfigError (with every problem) before anything
+    is declared.
     """
     platform = load_platform(stack.platform, source=str(stack.path))
     backend = get_backend(platform.cloud)
     config, secret_keys, notes = pulumi_config(
         stack, backend.required_secret_keys(platform), backend.optional_secrets
     )
+    for key, value in (secrets or {}).items():
+        full = f"{PROJECT}:{key}"
+        config[full] = value
+        secret_keys = sorted({*secret_keys, full})
+        notes = [n for n in notes if not n.startswith(f"{full} is not set")]
     notes += backend.notes(platform)
     resources, outputs = run_program(
         stack.name,

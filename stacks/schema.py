@@ -99,6 +99,11 @@ def _kubernetes_version(value: str) -> str:
 
 
 def _http_url(value: str) -> str:
+    if re.match(r"^[a-z][a-z0-9+.-]*://[^/]*@", value, re.IGNORECASE):
+        raise ValueError(
+            "remove the credentials from the URL: they would be stored in clear text in the "
+            "stack file and the state; set them as secrets (pulumi config set --secret)"
+        )
     if not re.match(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$", value):
         raise ValueError("use an http(s) URL with a host and optional port, no path")
     return value.rstrip("/")

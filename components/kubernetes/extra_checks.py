@@ -1,5 +1,6 @@
 """Config checks of the extra manifests (`extra.py` declares them): each is a Kubernetes object
-with the fields its kind has, and none is listed twice."""
+with the fields its kind has, none is listed twice, and no Secret carries its values in clear
+text."""
 
 from __future__ import annotations
 
@@ -41,6 +42,18 @@ def extra_manifest_problems(p: Platform) -> list[Problem]:
                     f"{manifest['kind']} ({manifest['apiVersion']}) has no top-level field "
                     f"{unknown[0]}",
                     f"remove it; allowed: {', '.join(sorted(allowed or ()))}",
+                )
+            )
+        literal = [f for f in ("data", "stringData") if manifest.get(f)]
+        if manifest["kind"] == "Secret" and manifest["apiVersion"] == "v1" and literal:
+            # The value itself is never echoed: it is the secret.
+            problems.append(
+                Problem(
+                    f"{path}.{literal[0]}",
+                    "a Secret's values written in the stack file are in clear text in Git and "
+                    "in the stack's state",
+                    "remove them and create the Secret out of band (kubectl create secret, or "
+                    "an external secrets operator); workloads refer to it by name",
                 )
             )
         key = extra_manifest_key(manifest)

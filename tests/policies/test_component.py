@@ -67,7 +67,8 @@ def with_team(lab_config: dict[str, Any], make_stack: MakeStack) -> Plan:
     config = copy.deepcopy(lab_config)
     config["teams"].append(NEW_TEAM)
     return run_plan(
-        make_stack(config, name="team", registryUsername="robot", registryPassword="pw")
+        make_stack(config, name="team"),
+        secrets={"registryUsername": "robot", "registryPassword": "pw"},
     )
 
 
@@ -94,7 +95,8 @@ def test_the_new_team_changes_nothing_else(
     lab_config: dict[str, Any], make_stack: MakeStack, with_team: Plan
 ) -> None:
     before = run_plan(
-        make_stack(lab_config, name="team", registryUsername="robot", registryPassword="pw")
+        make_stack(lab_config, name="team"),
+        secrets={"registryUsername": "robot", "registryPassword": "pw"},
     )
 
     def view(plan: Plan) -> dict[tuple[str, str], str]:

@@ -230,7 +230,8 @@ def test_registry_credentials_give_a_dockerconfigjson_pull_secret(
     lab_config: dict[str, Any], make_stack: MakeStack
 ) -> None:
     plan = run_plan(
-        make_stack(lab_config, name="reg", registryUsername="robot", registryPassword="s3cr:t")
+        make_stack(lab_config, name="reg"),
+        secrets={"registryUsername": "robot", "registryPassword": "s3cr:t"},
     )
     pull = plan.get(SECRET, "system-registry-pull")
     assert pull.inputs["metadata"]["name"] == "registry-pull"
@@ -246,12 +247,35 @@ def test_registry_credentials_give_a_dockerconfigjson_pull_secret(
     assert "s3cr:t" not in json.dumps(plan.to_json())
 
 
-def test_plain_registry_credentials_are_still_treated_as_secrets(
+@pytest.mark.parametrize(
+    "key", ["registryPassword", "registryUsername", "s3SecretAccessKey", "s3AccessKeyId"]
+)
+def test_a_secret_written_in_clear_text_is_refused_without_its_value(
+    lab_config: dict[str, Any], make_stack: MakeStack, key: str
+) -> None:
+    # It used to be accepted, and even cleared the "not set" note (issue 17, secrets).
+    stack = make_stack(lab_config, name="plain", **{key: "hunter2-value"})
+    with pytest.raises(ConfigError) as exc:
+        run_plan(stack)
+    (problem,) = exc.value.problems
+    assert f"mlstack:{key} is a secret but is written in clear text" in problem.message
+    assert f"pulumi config set --secret mlstack:{key} <value> -s plain" in problem.fix
+    assert "hunter2" not in str(exc.value)
+
+
+def test_decrypted_secrets_passed_to_the_plan_stay_secret(
     lab_config: dict[str, Any], make_stack: MakeStack
 ) -> None:
-    stack = make_stack(lab_config, registryUsername="robot", registryPassword="pw")
-    _, secret_keys, _ = pulumi_config(stack, (), OnPremBackend.optional_secrets)
-    assert {"mlstack:registryUsername", "mlstack:registryPassword"} <= set(secret_keys)
+    _, secret_keys, _ = pulumi_config(
+        make_stack(lab_config, registryPassword={"secure": "v1:AAAA"}),
+        (),
+        OnPremBackend.optional_secrets,
+    )
+    assert "mlstack:registryPassword" in secret_keys
+    secrets = {"registryPassword": "pw-7f3a9c", "registryUsername": "u"}
+    plan = run_plan(make_stack(lab_config), secrets=secrets)
+    assert "system-registry-pull" in {r.name for r in plan.resources}
+    assert "pw-7f3a9c" not in json.dumps(plan.to_json())
 
 
 def test_an_encrypted_value_becomes_a_placeholder_with_a_note(
@@ -318,7 +342,8 @@ def test_a_failed_run_leaks_nothing_into_the_next(
     with pytest.raises(pulumi.RunError):
         run_program("broken", {"mlstack:platform": json.dumps(broken)}, [])
     with_registry = run_plan(
-        make_stack(lab_config, name="reg", registryUsername="u", registryPassword="p")
+        make_stack(lab_config, name="reg"),
+        secrets={"registryUsername": "u", "registryPassword": "p"},
     )
     assert "system-registry-pull" in {r.name for r in with_registry.of_type(SECRET)}
     again = run_plan(read_stack("onprem-lab"))

@@ -39,3 +39,23 @@ def test_an_object_without_a_kind(lab_config: dict[str, Any]) -> None:
     manifest = {k: v for k, v in STORAGE_CLASS.items() if k != "kind"}
     (problem,) = _problems(lab_config, manifest)
     assert "a Kubernetes object needs kind" in problem
+
+
+def _secret(**fields: Any) -> dict[str, Any]:
+    meta = {"name": "db", "namespace": "vision"}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": meta, **fields}
+
+
+def test_a_secret_with_literal_values_is_refused_without_echoing_them(
+    lab_config: dict[str, Any],
+) -> None:
+    for field, values in (("stringData", {"password": "hunter2"}), ("data", {"k": "aHVudGVy"})):
+        (problem,) = _problems(lab_config, _secret(**{field: values}))
+        assert problem.startswith(f"platform.extra_manifests[0].{field}: a Secret's values")
+        assert "out of band" in problem
+        assert "hunter2" not in problem and "aHVudGVy" not in problem
+
+
+def test_a_secret_without_values_is_allowed(lab_config: dict[str, Any]) -> None:
+    # An empty Secret that a controller fills (a service-account token, say) holds nothing.
+    assert _problems(lab_config, _secret(type="Opaque")) == []
