@@ -65,6 +65,14 @@ def _plan(ref: str) -> Plan:
     return _guard(lambda: run_plan(read_stack(ref)))
 
 
+def _plan_or_refusal(ref: str) -> Plan | ConfigError:
+    """The stack's plan, or the ConfigError that refused it (for `check` to report)."""
+    try:
+        return run_plan(read_stack(ref))
+    except ConfigError as exc:
+        return exc
+
+
 @app.command()
 def plan(
     stacks: StacksArg = None,
@@ -137,31 +145,37 @@ def check(
         err.print(f"error: {exc}", markup=False)
         raise typer.Exit(2) from None
     results: list[StackCheck] = []
-    bad_input = False
+    #: Stacks refused before planning: their problems, for the JSON report.
+    refused: list[dict[str, Any]] = []
     for ref in stacks or shipped_stacks():
         started = time.perf_counter()
         try:
-            planned = _plan(ref)
+            planned = _guard(lambda ref=ref: _plan_or_refusal(ref))
         except typer.Exit:
-            bad_input = True
+            refused.append({"stack": ref, "errors": [{"path": "", "line": "internal error"}]})
+            continue
+        if isinstance(planned, ConfigError):
+            for line in str(planned).splitlines():
+                err.print(f"error: {line}", markup=False)
+            errors = [{"path": p.path, "line": str(p)} for p in planned.problems]
+            refused.append({"stack": ref, "errors": errors})
             continue
         plan_seconds = time.perf_counter() - started
         results.append(StackCheck(check_plan(planned, config=config), plan_seconds))
     if json_file is not None:
-        text = (
-            json.dumps(
-                {"rules": [p.name for p in ALL_POLICIES], "stacks": [r.to_json() for r in results]},
-                indent=2,
-            )
-            + "\n"
-        )
+        report = {
+            "rules": [p.name for p in ALL_POLICIES],
+            "stacks": [r.to_json() for r in results],
+            "refused": refused,
+        }
+        text = json.dumps(report, indent=2) + "\n"
         if str(json_file) == "-":
             sys.stdout.write(text)
         else:
             json_file.write_text(text)
     if str(json_file) != "-":
         print_check(results, len(ALL_POLICIES), out)
-    if bad_input:
+    if refused:
         raise typer.Exit(2)
     if any(r.report.mandatory for r in results):
         raise typer.Exit(1)

@@ -126,13 +126,14 @@ def pulumi_config(
         raise ConfigError(
             [
                 Problem(
-                    str(stack.path),
-                    f"{full} is a secret but is written in clear text",
+                    full,
+                    "is a secret but is written in clear text",
                     f"remove it from the file and run: pulumi config set --secret {full} "
                     f"<value> -s {stack.name} (then rotate it: it was in the file)",
                 )
                 for full in clear
-            ]
+            ],
+            source=str(stack.path),
         )
     for key, value in stack.config.items():
         if isinstance(value, Mapping) and "secure" in value:

@@ -321,3 +321,59 @@ def test_compliant_workloads_pass(tmp_path: Path) -> None:
 def test_gpu_cronjob_queued_the_kueue_way_passes(tmp_path: Path) -> None:
     code, violations = _check_platform(tmp_path, _platform(_gpu_cronjob(dict(_QUEUE))))
     assert (code, [v["policy"] for v in violations]) == (0, [])
+
+
+# --- the refused corpus: configs the gate refuses before planning --------------------------
+#
+# Each file in tests/data/bad-stacks/refused starts with
+#
+#     # refuse: <config path>[, <config path>...]   (FILE: the stack file itself)
+#     # <what is wrong, in words>
+#     # never-print: <a secret in the file>           (optional, repeatable)
+#
+# and `mlstack check` must exit 2 with an error line at each path and at no other, each with
+# its fix, and print none of the never-print values.
+
+REFUSED_DIR = CORPUS_DIR / "refused"
+REFUSED = sorted(REFUSED_DIR.glob("Pulumi.*.yaml"))
+_REFUSE = re.compile(r"^# refuse: (?P<paths>\S+(, \S+)*)\s*$")
+
+
+def _refused_header(path: Path) -> tuple[set[str], list[str]]:
+    lines = path.read_text().splitlines()
+    match = _REFUSE.match(lines[0])
+    assert match, f"{path.name}: first line must be '# refuse: <path>[, <path>...]'"
+    paths = {str(path) if p == "FILE" else p for p in match["paths"].split(", ")}
+    assert re.match(r"^# \S.{10,}", lines[1]), "second line: '# <what is wrong, in words>'"
+    never = [
+        line.removeprefix("# never-print: ") for line in lines if line.startswith("# never-print: ")
+    ]
+    return paths, never
+
+
+def test_the_refused_corpus_covers_every_cloud() -> None:
+    assert len(REFUSED) >= 6
+    clouds = set()
+    for path in REFUSED:
+        text = path.read_text()
+        clouds |= {c for c in CLOUD_KEYS if f"cloud: {c}" in text}
+    assert clouds == set(CLOUD_KEYS)
+
+
+@pytest.mark.parametrize("path", REFUSED, ids=_name)
+def test_refused_file_is_refused_at_its_paths(path: Path) -> None:
+    expected, never = _refused_header(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "check.json"
+        result = runner.invoke(app, ["check", str(path), "--json", str(out)])
+        data = json.loads(out.read_text())
+    assert result.exit_code == 2, result.output
+    assert data["stacks"] == []
+    (refused,) = data["refused"]
+    assert refused["stack"] == str(path)
+    assert {e["path"] for e in refused["errors"]} == expected, refused["errors"]
+    for error in refused["errors"]:
+        assert "; fix: " in error["line"] and "\n" not in error["line"], error
+    printed = result.output + json.dumps(data)
+    for secret in never:
+        assert secret not in printed, f"{path.name} printed a secret"

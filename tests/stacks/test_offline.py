@@ -258,7 +258,11 @@ def test_a_secret_written_in_clear_text_is_refused_without_its_value(
     with pytest.raises(ConfigError) as exc:
         run_plan(stack)
     (problem,) = exc.value.problems
-    assert f"mlstack:{key} is a secret but is written in clear text" in problem.message
+    assert (problem.path, problem.message) == (
+        f"mlstack:{key}",
+        "is a secret but is written in clear text",
+    )
+    assert str(exc.value).startswith(f"{stack.path}: mlstack:{key}: is a secret")
     assert f"pulumi config set --secret mlstack:{key} <value> -s plain" in problem.fix
     assert "hunter2" not in str(exc.value)
 
