@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 from pulumi_policy import (
     PolicyConfigSchema,
+    PolicyResource,
     ReportViolation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
+    StackValidationArgs,
 )
 
+from mlstack.components.backend import get_backend
 from mlstack.policies.rules.objects import (
     MANDATORY,
     annotations_of,
@@ -18,19 +24,47 @@ from mlstack.policies.rules.objects import (
     kind_of,
     labels_of,
     sequence,
+    stack_rule,
 )
+from mlstack.stacks.catalog import CLOUDS, Cloud
 from mlstack.stacks.names import POD_SECURITY_ENFORCE_LABEL
 
 POD_SECURITY_LEVELS = ("privileged", "baseline", "restricted")
-#: Annotations that make a LoadBalancer Service internal, per cloud (value expected).
-INTERNAL_LB_ANNOTATIONS = {
-    "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal",
-    "service.beta.kubernetes.io/aws-load-balancer-internal": "true",
-    "networking.gke.io/load-balancer-type": "Internal",
-    "cloud.google.com/load-balancer-type": "Internal",
-    "service.beta.kubernetes.io/azure-load-balancer-internal": "true",
-    "metallb.universe.tf/address-pool": "internal",
+#: Annotations that make a LoadBalancer Service internal on each cloud: the ones mlstack writes
+#: (each backend's `internal_lb_annotations`) and, on GCP, the legacy key the GCE cloud
+#: provider still reads (`cloud.google.com/load-balancer-type`, kubernetes
+#: pkg/cloudprovider/providers/gce/gce_annotations.go). A key of another cloud is ignored by
+#: the controller that makes the load balancer, which is then internet-facing: an AWS scheme
+#: annotation on GKE makes a public passthrough Network Load Balancer.
+INTERNAL_LB_ANNOTATIONS: dict[Cloud, dict[str, str]] = {
+    cloud: {
+        **get_backend(cloud).internal_lb_annotations,
+        **({"cloud.google.com/load-balancer-type": "Internal"} if cloud == "gcp" else {}),
+    }
+    for cloud in CLOUDS
 }
+#: GKE's internal load balancer class (spec.loadBalancerClass), an alternative to annotating.
+GKE_INTERNAL_LB_CLASS = "networking.gke.io/l4-regional-internal"
+#: Resource type prefixes that only one cloud's stacks declare.
+_CLOUD_PREFIXES: tuple[tuple[str, Cloud], ...] = (
+    ("aws:", "aws"),
+    ("gcp:", "gcp"),
+    ("mlstack:aws:", "aws"),
+    ("mlstack:gcp:", "gcp"),
+    ("mlstack:onprem:", "onprem"),
+)
+
+
+def stack_cloud(resources: Iterable[PolicyResource]) -> Cloud | None:
+    """The cloud a stack's resources are on, or None when they do not say (a program that
+    declares only Kubernetes objects) or say more than one."""
+    found: set[Cloud] = {
+        cloud
+        for r in resources
+        for prefix, cloud in _CLOUD_PREFIXES
+        if r.resource_type.startswith(prefix)
+    }
+    return found.pop() if len(found) == 1 else None
 
 
 def no_wildcard_rbac(args: ResourceValidationArgs, report: ReportViolation) -> None:
@@ -86,21 +120,56 @@ def namespaces_enforce_pod_security(args: ResourceValidationArgs, report: Report
         )
 
 
-def load_balancers_internal_only(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    if kind_of(args.resource_type) != "Service":
-        return
-    if get(args.props, "spec", "type") != "LoadBalancer":
-        return
-    given = annotations_of(args.props)
-    if any(given.get(k) == v for k, v in INTERNAL_LB_ANNOTATIONS.items()):
-        return
-    report(
-        f"{describe('Service', args.props)} is a LoadBalancer reachable from outside the "
-        "network; annotate it as internal (e.g. "
-        "service.beta.kubernetes.io/aws-load-balancer-scheme: internal, "
-        "networking.gke.io/load-balancer-type: Internal) or use ClusterIP",
-        None,
+def _is_internal(
+    props: Mapping[str, Any], accepted: Mapping[str, str], cloud: Cloud | None
+) -> bool:
+    given = annotations_of(props)
+    if any(given.get(k) == v for k, v in accepted.items()):
+        return True
+    return (
+        cloud in ("gcp", None) and get(props, "spec", "loadBalancerClass") == GKE_INTERNAL_LB_CLASS
     )
+
+
+def load_balancers_internal_only(args: StackValidationArgs, report: ReportViolation) -> None:
+    """Every LoadBalancer Service is internal by its own cloud's annotations. Where the stack
+    does not show its cloud, any mlstack cloud's internal annotation counts."""
+    cloud = stack_cloud(args.resources)
+    if cloud is not None:
+        accepted = INTERNAL_LB_ANNOTATIONS[cloud]
+    else:
+        accepted = {
+            k: v for by_cloud in INTERNAL_LB_ANNOTATIONS.values() for k, v in by_cloud.items()
+        }
+    for r in args.resources:
+        if kind_of(r.resource_type) != "Service":
+            continue
+        if get(r.props, "spec", "type") != "LoadBalancer":
+            continue
+        if _is_internal(r.props, accepted, cloud):
+            continue
+        where = describe("Service", r.props)
+        example = ", ".join(f"{k}: {v}" for k, v in list(accepted.items())[:2])
+        foreign = sorted(
+            k
+            for other, keys in INTERNAL_LB_ANNOTATIONS.items()
+            if other != cloud
+            for k, v in keys.items()
+            if annotations_of(r.props).get(k) == v and k not in accepted
+        )
+        if cloud is not None and foreign:
+            report(
+                f"{where} is a LoadBalancer marked internal only by another cloud's annotation "
+                f"({', '.join(foreign)}), which {cloud} ignores, so it is reachable from outside "
+                f"the network; use {example}, or ClusterIP",
+                r.urn,
+            )
+        else:
+            report(
+                f"{where} is a LoadBalancer reachable from outside the network; annotate it as "
+                f"internal ({example}) or use ClusterIP",
+                r.urn,
+            )
 
 
 POLICIES = [
@@ -142,10 +211,9 @@ POLICIES = [
             }
         ),
     ),
-    ResourceValidationPolicy(
-        name="load-balancers-internal-only",
-        description="Services of type LoadBalancer are internal.",
-        validate=load_balancers_internal_only,
-        enforcement_level=MANDATORY,
+    stack_rule(
+        "load-balancers-internal-only",
+        "Services of type LoadBalancer are internal by their own cloud's annotations.",
+        load_balancers_internal_only,
     ),
 ]
