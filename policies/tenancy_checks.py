@@ -119,6 +119,7 @@ def tenancy_problems(p: Platform) -> list[Problem]:
                 )
             )
         problems += _prefix_problems(p, i, team)
+        problems += _extra_rule_problems(i, team)
         for pool_name, gpus in team.quota.borrowing_limit_gpus.items():
             path = format_path(("teams", i, "quota", "borrowing_limit_gpus", pool_name))
             ref_problem = _gpu_count_problem(p, path, pool_name, gpus, "borrowing limit")
@@ -133,6 +134,70 @@ def tenancy_problems(p: Platform) -> list[Problem]:
                         gpus,
                     )
                 )
+    return problems
+
+
+#: What the platform owns in a team's namespace, by API group: the team's own RBAC, quota,
+#: limits, network isolation and queue. A team that may write them can undo its tenancy (bind
+#: itself more, lift its quota, open its namespace, point its queue at another team's
+#: ClusterQueue), so extra_rules may read them but never write them, like the roles mlstack
+#: generates.
+_GUARDRAILS = {
+    "rbac.authorization.k8s.io": ("roles", "rolebindings", "clusterroles", "clusterrolebindings"),
+    "": ("resourcequotas", "limitranges", "namespaces", "serviceaccounts/token"),
+    "networking.k8s.io": ("networkpolicies",),
+    "kueue.x-k8s.io": ("localqueues", "clusterqueues"),
+}
+_READ_VERBS = frozenset({"get", "list", "watch"})
+_ESCALATION_VERBS = ("bind", "escalate", "impersonate")
+
+
+def _extra_rule_problems(i: int, team: Team) -> list[Problem]:
+    """extra_rules as strict as the roles mlstack generates: no wildcards, no verbs that grant
+    more than they hold, no writes to the guardrails the platform owns."""
+    problems = []
+    for j, rule in enumerate(team.extra_rules):
+        at = format_path(("teams", i, "extra_rules", j))
+        wild = [f for f in ("api_groups", "resources", "verbs") if "*" in getattr(rule, f)]
+        escalation = [v for v in _ESCALATION_VERBS if v in rule.verbs]
+        writes = sorted(set(rule.verbs) - _READ_VERBS - set(_ESCALATION_VERBS))
+        owned = [
+            (group, resource)
+            for group in rule.api_groups
+            for resource in rule.resources
+            if resource in _GUARDRAILS.get(group, ())
+        ]
+        if wild:
+            problems.append(
+                Problem(
+                    f"{at}.{wild[0]}",
+                    "'*' also grants whatever the API adds later",
+                    f"list the {wild[0]} the team needs",
+                    list(getattr(rule, wild[0])),
+                )
+            )
+        elif escalation:
+            problems.append(
+                Problem(
+                    f"{at}.verbs",
+                    f"{', '.join(escalation)} {'lets' if len(escalation) == 1 else 'let'} the "
+                    "team grant itself more than it has",
+                    f"remove {', '.join(escalation)}",
+                    list(rule.verbs),
+                )
+            )
+        elif writes and owned:
+            group, resource = owned[0]
+            problems.append(
+                Problem(
+                    f"{at}.resources",
+                    f"writing {resource} ({group or 'core'} group) lets team {team.name} undo "
+                    "the isolation the platform gives it",
+                    "grant only get, list and watch on it, or change it through the stack "
+                    "config (quota, groups, allow_load_balancers)",
+                    list(rule.resources),
+                )
+            )
     return problems
 
 

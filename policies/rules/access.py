@@ -26,8 +26,9 @@ from mlstack.policies.rules.objects import (
     sequence,
     stack_rule,
 )
+from mlstack.policies.rules.tenancy import Objects
 from mlstack.stacks.catalog import CLOUDS, Cloud
-from mlstack.stacks.names import POD_SECURITY_ENFORCE_LABEL
+from mlstack.stacks.names import POD_SECURITY_ENFORCE_LABEL, TEAM_LABEL
 
 POD_SECURITY_LEVELS = ("privileged", "baseline", "restricted")
 #: Annotations that make a LoadBalancer Service internal on each cloud: the ones mlstack writes
@@ -79,6 +80,91 @@ def no_wildcard_rbac(args: ResourceValidationArgs, report: ReportViolation) -> N
                     "also grants whatever the API adds later; list the "
                     f"{field} the role needs",
                     None,
+                )
+
+
+#: Verbs that let a holder grant more than it has: `escalate` edits a Role beyond the editor's
+#: own permissions, `bind` binds any Role, `impersonate` acts as another user, group or service
+#: account (Kubernetes RBAC docs, "Privilege escalation prevention and bootstrapping" and
+#: "Restrictions on role creation or update"; "RBAC good practices": "Escalate verb",
+#: "Bind verb", "Impersonate verb").
+ESCALATION_VERBS = ("bind", "escalate", "impersonate")
+_SECRET_READS = ("get", "list", "watch")
+
+
+def _grants(rule: Any, verbs: Iterable[str], resource: str, group: str = "") -> bool:
+    given = sequence(get(rule, "verbs"))
+    return (
+        any(v in given for v in verbs)
+        and any(r in (resource, "*") for r in sequence(get(rule, "resources")))
+        and any(g in (group, "*") for g in sequence(get(rule, "apiGroups")))
+    )
+
+
+def no_rbac_escalation_verbs(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    kind = kind_of(args.resource_type)
+    if kind not in ("Role", "ClusterRole"):
+        return
+    for i, rule in enumerate(sequence(args.props.get("rules"))):
+        verbs = [v for v in ESCALATION_VERBS if v in sequence(get(rule, "verbs"))]
+        if verbs:
+            report(
+                f"{describe(kind, args.props)}: rules[{i}] grants {', '.join(verbs)}, which let "
+                "its holders give themselves or others more than the role has; remove the verb "
+                "(a team's extra_rules never needs it)",
+                None,
+            )
+
+
+def no_cluster_wide_secret_reads(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if kind_of(args.resource_type) != "ClusterRole":
+        return
+    for i, rule in enumerate(sequence(args.props.get("rules"))):
+        if _grants(rule, _SECRET_READS, "secrets"):
+            report(
+                f"{describe('ClusterRole', args.props)}: rules[{i}] reads Secrets "
+                "(get/list/watch), in every namespace once bound cluster-wide: every team's "
+                "credentials; grant it in a namespaced Role, naming the Secrets "
+                "(resourceNames)",
+                None,
+            )
+
+
+def rolebindings_stay_in_their_team(args: StackValidationArgs, report: ReportViolation) -> None:
+    """A RoleBinding in a team's namespace binds only that team's groups and service
+    accounts: one that names another team's group or service account lets that team in."""
+    objects = Objects.of(args.resources)
+    teams = {ns for ns, _ in objects.team_namespaces()}
+    owners: dict[str, set[str]] = {}
+    for ns in teams:
+        for b in objects.in_namespace("RoleBinding", ns):
+            if labels_of(b.props).get(TEAM_LABEL) != ns:
+                continue  # only mlstack's own bindings say which groups are whose
+            for subject in sequence(b.props.get("subjects")):
+                if get(subject, "kind") == "Group":
+                    owners.setdefault(str(get(subject, "name")), set()).add(ns)
+    for ns in sorted(teams):
+        for b in objects.in_namespace("RoleBinding", ns):
+            for subject in sequence(b.props.get("subjects")):
+                kind, name = get(subject, "kind"), get(subject, "name")
+                others = sorted(owners.get(str(name), set()) - {ns}) if kind == "Group" else []
+                if kind == "Group" and others and ns not in owners.get(str(name), set()):
+                    who, fix = (
+                        f"group {name!r} of team {', '.join(others)}",
+                        f"bind only team {ns}'s groups, or add {name!r} to that team's "
+                        "groups or viewer_groups",
+                    )
+                elif kind == "ServiceAccount" and get(subject, "namespace") in teams - {ns}:
+                    who, fix = (
+                        f"service account {get(subject, 'namespace')}/{name}",
+                        f"bind a service account of namespace {ns} instead",
+                    )
+                else:
+                    continue
+                report(
+                    f"{describe('RoleBinding', b.props)} lets {who} into team {ns}'s "
+                    f"namespace; {fix}",
+                    b.urn,
                 )
 
 
@@ -194,6 +280,23 @@ POLICIES = [
                 }
             }
         ),
+    ),
+    ResourceValidationPolicy(
+        name="no-rbac-escalation-verbs",
+        description="No Role or ClusterRole grants bind, escalate or impersonate.",
+        validate=no_rbac_escalation_verbs,
+        enforcement_level=MANDATORY,
+    ),
+    ResourceValidationPolicy(
+        name="no-cluster-wide-secret-reads",
+        description="No ClusterRole reads Secrets (get, list or watch).",
+        validate=no_cluster_wide_secret_reads,
+        enforcement_level=MANDATORY,
+    ),
+    stack_rule(
+        "rolebindings-stay-in-their-team",
+        "A RoleBinding in a team's namespace binds only that team's groups and service accounts.",
+        rolebindings_stay_in_their_team,
     ),
     ResourceValidationPolicy(
         name="namespaces-enforce-pod-security",

@@ -266,3 +266,115 @@ def test_mixed_cloud_resources_accept_any_clouds_annotation() -> None:
 @pytest.mark.parametrize("kind", ["ClusterIP", "NodePort", "ExternalName"])
 def test_services_that_are_not_load_balancers_pass(kind: str) -> None:
     assert lb_messages("aws", service(kind)) == []
+
+
+# no-rbac-escalation-verbs
+
+
+@fails("no-rbac-escalation-verbs")
+@pytest.mark.parametrize("verb", ["bind", "escalate", "impersonate"])
+@pytest.mark.parametrize("type_", [ROLE, CLUSTER_ROLE])
+def test_an_escalation_verb_is_reported(verb: str, type_: str) -> None:
+    manifest = role(rule(["get", verb], ["roles", "users"], ["rbac.authorization.k8s.io", ""]))
+    [message] = check(access.no_rbac_escalation_verbs, type_, manifest)
+    assert f"rules[0] grants {verb}, which let its holders" in message
+    assert "remove the verb" in message
+
+
+def test_roles_without_escalation_verbs_pass() -> None:
+    manifest = role(rule(["get", "list", "create", "delete"], ["jobs"]))
+    assert check(access.no_rbac_escalation_verbs, ROLE, manifest) == []
+
+
+# no-cluster-wide-secret-reads
+
+
+@fails("no-cluster-wide-secret-reads")
+@pytest.mark.parametrize(
+    ("verbs", "resources", "groups"),
+    [
+        (["get"], ["secrets"], [""]),
+        (["list", "watch"], ["*"], [""]),
+        (["watch"], ["secrets"], ["*"]),
+    ],
+)
+def test_a_clusterrole_reading_secrets_is_reported(
+    verbs: list[str], resources: list[str], groups: list[str]
+) -> None:
+    manifest = role(rule(verbs, resources, groups), namespace=None, name="reader")
+    [message] = check(access.no_cluster_wide_secret_reads, CLUSTER_ROLE, manifest)
+    assert message.startswith("ClusterRole reader: rules[0] reads Secrets")
+    assert "namespaced Role" in message
+
+
+@pytest.mark.parametrize(
+    ("type_", "verbs", "resources", "groups"),
+    [
+        (ROLE, ["get", "list"], ["secrets"], [""]),  # namespaced: that namespace only
+        (CLUSTER_ROLE, ["create"], ["secrets"], [""]),  # writes, no reads
+        (CLUSTER_ROLE, ["get"], ["secrets"], ["apps"]),  # another group has no secrets
+        (CLUSTER_ROLE, ["get", "list"], ["configmaps"], [""]),
+    ],
+)
+def test_what_is_not_a_cluster_wide_secret_read_passes(
+    type_: str, verbs: list[str], resources: list[str], groups: list[str]
+) -> None:
+    manifest = role(rule(verbs, resources, groups), namespace=None)
+    assert check(access.no_cluster_wide_secret_reads, type_, manifest) == []
+
+
+# rolebindings-stay-in-their-team
+
+
+def _team_stack(*extra: dict) -> list:
+    """Two teams as mlstack declares them (namespace and engineer binding), plus `extra`."""
+    found = []
+    for team, group in (("vision", "lab-vision"), ("language", "lab-language")):
+        labels = {"mlstack.dev/team": team}
+        found.append(
+            policy_resource(
+                NAMESPACE, {"metadata": {"name": team, "labels": labels}}, name=f"ns-{team}"
+            )
+        )
+        found.append(
+            policy_resource(
+                ROLE_BINDING,
+                {
+                    "metadata": {"name": "ml-engineer", "namespace": team, "labels": labels},
+                    "roleRef": {"kind": "Role", "name": "ml-engineer"},
+                    "subjects": [{"kind": "Group", "name": group}],
+                },
+                name=f"rb-{team}",
+            )
+        )
+    found += [policy_resource(ROLE_BINDING, b, name=f"extra-{i}") for i, b in enumerate(extra)]
+    return found
+
+
+def test_the_teams_own_bindings_pass() -> None:
+    own = binding("Role", "ml-engineer", [{"kind": "Group", "name": "lab-vision"}])
+    sa = binding(
+        "Role", "ml-engineer", [{"kind": "ServiceAccount", "name": "ci", "namespace": "vision"}]
+    )
+    outsider = binding("Role", "viewer", [{"kind": "Group", "name": "auditors"}])
+    resources = _team_stack(own, sa, outsider)
+    assert messages(access.rolebindings_stay_in_their_team, stack_args(resources)) == []
+
+
+@fails("rolebindings-stay-in-their-team")
+def test_another_teams_group_in_a_binding_is_reported() -> None:
+    other = binding("Role", "ml-engineer", [{"kind": "Group", "name": "lab-language"}])
+    [message] = messages(access.rolebindings_stay_in_their_team, stack_args(_team_stack(other)))
+    assert message.startswith("RoleBinding vision/admins lets group 'lab-language' of team ")
+    assert "language into team vision's namespace" in message
+    assert "add 'lab-language' to that team's groups" in message
+
+
+@fails("rolebindings-stay-in-their-team")
+def test_another_teams_service_account_in_a_binding_is_reported() -> None:
+    subject = {"kind": "ServiceAccount", "name": "workloads", "namespace": "language"}
+    [message] = messages(
+        access.rolebindings_stay_in_their_team,
+        stack_args(_team_stack(binding("Role", "ml-engineer", [subject]))),
+    )
+    assert "lets service account language/workloads into team vision's namespace" in message

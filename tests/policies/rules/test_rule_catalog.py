@@ -42,6 +42,9 @@ MODULE_RULES: dict[ModuleType, list[str]] = {
     access: [
         "no-wildcard-rbac",
         "no-cluster-admin-bindings",
+        "no-rbac-escalation-verbs",
+        "no-cluster-wide-secret-reads",
+        "rolebindings-stay-in-their-team",
         "namespaces-enforce-pod-security",
         "load-balancers-internal-only",
     ],
@@ -109,7 +112,7 @@ def test_policies_have_kebab_case_names_and_one_sentence_descriptions(module: Mo
 def test_all_policies_are_the_modules_policies_with_unique_names() -> None:
     assert [p for m in RULE_MODULES for p in m.POLICIES] == ALL_POLICIES
     names = [p.name for p in ALL_POLICIES]
-    assert len(names) == 52
+    assert len(names) == 55
     assert sorted(set(names)) == sorted(names)
 
 
