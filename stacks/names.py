@@ -54,6 +54,11 @@ ALLOW_OVERCOMMIT_ANNOTATION = "mlstack.dev/allow-overcommit"
 PROMETHEUS_SCRAPE_ANNOTATION = "prometheus.io/scrape"
 PROMETHEUS_PORT_ANNOTATION = "prometheus.io/port"
 PROMETHEUS_PATH_ANNOTATION = "prometheus.io/path"
+#: pulumi-kubernetes' own annotations (provider/pkg/metadata/overrides.go): "true" skips the
+#: provider's readiness wait on create and update; waitFor makes it wait on a condition of any kind.
+#: The first-deploy ordering rule reads both.
+SKIP_AWAIT_ANNOTATION = "pulumi.com/skipAwait"
+WAIT_FOR_ANNOTATION = "pulumi.com/waitFor"
 
 # Kueue: the labels its admission reads and the objects the tenancy layer names for it.
 

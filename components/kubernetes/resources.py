@@ -16,6 +16,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pulumi_kubernetes import _utilities as _k8s_utilities
 
+from mlstack.stacks.names import SKIP_AWAIT_ANNOTATION
+
 Manifest = Mapping[str, Any]
 
 _TYPED: dict[tuple[str, str], Callable[..., pulumi.CustomResource]] = {
@@ -71,14 +73,36 @@ def top_level_fields(api_version: str, kind: str) -> frozenset[str] | None:
     )
 
 
+def without_await(manifest: Manifest) -> dict[str, Any]:
+    """`manifest` annotated so that pulumi-kubernetes does not wait for it to become ready.
+
+    The provider skips its create and update await when `pulumi.com/skipAwait` is "true"
+    (provider/pkg/await/await.go checks `metadata.SkipAwaitLogic` before every awaiter; PR 417
+    added the annotation); it still waits for deletion of custom resources, so a JobSet's
+    delete-before-replace keeps its order (metadata/overrides.go, `allowsSkipAwaitWithDelete`
+    lists only the legacy built-in kinds).
+    """
+    metadata = dict(manifest.get("metadata") or {})
+    metadata["annotations"] = {**(metadata.get("annotations") or {}), SKIP_AWAIT_ANNOTATION: "true"}
+    return {**manifest, "metadata": metadata}
+
+
 def declare(
-    name: str, manifest: Manifest, opts: pulumi.ResourceOptions, *, patch: bool = False
+    name: str,
+    manifest: Manifest,
+    opts: pulumi.ResourceOptions,
+    *,
+    patch: bool = False,
+    skip_await: bool = False,
 ) -> pulumi.CustomResource:
     """Declare `manifest` as a resource named `name`.
 
     With patch=True the object must exist already and only the manifest's fields are applied
-    (server-side apply), so other owners' fields are left alone.
+    (server-side apply), so other owners' fields are left alone. With skip_await=True `pulumi up`
+    does not wait for the object to become ready (`without_await`).
     """
+    if skip_await:
+        manifest = without_await(manifest)
     gvk = (manifest["apiVersion"], manifest["kind"])
     body = {k: v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
     table = _PATCHES if patch else _TYPED

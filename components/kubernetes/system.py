@@ -30,6 +30,8 @@ from mlstack.stacks.names import SYSTEM_NAMESPACE as NAMESPACE
 
 #: The environment-contract key holding the registry workload images come from.
 REGISTRY_ENV = "MLSTACK_REGISTRY"
+#: The environment-contract key holding the models bucket's URL.
+MODELS_ENV = "MLSTACK_MODELS_URL"
 
 
 def namespace_manifest() -> dict[str, Any]:
@@ -55,7 +57,7 @@ def platform_env(
         "MLSTACK_CLUSTER": cluster,
         "MLSTACK_DATASETS_URL": store.url("datasets"),
         "MLSTACK_CHECKPOINTS_URL": store.url("checkpoints"),
-        "MLSTACK_MODELS_URL": store.url("models"),
+        MODELS_ENV: store.url("models"),
         REGISTRY_ENV: registry.url,
     }
     if store.endpoint:

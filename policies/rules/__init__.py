@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pulumi_policy import ResourceValidationPolicy, StackValidationPolicy
 
-from mlstack.policies.rules import access, addons, aws, gcp, pods, pools, tenancy
+from mlstack.policies.rules import access, addons, aws, gcp, ordering, pods, pools, tenancy
 
 ALL_POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
     *pods.POLICIES,
@@ -17,6 +17,7 @@ ALL_POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
     *pools.POLICIES,
     *addons.POLICIES,
     *tenancy.POLICIES,
+    *ordering.POLICIES,
     *aws.POLICIES,
     *gcp.POLICIES,
 ]

@@ -14,14 +14,16 @@ from mlstack.stacks import schema
 from mlstack.workloads.deploy.pods import Placement
 from mlstack.workloads.deploy.serving import (
     model_url,
-    rollout_deadline_s,
     service_manifests,
     service_url,
 )
 from mlstack.workloads.deploy.settings import service_settings
 
-#: Roles whose objects run pods: their create or update waits for the rollout.
-_ROLLOUTS = ("deployment", "canary")
+#: Roles whose readiness pulumi-kubernetes would await and that are ready only once serving pods
+#: are: a Deployment's rollout (its pods Available) and the Service (no not-ready endpoints, and
+#: for a LoadBalancer an address). The other objects (autoscaler, disruption budget,
+#: NetworkPolicy) have no await logic in the provider.
+_READY_WITH_PODS = ("deployment", "canary", "service")
 
 
 @dataclass(frozen=True)
@@ -46,19 +48,17 @@ class InferenceService(pulumi.ComponentResource):
         settings = service_settings(service, platform.pool(service.pool))
         internal_lb = get_backend(platform.cloud).internal_lb_annotations
         manifests = service_manifests(settings, team, args.placement, internal_lb)
-        # The provider waits for a Deployment's rollout: a new pod may first need a node (a
-        # GPU pool scaling up from zero), then the image, then its warm-up.
-        deadline = f"{rollout_deadline_s(service) + 60}s"
-        rollout = pulumi.CustomTimeouts(create=deadline, update=deadline)
+        # Serving pods need the serving image, pushed to the stack's registry once `pulumi up`
+        # has created it, and a model that a training job of the same `up` exports hours later:
+        # awaiting their readiness would hold the first `up` until it times out. `pulumi up`
+        # declares them and returns; the rollout is watched with `kubectl rollout status` and
+        # bounded by the Deployment's progressDeadlineSeconds (README, "Deploying for real").
         self.resources = {
             role: declare(
                 f"{name}-{role}",
                 manifest,
-                pulumi.ResourceOptions(
-                    parent=self,
-                    depends_on=list(args.depends_on),
-                    custom_timeouts=rollout if role in _ROLLOUTS else None,
-                ),
+                pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
+                skip_await=role in _READY_WITH_PODS,
             )
             for role, manifest in manifests.items()
         }

@@ -50,6 +50,11 @@ class TrainingJob(pulumi.ComponentResource):
                 replace_on_changes=["spec"],
                 delete_before_replace=True,
             ),
+            # pulumi-kubernetes has no await logic for a JobSet unless `pulumi.com/waitFor` is set
+            # or PULUMI_K8S_AWAIT_ALL=true makes it wait for a Ready condition (metadata/
+            # overrides.go, `ReadyCondition`); a training run lasts hours and waits for Kueue
+            # admission and nodes, so `pulumi up` must never wait for it, whatever the env says.
+            skip_await=True,
         )
         urls = run_urls(args.placement, team, job)
         self.checkpoint_url = urls[contract.CHECKPOINT_URL]

@@ -9,6 +9,7 @@ import pulumi
 import pytest
 
 from mlstack.components.kubernetes.resources import declare
+from mlstack.stacks.names import SKIP_AWAIT_ANNOTATION
 from mlstack.stacks.plan import PlannedResource, is_secret
 
 RunMocked = Callable[[Callable[[], object]], list[PlannedResource]]
@@ -48,10 +49,10 @@ NODE = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "dgx-01", "labe
 
 
 def _declared(
-    run_mocked: RunMocked, manifest: dict[str, Any], patch: bool = False
+    run_mocked: RunMocked, manifest: dict[str, Any], patch: bool = False, skip_await: bool = False
 ) -> PlannedResource:
     def program() -> None:
-        declare("r", manifest, pulumi.ResourceOptions(), patch=patch)
+        declare("r", manifest, pulumi.ResourceOptions(), patch=patch, skip_await=skip_await)
 
     (resource,) = run_mocked(program)
     return resource
@@ -100,3 +101,17 @@ def test_a_node_patch_becomes_a_node_patch(run_mocked: RunMocked) -> None:
 def test_patching_a_kind_without_a_patch_type_is_refused() -> None:
     with pytest.raises(ValueError, match="ConfigMap"):
         declare("r", CONFIGMAP, pulumi.ResourceOptions(), patch=True)
+
+
+@pytest.mark.parametrize("manifest", [DEPLOYMENT, CLUSTER_QUEUE])
+def test_skip_await_adds_the_providers_annotation_and_nothing_else(
+    run_mocked: RunMocked, manifest: dict[str, Any]
+) -> None:
+    annotated = {**manifest, "metadata": {**manifest["metadata"], "annotations": {"a": "b"}}}
+    resource = _declared(run_mocked, annotated, skip_await=True)
+    assert resource.inputs["metadata"] == {
+        **annotated["metadata"],
+        "annotations": {"a": "b", SKIP_AWAIT_ANNOTATION: "true"},
+    }
+    assert annotated["metadata"]["annotations"] == {"a": "b"}, "the caller's manifest is kept"
+    assert "annotations" not in _declared(run_mocked, manifest).inputs["metadata"]

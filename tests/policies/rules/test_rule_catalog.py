@@ -10,9 +10,19 @@ from types import ModuleType
 import pytest
 from rule_args import FAILS_ATTR
 
-from mlstack.policies.rules import ALL_POLICIES, access, addons, aws, gcp, pods, pools, tenancy
+from mlstack.policies.rules import (
+    ALL_POLICIES,
+    access,
+    addons,
+    aws,
+    gcp,
+    ordering,
+    pods,
+    pools,
+    tenancy,
+)
 
-RULE_MODULES = [pods, access, pools, addons, tenancy, aws, gcp]
+RULE_MODULES = [pods, access, pools, addons, tenancy, ordering, aws, gcp]
 #: The test modules whose `fails(...)` marks count as failing cases.
 TEST_MODULES = (
     "test_pod_rules",
@@ -20,6 +30,7 @@ TEST_MODULES = (
     "test_pool_rules",
     "test_addon_rules",
     "test_stack_rules",
+    "test_ordering_rules",
     "test_aws_rules",
     "test_gcp_rules",
 )
@@ -62,6 +73,7 @@ MODULE_RULES: dict[ModuleType, list[str]] = {
         "gpu-quota-within-pool-capacity",
         "images-from-platform-registry",
     ],
+    ordering: ["first-deploy-ordering"],
     aws: [
         "aws-s3-encrypted-with-kms",
         "aws-s3-public-access-blocked",
@@ -112,7 +124,7 @@ def test_policies_have_kebab_case_names_and_one_sentence_descriptions(module: Mo
 def test_all_policies_are_the_modules_policies_with_unique_names() -> None:
     assert [p for m in RULE_MODULES for p in m.POLICIES] == ALL_POLICIES
     names = [p.name for p in ALL_POLICIES]
-    assert len(names) == 55
+    assert len(names) == 56
     assert sorted(set(names)) == sorted(names)
 
 
