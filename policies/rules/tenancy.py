@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pulumi_policy import (
     PolicyConfigSchema,
@@ -174,6 +175,65 @@ def team_namespaces_deny_ingress_by_default(
                 "[Ingress], no ingress rules)",
                 r.urn,
             )
+
+
+def _selects_everything(selector: Any, *, namespaces: bool = False) -> bool:
+    """An empty label selector matches every object; for namespaces so does one whose terms
+    are all `kubernetes.io/metadata.name Exists` (a label every namespace has)."""
+    sel = mapping(selector)
+    if mapping(sel.get("matchLabels")):
+        return False
+    return all(
+        namespaces
+        and get(e, "key") == "kubernetes.io/metadata.name"
+        and get(e, "operator") == "Exists"
+        for e in sequence(sel.get("matchExpressions"))
+    )
+
+
+def _admits_everyone(rule: Any) -> str | None:
+    """How an ingress rule admits every source, or None when it names its sources."""
+    peers = sequence(get(rule, "from"))
+    if not peers:
+        return "an ingress rule without `from`"
+    for peer in peers:
+        ns, pods, block = (
+            get(peer, "namespaceSelector"),
+            get(peer, "podSelector"),
+            get(peer, "ipBlock"),
+        )
+        every_ns = ns is not None and _selects_everything(ns, namespaces=True)
+        if every_ns and (pods is None or _selects_everything(pods)):
+            return "a namespaceSelector that matches every namespace"
+        if block is not None and get(block, "cidr") in ("0.0.0.0/0", "::/0"):
+            return f"ipBlock {get(block, 'cidr')}"
+    return None
+
+
+def team_ingress_not_open_to_all(args: StackValidationArgs, report: ReportViolation) -> None:
+    """No NetworkPolicy opens every pod of a team namespace to every source: NetworkPolicies
+    add up, so one such policy undoes the default deny (Kubernetes docs, "Network Policies":
+    policies are additive)."""
+    objects = Objects.of(args.resources)
+    for ns, _ in objects.team_namespaces():
+        for policy in objects.in_namespace("NetworkPolicy", ns):
+            spec = mapping(policy.props.get("spec"))
+            if not _selects_everything(spec.get("podSelector")):
+                continue  # named pods (a served port behind a load balancer, say)
+            types = sequence(spec.get("policyTypes")) or ["Ingress"]
+            if "Ingress" not in types:
+                continue
+            for i, rule in enumerate(sequence(spec.get("ingress"))):
+                how = _admits_everyone(rule)
+                if how is not None:
+                    report(
+                        f"{describe('NetworkPolicy', policy.props)} opens every pod of team "
+                        f"namespace {ns!r} to any source (ingress[{i}]: {how}), undoing its "
+                        "default deny; name the namespaces or pods that may connect "
+                        "(allow_from_namespaces on a service), or select only the pods to expose",
+                        policy.urn,
+                    )
+                    break
 
 
 def _flavor_pools(objects: Objects) -> dict[str, PolicyResource]:
@@ -392,6 +452,11 @@ POLICIES = [
         "team-namespaces-deny-ingress-by-default",
         "Every team namespace has a default-deny ingress NetworkPolicy.",
         team_namespaces_deny_ingress_by_default,
+    ),
+    stack_rule(
+        "team-ingress-not-open-to-all",
+        "No NetworkPolicy opens every pod of a team namespace to every source.",
+        team_ingress_not_open_to_all,
     ),
     stack_rule(
         "gpu-pools-have-flavors",

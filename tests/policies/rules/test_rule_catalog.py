@@ -67,6 +67,7 @@ MODULE_RULES: dict[ModuleType, list[str]] = {
         "team-namespaces-have-quotas",
         "team-namespaces-have-limit-ranges",
         "team-namespaces-deny-ingress-by-default",
+        "team-ingress-not-open-to-all",
         "gpu-pools-have-flavors",
         "workloads-use-existing-queues",
         "spot-capacity-only-for-checkpointing-jobs",
@@ -124,7 +125,7 @@ def test_policies_have_kebab_case_names_and_one_sentence_descriptions(module: Mo
 def test_all_policies_are_the_modules_policies_with_unique_names() -> None:
     assert [p for m in RULE_MODULES for p in m.POLICIES] == ALL_POLICIES
     names = [p.name for p in ALL_POLICIES]
-    assert len(names) == 56
+    assert len(names) == 57
     assert sorted(set(names)) == sorted(names)
 
 

@@ -302,6 +302,94 @@ def test_default_deny_with_egress_too_passes() -> None:
     assert run(tenancy.team_namespaces_deny_ingress_by_default, manifests) == []
 
 
+# team-ingress-not-open-to-all
+
+_EVERY_NAMESPACE = {
+    "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "Exists"}]
+}
+
+
+@fails("team-ingress-not-open-to-all")
+@pytest.mark.parametrize(
+    ("ingress", "how"),
+    [
+        ([{}], "without `from`"),
+        ([{"from": [], "ports": [{"port": 8080}]}], "without `from`"),
+        ([{"from": [{"namespaceSelector": {}}]}], "matches every namespace"),
+        (
+            [{"from": [{"namespaceSelector": _EVERY_NAMESPACE, "podSelector": {}}]}],
+            "every namespace",
+        ),
+        ([{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}], "ipBlock 0.0.0.0/0"),
+        (
+            [{"from": [{"podSelector": {}}]}, {"from": [{"ipBlock": {"cidr": "::/0"}}]}],
+            "ingress[1]",
+        ),
+    ],
+)
+def test_a_policy_opening_a_team_namespace_to_everyone_is_reported(
+    ingress: list[dict], how: str
+) -> None:
+    manifests = lab()
+    spec = {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": ingress}
+    manifests.append(obj("NetworkPolicy", "allow-all", "vision", spec=spec))
+    [message] = run(tenancy.team_ingress_not_open_to_all, manifests)
+    assert message.startswith("NetworkPolicy vision/allow-all opens every pod of team namespace")
+    assert how in message
+    assert "undoing its default deny" in message
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        # Named pods from anywhere: a served port behind an internal load balancer.
+        {"podSelector": {"matchLabels": {"app": "chat"}}, "ingress": [{"from": []}]},
+        # Every pod, but from named namespaces or pods.
+        {
+            "podSelector": {},
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+                            }
+                        }
+                    ]
+                },
+                {"from": [{"podSelector": {}}]},
+                {
+                    "from": [
+                        {"namespaceSelector": {}, "podSelector": {"matchLabels": {"role": "probe"}}}
+                    ]
+                },
+                {"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]},
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {
+                                "matchExpressions": [{"key": "team", "operator": "Exists"}]
+                            }
+                        }
+                    ]
+                },
+            ],
+        },
+        # Egress only.
+        {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]},
+    ],
+)
+def test_policies_that_name_their_sources_pass(spec: dict) -> None:
+    manifests = [*lab(), obj("NetworkPolicy", "narrow", "vision", spec=spec)]
+    assert run(tenancy.team_ingress_not_open_to_all, manifests) == []
+
+
+def test_a_wide_policy_outside_team_namespaces_is_not_this_rules_concern() -> None:
+    spec = {"podSelector": {}, "ingress": [{}]}
+    manifests = [*lab(), obj("NetworkPolicy", "open", NAMESPACE, spec=spec)]
+    assert run(tenancy.team_ingress_not_open_to_all, manifests) == []
+
+
 # gpu-pools-have-flavors
 
 
