@@ -92,6 +92,19 @@ ESCALATION_VERBS = ("bind", "escalate", "impersonate")
 _SECRET_READS = ("get", "list", "watch")
 
 
+def no_node_port_services(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if kind_of(args.resource_type) != "Service":
+        return
+    if get(args.props, "spec", "type") != "NodePort":
+        return
+    report(
+        f"{describe('Service', args.props)} is a NodePort Service: it opens its port on every "
+        "node to whatever reaches the nodes; use ClusterIP, or an internal LoadBalancer in a "
+        "team with allow_load_balancers",
+        None,
+    )
+
+
 def _grants(rule: Any, verbs: Iterable[str], resource: str, group: str = "") -> bool:
     given = sequence(get(rule, "verbs"))
     return (
@@ -280,6 +293,12 @@ POLICIES = [
                 }
             }
         ),
+    ),
+    ResourceValidationPolicy(
+        name="no-node-port-services",
+        description="No Service is of type NodePort.",
+        validate=no_node_port_services,
+        enforcement_level=MANDATORY,
     ),
     ResourceValidationPolicy(
         name="no-rbac-escalation-verbs",

@@ -63,6 +63,44 @@ def no_host_namespaces(args: ResourceValidationArgs, report: ReportViolation) ->
             )
 
 
+#: The one capability the Pod Security Standards' restricted profile lets a container add
+#: (kubernetes.io/docs/concepts/security/pod-security-standards, "Capabilities (v1.22+)":
+#: containers must drop ALL and may add back only NET_BIND_SERVICE).
+RESTRICTED_ADDABLE_CAPABILITIES = frozenset({"NET_BIND_SERVICE"})
+
+
+def no_added_capabilities(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    for t, c in containers_of(args):
+        added = [str(x) for x in sequence(get(c, "securityContext", "capabilities", "add"))]
+        extra = sorted(
+            {
+                x
+                for x in added
+                if x.upper().removeprefix("CAP_") not in RESTRICTED_ADDABLE_CAPABILITIES
+            }
+        )
+        if extra:
+            report(
+                f"{t.where}: container {_name(c)!r} adds Linux capabilities {', '.join(extra)}, "
+                "beyond the restricted Pod Security profile (NET_BIND_SERVICE only); remove "
+                "them from securityContext.capabilities.add",
+                None,
+            )
+
+
+def no_host_ports(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    for t, c in containers_of(args):
+        ports = [p for p in sequence(c.get("ports")) if get(p, "hostPort")]
+        if ports:
+            report(
+                f"{t.where}: container {_name(c)!r} binds hostPort "
+                f"{', '.join(str(get(p, 'hostPort')) for p in ports)} on its node, reachable by "
+                "anything that reaches the node and bypassing NetworkPolicies on many network "
+                "plugins; remove hostPort and reach the pod through a Service",
+                None,
+            )
+
+
 def no_host_path_volumes(args: ResourceValidationArgs, report: ReportViolation) -> None:
     for t in templates_of(args):
         for v in sequence(t.spec.get("volumes")):
@@ -183,6 +221,18 @@ POLICIES = [
         name="no-privilege-escalation",
         description="Containers set allowPrivilegeEscalation to false.",
         validate=no_privilege_escalation,
+        enforcement_level=MANDATORY,
+    ),
+    ResourceValidationPolicy(
+        name="no-added-capabilities",
+        description="Containers add no Linux capability beyond NET_BIND_SERVICE.",
+        validate=no_added_capabilities,
+        enforcement_level=MANDATORY,
+    ),
+    ResourceValidationPolicy(
+        name="no-host-ports",
+        description="Containers bind no hostPort.",
+        validate=no_host_ports,
         enforcement_level=MANDATORY,
     ),
     ResourceValidationPolicy(

@@ -236,6 +236,45 @@ def team_ingress_not_open_to_all(args: StackValidationArgs, report: ReportViolat
                     break
 
 
+def services_within_namespace_quota(args: StackValidationArgs, report: ReportViolation) -> None:
+    """LoadBalancer and NodePort Services within their namespace's ResourceQuota, refused here
+    rather than by the API server at apply. A LoadBalancer Service also takes node ports unless
+    it sets allocateLoadBalancerNodePorts: false (Kubernetes docs, "Resource Quotas":
+    services.nodeports, and "Service": load balancer NodePort allocation)."""
+    objects = Objects.of(args.resources)
+    quota_namespaces = {_namespace(q) for q in objects.by_kind.get("ResourceQuota", ())}
+    for ns in sorted(n for n in quota_namespaces if n is not None):
+        hard: dict[str, float] = {}
+        for q in objects.in_namespace("ResourceQuota", str(ns)):
+            for key in ("services.loadbalancers", "services.nodeports"):
+                limit = get(q.props, "spec", "hard", key)
+                if limit is not None:
+                    hard[key] = min(hard.get(key, float("inf")), number(limit))
+        if not hard:
+            continue
+        used = {"services.loadbalancers": 0, "services.nodeports": 0}
+        for svc in objects.in_namespace("Service", str(ns)):
+            kind = get(svc.props, "spec", "type")
+            if kind == "LoadBalancer":
+                used["services.loadbalancers"] += 1
+                if get(svc.props, "spec", "allocateLoadBalancerNodePorts") is not False:
+                    used["services.nodeports"] += 1
+            elif kind == "NodePort":
+                used["services.nodeports"] += 1
+            else:
+                continue
+            over = [k for k, n in used.items() if k in hard and n > hard[k]]
+            if over:
+                team = labels_of(svc.props).get(TEAM_LABEL) or ns
+                report(
+                    f"{describe('Service', svc.props)} is a {kind} Service, but namespace "
+                    f"{ns}'s ResourceQuota allows {hard[over[0]]:g} {over[0]}, so the API "
+                    f"server would refuse it at apply; set allow_load_balancers: true on team "
+                    f"{team} (and annotate it internal), or use ClusterIP",
+                    svc.urn,
+                )
+
+
 def _flavor_pools(objects: Objects) -> dict[str, PolicyResource]:
     """Pool name -> the ResourceFlavor selecting it."""
     return {
@@ -457,6 +496,11 @@ POLICIES = [
         "team-ingress-not-open-to-all",
         "No NetworkPolicy opens every pod of a team namespace to every source.",
         team_ingress_not_open_to_all,
+    ),
+    stack_rule(
+        "services-within-namespace-quota",
+        "LoadBalancer and NodePort Services fit their namespace's ResourceQuota.",
+        services_within_namespace_quota,
     ),
     stack_rule(
         "gpu-pools-have-flavors",

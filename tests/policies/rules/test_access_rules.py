@@ -378,3 +378,18 @@ def test_another_teams_service_account_in_a_binding_is_reported() -> None:
         stack_args(_team_stack(binding("Role", "ml-engineer", [subject]))),
     )
     assert "lets service account language/workloads into team vision's namespace" in message
+
+
+# no-node-port-services
+
+
+@fails("no-node-port-services")
+def test_a_node_port_service_is_reported() -> None:
+    [message] = check(access.no_node_port_services, SERVICE, service("NodePort"))
+    assert message.startswith("Service vision/serve is a NodePort Service")
+    assert "use ClusterIP" in message
+
+
+@pytest.mark.parametrize("kind", ["ClusterIP", "LoadBalancer", "ExternalName"])
+def test_other_service_types_are_not_node_ports(kind: str) -> None:
+    assert check(access.no_node_port_services, SERVICE, service(kind)) == []

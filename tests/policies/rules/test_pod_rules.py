@@ -147,6 +147,51 @@ def test_host_namespaces_set_to_false_pass() -> None:
     assert check(pods.no_host_namespaces, "Pod", spec) == []
 
 
+# no-added-capabilities
+
+
+def _with_caps(*add: str, drop: tuple[str, ...] = ("ALL",)) -> dict:
+    c = container()
+    c["securityContext"]["capabilities"] = {"add": list(add), "drop": list(drop)}
+    return c
+
+
+@fails("no-added-capabilities")
+@pytest.mark.parametrize("kind", ["Deployment", "JobSet", "CronJob"])
+def test_added_capabilities_beyond_restricted_are_reported(kind: str) -> None:
+    init = _with_caps("SYS_ADMIN")
+    init["name"] = "setup"
+    spec = pod_spec(
+        _with_caps("NET_ADMIN", "NET_BIND_SERVICE", "CAP_SYS_PTRACE"), initContainers=[init]
+    )
+    found = check(pods.no_added_capabilities, kind, spec)
+    assert len(found) == 2
+    assert "container 'setup' adds Linux capabilities SYS_ADMIN" in found[0]
+    assert "container 'train' adds Linux capabilities CAP_SYS_PTRACE, NET_ADMIN," in found[1]
+    assert "NET_BIND_SERVICE only" in found[1]
+
+
+@pytest.mark.parametrize("add", [(), ("NET_BIND_SERVICE",), ("CAP_NET_BIND_SERVICE",)])
+def test_restricted_capabilities_pass(add: tuple[str, ...]) -> None:
+    assert check(pods.no_added_capabilities, "Pod", pod_spec(_with_caps(*add))) == []
+
+
+# no-host-ports
+
+
+@fails("no-host-ports")
+def test_a_host_port_is_reported() -> None:
+    c = container(ports=[{"containerPort": 8080}, {"containerPort": 9090, "hostPort": 9090}])
+    [message] = check(pods.no_host_ports, "DaemonSet", pod_spec(c))
+    assert message.startswith("DaemonSet vision/train: container 'train' binds hostPort 9090")
+    assert "reach the pod through a Service" in message
+
+
+def test_container_ports_without_host_ports_pass() -> None:
+    c = container(ports=[{"containerPort": 8080, "name": "http"}])
+    assert check(pods.no_host_ports, "Deployment", pod_spec(c)) == []
+
+
 # no-host-path-volumes
 
 

@@ -41,6 +41,8 @@ MODULE_RULES: dict[ModuleType, list[str]] = {
     pods: [
         "no-privileged-containers",
         "no-privilege-escalation",
+        "no-added-capabilities",
+        "no-host-ports",
         "no-host-namespaces",
         "no-host-path-volumes",
         "run-as-non-root",
@@ -53,6 +55,7 @@ MODULE_RULES: dict[ModuleType, list[str]] = {
     access: [
         "no-wildcard-rbac",
         "no-cluster-admin-bindings",
+        "no-node-port-services",
         "no-rbac-escalation-verbs",
         "no-cluster-wide-secret-reads",
         "rolebindings-stay-in-their-team",
@@ -68,6 +71,7 @@ MODULE_RULES: dict[ModuleType, list[str]] = {
         "team-namespaces-have-limit-ranges",
         "team-namespaces-deny-ingress-by-default",
         "team-ingress-not-open-to-all",
+        "services-within-namespace-quota",
         "gpu-pools-have-flavors",
         "workloads-use-existing-queues",
         "spot-capacity-only-for-checkpointing-jobs",
@@ -125,7 +129,7 @@ def test_policies_have_kebab_case_names_and_one_sentence_descriptions(module: Mo
 def test_all_policies_are_the_modules_policies_with_unique_names() -> None:
     assert [p for m in RULE_MODULES for p in m.POLICIES] == ALL_POLICIES
     names = [p.name for p in ALL_POLICIES]
-    assert len(names) == 57
+    assert len(names) == 61
     assert sorted(set(names)) == sorted(names)
 
 

@@ -41,6 +41,7 @@ TYPES = {
     "ConfigMap": "kubernetes:core/v1:ConfigMap",
     "NodePatch": "kubernetes:core/v1:NodePatch",
     "Pod": "kubernetes:core/v1:Pod",
+    "Service": "kubernetes:core/v1:Service",
     "NetworkPolicy": "kubernetes:networking.k8s.io/v1:NetworkPolicy",
     "ResourceFlavor": f"{KUEUE}:ResourceFlavor",
     "ClusterQueue": f"{KUEUE}:ClusterQueue",
@@ -388,6 +389,56 @@ def test_a_wide_policy_outside_team_namespaces_is_not_this_rules_concern() -> No
     spec = {"podSelector": {}, "ingress": [{}]}
     manifests = [*lab(), obj("NetworkPolicy", "open", NAMESPACE, spec=spec)]
     assert run(tenancy.team_ingress_not_open_to_all, manifests) == []
+
+
+# services-within-namespace-quota
+
+
+def _svc(kind: str, name: str = "demo", namespace: str = "vision", **spec: Any) -> Manifest:
+    return obj("Service", name, namespace, spec={"type": kind, "ports": [{"port": 80}], **spec})
+
+
+def _closed_quota(namespace: str = "vision") -> Manifest:
+    hard = {"services.loadbalancers": "0", "services.nodeports": "0", "requests.cpu": "64"}
+    return obj("ResourceQuota", "closed", namespace, spec={"hard": hard})
+
+
+@fails("services-within-namespace-quota")
+@pytest.mark.parametrize(
+    ("service", "key"),
+    [
+        (_svc("LoadBalancer"), "services.loadbalancers"),
+        (_svc("NodePort"), "services.nodeports"),
+        (_svc("LoadBalancer", allocateLoadBalancerNodePorts=False), "services.loadbalancers"),
+    ],
+)
+def test_a_service_the_quota_would_refuse_is_reported(service: Manifest, key: str) -> None:
+    [message] = run(tenancy.services_within_namespace_quota, [*lab(), _closed_quota(), service])
+    assert f"namespace vision's ResourceQuota allows 0 {key}" in message
+    assert "refuse it at apply" in message
+    assert "allow_load_balancers: true on team vision" in message
+
+
+def test_services_within_the_quota_pass() -> None:
+    open_quota = obj(
+        "ResourceQuota", "q", "language", spec={"hard": {"services.loadbalancers": "1"}}
+    )
+    manifests = [
+        *lab(),
+        _closed_quota(),
+        _svc("ClusterIP"),
+        open_quota,
+        _svc("LoadBalancer", namespace="language"),
+        _svc("LoadBalancer", name="other", namespace=NAMESPACE),  # no quota there
+    ]
+    assert run(tenancy.services_within_namespace_quota, manifests) == []
+
+
+def test_the_second_load_balancer_over_a_quota_of_one_is_reported() -> None:
+    quota = obj("ResourceQuota", "q", "vision", spec={"hard": {"services.loadbalancers": "1"}})
+    manifests = [*lab(), quota, _svc("LoadBalancer", "a"), _svc("LoadBalancer", "b")]
+    [message] = run(tenancy.services_within_namespace_quota, manifests)
+    assert message.startswith("Service vision/b is a LoadBalancer Service")
 
 
 # gpu-pools-have-flavors
