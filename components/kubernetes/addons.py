@@ -34,10 +34,13 @@ class HelmChart:
         parent: pulumi.Resource,
         values: Mapping[str, Any] | None = None,
         create_namespace: bool = False,
+        skip_crds: bool = False,
         opts: pulumi.ResourceOptions | None = None,
     ) -> k8s.helm.v3.Release:
         """A Helm release of this chart at its pinned version; atomic, so a failed install
-        or upgrade rolls back instead of leaving a half-applied chart."""
+        or upgrade rolls back instead of leaving a half-applied chart. `skip_crds` leaves the
+        chart's `crds/` to a resource of mlstack's own (Helm installs them once, never upgrades
+        them)."""
         return k8s.helm.v3.Release(
             resource_name,
             k8s.helm.v3.ReleaseArgs(
@@ -52,6 +55,7 @@ class HelmChart:
                 values=dict(values) if values is not None else None,
                 atomic=True,
                 cleanup_on_fail=True,
+                skip_crds=skip_crds or None,
             ),
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=parent)),
         )
