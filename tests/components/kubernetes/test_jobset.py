@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pulumi
 import pytest
@@ -52,7 +53,8 @@ def test_the_crd_apply_takes_over_fields_a_helm_install_created() -> None:
     props = {"metadata": {"name": "jobsets.jobset.x-k8s.io", "annotations": {"a": "b"}}}
     result = force_crd_apply(_args(CRD_KIND, props))
     assert result is not None
-    assert result.props["metadata"]["annotations"] == {"a": "b", PATCH_FORCE: "true"}
+    metadata: Any = result.props["metadata"]
+    assert metadata["annotations"] == {"a": "b", PATCH_FORCE: "true"}
     assert props["metadata"]["annotations"] == {"a": "b"}, "the input is not mutated"
     assert force_crd_apply(_args("kubernetes:core/v1:Namespace", {"metadata": {}})) is None
 
