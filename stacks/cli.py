@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from mlstack.stacks.plan import Plan
 from mlstack.stacks.render import render_yaml
 from mlstack.stacks.report import StackCheck, print_check, print_plan, print_rules
 from mlstack.stacks.stackfile import read_stack, shipped_stacks
+from mlstack.stacks.versions import support_warning
 
 app = typer.Typer(
     add_completion=False,
@@ -33,6 +35,9 @@ app = typer.Typer(
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 T = TypeVar("T")
+
+#: Today's date, for the Kubernetes support warning of `mlstack plan` (tests set their own).
+today: Callable[[], datetime.date] = datetime.date.today
 
 StackArg = Annotated[str, typer.Argument(help="A stack name in stacks/ or a stack file path.")]
 StacksArg = Annotated[
@@ -96,6 +101,10 @@ def plan(
             json_file.write_text(text)
             err.print(f"wrote {len(result.resources)} resources to {json_file}", markup=False)
         print_plan(result, out)
+        cluster = result.platform.cluster
+        warning = support_warning(result.platform.cloud, cluster.kubernetes_version, today())
+        if warning is not None:
+            out.print(f"warning: {result.stack}: {warning}", markup=False, soft_wrap=True)
 
 
 @app.command()

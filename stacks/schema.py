@@ -26,9 +26,7 @@ from mlstack.stacks.names import (
     SERVING_PRIORITY,
     TRAINING_PRIORITY,
 )
-
-#: Kubernetes minor versions this release of mlstack deploys and validates manifests against.
-SUPPORTED_KUBERNETES = ("1.29", "1.30", "1.31", "1.32", "1.33", "1.34", "1.35")
+from mlstack.stacks.versions import SUPPORTED_KUBERNETES
 
 _DNS_LABEL = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
 _LABEL_KEY = re.compile(
@@ -77,7 +75,7 @@ def _bucket(value: str) -> str:
 def _version_text(value: object) -> object:
     if isinstance(value, int | float) and not isinstance(value, bool):
         raise ValueError(
-            f'quote the version, e.g. "1.33": YAML reads an unquoted {value} as a number'
+            f'quote the version, e.g. "1.35": YAML reads an unquoted {value} as a number'
         )
     return value
 
@@ -94,7 +92,10 @@ def _pool_labels(value: dict[str, str]) -> dict[str, str]:
 
 def _kubernetes_version(value: str) -> str:
     if value not in SUPPORTED_KUBERNETES:
-        raise ValueError(f"use one of {', '.join(SUPPORTED_KUBERNETES)}")
+        raise ValueError(
+            f"use one of {', '.join(SUPPORTED_KUBERNETES)}: a version needs a tested set of "
+            "add-ons (stacks/versions.py)"
+        )
     return value
 
 
@@ -174,8 +175,8 @@ class ClusterConfig(Model):
     kubernetes_version: Annotated[
         str, BeforeValidator(_version_text), AfterValidator(_kubernetes_version)
     ] = Field(
-        description="Kubernetes minor version, for example '1.33'; manifests are validated "
-        "against it."
+        description="Kubernetes minor version, for example '1.35'; one with a tested set of "
+        "add-on versions in stacks/versions.py; manifests are validated against it."
     )
 
 

@@ -56,6 +56,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "mlstack.stacks.catalog",
             "mlstack.stacks.names",
             "mlstack.stacks.plan",
+            "mlstack.stacks.versions",
         ),
     ),
     ("L1 components", ("mlstack.components",)),

@@ -104,3 +104,15 @@ def test_python_m_mlstack_outside_the_engine_is_the_command_line() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "Usage: python -m mlstack" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_pulumi_kubernetes_floor_has_the_helm_release_crd_scope_fix() -> None:
+    """pulumi/pulumi-kubernetes PR 4417 (resolve a custom resource's scope from the CRDs of a
+    Helm Release in the same program) shipped in 4.32.0 (PR 4419); below it, Kueue's objects
+    may be previewed with the wrong scope on the first `pulumi up`."""
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    (spec,) = [d for d in dependencies if d.startswith("pulumi-kubernetes")]
+    floor, ceiling = spec.removeprefix("pulumi-kubernetes").split(",")
+    assert floor.startswith(">=")
+    assert tuple(int(p) for p in floor[2:].split(".")) >= (4, 32)
+    assert ceiling == "<5"

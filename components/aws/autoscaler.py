@@ -13,11 +13,11 @@ from typing import Any
 import pulumi
 
 from mlstack.components import Options
-from mlstack.components.aws.catalog import CLUSTER_AUTOSCALER_IMAGES
 from mlstack.components.aws.iam import autoscaler_policy
 from mlstack.components.aws.identity import PodIdentity, PodIdentityArgs
 from mlstack.components.kubernetes.addons import CLUSTER_AUTOSCALER
 from mlstack.stacks.names import POOL_LABEL, SYSTEM_POOL
+from mlstack.stacks.versions import version_set
 
 NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = "cluster-autoscaler"
@@ -30,7 +30,7 @@ def autoscaler_values(cluster: str, region: str, kubernetes_version: str) -> dic
         "cloudProvider": "aws",
         "awsRegion": region,
         "autoDiscovery": {"clusterName": cluster},
-        "image": {"tag": CLUSTER_AUTOSCALER_IMAGES[kubernetes_version]},
+        "image": {"tag": version_set(kubernetes_version).cluster_autoscaler_image},
         "rbac": {"serviceAccount": {"create": True, "name": SERVICE_ACCOUNT}},
         "nodeSelector": {POOL_LABEL: SYSTEM_POOL},
         "priorityClassName": "system-cluster-critical",

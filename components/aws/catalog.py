@@ -113,20 +113,6 @@ def is_gpu_family(instance_family: str) -> bool:
     return bool(_GPU_FAMILY.match(instance_family))
 
 
-#: The cluster autoscaler release per Kubernetes minor version (it must match the control plane).
-CLUSTER_AUTOSCALER_IMAGES: MappingProxyType[str, str] = MappingProxyType(
-    {
-        "1.29": "v1.29.5",
-        "1.30": "v1.30.6",
-        "1.31": "v1.31.4",
-        "1.32": "v1.32.3",
-        "1.33": "v1.33.1",
-        "1.34": "v1.34.0",
-        "1.35": "v1.35.0",
-    }
-)
-
-
 def family(instance_type: str) -> str:
     """'p5.48xlarge' -> 'p5'."""
     return instance_type.split(".", 1)[0]

@@ -1,4 +1,6 @@
-"""Pinned versions of the cluster add-ons mlstack installs. Upgrading one is a reviewed change."""
+"""The cluster add-ons mlstack installs, as Helm releases of the charts pinned in
+stacks/versions.py (the one module holding every pinned version). Upgrading one is a reviewed
+change."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from mlstack.stacks.versions import CHARTS, ChartPin
+
 
 @dataclass(frozen=True)
 class HelmChart:
@@ -16,6 +20,10 @@ class HelmChart:
     version: str
     #: The chart repository URL; empty for charts addressed as oci:// references.
     repo: str = ""
+
+    @classmethod
+    def pinned(cls, pin: ChartPin) -> HelmChart:
+        return cls(chart=pin.chart, version=pin.version, repo=pin.repo)
 
     def release(
         self,
@@ -26,10 +34,13 @@ class HelmChart:
         parent: pulumi.Resource,
         values: Mapping[str, Any] | None = None,
         create_namespace: bool = False,
+        skip_crds: bool = False,
         opts: pulumi.ResourceOptions | None = None,
     ) -> k8s.helm.v3.Release:
         """A Helm release of this chart at its pinned version; atomic, so a failed install
-        or upgrade rolls back instead of leaving a half-applied chart."""
+        or upgrade rolls back instead of leaving a half-applied chart. `skip_crds` leaves the
+        chart's `crds/` to a resource of mlstack's own (Helm installs them once, never upgrades
+        them)."""
         return k8s.helm.v3.Release(
             resource_name,
             k8s.helm.v3.ReleaseArgs(
@@ -44,33 +55,22 @@ class HelmChart:
                 values=dict(values) if values is not None else None,
                 atomic=True,
                 cleanup_on_fail=True,
+                skip_crds=skip_crds or None,
             ),
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=parent)),
         )
 
 
-NVIDIA_DEVICE_PLUGIN = HelmChart(
-    chart="nvidia-device-plugin",
-    version="0.18.2",
-    repo="https://nvidia.github.io/k8s-device-plugin",
-)
+NVIDIA_DEVICE_PLUGIN = HelmChart.pinned(CHARTS.device_plugin)
 
-#: Kueue: quota-based admission of batch work. The chart installs its CRDs.
-KUEUE = HelmChart(
-    chart="oci://registry.k8s.io/kueue/charts/kueue",
-    version="0.20.0",
-)
+#: Kueue: quota-based admission of batch work. The chart installs its CRDs (as templates, so they
+#: are upgraded with the release).
+KUEUE = HelmChart.pinned(CHARTS.kueue)
 
-#: JobSet: groups of Jobs run as one unit (the training jobs). The chart installs its CRD. The
+#: JobSet: groups of Jobs run as one unit (the training jobs). The chart ships its CRD in `crds/`,
+#: which Helm installs once and never upgrades; mlstack applies the CRD itself (jobset.py). The
 #: JobSet schema the tests validate against is vendored in tests/data/crds/jobset (SOURCE.md).
-JOBSET = HelmChart(
-    chart="oci://registry.k8s.io/jobset/charts/jobset",
-    version="0.12.0",
-)
+JOBSET = HelmChart.pinned(CHARTS.jobset)
 
-#: The cluster autoscaler (AWS): its image is chosen per Kubernetes version by the backend.
-CLUSTER_AUTOSCALER = HelmChart(
-    chart="cluster-autoscaler",
-    version="9.50.0",
-    repo="https://kubernetes.github.io/autoscaler",
-)
+#: The cluster autoscaler (AWS): its image is chosen per Kubernetes version (stacks/versions.py).
+CLUSTER_AUTOSCALER = HelmChart.pinned(CHARTS.cluster_autoscaler)

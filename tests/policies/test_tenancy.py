@@ -175,11 +175,11 @@ def test_namespaces_enforce_restricted_by_default_pinned_to_the_cluster_version(
     for team in LAB.teams:
         assert _pod_security(team_manifests(LAB, team)["namespace"]) == {
             "enforce": "restricted",
-            "enforce-version": "v1.33",
+            "enforce-version": "v1.35",
             "audit": "restricted",
-            "audit-version": "v1.33",
+            "audit-version": "v1.35",
             "warn": "restricted",
-            "warn-version": "v1.33",
+            "warn-version": "v1.35",
         }
 
 

@@ -196,7 +196,7 @@ def test_outputs(lab_plan: Plan) -> None:
     outputs = lab_plan.outputs
     assert outputs["cloud"] == "onprem"
     assert outputs["cluster_name"] == "lab"
-    assert outputs["kubernetes_version"] == "1.33"
+    assert outputs["kubernetes_version"] == "1.35"
     assert outputs["bucket_urls"] == {
         "datasets": "s3://lab-ml-datasets",
         "checkpoints": "s3://lab-ml-checkpoints",

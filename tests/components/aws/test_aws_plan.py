@@ -23,12 +23,12 @@ import yaml
 from tests_support import PlanWithOptions, plan_with_options
 
 from mlstack.components.aws.backend import AwsBackend
-from mlstack.components.aws.catalog import CLUSTER_AUTOSCALER_IMAGES
 from mlstack.components.aws.offline import ACCOUNT
 from mlstack.components.kubernetes.addons import CLUSTER_AUTOSCALER
 from mlstack.stacks.names import SERVICE_ACCOUNT_NAME
 from mlstack.stacks.plan import PlannedResource, is_secret, mask_secrets
 from mlstack.stacks.schema import PoolKind
+from mlstack.stacks.versions import version_set
 
 AWS_STACKS = ("aws-dev", "aws-prod")
 REPO = Path(__file__).resolve().parents[3]
@@ -312,7 +312,7 @@ def test_eks_cluster(aws: Planned) -> None:
     cluster = aws.get(CLUSTER, "aws-cluster")
     i = cluster.inputs
     assert i["name"] == e.cluster
-    assert i["version"] == aws.plan.platform.cluster.kubernetes_version == "1.33"
+    assert i["version"] == aws.plan.platform.cluster.kubernetes_version == "1.35"
     vpc = i["vpcConfig"]
     assert vpc["endpointPrivateAccess"] is True
     assert vpc["subnetIds"] == [f"aws-network-private-{zone}-id" for zone in e.zones]
@@ -756,7 +756,7 @@ def test_cluster_autoscaler_release_and_its_identity(aws: Planned) -> None:
     values = i["values"]
     assert values["autoDiscovery"] == {"clusterName": e.cluster}
     assert values["awsRegion"] == e.region
-    assert values["image"]["tag"] == CLUSTER_AUTOSCALER_IMAGES[version]
+    assert values["image"]["tag"] == version_set(version).cluster_autoscaler_image
     assert values["image"]["tag"].startswith(f"v{version}.")
     assert values["nodeSelector"] == {"mlstack.dev/pool": "system"}
     association = aws.get(POD_IDENTITY, "aws-autoscaler-identity")

@@ -14,7 +14,6 @@ import pytest
 from mlstack.components.aws.autoscaler import SERVICE_ACCOUNT, autoscaler_values
 from mlstack.components.aws.backend import AwsBackend
 from mlstack.components.aws.catalog import (
-    CLUSTER_AUTOSCALER_IMAGES,
     REGIONS,
     default_zones,
     family,
@@ -40,6 +39,7 @@ from mlstack.components.aws.registry import registry_url
 from mlstack.stacks.catalog import ACCELERATORS
 from mlstack.stacks.names import POOL_LABEL, SYSTEM_POOL
 from mlstack.stacks.schema import SUPPORTED_KUBERNETES, NodePool, PoolKind
+from mlstack.stacks.versions import TESTED
 
 ZONES = [f"xx-test-1{letter}" for letter in "abcdefg"]
 
@@ -181,7 +181,7 @@ def test_a_taint_without_value_is_tagged_with_its_effect_only() -> None:
 
 
 def test_every_supported_kubernetes_version_has_an_autoscaler_image() -> None:
-    assert set(CLUSTER_AUTOSCALER_IMAGES) == set(SUPPORTED_KUBERNETES)
+    assert set(TESTED) == set(SUPPORTED_KUBERNETES)
 
 
 @pytest.mark.parametrize("version", SUPPORTED_KUBERNETES)

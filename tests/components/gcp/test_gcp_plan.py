@@ -290,7 +290,7 @@ def test_gke_cluster(gcp: Planned) -> None:
     assert c["name"] == e.cluster
     assert c["location"] == e.region  # regional control plane
     assert c["nodeLocations"] == list(e.zones)
-    assert c["minMasterVersion"] == "1.33"
+    assert c["minMasterVersion"] == "1.35"
     assert c["releaseChannel"] == {"channel": e.channel}
     assert c["networkingMode"] == "VPC_NATIVE"
     assert c["ipAllocationPolicy"] == {
