@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from rule_args import PlanCopy, fails, messages, stack_args
+from rule_args import PlanCopy, fails, messages, stack_args, wire
 
 from mlstack.components.aws.catalog import MACHINES as AWS_MACHINES
 from mlstack.components.aws.catalog import MAX_PODS
@@ -18,7 +18,7 @@ from mlstack.components.aws.catalog import node_allocatable as eks_allocatable
 from mlstack.components.gcp.catalog import MEMORY_RESERVE_TIERS
 from mlstack.components.gcp.catalog import node_allocatable as gke_allocatable
 from mlstack.policies.rules import scheduling
-from mlstack.policies.rules.pools import EKS_NODE_GROUP
+from mlstack.policies.rules.pools import EKS_NODE_GROUP, GKE_NODE_POOL, pool_of
 from mlstack.stacks.catalog import CPU_RESERVE_TIERS, tiered_reserve
 from mlstack.stacks.names import POOL_LABEL
 from mlstack.stacks.offline import run_plan
@@ -284,3 +284,22 @@ def test_an_init_container_larger_than_the_containers_sets_the_request() -> None
     }
     asked = scheduling.pod_requests(spec)
     assert (asked.cpu, asked.memory) == (4.0, 2**30)
+
+
+@pytest.mark.parametrize(
+    ("pool", "most"),
+    [
+        ({"autoscaling": {"totalMaxNodeCount": 5}}, 5),
+        ({"autoscaling": {"maxNodeCount": 2}, "nodeLocations": ["a", "b", "c"]}, 6),
+        ({"nodeCount": 3, "nodeLocations": ["a", "b"]}, 6),
+    ],
+)
+def test_gke_pool_sizes(pool: dict[str, Any], most: int) -> None:
+    props = {
+        **pool,
+        "nodeConfig": {"machineType": "e2-standard-4", "labels": {POOL_LABEL: "cpu"}},
+    }
+    nodes = pool_of(GKE_NODE_POOL, wire(props))
+    assert nodes is not None
+    assert nodes.max_nodes == most
+    assert nodes.node is not None and nodes.node.ephemeral_mib is None
