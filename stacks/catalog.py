@@ -157,3 +157,51 @@ def resolve_gpu_machine(
         f"no {cloud} machine carries {gpus_per_node} x {acc.name}",
         f"use one of: {', '.join(str(c) for c in counts)}",
     )
+
+
+# --- what a node offers pods: the machine less the share its cloud reserves -----------------
+
+
+@dataclass(frozen=True)
+class Allocatable:
+    """What the scheduler may place on one node: the machine's capacity less the kubelet's and
+    the system's reserve and the hard eviction threshold (Kubernetes' "Reserve Compute Resources
+    for System Daemons": allocatable = capacity - kube-reserved - system-reserved - eviction).
+
+    `machine` names where the numbers come from, for messages; `ephemeral_mib` is None where the
+    plan does not say how large the node's disk is.
+    """
+
+    machine: str
+    vcpus: int
+    memory_gib: float
+    cpu_millis: int
+    memory_mib: int
+    gpus: int
+    ephemeral_mib: int | None
+
+
+#: The CPU share that EKS's AMIs and GKE both reserve, as (up to this many millicores, this
+#: fraction of them): 6% of the first core, 1% of the second, 0.5% of the next two, 0.25% of
+#: every core above four. awslabs/amazon-eks-ami nodeadm/internal/kubelet/config.go
+#: (getCPUMillicoresToReserve: ranges 0/1000/2000/4000, 600/100/50/25 ten-thousandths) and
+#: GKE's "Plan GKE Standard node sizes" (cloud.google.com/kubernetes-engine/docs/concepts/
+#: plan-node-sizes, "Memory and CPU reservations").
+CPU_RESERVE_TIERS: tuple[tuple[float, float], ...] = (
+    (1000, 0.06),
+    (2000, 0.01),
+    (4000, 0.005),
+    (float("inf"), 0.0025),
+)
+
+
+def tiered_reserve(total: float, tiers: Iterable[tuple[float, float]]) -> float:
+    """The reserve of `total` under a ladder of (upper bound, fraction) tiers, each fraction
+    taken of the part of `total` within its tier."""
+    reserved, lower = 0.0, 0.0
+    for upper, fraction in tiers:
+        if total <= lower:
+            break
+        reserved += (min(total, upper) - lower) * fraction
+        lower = upper
+    return reserved

@@ -20,7 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from mlstack.stacks.catalog import MachineType, machine_table
+from mlstack.stacks.catalog import (
+    CPU_RESERVE_TIERS,
+    Allocatable,
+    MachineType,
+    machine_table,
+    tiered_reserve,
+)
 
 #: Every instance type mlstack resolves pools to or uses by default: name, vCPUs, memory (GiB),
 #: GPUs and their accelerator. Within an accelerator, the order is the order a pool's machine is
@@ -130,4 +136,87 @@ def region_machine(region: Region, machines: Mapping[str, int], gpus: int) -> st
     """The first of `machines` (type -> GPUs) with `gpus` GPUs whose family `region` offers."""
     return next(
         (t for t, n in machines.items() if n == gpus and family(t) in region.gpu_families), None
+    )
+
+
+#: Pods per node of each catalog type as the EKS AMIs set kubelet's maxPods (ENIs x (IPv4
+#: addresses per ENI - 1) + 2): awslabs/amazon-eks-ami nodeadm/internal/kubelet/eni-max-pods.txt.
+#: It sizes the memory the AMI reserves for the kubelet.
+MAX_PODS: MappingProxyType[str, int] = MappingProxyType(
+    {
+        "g4dn.xlarge": 29,
+        "g4dn.2xlarge": 29,
+        "g4dn.4xlarge": 29,
+        "g4dn.8xlarge": 58,
+        "g4dn.16xlarge": 58,
+        "g4dn.12xlarge": 234,
+        "g4dn.metal": 737,
+        "g5.xlarge": 58,
+        "g5.2xlarge": 58,
+        "g5.4xlarge": 234,
+        "g5.8xlarge": 234,
+        "g5.16xlarge": 234,
+        "g5.12xlarge": 737,
+        "g5.24xlarge": 737,
+        "g5.48xlarge": 345,
+        "g6.xlarge": 58,
+        "g6.2xlarge": 58,
+        "g6.4xlarge": 234,
+        "g6.8xlarge": 234,
+        "g6.16xlarge": 737,
+        "g6.12xlarge": 234,
+        "g6.24xlarge": 737,
+        "g6.48xlarge": 737,
+        "g6e.xlarge": 58,
+        "g6e.2xlarge": 58,
+        "g6e.4xlarge": 234,
+        "g6e.8xlarge": 234,
+        "g6e.16xlarge": 737,
+        "g6e.12xlarge": 292,
+        "g6e.24xlarge": 492,
+        "g6e.48xlarge": 492,
+        "p4d.24xlarge": 737,
+        "p4de.24xlarge": 737,
+        "p5.48xlarge": 100,
+        "p5e.48xlarge": 100,
+        "p5en.48xlarge": 198,
+        "m6i.large": 29,
+        "m6i.xlarge": 58,
+        "m6i.2xlarge": 58,
+        "m6i.4xlarge": 234,
+    }
+)
+#: kubelet's default hard eviction thresholds, which the EKS AMIs keep: memory.available<100Mi
+#: and nodefs.available<10% (kubernetes.io "Node-pressure Eviction", default eviction
+#: thresholds).
+EVICTION_MEMORY_MIB = 100
+EVICTION_NODEFS_FRACTION = 0.10
+#: The ephemeral storage nodeadm reserves for the kubelet (kubeReserved ephemeral-storage 1Gi).
+KUBE_RESERVED_EPHEMERAL_MIB = 1024
+
+
+def node_allocatable(instance_type: str, disk_gib: float | None) -> Allocatable | None:
+    """What a node of `instance_type` on an EKS AMI offers pods; None for a type the catalog does
+    not know. The AMI's kube-reserved (awslabs/amazon-eks-ami nodeadm/internal/kubelet/config.go,
+    withDefaultReservedResources): CPU by CPU_RESERVE_TIERS, memory 11 MiB per pod of maxPods plus
+    255 MiB, ephemeral storage 1 GiB; then kubelet's eviction thresholds. The machine's memory is
+    taken as the EC2 page gives it (the kernel keeps a little more, so this is an upper bound)."""
+    machine = MACHINES.get(instance_type)
+    if machine is None or instance_type not in MAX_PODS:
+        return None
+    millis = machine.vcpus * 1000
+    memory_mib = round(machine.memory_gib * 1024)
+    reserved_memory = 11 * MAX_PODS[instance_type] + 255
+    ephemeral = None
+    if disk_gib is not None:
+        disk_mib = disk_gib * 1024
+        ephemeral = int(disk_mib * (1 - EVICTION_NODEFS_FRACTION) - KUBE_RESERVED_EPHEMERAL_MIB)
+    return Allocatable(
+        machine=instance_type,
+        vcpus=machine.vcpus,
+        memory_gib=machine.memory_gib,
+        cpu_millis=millis - int(tiered_reserve(millis, CPU_RESERVE_TIERS)),
+        memory_mib=memory_mib - reserved_memory - EVICTION_MEMORY_MIB,
+        gpus=machine.gpus,
+        ephemeral_mib=ephemeral,
     )

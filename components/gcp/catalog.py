@@ -20,7 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from mlstack.stacks.catalog import MachineType, machine_table
+from mlstack.stacks.catalog import (
+    CPU_RESERVE_TIERS,
+    Allocatable,
+    MachineType,
+    machine_table,
+    tiered_reserve,
+)
 
 #: Every machine type mlstack resolves pools to or uses by default: name, vCPUs, memory (GiB),
 #: GPUs and their accelerator. N1 types carry no GPU of their own: the count is the T4s mlstack
@@ -196,3 +202,46 @@ def default_zones(region: str, environment: str) -> tuple[str, ...] | None:
     if known is None:
         return None
     return tuple(known.zones)[: 2 if environment == "dev" else 3]
+
+
+#: The memory GKE reserves, as (up to this many GiB, this fraction of them): 25% of the first
+#: 4 GiB, 20% of the next 4, 10% of the next 8, 6% of the next 112 and 2% of any above 128 GiB;
+#: plus 100 MiB for kubelet's eviction threshold. "Plan GKE Standard node sizes"
+#: (cloud.google.com/kubernetes-engine/docs/concepts/plan-node-sizes, "Memory and CPU
+#: reservations"; the same ladder in hatemosphere/gke-node-allocatable-memory-calculator).
+MEMORY_RESERVE_TIERS: tuple[tuple[float, float], ...] = (
+    (4, 0.25),
+    (8, 0.20),
+    (16, 0.10),
+    (128, 0.06),
+    (float("inf"), 0.02),
+)
+EVICTION_MEMORY_MIB = 100
+#: kubelet's default nodefs.available<10% hard eviction. GKE's own ephemeral-storage reserve
+#: differs by node image and is not counted, so the figure is an upper bound: a pod refused
+#: here cannot fit, one admitted may still not.
+EVICTION_NODEFS_FRACTION = 0.10
+
+
+def node_allocatable(
+    machine_type: str, disk_gib: float | None, gpus: int | None = None
+) -> Allocatable | None:
+    """What a GKE node of `machine_type` offers pods; None for a type the catalog does not know.
+    `gpus`: the GPUs the node pool attaches (N1 machines carry none of their own)."""
+    machine = MACHINES.get(machine_type)
+    if machine is None:
+        return None
+    millis = machine.vcpus * 1000
+    reserved_gib = tiered_reserve(machine.memory_gib, MEMORY_RESERVE_TIERS)
+    memory_mib = machine.memory_gib * 1024
+    return Allocatable(
+        machine=machine_type,
+        vcpus=machine.vcpus,
+        memory_gib=machine.memory_gib,
+        cpu_millis=millis - int(tiered_reserve(millis, CPU_RESERVE_TIERS)),
+        memory_mib=int(memory_mib - reserved_gib * 1024 - EVICTION_MEMORY_MIB),
+        gpus=machine.gpus if gpus is None else gpus,
+        ephemeral_mib=None
+        if disk_gib is None
+        else int(disk_gib * 1024 * (1 - EVICTION_NODEFS_FRACTION)),
+    )

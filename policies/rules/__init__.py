@@ -9,13 +9,24 @@ from __future__ import annotations
 
 from pulumi_policy import ResourceValidationPolicy, StackValidationPolicy
 
-from mlstack.policies.rules import access, addons, aws, gcp, ordering, pods, pools, tenancy
+from mlstack.policies.rules import (
+    access,
+    addons,
+    aws,
+    gcp,
+    ordering,
+    pods,
+    pools,
+    scheduling,
+    tenancy,
+)
 
 ALL_POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
     *pods.POLICIES,
     *access.POLICIES,
     *pools.POLICIES,
     *addons.POLICIES,
+    *scheduling.POLICIES,
     *tenancy.POLICIES,
     *ordering.POLICIES,
     *aws.POLICIES,

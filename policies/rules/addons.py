@@ -98,7 +98,7 @@ def placement_refusal(placement: EffectivePlacement, pool: PoolNodes) -> str | N
     return None
 
 
-def _release_defaults(props: Mapping[str, Any]) -> ChartDefaults | None:
+def release_defaults(props: Mapping[str, Any]) -> ChartDefaults | None:
     return CHART_DEFAULTS.get((str(props.get("chart")), str(props.get("version"))))
 
 
@@ -113,7 +113,7 @@ def gpu_addons_reach_gpu_pools(args: StackValidationArgs, report: ReportViolatio
             pools.setdefault(nodes.pool, nodes)
     for r in releases:
         try:
-            defaults = _release_defaults(r.props)
+            defaults = release_defaults(r.props)
             if defaults is None or not defaults.runs_on_gpu_nodes:
                 continue
             placement = effective_placement(defaults, mapping(r.props.get("values")))

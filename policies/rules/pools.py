@@ -2,7 +2,9 @@
 
 Each backend's pool resource is a different type (an on-prem NodePatch, an EKS node group, a GKE
 node pool); `POOL_SOURCES` maps each type to a reader that returns the pool's name, kind,
-capacity and taints from its props. A backend that adds a pool type registers its reader here,
+capacity, labels and taints from its props, and where the plan says them, one node's allocatable
+resources (the machine from the cloud's catalog) and the most nodes the resource declares. A
+backend that adds a pool type registers its reader here,
 and every pool rule covers it.
 """
 
@@ -15,8 +17,11 @@ from typing import Any
 from pulumi_policy import ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 from pulumi_policy.proxy import UnknownValueError
 
+from mlstack.components.aws.catalog import node_allocatable as eks_allocatable
+from mlstack.components.gcp.catalog import node_allocatable as gke_allocatable
 from mlstack.components.onprem.pools import parse_taints
 from mlstack.policies.rules.objects import MANDATORY, get, mapping, number, sequence
+from mlstack.stacks.catalog import Allocatable
 from mlstack.stacks.names import (
     CAPACITY_LABEL,
     POOL_KIND_LABEL,
@@ -37,6 +42,11 @@ class PoolNodes:
     #: The nodes' labels as (key, value) pairs: what nodeSelectors and node affinities match.
     #: Not part of equality: the fields above identify the pool.
     labels: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    #: What one node offers pods, where the resource names a machine the cloud's catalog knows
+    #: (None on-prem: the nodes are the cluster's own, their sizes not in the plan).
+    node: Allocatable | None = field(default=None, compare=False)
+    #: The most nodes this resource declares: a node group's maximum size, 1 for a node patch.
+    max_nodes: int | None = field(default=None, compare=False)
 
 
 def pool_from_labels(labels: Mapping[str, Any], taints: Sequence[Any]) -> PoolNodes | None:
@@ -62,10 +72,11 @@ def _node_patch(props: Mapping[str, Any]) -> PoolNodes | None:
     """An on-prem node, read from its patch: the labels it applies and the taints its pool
     declares (the operator sets those; see components/onprem/pools.py)."""
     annotation = get(props, "metadata", "annotations", POOL_TAINTS_ANNOTATION)
-    return pool_from_labels(
+    nodes = pool_from_labels(
         mapping(get(props, "metadata", "labels")),
         parse_taints(annotation) if isinstance(annotation, str) else (),
     )
+    return replace(nodes, max_nodes=1) if nodes is not None else None
 
 
 EKS_NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
@@ -108,8 +119,18 @@ def _eks_node_group(props: Mapping[str, Any]) -> PoolNodes | None:
         labelled_capacity = labels.get(CAPACITY_LABEL)
         capacity_type = props.get("capacityType")
         ami_type = props.get("amiType")
+        instance_type = get(props, "instanceTypes", 0)
+        disk = props.get("diskSize")
+        max_size = get(props, "scalingConfig", "maxSize")
     except UnknownValueError:
         return None
+    # A group of several instance types is read as its first (mlstack names one).
+    node = (
+        eks_allocatable(instance_type, number(disk) or None)
+        if isinstance(instance_type, str)
+        else None
+    )
+    nodes = replace(nodes, node=node, max_nodes=int(number(max_size)) or None)
     if capacity_type == "SPOT":
         nodes = replace(nodes, capacity="spot")
     elif (
@@ -138,6 +159,31 @@ def _gke_gpu_machine(config: Mapping[str, Any]) -> bool:
     )
 
 
+def _gke_node(config: Mapping[str, Any]) -> Allocatable | None:
+    machine = config.get("machineType")
+    if not isinstance(machine, str):
+        return None
+    attached = [int(number(get(a, "count"))) for a in sequence(config.get("guestAccelerators"))]
+    return gke_allocatable(
+        machine, number(config.get("diskSizeGb")) or None, sum(attached) if attached else None
+    )
+
+
+def _gke_max_nodes(props: Mapping[str, Any]) -> int | None:
+    """The pool's largest size: totalMaxNodeCount, or maxNodeCount per zone times its zones
+    (the provider's autoscaling block takes one or the other), or a fixed pool's nodeCount per
+    zone times its zones; None when the plan says neither."""
+    zones = len(sequence(props.get("nodeLocations"))) or 1
+    autoscaling = mapping(props.get("autoscaling"))
+    if not autoscaling:
+        return int(number(props.get("nodeCount"))) * zones or None
+    total = number(autoscaling.get("totalMaxNodeCount"))
+    if total:
+        return int(total)
+    per_zone = number(autoscaling.get("maxNodeCount"))
+    return int(per_zone) * zones or None
+
+
 def _gke_node_pool(props: Mapping[str, Any]) -> PoolNodes | None:
     """A GKE node pool, read from the Kubernetes node labels and taints of its nodeConfig.
 
@@ -161,8 +207,11 @@ def _gke_node_pool(props: Mapping[str, Any]) -> PoolNodes | None:
             return None
         spot = config.get("spot") is True or config.get("preemptible") is True
         gpus = _gke_gpu_machine(config)
+        node = _gke_node(config)
+        max_nodes = _gke_max_nodes(props)
     except UnknownValueError:
         return None
+    nodes = replace(nodes, node=node, max_nodes=max_nodes)
     if spot:
         nodes = replace(nodes, capacity="spot")
     if gpus:

@@ -19,16 +19,18 @@ from mlstack.policies.rules import (
     ordering,
     pods,
     pools,
+    scheduling,
     tenancy,
 )
 
-RULE_MODULES = [pods, access, pools, addons, tenancy, ordering, aws, gcp]
+RULE_MODULES = [pods, access, pools, addons, scheduling, tenancy, ordering, aws, gcp]
 #: The test modules whose `fails(...)` marks count as failing cases.
 TEST_MODULES = (
     "test_pod_rules",
     "test_access_rules",
     "test_pool_rules",
     "test_addon_rules",
+    "test_scheduling_rules",
     "test_stack_rules",
     "test_ordering_rules",
     "test_aws_rules",
@@ -52,6 +54,7 @@ MODULE_RULES: dict[ModuleType, list[str]] = {
         "gpu-pods-use-a-queue",
     ],
     addons: ["gpu-addons-reach-gpu-pools", "addon-placement-recorded"],
+    scheduling: ["pods-fit-a-pool"],
     access: [
         "no-wildcard-rbac",
         "no-cluster-admin-bindings",
@@ -129,7 +132,7 @@ def test_policies_have_kebab_case_names_and_one_sentence_descriptions(module: Mo
 def test_all_policies_are_the_modules_policies_with_unique_names() -> None:
     assert [p for m in RULE_MODULES for p in m.POLICIES] == ALL_POLICIES
     names = [p.name for p in ALL_POLICIES]
-    assert len(names) == 61
+    assert len(names) == 62
     assert sorted(set(names)) == sorted(names)
 
 
