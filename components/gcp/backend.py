@@ -103,6 +103,15 @@ class GcpBackend(CloudBackend):
         problems += _check_ranges(cfg)
         problems += _check_pools(cfg, platform)
         problems += _check_names(cfg, platform)
+        if cfg.kms_key_ring is not None and not cfg.cmek:
+            problems.append(
+                Problem(
+                    "platform.gcp.kms_key_ring",
+                    "names a key ring, but gcp.cmek is false and no keys are created",
+                    "set gcp.cmek: true, or remove kms_key_ring",
+                    cfg.kms_key_ring,
+                )
+            )
         return problems
 
     @classmethod
@@ -185,7 +194,12 @@ class GcpBackend(CloudBackend):
         keys = (
             Keys(
                 "gcp-keys",
-                KeysArgs(cluster=cluster_name, project=cfg.project, region=cfg.region, retain=prod),
+                KeysArgs(
+                    key_ring=cfg.kms_key_ring or cluster_name,
+                    project=cfg.project,
+                    region=cfg.region,
+                    retain=prod,
+                ),
                 on_gcp,
             )
             if cfg.cmek
