@@ -66,17 +66,19 @@ class ImageRegistry:
     pull_credentials: tuple[pulumi.Input[str], pulumi.Input[str]] | None = None
 
 
-def deployed_image_tags(platform: Platform) -> dict[str, tuple[str, ...]]:
-    """Per registry repository, the image tags the stack's workloads pin (digests carry no
-    tag), for cleanup policies that must not remove what a workload still pulls."""
+def deployed_images(platform: Platform) -> dict[str, tuple[str, ...]]:
+    """Per registry repository, the image tags and digests ('sha256:...') the stack's workloads
+    pin, for cleanup policies that must not remove an image a workload still pulls."""
     pinned = {
         TRAIN_REPOSITORY: [job.image for job in platform.workloads.training_jobs],
         SERVE_REPOSITORY: [svc.image for svc in platform.workloads.inference_services],
     }
-    return {
-        repo: tuple(sorted({image for image in images if not image.startswith("sha256:")}))
-        for repo, images in pinned.items()
-    }
+    return {repo: tuple(sorted(set(images))) for repo, images in pinned.items()}
+
+
+def is_digest(image: str) -> bool:
+    """Whether a pinned image (`TrainingJob.image`, `InferenceService.image`) is a digest."""
+    return image.startswith("sha256:")
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from mlstack.components.backend import (
     ObjectStore,
     Provisioned,
     SecretSource,
-    deployed_image_tags,
+    deployed_images,
 )
 from mlstack.components.checks import (
     PoolWords,
@@ -210,7 +210,7 @@ class AwsBackend(CloudBackend):
                 prefix=platform.registry.name,
                 repositories=platform.registry.repositories,
                 keep_last=platform.registry.keep_last_images,
-                deployed_tags=deployed_image_tags(platform),
+                deployed=deployed_images(platform),
                 retain=prod,
             ),
             on_aws,

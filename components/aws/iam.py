@@ -11,6 +11,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mlstack.components.backend import is_digest
+
 VERSION = "2012-10-17"
 Document = dict[str, Any]
 
@@ -227,7 +229,7 @@ def tls_only_bucket_policy(bucket: str) -> Document:
     }
 
 
-def ecr_lifecycle_policy(keep_last: int, deployed_tags: Sequence[str] = ()) -> Document:
+def ecr_lifecycle_policy(keep_last: int, deployed: Sequence[str] = ()) -> Document:
     """Expire all but the newest `keep_last` images, never an image the stack deploys.
 
     `imageCountMoreThan` ranks images by push time and expires the rest, pinned by a running
@@ -237,7 +239,7 @@ def ecr_lifecycle_policy(keep_last: int, deployed_tags: Sequence[str] = ()) -> D
     So each tag the workloads pin gets its own rule first ("If you specify multiple tags, only
     the images with all specified tags are selected", lifecycle_policy_parameters.html, so one
     tag per rule), keeping the one image with that tag (tags are immutable here); the rule
-    for `any` must come last. A digest pin has no tag to match: pin tags on AWS.
+    for `any` must come last. A digest in `deployed` has no tag to match: pin tags on AWS.
     """
     keep_deployed = [
         {
@@ -251,7 +253,7 @@ def ecr_lifecycle_policy(keep_last: int, deployed_tags: Sequence[str] = ()) -> D
             },
             "action": {"type": "expire"},
         }
-        for priority, tag in enumerate(sorted(set(deployed_tags)), start=1)
+        for priority, tag in enumerate(sorted({t for t in deployed if not is_digest(t)}), start=1)
     ]
     return {
         "rules": [

@@ -25,8 +25,9 @@ class RegistryArgs:
     repositories: Sequence[str]
     #: Image versions each repository keeps.
     keep_last: int
-    #: Per repository, the image tags the stack's workloads pin: never expired.
-    deployed_tags: Mapping[str, Sequence[str]]
+    #: Per repository, the image tags (and digests) the stack's workloads pin: tags are
+    #: never expired.
+    deployed: Mapping[str, Sequence[str]]
     #: Protect the repositories and keep them when the stack is destroyed (prod).
     retain: bool
 
@@ -60,9 +61,7 @@ class Registry(pulumi.ComponentResource):
                 f"{name}-{repo}",
                 aws.ecr.LifecyclePolicyArgs(
                     repository=repository.name,
-                    policy=dumps(
-                        ecr_lifecycle_policy(args.keep_last, args.deployed_tags.get(repo, ()))
-                    ),
+                    policy=dumps(ecr_lifecycle_policy(args.keep_last, args.deployed.get(repo, ()))),
                 ),
                 opts=pulumi.ResourceOptions(parent=repository),
             )

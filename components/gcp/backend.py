@@ -23,6 +23,7 @@ from mlstack.components.backend import (
     ObjectStore,
     Provisioned,
     SecretSource,
+    deployed_images,
 )
 from mlstack.components.checks import (
     PoolWords,
@@ -268,6 +269,7 @@ class GcpBackend(CloudBackend):
                 repository=platform.registry.name,
                 images=platform.registry.repositories,
                 keep_last=platform.registry.keep_last_images,
+                deployed=[i for images in deployed_images(platform).values() for i in images],
                 retain=prod,
                 reader_emails=[gke.node_account.email],
             ),

@@ -539,6 +539,19 @@ def test_registry_is_immutable_bounded_and_readable_by_the_nodes(gcp: Planned) -
     assert policies["keep-recent"]["action"] == "KEEP"
     assert policies["keep-recent"]["mostRecentVersions"] == {"keepCount": keep}
     assert policies["delete-old"]["action"] == "DELETE"
+    # What the workloads pin is kept whatever its age or rank ("If an artifact version matches
+    # criteria in both a delete policy and a keep policy, Artifact Registry applies the keep
+    # policy"): delete-old would otherwise remove a 30-day-old image a job still pulls.
+    workloads = gcp.plan.platform.workloads
+    pinned = {w.image for w in (*workloads.training_jobs, *workloads.inference_services)}
+    if pinned:
+        assert policies["keep-deployed-tags"] == {
+            "id": "keep-deployed-tags",
+            "action": "KEEP",
+            "condition": {"tagState": "TAGGED", "tagPrefixes": sorted(pinned)},
+        }
+    else:
+        assert "keep-deployed-tags" not in policies
     [reader] = gcp.of_type(REPOSITORY_IAM)
     assert reader.inputs["role"] == "roles/artifactregistry.reader"
     assert reader.inputs["member"] == f"serviceAccount:{_node_email(e)}"
