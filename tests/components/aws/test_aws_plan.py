@@ -10,6 +10,7 @@ schema-valid is tests/stacks/test_render.py's job (it covers every shipped stack
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import json
 import re
@@ -29,6 +30,8 @@ from mlstack.components.kubernetes.addons import CLUSTER_AUTOSCALER
 from mlstack.stacks.names import SERVICE_ACCOUNT_NAME
 from mlstack.stacks.plan import PlannedResource, is_secret, mask_secrets
 from mlstack.stacks.schema import PoolKind
+from mlstack.stacks.stackfile import read_stack
+from mlstack.stacks.validate import load_platform
 
 AWS_STACKS = ("aws-dev", "aws-prod")
 REPO = Path(__file__).resolve().parents[3]
@@ -947,3 +950,14 @@ def test_resizing_keeps_the_autoscalers_desired_size_within_the_new_bounds(
     else:
         assert DESIRED not in aws.opts(group).ignore_changes
         assert group.inputs["scalingConfig"] == expected
+
+
+def test_a_digest_pinned_image_on_aws_gets_a_note_that_ecr_may_expire_it() -> None:
+    """ECR lifecycle rules select by tag: a digest pin cannot be kept by a rule of its own."""
+    config = copy.deepcopy(dict(read_stack("aws-dev").config))
+    platform = config["mlstack:platform"]
+    assert AwsBackend.notes(load_platform(platform)) == []
+    platform["workloads"]["training_jobs"][0]["image"] = "sha256:" + "ab" * 32
+    [note] = AwsBackend.notes(load_platform(platform))
+    assert note.startswith("platform.workloads.training_jobs[0].image is a digest")
+    assert note.endswith("; pin a tag")
