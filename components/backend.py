@@ -21,6 +21,7 @@ import pulumi
 
 from mlstack.components.features import Feature
 from mlstack.stacks.catalog import Machine, MachineType, gpu_machines, resolve_gpu_machine
+from mlstack.stacks.names import SERVE_REPOSITORY, TRAIN_REPOSITORY
 
 if TYPE_CHECKING:
     import pulumi_kubernetes as k8s
@@ -63,6 +64,21 @@ class ImageRegistry:
     url: pulumi.Input[str]
     #: Username and password for an image pull secret; None where nodes pull by identity.
     pull_credentials: tuple[pulumi.Input[str], pulumi.Input[str]] | None = None
+
+
+def deployed_images(platform: Platform) -> dict[str, tuple[str, ...]]:
+    """Per registry repository, the image tags and digests ('sha256:...') the stack's workloads
+    pin, for cleanup policies that must not remove an image a workload still pulls."""
+    pinned = {
+        TRAIN_REPOSITORY: [job.image for job in platform.workloads.training_jobs],
+        SERVE_REPOSITORY: [svc.image for svc in platform.workloads.inference_services],
+    }
+    return {repo: tuple(sorted(set(images))) for repo, images in pinned.items()}
+
+
+def is_digest(image: str) -> bool:
+    """Whether a pinned image (`TrainingJob.image`, `InferenceService.image`) is a digest."""
+    return image.startswith("sha256:")
 
 
 @dataclass(frozen=True)

@@ -103,3 +103,10 @@ OBJECT_STORE_SECRET = "object-store-credentials"
 REGISTRY_PULL_SECRET = "registry-pull"
 #: Each team's workload ServiceAccount: every workload pod runs as it, cloud IAM binds to it.
 SERVICE_ACCOUNT_NAME = "workload"
+
+# Image repositories: `<registry>/<repository>:<tag>` in every workload's pod spec.
+
+#: The registry repository training images are pushed to (`<registry>/train:<tag>`).
+TRAIN_REPOSITORY = "train"
+#: The registry repository serving images are pushed to (`<registry>/serve:<tag>`).
+SERVE_REPOSITORY = "serve"

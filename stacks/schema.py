@@ -789,6 +789,13 @@ class GcpConfig(Model):
         description="Encrypt the buckets and Kubernetes secrets with Cloud KMS keys the "
         "platform creates (rotated every 90 days) instead of Google-managed keys.",
     )
+    kms_key_ring: Name | None = Field(
+        default=None,
+        description="Name of the `cmek` key ring; default the cluster's name. GCP never "
+        "deletes a key ring or its keys, so the name stays taken after `pulumi destroy`: to "
+        "create the stack again, name a ring not used before in the project and region. On a "
+        "live stack a new name replaces the keys, and data under the old ones is lost.",
+    )
     rbac_security_group: str | None = Field(
         default=None,
         description="Google Groups for RBAC: the 'gke-security-groups@<your domain>' group "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +27,14 @@ _AWS_VARS = (
 
 
 @contextmanager
-def moto_server(region: str = "us-east-1") -> Iterator[str]:
+def moto_server(
+    region: str = "us-east-1", wrap: Callable[[Any], Any] | None = None
+) -> Iterator[str]:
     """moto's AWS server on 127.0.0.1 (an ephemeral port), with dummy credentials and no
-    config files in the environment while it runs; yields its URL and stops it after."""
+    config files in the environment while it runs; yields its URL and stops it after.
+
+    `wrap` gets moto's WSGI application and returns the one to serve (a middleware that
+    models an AWS behaviour moto lacks)."""
     with pytest.MonkeyPatch.context() as env:
         for var in _AWS_VARS:
             env.delenv(var, raising=False)
@@ -40,6 +45,9 @@ def moto_server(region: str = "us-east-1") -> Iterator[str]:
         env.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()
+        if wrap is not None:
+            # werkzeug's server reads `.app` for each request.
+            server._server.app = wrap(server._server.app)  # type: ignore[union-attr]
         try:
             host, port = server.get_host_and_port()
             yield f"http://{host}:{port}"

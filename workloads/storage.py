@@ -7,7 +7,9 @@ serving workload reads bundles back. ``open_store(url)`` picks the backend from 
 - ``s3://bucket/prefix``: AWS S3, or an S3-compatible store (MinIO, Ceph) when an endpoint
   comes from the ``endpoint`` argument, ``MLSTACK_S3_ENDPOINT``, ``AWS_ENDPOINT_URL_S3`` or
   ``AWS_ENDPOINT_URL`` (first set wins); such endpoints are addressed path-style. Credentials
-  and region come from boto3's normal chain; no keys live in code.
+  and region come from boto3's normal chain; no keys live in code. S3 answers a read of a
+  missing key 403 when the caller may not list it; a 403 read is then checked against the
+  listing the caller has, so an absent key is NotFound and a refused existing one an error.
 - ``gs://bucket/prefix``: Google Cloud Storage through google-cloud-storage with Application
   Default Credentials. With ``STORAGE_EMULATOR_HOST`` set (a local emulator), the client uses
   anonymous credentials and the project ``GOOGLE_CLOUD_PROJECT`` (or ``mlstack-emulator``),
@@ -71,6 +73,11 @@ PARTIAL_SUFFIX = ".mlstack-partial"
 # multiples of 256 KiB.
 _MIN_CHUNK_BYTES = 5 * MIB
 _GCS_CHUNK_QUANTUM = 256 * 1024
+
+#: S3 error codes of a refused request (HeadObject has no body: its code is the status).
+_S3_DENIED_CODES = ("403", "AccessDenied", "Forbidden")
+#: S3Store actions that read one named key, where a 403 may mean "absent" (`_refused_read`).
+_S3_KEY_READS = ("get", "head", "download")
 
 PathLike = str | os.PathLike[str]
 # Aliases, because Store.list shadows the builtin inside the class body.
@@ -420,6 +427,39 @@ class S3Store(Store):
             with self._errors("transfer", key):
                 future.result()
 
+    def _refused_read(self, action: str, key: str, code: str) -> StoreError:
+        """What a read of `key` refused with 403 means: NotFound, or a real refusal.
+
+        S3 answers a read of a missing key with 403, not 404, when the caller lacks
+        s3:ListBucket for it: "If you don't have the s3:ListBucket permission, Amazon S3
+        returns an HTTP status code 403 Forbidden error" (S3 API reference, HeadObject and
+        GetObject, https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html).
+        A team's workload role may list only under its own prefix (an s3:prefix condition,
+        `components/aws/iam.py`), so "is there a `latest` yet" can come back 403.
+        The listing that grant allows tells the two apart: the key is not listed, so it is
+        absent; it is listed, so the read itself is refused, and that stays an error.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        where = self._where(key)
+        name = self._name(key)
+        try:
+            # A key sorts before every longer key it prefixes, so one result is enough.
+            page = self._client.list_objects_v2(Bucket=self.bucket, Prefix=name, MaxKeys=1)
+        except (ClientError, BotoCoreError) as err:
+            return StoreError(
+                f"{action} {where}: access denied ({code}), and listing s3://{self.bucket}/"
+                f"{name} to tell a missing object from a refused read failed too ({err}); fix: "
+                f"grant the workload's role s3:ListBucket on bucket {self.bucket!r} for this "
+                "prefix and s3:GetObject on its objects"
+            )
+        if [item["Key"] for item in page.get("Contents", [])[:1]] != [name]:
+            return NotFound(f"object not found: {where} (S3 answered {code}; no such key listed)")
+        return StoreError(
+            f"{action} {where}: access denied ({code}) on an existing object; fix: grant the "
+            f"workload's role s3:GetObject on arn:aws:s3:::{self.bucket}/{name}"
+        )
+
     @contextmanager
     def _errors(self, action: str, key: str) -> Iterator[None]:
         from boto3.exceptions import Boto3Error
@@ -431,6 +471,8 @@ class S3Store(Store):
             code = str(err.response.get("Error", {}).get("Code", ""))
             if code in ("404", "NoSuchKey", "NotFound"):
                 raise NotFound(f"object not found: {self._where(key)}") from err
+            if code in _S3_DENIED_CODES and action in _S3_KEY_READS:
+                raise self._refused_read(action, key, code) from err
             if code == "NoSuchBucket":
                 at = f" at {self.endpoint}" if self.endpoint else ""
                 raise StoreError(

@@ -38,6 +38,8 @@ from mlstack.components.backend import (
     ObjectStore,
     Provisioned,
     SecretSource,
+    deployed_images,
+    is_digest,
 )
 from mlstack.components.checks import (
     PoolWords,
@@ -104,12 +106,25 @@ class AwsBackend(CloudBackend):
     def notes(cls, platform: Platform) -> list[str]:
         assert platform.aws is not None
         region = platform.aws.region
-        if region in REGIONS:
-            return []
-        return [
-            f"aws region {region} is not in components/aws/catalog.py: its zones and the GPU "
-            "instance families it offers were not checked"
-        ]
+        notes = []
+        if region not in REGIONS:
+            notes.append(
+                f"aws region {region} is not in components/aws/catalog.py: its zones and the "
+                "GPU instance families it offers were not checked"
+            )
+        workloads = platform.workloads
+        for kind, items in (
+            ("training_jobs", workloads.training_jobs),
+            ("inference_services", workloads.inference_services),
+        ):
+            notes += [
+                f"platform.workloads.{kind}[{i}].image is a digest: ECR lifecycle rules keep "
+                "deployed images by tag only, so this one expires once "
+                f"{platform.registry.keep_last_images} newer images are pushed; pin a tag"
+                for i, item in enumerate(items)
+                if is_digest(item.image)
+            ]
+        return notes
 
     @classmethod
     def resolve_pool(cls, platform: Platform, pool: NodePool) -> NodePool:
@@ -209,6 +224,7 @@ class AwsBackend(CloudBackend):
                 prefix=platform.registry.name,
                 repositories=platform.registry.repositories,
                 keep_last=platform.registry.keep_last_images,
+                deployed=deployed_images(platform),
                 retain=prod,
             ),
             on_aws,

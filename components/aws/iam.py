@@ -11,6 +11,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mlstack.components.backend import is_digest
+
 VERSION = "2012-10-17"
 Document = dict[str, Any]
 
@@ -227,12 +229,37 @@ def tls_only_bucket_policy(bucket: str) -> Document:
     }
 
 
-def ecr_lifecycle_policy(keep_last: int) -> Document:
-    """Expire all but the newest `keep_last` images of a repository."""
+def ecr_lifecycle_policy(keep_last: int, deployed: Sequence[str] = ()) -> Document:
+    """Expire all but the newest `keep_last` images, never an image the stack deploys.
+
+    `imageCountMoreThan` ranks images by push time and expires the rest, pinned by a running
+    workload or not. What protects an image is a rule before it: "An image that matches the
+    tagging requirements of a rule cannot be expired by a rule with a lower priority" (Amazon
+    ECR user guide, https://docs.aws.amazon.com/AmazonECR/latest/userguide/LifecyclePolicies.html).
+    So each tag the workloads pin gets its own rule first ("If you specify multiple tags, only
+    the images with all specified tags are selected", lifecycle_policy_parameters.html, so one
+    tag per rule), keeping the one image with that tag (tags are immutable here); the rule
+    for `any` must come last. A digest in `deployed` has no tag to match: pin tags on AWS.
+    """
+    keep_deployed = [
+        {
+            "rulePriority": priority,
+            "description": f"Keep the deployed image {tag}",
+            "selection": {
+                "tagStatus": "tagged",
+                "tagPatternList": [tag],
+                "countType": "imageCountMoreThan",
+                "countNumber": 1,
+            },
+            "action": {"type": "expire"},
+        }
+        for priority, tag in enumerate(sorted({t for t in deployed if not is_digest(t)}), start=1)
+    ]
     return {
         "rules": [
+            *keep_deployed,
             {
-                "rulePriority": 1,
+                "rulePriority": len(keep_deployed) + 1,
                 "description": f"Keep the last {keep_last} images",
                 "selection": {
                     "tagStatus": "any",
@@ -240,7 +267,7 @@ def ecr_lifecycle_policy(keep_last: int) -> Document:
                     "countNumber": keep_last,
                 },
                 "action": {"type": "expire"},
-            }
+            },
         ]
     }
 

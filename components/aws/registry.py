@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -25,6 +25,9 @@ class RegistryArgs:
     repositories: Sequence[str]
     #: Image versions each repository keeps.
     keep_last: int
+    #: Per repository, the image tags (and digests) the stack's workloads pin: tags are
+    #: never expired.
+    deployed: Mapping[str, Sequence[str]]
     #: Protect the repositories and keep them when the stack is destroyed (prod).
     retain: bool
 
@@ -57,7 +60,8 @@ class Registry(pulumi.ComponentResource):
             aws.ecr.LifecyclePolicy(
                 f"{name}-{repo}",
                 aws.ecr.LifecyclePolicyArgs(
-                    repository=repository.name, policy=dumps(ecr_lifecycle_policy(args.keep_last))
+                    repository=repository.name,
+                    policy=dumps(ecr_lifecycle_policy(args.keep_last, args.deployed.get(repo, ()))),
                 ),
                 opts=pulumi.ResourceOptions(parent=repository),
             )

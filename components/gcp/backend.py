@@ -23,6 +23,7 @@ from mlstack.components.backend import (
     ObjectStore,
     Provisioned,
     SecretSource,
+    deployed_images,
 )
 from mlstack.components.checks import (
     PoolWords,
@@ -103,6 +104,15 @@ class GcpBackend(CloudBackend):
         problems += _check_ranges(cfg)
         problems += _check_pools(cfg, platform)
         problems += _check_names(cfg, platform)
+        if cfg.kms_key_ring is not None and not cfg.cmek:
+            problems.append(
+                Problem(
+                    "platform.gcp.kms_key_ring",
+                    "names a key ring, but gcp.cmek is false and no keys are created",
+                    "set gcp.cmek: true, or remove kms_key_ring",
+                    cfg.kms_key_ring,
+                )
+            )
         return problems
 
     @classmethod
@@ -185,7 +195,12 @@ class GcpBackend(CloudBackend):
         keys = (
             Keys(
                 "gcp-keys",
-                KeysArgs(cluster=cluster_name, project=cfg.project, region=cfg.region, retain=prod),
+                KeysArgs(
+                    key_ring=cfg.kms_key_ring or cluster_name,
+                    project=cfg.project,
+                    region=cfg.region,
+                    retain=prod,
+                ),
                 on_gcp,
             )
             if cfg.cmek
@@ -254,6 +269,7 @@ class GcpBackend(CloudBackend):
                 repository=platform.registry.name,
                 images=platform.registry.repositories,
                 keep_last=platform.registry.keep_last_images,
+                deployed=[i for images in deployed_images(platform).values() for i in images],
                 retain=prod,
                 reader_emails=[gke.node_account.email],
             ),

@@ -2,8 +2,13 @@
 
 One key ring per cluster with two keys, each rotated every 90 days: one for the buckets (GCS
 encrypts with it as the project's Cloud Storage service agent) and one for Kubernetes secrets
-in etcd (as the GKE service agent). Each agent may use only its own key. Key rings cannot be
-deleted in GCP; the keys are protected in prod because losing one loses the data under it.
+in etcd (as the GKE service agent). Each agent may use only its own key. Key rings and keys
+cannot be deleted in GCP ("KeyRings cannot be deleted from Google Cloud Platform. Destroying a
+provider-managed KeyRing will remove it from state but will not delete the resource from the
+project", pulumi-gcp `kms.KeyRing`; the same for `kms.CryptoKey`, whose versions are destroyed):
+the name stays taken and creating the ring again answers 409 already exists, so a stack created
+again after a destroy names a new ring (`gcp.kms_key_ring`). The keys are protected in prod
+because losing one loses the data under it.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ def gke_service_agent(project_number: str) -> str:
 
 @dataclass(frozen=True)
 class KeysArgs:
-    #: The key ring's name.
-    cluster: str
+    #: The key ring's name: the cluster's, or `gcp.kms_key_ring` (GCP never deletes a ring
+    #: or its keys, so a stack created again after a destroy needs a name not used before).
+    key_ring: str
     project: str
     region: str
     #: Protect the keys and keep them when the stack is destroyed (prod).
@@ -43,7 +49,7 @@ class Keys(pulumi.ComponentResource):
         )
         ring = gcp.kms.KeyRing(
             name,
-            gcp.kms.KeyRingArgs(name=args.cluster, project=args.project, location=args.region),
+            gcp.kms.KeyRingArgs(name=args.key_ring, project=args.project, location=args.region),
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
         )
         self.storage = self._key(f"{name}-storage", "storage", ring, stateful)

@@ -18,6 +18,7 @@ from typing import Any
 from mlstack.policies.gpu_quota import pool_gpu_quota
 from mlstack.policies.queues import PRIORITIES
 from mlstack.stacks.errors import Problem, format_path
+from mlstack.stacks.names import SERVE_REPOSITORY, TRAIN_REPOSITORY
 from mlstack.stacks.prefixes import prefix_problem
 from mlstack.stacks.schema import (
     InferenceService,
@@ -28,7 +29,7 @@ from mlstack.stacks.schema import (
     TrainingJob,
 )
 from mlstack.workloads.deploy.serving import deployment_name
-from mlstack.workloads.deploy.settings import SERVE_REPOSITORY, TRAIN_REPOSITORY, service_settings
+from mlstack.workloads.deploy.settings import service_settings
 from mlstack.workloads.train.configs import CONFIGS
 
 

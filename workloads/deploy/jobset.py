@@ -25,6 +25,7 @@ from mlstack.stacks.names import (
     QUEUE_LABEL,
     SERVICE_ACCOUNT_NAME,
     TEAM_LABEL,
+    TRAIN_REPOSITORY,
 )
 from mlstack.stacks.schema import Team, TrainingJob
 from mlstack.workloads import contract
@@ -40,7 +41,7 @@ from mlstack.workloads.deploy.pods import (
     scratch_volumes,
     store_env,
 )
-from mlstack.workloads.deploy.settings import TRAIN_REPOSITORY, JobSettings
+from mlstack.workloads.deploy.settings import JobSettings
 
 JOBSET_API = "jobset.x-k8s.io/v1alpha2"
 #: The replicated job's name: part of every pod's DNS name.

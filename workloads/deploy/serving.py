@@ -30,6 +30,7 @@ from mlstack.stacks.names import (
     PROMETHEUS_PORT_ANNOTATION,
     PROMETHEUS_SCRAPE_ANNOTATION,
     QUEUE_LABEL,
+    SERVE_REPOSITORY,
     SERVICE_ACCOUNT_NAME,
     SERVICE_LABEL,
     SERVING_PRIORITY,
@@ -50,7 +51,7 @@ from mlstack.workloads.deploy.pods import (
     scratch_volumes,
     store_env,
 )
-from mlstack.workloads.deploy.settings import SERVE_REPOSITORY, ServiceSettings
+from mlstack.workloads.deploy.settings import ServiceSettings
 
 Track = Literal["stable", "canary"]
 

@@ -12,9 +12,6 @@ from dataclasses import dataclass
 from mlstack.stacks.schema import InferenceService, NodePool, PoolKind, TrainingJob
 from mlstack.workloads.train.configs import CONFIGS, TrainConfig
 
-#: The registry repository training images are pushed to (`<registry>/train:<tag>`).
-TRAIN_REPOSITORY = "train"
-
 
 @dataclass(frozen=True)
 class JobSettings:
@@ -47,10 +44,6 @@ class JobSettings:
 def job_settings(job: TrainingJob, pool: NodePool) -> JobSettings:
     """The settings of `job` on `pool`; its model must be one of CONFIGS (validation checks)."""
     return JobSettings(job=job, pool=pool, config=CONFIGS[job.model])
-
-
-#: The registry repository serving images are pushed to (`<registry>/serve:<tag>`).
-SERVE_REPOSITORY = "serve"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ schema-valid is tests/stacks/test_render.py's job (it covers every shipped stack
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import json
 import re
@@ -28,6 +29,8 @@ from mlstack.components.kubernetes.addons import CLUSTER_AUTOSCALER
 from mlstack.stacks.names import SERVICE_ACCOUNT_NAME
 from mlstack.stacks.plan import PlannedResource, is_secret, mask_secrets
 from mlstack.stacks.schema import PoolKind
+from mlstack.stacks.stackfile import read_stack
+from mlstack.stacks.validate import load_platform
 from mlstack.stacks.versions import version_set
 
 AWS_STACKS = ("aws-dev", "aws-prod")
@@ -63,6 +66,8 @@ LIFECYCLE = "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration"
 REPOSITORY = "aws:ecr/repository:Repository"
 ECR_LIFECYCLE = "aws:ecr/lifecyclePolicy:LifecyclePolicy"
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+JOBSET = "kubernetes:jobset.x-k8s.io/v1alpha2:JobSet"
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 PURPOSES = ("datasets", "checkpoints", "models")
 TEMPLATE = "k8s.io/cluster-autoscaler/node-template"
 
@@ -191,6 +196,26 @@ def _doc(resource: PlannedResource, field: str) -> dict[str, Any]:
     text = resource.inputs[field]
     assert isinstance(text, str), f"{resource.name}.{field} is a JSON document"
     return json.loads(text)
+
+
+def _images(aws: Planned) -> set[str]:
+    """Every container image of the plan's JobSets and Deployments."""
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if isinstance(value.get("image"), str) and "name" in value:
+                found.add(value["image"])
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    for type_ in (JOBSET, DEPLOYMENT):
+        for resource in aws.of_type(type_):
+            walk(dict(resource.inputs))
+    return found
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -608,13 +633,22 @@ def test_repositories_are_immutable_scanned_and_bounded(aws: Planned) -> None:
         assert r.inputs["forceDelete"] is False
         [lifecycle] = aws.children(r, ECR_LIFECYCLE)
         assert lifecycle.inputs["repository"] == f"ml/{repo}"
-        [rule] = _doc(lifecycle, "policy")["rules"]
+        *keep, rule = _doc(lifecycle, "policy")["rules"]
         assert rule["selection"] == {
             "tagStatus": "any",
             "countType": "imageCountMoreThan",
             "countNumber": e.keep_last_images,
         }
         assert rule["action"] == {"type": "expire"}
+        assert [k["rulePriority"] for k in [*keep, rule]] == list(range(1, len(keep) + 2))
+        # Every tag the plan's pods pull from this repository is kept by a rule before the
+        # keep-last-N one, which would otherwise expire it once N newer images are pushed.
+        pulled = {image.rpartition(":")[2] for image in _images(aws) if f"/ml/{repo}:" in image}
+        assert {tuple(k["selection"]["tagPatternList"]) for k in keep} == {(t,) for t in pulled}
+        for k in keep:
+            assert k["selection"]["tagStatus"] == "tagged"
+            assert k["selection"]["countType"] == "imageCountMoreThan"
+            assert k["selection"]["countNumber"] == 1
 
 
 # --- what prod keeps --------------------------------------------------------------------------
@@ -916,3 +950,14 @@ def test_resizing_keeps_the_autoscalers_desired_size_within_the_new_bounds(
     else:
         assert DESIRED not in aws.opts(group).ignore_changes
         assert group.inputs["scalingConfig"] == expected
+
+
+def test_a_digest_pinned_image_on_aws_gets_a_note_that_ecr_may_expire_it() -> None:
+    """ECR lifecycle rules select by tag: a digest pin cannot be kept by a rule of its own."""
+    config = copy.deepcopy(dict(read_stack("aws-dev").config))
+    platform = config["mlstack:platform"]
+    assert AwsBackend.notes(load_platform(platform)) == []
+    platform["workloads"]["training_jobs"][0]["image"] = "sha256:" + "ab" * 32
+    [note] = AwsBackend.notes(load_platform(platform))
+    assert note.startswith("platform.workloads.training_jobs[0].image is a digest")
+    assert note.endswith("; pin a tag")

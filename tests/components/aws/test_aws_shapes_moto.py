@@ -262,6 +262,20 @@ def test_ecr_repository_and_lifecycle_policy(client: Client) -> None:
     assert repo["imageScanningConfiguration"] == {"scanOnPush": True}
 
 
+def test_an_ecr_lifecycle_policy_that_keeps_deployed_tags_is_accepted(client: Client) -> None:
+    ecr = client("ecr")
+    ecr.create_repository(repositoryName="ml/keep", imageTagMutability="IMMUTABLE")
+    policy = ecr_lifecycle_policy(20, ["0.2.0", "0.1.0", "0.1.0"])
+    assert [rule["selection"].get("tagPatternList") for rule in policy["rules"]] == [
+        ["0.1.0"],
+        ["0.2.0"],
+        None,
+    ]
+    ecr.put_lifecycle_policy(repositoryName="ml/keep", lifecyclePolicyText=dumps(policy))
+    stored = ecr.get_lifecycle_policy(repositoryName="ml/keep")["lifecyclePolicyText"]
+    assert json.loads(stored) == policy
+
+
 def test_a_malformed_ecr_lifecycle_policy_is_rejected(client: Client) -> None:
     ecr = client("ecr")
     ecr.create_repository(repositoryName="ml/serve")

@@ -9,16 +9,20 @@ schema-valid is tests/stacks/test_render.py's job (it covers every shipped stack
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from tests_support import PlanWithOptions, plan_with_options
+from tests_support import PlanWithOptions, only_problem, plan_with_options
 
 from mlstack.components.gcp.offline import PROJECT_NUMBER
 from mlstack.stacks.names import SERVICE_ACCOUNT_NAME
+from mlstack.stacks.offline import run_plan
 from mlstack.stacks.plan import PlannedResource, is_secret, mask_secrets
+from mlstack.stacks.stackfile import read_stack
 
 GCP_STACKS = ("gcp-dev", "gcp-prod")
 
@@ -535,6 +539,19 @@ def test_registry_is_immutable_bounded_and_readable_by_the_nodes(gcp: Planned) -
     assert policies["keep-recent"]["action"] == "KEEP"
     assert policies["keep-recent"]["mostRecentVersions"] == {"keepCount": keep}
     assert policies["delete-old"]["action"] == "DELETE"
+    # What the workloads pin is kept whatever its age or rank ("If an artifact version matches
+    # criteria in both a delete policy and a keep policy, Artifact Registry applies the keep
+    # policy"): delete-old would otherwise remove a 30-day-old image a job still pulls.
+    workloads = gcp.plan.platform.workloads
+    pinned = {w.image for w in (*workloads.training_jobs, *workloads.inference_services)}
+    if pinned:
+        assert policies["keep-deployed-tags"] == {
+            "id": "keep-deployed-tags",
+            "action": "KEEP",
+            "condition": {"tagState": "TAGGED", "tagPrefixes": sorted(pinned)},
+        }
+    else:
+        assert "keep-deployed-tags" not in policies
     [reader] = gcp.of_type(REPOSITORY_IAM)
     assert reader.inputs["role"] == "roles/artifactregistry.reader"
     assert reader.inputs["member"] == f"serviceAccount:{_node_email(e)}"
@@ -683,3 +700,28 @@ def test_kubeconfig_output_is_a_secret_and_masked_in_json(gcp: Planned) -> None:
     assert is_secret(gcp.plan.outputs["kubeconfig"])
     masked = mask_secrets(gcp.plan.outputs)
     assert masked["kubeconfig"]["value"] == "[secret]"
+
+
+# --- a stack created again after a destroy ----------------------------------------------------
+
+
+def test_a_cmek_stack_created_again_after_a_destroy_names_a_new_key_ring() -> None:
+    """GCP never deletes a key ring (pulumi-gcp kms.KeyRing: destroy "will remove it from
+    state but will not delete the resource from the project"), so creating gcp-prod again
+    under its cluster name answers 409 already exists; `gcp.kms_key_ring` names a new ring,
+    and its keys are new keys under it."""
+    stack = read_stack("gcp-prod")
+    config = copy.deepcopy(dict(stack.config))
+    config["mlstack:platform"]["gcp"]["kms_key_ring"] = "ml-prod-2"
+    plan = run_plan(dataclasses.replace(stack, config=config))
+    [ring] = plan.of_type(KEY_RING)
+    assert ring.inputs["name"] == "ml-prod-2"
+    ring_id = "projects/acme-ml-prod/locations/us-central1/keyRings/ml-prod-2"
+    assert {k.inputs["keyRing"] for k in plan.of_type(CRYPTO_KEY)} == {ring_id}
+
+
+def test_a_key_ring_name_without_cmek_is_refused() -> None:
+    config = copy.deepcopy(dict(read_stack("gcp-dev").config))
+    config["mlstack:platform"]["gcp"]["kms_key_ring"] = "ml-dev-2"
+    p = only_problem(config["mlstack:platform"])
+    assert p.path == "platform.gcp.kms_key_ring" and "gcp.cmek: true" in p.fix

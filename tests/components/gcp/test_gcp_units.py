@@ -457,6 +457,20 @@ def test_cleanup_keeps_the_newest_and_deletes_old_and_untagged(keep_last: int) -
     assert deletes == {("ANY", f"{30 * DAY}s"), ("UNTAGGED", f"{7 * DAY}s")}
 
 
+def test_cleanup_keeps_every_pinned_tag_and_digest() -> None:
+    digest = "sha256:" + "ab" * 32
+    policies: dict[str, Any] = {
+        str(p.id): p for p in cleanup_policies(20, ["0.2.0", digest, "0.1.0", "0.2.0"])
+    }
+    tags, digests = policies["keep-deployed-tags"], policies["keep-deployed-digests"]
+    assert (tags.action, digests.action) == ("KEEP", "KEEP")
+    assert tags.condition.tag_state == "TAGGED"
+    assert tags.condition.tag_prefixes == ["0.1.0", "0.2.0"]
+    assert digests.condition.tag_state == "ANY"
+    assert digests.condition.version_name_prefixes == [digest]
+    assert len(policies) == 5  # Artifact Registry allows 10 per repository
+
+
 # --- kubeconfig -------------------------------------------------------------------------------
 
 

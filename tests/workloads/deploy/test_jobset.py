@@ -21,6 +21,7 @@ from mlstack.stacks.names import (
     PRIORITY_LABEL,
     QUEUE_LABEL,
     SERVICE_ACCOUNT_NAME,
+    TRAIN_REPOSITORY,
 )
 from mlstack.stacks.schema import (
     SUPPORTED_KUBERNETES,
@@ -41,7 +42,7 @@ from mlstack.workloads.deploy.jobset import (
     jobset_manifest,
 )
 from mlstack.workloads.deploy.pods import RUN_AS_USER, S3_ENDPOINT_ENV, Placement, image_ref
-from mlstack.workloads.deploy.settings import TRAIN_REPOSITORY, JobSettings, job_settings
+from mlstack.workloads.deploy.settings import JobSettings, job_settings
 from mlstack.workloads.train.configs import CONFIGS
 from tests.workloads.deploy.placements import GCS, LAB_S3
 
