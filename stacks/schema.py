@@ -635,7 +635,8 @@ class OnPremConfig(Model):
     kubeconfig_path: str | None = Field(
         default=None,
         description="Path to a kubeconfig for the existing cluster, on the machine that runs "
-        "pulumi. Alternatively set the secret `mlstack:kubeconfig`.",
+        "pulumi; a leading '~/' is that machine's home (the provider expands it, so the plan "
+        "is the same for every operator). Alternatively set the secret `mlstack:kubeconfig`.",
     )
     context: str | None = Field(default=None, description="kubeconfig context to use.")
     storage_endpoint: Annotated[str, AfterValidator(_http_url)] = Field(
