@@ -127,6 +127,23 @@ CLUSTER_AUTOSCALER_IMAGES: MappingProxyType[str, str] = MappingProxyType(
 )
 
 
+#: What the EKS AL2023 AMI's kubelet keeps of a node's root disk from pods (nodeadm,
+#: awslabs/amazon-eks-ami nodeadm/internal/kubelet/config.go): `kubeReserved` ephemeral-storage
+#: "1Gi" (withDefaultReservedResources; no systemReserved storage) and the hard eviction
+#: threshold `nodefs.available: "10%"` (defaultKubeletSubConfig). Node allocatable is capacity
+#: less reserved less the eviction threshold (the kubelet's node-allocatable rule).
+KUBE_RESERVED_EPHEMERAL_GIB = 1
+NODEFS_EVICTION_PERCENT = 10
+
+
+def allocatable_ephemeral_storage_gib(disk_gib: int) -> int:
+    """The ephemeral storage (GiB, rounded down) the kubelet of an EKS AL2023 node with a
+    `disk_gib` root volume offers pods; the filesystem's own overhead makes the real figure a
+    little lower still, so this errs toward not promising storage a node lacks."""
+    evicted = -(-disk_gib * NODEFS_EVICTION_PERCENT // 100)  # ceil: the threshold is kept free
+    return max(disk_gib - KUBE_RESERVED_EPHEMERAL_GIB - evicted, 0)
+
+
 def family(instance_type: str) -> str:
     """'p5.48xlarge' -> 'p5'."""
     return instance_type.split(".", 1)[0]
