@@ -44,8 +44,14 @@ class InferenceService(pulumi.ComponentResource):
         service, platform = args.service, args.platform
         team = next(t for t in platform.teams if t.name == service.team)
         settings = service_settings(service, platform.pool(service.pool))
-        internal_lb = get_backend(platform.cloud).internal_lb_annotations
-        manifests = service_manifests(settings, team, args.placement, internal_lb)
+        backend = get_backend(platform.cloud)
+        manifests = service_manifests(
+            settings,
+            team,
+            args.placement,
+            backend.internal_lb_annotations,
+            pod_monitoring=backend.scrapes_pod_monitorings,
+        )
         # The provider waits for a Deployment's rollout: a new pod may first need a node (a
         # GPU pool scaling up from zero), then the image, then its warm-up.
         deadline = f"{rollout_deadline_s(service) + 60}s"
