@@ -125,6 +125,12 @@ class CloudBackend(ABC):
         return []
 
     @classmethod
+    def needs_metrics_server(cls, platform: Platform) -> bool:
+        """Whether the Kubernetes layer installs metrics-server, which CPU autoscaling needs
+        (components/kubernetes/metrics_server.py): True unless the cluster already has one."""
+        return True
+
+    @classmethod
     def supports(cls, feature: Feature) -> bool:
         return feature not in cls.unsupported
 

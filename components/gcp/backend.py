@@ -102,6 +102,11 @@ class GcpBackend(CloudBackend):
     scrapes_pod_monitorings = True
 
     @classmethod
+    def needs_metrics_server(cls, platform: Platform) -> bool:
+        """GKE runs metrics-server as a managed add-on (metrics_server.py)."""
+        return False
+
+    @classmethod
     def check(cls, platform: Platform) -> list[Problem]:
         cfg = platform.gcp
         if cfg is None:

@@ -74,3 +74,13 @@ CLUSTER_AUTOSCALER = HelmChart(
     version="9.50.0",
     repo="https://kubernetes.github.io/autoscaler",
 )
+
+#: metrics-server: the resource metrics API (`metrics.k8s.io`) that CPU autoscaling reads. Chart
+#: 3.13.1 (2026-02-27) runs metrics-server 0.8.1 (charts/metrics-server/CHANGELOG.md of
+#: kubernetes-sigs/metrics-server). Installed where the cloud does not run one (see
+#: CloudBackend.needs_metrics_server).
+METRICS_SERVER = HelmChart(
+    chart="metrics-server",
+    version="3.13.1",
+    repo="https://kubernetes-sigs.github.io/metrics-server/",
+)

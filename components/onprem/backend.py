@@ -133,6 +133,11 @@ class OnPremBackend(CloudBackend):
         return resolve_gpu_machine(accelerator, instance_type, gpus_per_node)
 
     @classmethod
+    def needs_metrics_server(cls, platform: Platform) -> bool:
+        """Unless the operator says the cluster has one (a second copy would fight it)."""
+        return not (platform.onprem is not None and platform.onprem.metrics_server_installed)
+
+    @classmethod
     def required_secret_keys(cls, platform: Platform) -> tuple[str, ...]:
         onprem = platform.onprem
         assert onprem is not None

@@ -477,6 +477,7 @@ def test_the_autoscaler_follows_cpu_utilization(lab_config: dict[str, Any]) -> N
 def test_the_autoscaler_follows_requests_per_second_per_pod(
     lab_config: dict[str, Any], target: float, quantity: str
 ) -> None:
+    lab_config["cluster"]["custom_metrics_adapter"] = True
     _, m = _built(
         lab_config,
         max_replicas=4,
@@ -773,6 +774,7 @@ VARIANTS: dict[str, tuple[Placement, Cloud, dict[str, Any], dict[str, Any]]] = {
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_variant_is_strictly_valid(lab_config: dict[str, Any], variant: str) -> None:
     placement, cloud, service, team = VARIANTS[variant]
+    lab_config["cluster"]["custom_metrics_adapter"] = True  # for the requests-per-second variant
     lab_config["teams"][1].update(team)
     _, manifests = _built(lab_config, placement=placement, cloud=cloud, **service)
     _validate(manifests, "1.33.0")
