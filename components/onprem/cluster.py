@@ -27,7 +27,7 @@ class ExistingCluster(pulumi.ComponentResource):
     runs it (pulumi/pulumi-kubernetes provider/pkg/provider/provider.go: "Handle the '~'
     character if it is set in the config string"). Expanding it here would put one operator's
     home directory into the provider's inputs, and every other operator's `up` would show a
-    diff on it (and replace nothing but churn the provider).
+    diff on the provider.
     """
 
     def __init__(self, name: str, args: ExistingClusterArgs, opts: Options = None) -> None:
