@@ -284,7 +284,7 @@ def test_a_stack_without_gpu_pools_installs_no_device_plugin(
     del lab_config["workloads"]
     plan = run_plan(make_stack(lab_config))
     releases = {r.name for r in plan.of_type("kubernetes:helm.sh/v3:Release")}
-    assert releases == {"kueue-release", "jobset-release"}
+    assert releases == {"kueue-release", "jobset-release", "metrics-server-release"}
     assert len(plan.of_type(NODE_PATCH)) == 4
 
 
