@@ -107,6 +107,12 @@ class CloudBackend(ABC):
     machines: ClassVar[Mapping[str, MachineType]] = {}
     #: What makes a LoadBalancer Service internal on this cloud (the serving builder sets them).
     internal_lb_annotations: ClassVar[Mapping[str, str]] = {}
+    #: Namespaces where the cloud runs a metrics collector that scrapes pods (GKE's managed
+    #: Prometheus collectors): team NetworkPolicies admit them beside tenancy.monitoring_namespace.
+    metrics_collector_namespaces: ClassVar[tuple[str, ...]] = ()
+    #: Whether that collector scrapes only pods a PodMonitoring (monitoring.googleapis.com/v1)
+    #: selects, so that each inference service declares one.
+    scrapes_pod_monitorings: ClassVar[bool] = False
     #: Whether the Kubernetes layer installs the NVIDIA device plugin (False where the cloud
     #: manages GPU drivers and the plugin itself).
     needs_gpu_device_plugin: ClassVar[bool] = True
@@ -133,6 +139,12 @@ class CloudBackend(ABC):
     def notes(cls, platform: Platform) -> list[str]:
         """What the user should know about a valid config (checks that could not be made)."""
         return []
+
+    @classmethod
+    def needs_metrics_server(cls, platform: Platform) -> bool:
+        """Whether the Kubernetes layer installs metrics-server, which CPU autoscaling needs
+        (components/kubernetes/metrics_server.py): True unless the cluster already has one."""
+        return True
 
     @classmethod
     def supports(cls, feature: Feature) -> bool:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 
 from mlstack.components import Options
-from mlstack.components.backend import ImageRegistry, ObjectStore
+from mlstack.components.backend import ImageRegistry, ObjectStore, get_backend
 from mlstack.components.kubernetes.resources import declare
 from mlstack.components.kubernetes.system import declare_credentials
 from mlstack.policies.queues import (
@@ -58,6 +58,7 @@ class TeamTenancy(pulumi.ComponentResource):
             pull_secret=REGISTRY_PULL_SECRET
             if tenancy.registry.pull_credentials is not None
             else None,
+            collectors=get_backend(tenancy.platform.cloud).metrics_collector_namespaces,
         )
         child = pulumi.ResourceOptions(parent=self)
         self.namespace = declare(f"{name}-namespace", manifests.pop("namespace"), child)

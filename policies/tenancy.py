@@ -10,7 +10,7 @@ Queues (Kueue) are built in `policies.queues`; `policies.component` declares bot
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mlstack.policies.gpu_quota import pool_gpu_quota
@@ -206,9 +206,17 @@ def deny_ingress_manifest(team: Team) -> dict[str, Any]:
     }
 
 
-def allow_ingress_manifest(platform: Platform, team: Team) -> dict[str, Any]:
-    """Pods of the namespace reach each other (multi-host training); monitoring scrapes."""
+def allow_ingress_manifest(
+    platform: Platform, team: Team, collectors: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Pods of the namespace reach each other (multi-host training); monitoring scrapes, from
+    tenancy.monitoring_namespace and from the namespaces of the cloud's own metrics collectors
+    (`collectors`: GKE's managed Prometheus scrapes from gmp-system)."""
     monitoring = platform.tenancy.monitoring_namespace
+    scrapers = [
+        {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: ns}}}
+        for ns in (monitoring, *(c for c in collectors if c != monitoring))
+    ]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -218,11 +226,7 @@ def allow_ingress_manifest(platform: Platform, team: Team) -> dict[str, Any]:
             "policyTypes": ["Ingress"],
             "ingress": [
                 {"from": [{"podSelector": {}}]},
-                {
-                    "from": [
-                        {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: monitoring}}}
-                    ]
-                },
+                {"from": scrapers},
             ],
         },
     }
@@ -233,8 +237,10 @@ def team_manifests(
     team: Team,
     sa_annotations: Mapping[str, Any] | None = None,
     pull_secret: str | None = None,
+    collectors: Sequence[str] = (),
 ) -> dict[str, dict[str, Any]]:
-    """Every namespaced object of a team except queues and credentials, by role name."""
+    """Every namespaced object of a team except queues and credentials, by role name.
+    `collectors`: namespaces of the cloud's metrics collectors, admitted to scrape."""
     manifests = {
         "namespace": namespace_manifest(platform, team),
         "quota": resource_quota_manifest(platform, team),
@@ -243,7 +249,7 @@ def team_manifests(
         "engineer-role": role_manifest(team, ENGINEER_ROLE, engineer_rules(team.extra_rules)),
         "viewer-role": role_manifest(team, VIEWER_ROLE, viewer_rules()),
         "deny-ingress": deny_ingress_manifest(team),
-        "allow-ingress": allow_ingress_manifest(platform, team),
+        "allow-ingress": allow_ingress_manifest(platform, team, collectors),
     }
     if team.groups:
         manifests["engineer-binding"] = role_binding_manifest(team, ENGINEER_ROLE, team.groups)

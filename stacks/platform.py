@@ -9,6 +9,7 @@ from mlstack.components.kubernetes.device_plugin import NvidiaDevicePlugin, Nvid
 from mlstack.components.kubernetes.extra import ExtraManifests, ExtraManifestsArgs
 from mlstack.components.kubernetes.jobset import JobSetController, JobSetControllerArgs
 from mlstack.components.kubernetes.kueue import Kueue, KueueArgs
+from mlstack.components.kubernetes.metrics_server import MetricsServer, MetricsServerArgs
 from mlstack.components.kubernetes.system import PlatformSystem, PlatformSystemArgs
 from mlstack.policies.component import Tenancy, TenancyArgs
 from mlstack.stacks.errors import ConfigError, Problem
@@ -55,6 +56,8 @@ def build_platform(platform: Platform, secrets: SecretSource) -> dict[str, pulum
         NvidiaDevicePlugin(
             "nvidia-device-plugin", NvidiaDevicePluginArgs(gpu_pools=platform.gpu_pools), on_cluster
         )
+    if backend.needs_metrics_server(platform):
+        MetricsServer("metrics-server", MetricsServerArgs(), on_cluster)
     jobset = JobSetController("jobset", JobSetControllerArgs(), on_cluster)
     # After JobSet, so that Kueue's JobSet integration finds the JobSet CRD when it starts.
     kueue = Kueue(

@@ -178,6 +178,13 @@ class ClusterConfig(Model):
         description="Kubernetes minor version, for example '1.35'; one with a tested set of "
         "add-on versions in stacks/versions.py; manifests are validated against it."
     )
+    custom_metrics_adapter: bool = Field(
+        default=False,
+        description="The cluster already serves the custom metrics API with the per-pod metric "
+        "`mlstack_serve_requests_per_second` (a Prometheus that scrapes the serving pods and "
+        "prometheus-adapter with the rule under 'Inference services'). mlstack installs "
+        "neither, and refuses `autoscale_on: requests_per_second` without this.",
+    )
 
 
 class NodePool(Model):
@@ -641,9 +648,15 @@ class OnPremConfig(Model):
     kubeconfig_path: str | None = Field(
         default=None,
         description="Path to a kubeconfig for the existing cluster, on the machine that runs "
-        "pulumi. Alternatively set the secret `mlstack:kubeconfig`.",
+        "pulumi; a leading '~/' is that machine's home (the provider expands it, so the plan "
+        "is the same for every operator). Alternatively set the secret `mlstack:kubeconfig`.",
     )
     context: str | None = Field(default=None, description="kubeconfig context to use.")
+    metrics_server_installed: bool = Field(
+        default=False,
+        description="The cluster already runs metrics-server (the `metrics.k8s.io` API); "
+        "otherwise mlstack installs it, as CPU autoscaling needs it.",
+    )
     storage_endpoint: Annotated[str, AfterValidator(_http_url)] = Field(
         description="S3-compatible endpoint, e.g. 'https://minio.lab.internal:9000'. Buckets "
         "exist already; credentials come from the secrets `mlstack:s3AccessKeyId` and "

@@ -51,6 +51,7 @@ class AddonCharts:
     kueue: ChartPin
     jobset: ChartPin
     cluster_autoscaler: ChartPin
+    metrics_server: ChartPin
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,11 @@ CHARTS = AddonCharts(
     jobset=ChartPin("oci://registry.k8s.io/jobset/charts/jobset", "0.12.0"),
     cluster_autoscaler=ChartPin(
         "cluster-autoscaler", "9.50.0", "https://kubernetes.github.io/autoscaler"
+    ),
+    # Chart 3.13.1 (2026-02-27) runs metrics-server 0.8.1 (charts/metrics-server/CHANGELOG.md
+    # of kubernetes-sigs/metrics-server).
+    metrics_server=ChartPin(
+        "metrics-server", "3.13.1", "https://kubernetes-sigs.github.io/metrics-server/"
     ),
 )
 

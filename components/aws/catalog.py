@@ -119,6 +119,17 @@ def is_gpu_family(instance_family: str) -> bool:
     return bool(_GPU_FAMILY.match(instance_family))
 
 
+def allocatable_ephemeral_storage_gib(disk_gib: int) -> int:
+    """The ephemeral storage (GiB, rounded down) the kubelet of an EKS node with a `disk_gib`
+    root volume offers pods: what the cluster autoscaler's node template may promise. The same
+    reserve and eviction threshold as `node_allocatable` (below); the filesystem's own overhead
+    makes the real figure a little lower still."""
+    disk_mib = disk_gib * 1024
+    return max(
+        int(disk_mib * (1 - EVICTION_NODEFS_FRACTION) - KUBE_RESERVED_EPHEMERAL_MIB) // 1024, 0
+    )
+
+
 def family(instance_type: str) -> str:
     """'p5.48xlarge' -> 'p5'."""
     return instance_type.split(".", 1)[0]

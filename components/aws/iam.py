@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mlstack.components.aws.catalog import allocatable_ephemeral_storage_gib
 from mlstack.components.backend import is_digest
 
 VERSION = "2012-10-17"
@@ -282,6 +283,9 @@ def node_template_tags(
 
     With zero nodes the autoscaler cannot look at one; these tags tell it the labels, taints
     and GPUs a new node would have, so a pending GPU pod can scale its group up from zero.
+    Ephemeral storage is what the node's kubelet will offer pods (its allocatable), not the
+    whole disk: with the disk, the autoscaler would add a node for a pod asking more storage
+    than any node can give, and the pod would stay Pending on it.
     """
     tags = {f"{AUTOSCALER_NODE_TEMPLATE}/label/{k}": v for k, v in labels.items()}
     tags.update(
@@ -292,5 +296,6 @@ def node_template_tags(
     )
     if gpus:
         tags[f"{AUTOSCALER_NODE_TEMPLATE}/resources/nvidia.com/gpu"] = str(gpus)
-    tags[f"{AUTOSCALER_NODE_TEMPLATE}/resources/ephemeral-storage"] = f"{disk_gib}Gi"
+    storage = allocatable_ephemeral_storage_gib(disk_gib)
+    tags[f"{AUTOSCALER_NODE_TEMPLATE}/resources/ephemeral-storage"] = f"{storage}Gi"
     return tags

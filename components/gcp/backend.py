@@ -94,6 +94,18 @@ class GcpBackend(CloudBackend):
     internal_lb_annotations = {"networking.gke.io/load-balancer-type": "Internal"}
     #: GKE installs the driver and runs its own NVIDIA device plugin on GPU nodes.
     needs_gpu_device_plugin = False
+    #: Managed Prometheus (enabled on the cluster, cluster.py) runs its collector DaemonSet in
+    #: `gmp-system` and scrapes only the targets of PodMonitoring / ClusterPodMonitoring objects
+    #: (GoogleCloudPlatform/prometheus-engine: manifests/operator.yaml deploys the collector in
+    #: gmp-system; its PodMonitoring examples select pods by label and name the port). GKE
+    #: installs those CRDs with the cluster.
+    metrics_collector_namespaces = ("gmp-system",)
+    scrapes_pod_monitorings = True
+
+    @classmethod
+    def needs_metrics_server(cls, platform: Platform) -> bool:
+        """GKE runs metrics-server as a managed add-on (metrics_server.py)."""
+        return False
 
     @classmethod
     def check(cls, platform: Platform) -> list[Problem]:

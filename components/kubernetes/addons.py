@@ -74,3 +74,7 @@ JOBSET = HelmChart.pinned(CHARTS.jobset)
 
 #: The cluster autoscaler (AWS): its image is chosen per Kubernetes version (stacks/versions.py).
 CLUSTER_AUTOSCALER = HelmChart.pinned(CHARTS.cluster_autoscaler)
+
+#: metrics-server: the resource metrics API (`metrics.k8s.io`) that CPU autoscaling reads.
+#: Installed where the cloud does not run one (see CloudBackend.needs_metrics_server).
+METRICS_SERVER = HelmChart.pinned(CHARTS.metrics_server)

@@ -21,6 +21,7 @@ from mlstack.components.kubernetes.addons import (
     CLUSTER_AUTOSCALER,
     JOBSET,
     KUEUE,
+    METRICS_SERVER,
     NVIDIA_DEVICE_PLUGIN,
     HelmChart,
 )
@@ -156,6 +157,16 @@ RECORDED: tuple[ChartDefaults, ...] = (
         file="charts/cluster-autoscaler/values.yaml",
         # Root affinity {}, nodeSelector {}, tolerations [] (an older stored copy, 028eaaf3; the
         # keys have kept these defaults across the chart's 9.x line).
+        placement=_NONE,
+    ),
+    ChartDefaults(
+        chart=METRICS_SERVER.chart,
+        version="3.13.1",
+        repository="kubernetes-sigs/metrics-server",
+        tag="metrics-server-helm-chart-3.13.1",
+        file="charts/metrics-server/values.yaml",
+        # Root nodeSelector {}, tolerations [], affinity {} (read at commit 026af897; the keys
+        # have had these defaults since the chart's first release, 3.5.0).
         placement=_NONE,
     ),
 )

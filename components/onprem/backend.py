@@ -22,17 +22,29 @@ from mlstack.components.backend import (
 )
 from mlstack.components.features import Feature
 from mlstack.components.onprem.catalog import NO_INSTANCE_TYPE, resolve_gpu_machine
-from mlstack.components.onprem.cluster import (
-    ExistingCluster,
-    ExistingClusterArgs,
-    kubeconfig_from_path,
-)
+from mlstack.components.onprem.cluster import ExistingCluster, ExistingClusterArgs
 from mlstack.components.onprem.pools import LabeledNodePool, LabeledNodePoolArgs
 from mlstack.stacks.catalog import Machine
 from mlstack.stacks.errors import Problem, format_path
 from mlstack.stacks.schema import Platform
 
 _NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+
+
+def _kubeconfig_path_problems(platform: Platform) -> list[Problem]:
+    """The provider expands only `~` and a leading `~/` (provider.go), so `~user/...` would be
+    read as kubeconfig contents; mlstack passes the path unexpanded (see ExistingCluster)."""
+    path = platform.onprem.kubeconfig_path if platform.onprem else None
+    if path is None or not path.startswith("~") or path == "~" or path.startswith("~/"):
+        return []
+    return [
+        Problem(
+            format_path(("onprem", "kubeconfig_path")),
+            "the Kubernetes provider expands only a leading '~/', not '~user/'",
+            "write the path as '~/...' or as an absolute path",
+            path,
+        )
+    ]
 
 
 class OnPremBackend(CloudBackend):
@@ -111,6 +123,7 @@ class OnPremBackend(CloudBackend):
                         )
                     )
                 owner.setdefault(node, pool.name)
+        problems.extend(_kubeconfig_path_problems(platform))
         return problems
 
     @classmethod
@@ -118,6 +131,11 @@ class OnPremBackend(CloudBackend):
         cls, accelerator: str, instance_type: str | None, gpus_per_node: int | None
     ) -> Machine:
         return resolve_gpu_machine(accelerator, instance_type, gpus_per_node)
+
+    @classmethod
+    def needs_metrics_server(cls, platform: Platform) -> bool:
+        """Unless the operator says the cluster has one (a second copy would fight it)."""
+        return not (platform.onprem is not None and platform.onprem.metrics_server_installed)
 
     @classmethod
     def required_secret_keys(cls, platform: Platform) -> tuple[str, ...]:
@@ -132,7 +150,7 @@ class OnPremBackend(CloudBackend):
         kubeconfig = secrets.get("kubeconfig")
         if kubeconfig is None:
             assert onprem.kubeconfig_path is not None
-            kubeconfig = pulumi.Output.from_input(kubeconfig_from_path(onprem.kubeconfig_path))
+            kubeconfig = pulumi.Output.from_input(onprem.kubeconfig_path)
         cluster = ExistingCluster(
             "onprem-cluster", ExistingClusterArgs(kubeconfig=kubeconfig, context=onprem.context)
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -13,7 +12,7 @@ from mlstack.components import Options
 
 @dataclass(frozen=True)
 class ExistingClusterArgs:
-    #: The kubeconfig's contents, or a path to it (see kubeconfig_from_path).
+    #: The kubeconfig's contents, or a path to it as the config wrote it (`~/` unexpanded).
     kubeconfig: pulumi.Input[str]
     #: The kubeconfig context to use; None for its current context.
     context: str | None = None
@@ -23,7 +22,12 @@ class ExistingCluster(pulumi.ComponentResource):
     """A Kubernetes provider for a cluster mlstack does not create.
 
     The kubeconfig comes from the secret `mlstack:kubeconfig` when set, else from a file path
-    on the machine that runs pulumi.
+    on the machine that runs pulumi. The path is handed to the provider as written: the
+    provider reads a path or contents and expands a leading `~/` itself, on the machine that
+    runs it (pulumi/pulumi-kubernetes provider/pkg/provider/provider.go: "Handle the '~'
+    character if it is set in the config string"). Expanding it here would put one operator's
+    home directory into the provider's inputs, and every other operator's `up` would show a
+    diff on the provider.
     """
 
     def __init__(self, name: str, args: ExistingClusterArgs, opts: Options = None) -> None:
@@ -40,9 +44,3 @@ class ExistingCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.register_outputs({})
-
-
-def kubeconfig_from_path(path: str) -> str:
-    """The provider accepts a path or the file's contents; a path is expanded, not read,
-    so the kubeconfig never enters the state."""
-    return str(Path(path).expanduser())

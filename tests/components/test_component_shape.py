@@ -42,6 +42,7 @@ EXPECTED = {
     "mlstack.components.kubernetes.extra.ExtraManifests",
     "mlstack.components.kubernetes.jobset.JobSetController",
     "mlstack.components.kubernetes.kueue.Kueue",
+    "mlstack.components.kubernetes.metrics_server.MetricsServer",
     "mlstack.components.kubernetes.system.PlatformSystem",
     "mlstack.components.onprem.cluster.ExistingCluster",
     "mlstack.components.onprem.pools.LabeledNodePool",

@@ -100,10 +100,10 @@ def test_configured_node_labels_reach_the_nodes(lab_plan: Plan) -> None:
     assert patch.inputs["metadata"]["labels"]["lab.internal/rack"] == "r7"
 
 
-def test_provider_uses_the_expanded_kubeconfig_path_and_context(lab_plan: Plan) -> None:
+def test_provider_uses_the_kubeconfig_path_as_written_and_context(lab_plan: Plan) -> None:
+    # Unexpanded: the provider expands `~/` on the machine that runs it (issue 16, item 13).
     provider = lab_plan.get(PROVIDER, "onprem-cluster-provider")
-    assert provider.inputs["kubeconfig"] == str(Path("~/.kube/lab.yaml").expanduser())
-    assert not provider.inputs["kubeconfig"].startswith("~")
+    assert provider.inputs["kubeconfig"] == "~/.kube/lab.yaml"
     assert provider.inputs["context"] == "lab-admin"
     assert str(provider.inputs["enableServerSideApply"]).lower() == "true"
     assert provider.parent == lab_plan.get("mlstack:onprem:ExistingCluster", "onprem-cluster").urn
@@ -312,7 +312,7 @@ def test_a_stack_without_gpu_pools_installs_no_device_plugin(
     del lab_config["workloads"]
     plan = run_plan(make_stack(lab_config))
     releases = {r.name for r in plan.of_type("kubernetes:helm.sh/v3:Release")}
-    assert releases == {"kueue-release", "jobset-release"}
+    assert releases == {"kueue-release", "jobset-release", "metrics-server-release"}
     assert len(plan.of_type(NODE_PATCH)) == 4
 
 
@@ -452,3 +452,16 @@ def test_cloud_placeholders_flow_into_derived_inputs_and_outputs() -> None:
     assert kubeconfig["clusters"][0]["cluster"]["server"].endswith(".eks.amazonaws.com")
     # The onprem backend computes nothing: its resources' state is their inputs.
     assert OnPremBackend.offline_outputs(plan.platform, "aws:iam/role:Role", "r", {}) == {}
+
+
+def test_two_operators_homes_give_the_same_provider_inputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16, item 13: the kubeconfig path was expanded on the planning machine, so each
+    operator's HOME showed up as a diff on the provider."""
+    inputs = []
+    for home in ("alice", "bob"):
+        monkeypatch.setenv("HOME", str(tmp_path / home))
+        provider = run_plan(read_stack("onprem-lab")).get(PROVIDER, "onprem-cluster-provider")
+        inputs.append(provider.inputs)
+    assert inputs[0] == inputs[1]

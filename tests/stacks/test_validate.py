@@ -938,7 +938,21 @@ def test_max_replicas_is_at_least_replicas(lab_config: dict[str, Any]) -> None:
     assert p.value == 2 and p.fix == "set max_replicas to at least 3, or lower replicas"
 
 
+def test_requests_per_second_autoscaling_is_refused_where_nothing_serves_the_metric(
+    lab_config: dict[str, Any],
+) -> None:
+    """Issue 16, item 14: the HPA on mlstack_serve_requests_per_second was declared on clusters
+    where no adapter serves it, so it never scaled."""
+    p = service_problem(
+        lab_config, autoscale_on="requests_per_second", target_requests_per_second=5
+    )
+    assert p.path == "platform.workloads.inference_services[0].autoscale_on"
+    assert p.value == "requests_per_second"
+    assert "cluster.custom_metrics_adapter: true" in p.fix and "autoscale_on: cpu" in p.fix
+
+
 def test_requests_per_second_autoscaling_needs_a_target(lab_config: dict[str, Any]) -> None:
+    lab_config["cluster"]["custom_metrics_adapter"] = True
     p = service_problem(lab_config, autoscale_on="requests_per_second")
     assert p.path == "platform.workloads.inference_services[0].target_requests_per_second"
     assert "e.g. 20" in p.fix
@@ -964,6 +978,7 @@ def test_requests_per_second_autoscaling_needs_a_target(lab_config: dict[str, An
 def test_a_target_of_the_other_autoscaling_mode_is_refused(
     lab_config: dict[str, Any], fields: dict[str, Any], field: str
 ) -> None:
+    lab_config["cluster"]["custom_metrics_adapter"] = True
     p = service_problem(lab_config, **fields)
     assert p.path == f"platform.workloads.inference_services[0].{field}"
     assert "is only read when autoscale_on is" in p.message
@@ -1191,6 +1206,7 @@ def test_inference_service_field_ranges(lab_config: dict[str, Any], field: str, 
 
 
 def test_every_problem_of_a_service_is_reported_at_once(lab_config: dict[str, Any]) -> None:
+    lab_config["cluster"]["custom_metrics_adapter"] = True
     lab_config["workloads"]["inference_services"] = [
         {
             "name": "lm-small",

@@ -371,6 +371,19 @@ def _inference_service_problems(
         return format_path(("workloads", "inference_services", i, *fields))
 
     problems += _service_own_problems(path, service)
+    if service.autoscale_on == "requests_per_second" and not p.cluster.custom_metrics_adapter:
+        # The HPA reads the metric from custom.metrics.k8s.io; with no adapter serving it the
+        # HPA reports FailedGetPodsMetric and never scales (issue 16, item 14).
+        problems.append(
+            Problem(
+                path("autoscale_on"),
+                "nothing serves the custom metric mlstack_serve_requests_per_second: mlstack "
+                "installs no Prometheus or metrics adapter, so the autoscaler would never scale",
+                "use autoscale_on: cpu, or run prometheus-adapter (README, Inference services) "
+                "and set cluster.custom_metrics_adapter: true",
+                service.autoscale_on,
+            )
+        )
     problems += _service_name_problems(p, path, i, service)
     found = _pool_and_team(p, service)
     if found is None:

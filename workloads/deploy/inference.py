@@ -46,8 +46,14 @@ class InferenceService(pulumi.ComponentResource):
         service, platform = args.service, args.platform
         team = next(t for t in platform.teams if t.name == service.team)
         settings = service_settings(service, platform.pool(service.pool))
-        internal_lb = get_backend(platform.cloud).internal_lb_annotations
-        manifests = service_manifests(settings, team, args.placement, internal_lb)
+        backend = get_backend(platform.cloud)
+        manifests = service_manifests(
+            settings,
+            team,
+            args.placement,
+            backend.internal_lb_annotations,
+            pod_monitoring=backend.scrapes_pod_monitorings,
+        )
         # Serving pods need the serving image, pushed to the stack's registry once `pulumi up`
         # has created it, and a model that a training job of the same `up` exports hours later:
         # awaiting their readiness would hold the first `up` until it times out. `pulumi up`

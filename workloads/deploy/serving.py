@@ -400,14 +400,35 @@ def network_policy_manifest(settings: ServiceSettings) -> dict[str, Any] | None:
     }
 
 
+def pod_monitoring_manifest(settings: ServiceSettings) -> dict[str, Any]:
+    """A PodMonitoring (monitoring.googleapis.com/v1) for GKE's managed Prometheus, which
+    scrapes only the pods such objects select (the prometheus.io annotations mean nothing to
+    it): every pod of the service, both tracks, on the named port at the metrics path.
+    Shape per GoogleCloudPlatform/prometheus-engine's PodMonitoring CRD (manifests/setup.yaml):
+    `spec.selector` a label selector, `spec.endpoints[]` with `port` (a name or number), `path`
+    and `interval` (a Prometheus duration)."""
+    service = settings.service
+    return {
+        "apiVersion": "monitoring.googleapis.com/v1",
+        "kind": "PodMonitoring",
+        "metadata": _metadata(service, service.name),
+        "spec": {
+            "selector": {"matchLabels": selector(service)},
+            "endpoints": [{"port": "http", "path": METRICS_PATH, "interval": "30s"}],
+        },
+    }
+
+
 def service_manifests(
     settings: ServiceSettings,
     team: Team,
     placement: Placement,
     internal_lb_annotations: Mapping[str, str],
+    pod_monitoring: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Every object of an inference service, by role: deployment, canary (with a canary),
-    service, autoscaler, disruption-budget, and clients (when a NetworkPolicy is needed)."""
+    service, autoscaler, disruption-budget, clients (when a NetworkPolicy is needed), and
+    pod-monitoring (`pod_monitoring`: where the cloud's collector scrapes only those)."""
     manifests = {"deployment": deployment_manifest(settings, team, placement, "stable")}
     if settings.service.canary is not None:
         manifests["canary"] = deployment_manifest(settings, team, placement, "canary")
@@ -417,4 +438,6 @@ def service_manifests(
     clients = network_policy_manifest(settings)
     if clients is not None:
         manifests["clients"] = clients
+    if pod_monitoring:
+        manifests["pod-monitoring"] = pod_monitoring_manifest(settings)
     return manifests

@@ -527,7 +527,8 @@ def test_each_pools_asg_carries_the_node_template_tags(aws: Planned) -> None:
         }
         for k, v in labels.items():
             assert values[f"{TEMPLATE}/label/{k}"] == v
-        assert values[f"{TEMPLATE}/resources/ephemeral-storage"] == "200Gi"
+        # The kubelet allocatable of the default 200 GiB disk, not the disk (issue 16, item 13).
+        assert values[f"{TEMPLATE}/resources/ephemeral-storage"] == "179Gi"
         if pool.gpus:
             # Scale-from-zero sees the GPU label too, not only a node that already joined.
             assert values[f"{TEMPLATE}/label/k8s.amazonaws.com/accelerator"].startswith("nvidia-")

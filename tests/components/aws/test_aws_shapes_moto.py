@@ -331,7 +331,9 @@ def test_node_template_tags_on_an_asg_are_what_the_cluster_autoscaler_reads(
         assert read[f"{TEMPLATE}/label/{key}"] == value
     assert read[f"{TEMPLATE}/taint/nvidia.com/gpu"] == "present:NoSchedule"
     assert read[f"{TEMPLATE}/resources/nvidia.com/gpu"] == "8"
-    assert read[f"{TEMPLATE}/resources/ephemeral-storage"] == "200Gi"
+    assert (
+        read[f"{TEMPLATE}/resources/ephemeral-storage"] == "179Gi"
+    )  # the kubelet allocatable of a 200 GiB disk
     # The group as the autoscaler lists it carries them too.
     [described_group] = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[group])[
         "AutoScalingGroups"

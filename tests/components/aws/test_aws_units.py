@@ -160,7 +160,7 @@ def test_node_template_tags_of_a_gpu_pool() -> None:
         f"{t}/label/mlstack.dev/accelerator": "h100-80gb",
         f"{t}/taint/nvidia.com/gpu": "present:NoSchedule",
         f"{t}/resources/nvidia.com/gpu": "8",
-        f"{t}/resources/ephemeral-storage": "200Gi",
+        f"{t}/resources/ephemeral-storage": "179Gi",
     }
 
 
@@ -168,8 +168,18 @@ def test_node_template_tags_of_a_cpu_pool_name_no_gpu_and_no_taint() -> None:
     tags = node_template_tags({POOL_LABEL: "cpu"}, [], 0, 100)
     assert tags == {
         f"{AUTOSCALER_NODE_TEMPLATE}/label/mlstack.dev/pool": "cpu",
-        f"{AUTOSCALER_NODE_TEMPLATE}/resources/ephemeral-storage": "100Gi",
+        f"{AUTOSCALER_NODE_TEMPLATE}/resources/ephemeral-storage": "89Gi",
     }
+
+
+@pytest.mark.parametrize(("disk", "allocatable"), [(20, 17), (50, 44), (100, 89), (1000, 899)])
+def test_the_node_template_offers_what_the_kubelet_allocates_not_the_disk(
+    disk: int, allocatable: int
+) -> None:
+    """Issue 16, item 13: the tag claimed the whole disk. The EKS AL2023 kubelet keeps 1Gi
+    (kubeReserved) and the 10% nodefs eviction threshold (nodeadm kubelet config.go)."""
+    tags = node_template_tags({}, [], 0, disk)
+    assert tags[f"{AUTOSCALER_NODE_TEMPLATE}/resources/ephemeral-storage"] == f"{allocatable}Gi"
 
 
 def test_a_taint_without_value_is_tagged_with_its_effect_only() -> None:

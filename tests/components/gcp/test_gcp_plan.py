@@ -19,6 +19,7 @@ import pytest
 from tests_support import PlanWithOptions, only_problem, plan_with_options
 
 from mlstack.components.gcp.offline import PROJECT_NUMBER
+from mlstack.policies.tenancy import ALLOW_INGRESS_POLICY
 from mlstack.stacks.names import SERVICE_ACCOUNT_NAME
 from mlstack.stacks.offline import run_plan
 from mlstack.stacks.plan import PlannedResource, is_secret, mask_secrets
@@ -725,3 +726,60 @@ def test_a_key_ring_name_without_cmek_is_refused() -> None:
     config["mlstack:platform"]["gcp"]["kms_key_ring"] = "ml-dev-2"
     p = only_problem(config["mlstack:platform"])
     assert p.path == "platform.gcp.kms_key_ring" and "gcp.cmek: true" in p.fix
+
+
+# --- managed Prometheus: what it scrapes, and from where ----------------------------------------
+
+POD_MONITORING = "kubernetes:monitoring.googleapis.com/v1:PodMonitoring"
+NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+
+
+def _reaches(gcp: Planned, start: PlannedResource, type_: str) -> bool:
+    """Whether `start` waits, through dependencies and its provider, for a resource of `type_`."""
+    by_urn = {r.urn: r for r in gcp.plan.resources}
+    seen: set[str] = set()
+    todo = [start.urn]
+    while todo:
+        urn = todo.pop()
+        if urn in seen or urn not in by_urn:
+            continue
+        seen.add(urn)
+        r = by_urn[urn]
+        if r.type == type_:
+            return True
+        todo.extend(gcp.opts(r).dependencies)
+        if r.provider:
+            todo.append(
+                r.provider.split("::")[0]
+                if "::" not in r.provider
+                else r.provider.rsplit("::", 1)[0]
+            )
+    return False
+
+
+def test_every_inference_service_has_a_pod_monitoring_that_waits_for_the_cluster(
+    gcp: Planned,
+) -> None:
+    """Issue 16, item 13: managed Prometheus scrapes only PodMonitoring targets; GKE installs
+    the CRD with the cluster, so the object must come after it."""
+    services = gcp.plan.platform.workloads.inference_services
+    monitorings = gcp.of_type(POD_MONITORING)
+    assert {
+        (m.inputs["metadata"]["namespace"], m.inputs["metadata"]["name"]) for m in monitorings
+    } == {(s.team, s.name) for s in services}
+    for m in monitorings:
+        assert _reaches(gcp, m, "gcp:container/cluster:Cluster"), m.name
+
+
+def test_team_network_policies_admit_the_managed_prometheus_collectors(gcp: Planned) -> None:
+    for team in gcp.plan.platform.teams:
+        [allow] = [
+            p
+            for p in gcp.of_type(NETWORK_POLICY)
+            if p.inputs["metadata"]["namespace"] == team.name
+            and p.inputs["metadata"]["name"] == ALLOW_INGRESS_POLICY
+        ]
+        peers = [peer for rule in allow.inputs["spec"]["ingress"] for peer in rule["from"]]
+        assert {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gmp-system"}}
+        } in peers

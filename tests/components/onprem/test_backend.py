@@ -8,7 +8,6 @@ import pytest
 
 from mlstack.components.features import Feature
 from mlstack.components.onprem.backend import OnPremBackend
-from mlstack.components.onprem.cluster import kubeconfig_from_path
 from mlstack.stacks.schema import Platform
 
 
@@ -91,9 +90,10 @@ def test_s3_keys_are_required_and_the_kubeconfig_only_without_a_path(
     assert "kubeconfig" in OnPremBackend.optional_secrets
 
 
-def test_kubeconfig_path_is_expanded_not_read(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+def test_a_kubeconfig_path_under_another_users_home_is_refused(
+    lab_config: dict[str, Any],
 ) -> None:
-    monkeypatch.setenv("HOME", str(tmp_path))
-    assert kubeconfig_from_path("~/.kube/lab.yaml") == f"{tmp_path}/.kube/lab.yaml"
-    assert kubeconfig_from_path("/etc/kube/config") == "/etc/kube/config"
+    lab_config["onprem"]["kubeconfig_path"] = "~ops/.kube/lab.yaml"
+    [problem] = OnPremBackend.check(_platform(lab_config))
+    assert problem.path == "platform.onprem.kubeconfig_path"
+    assert "'~/...'" in problem.fix

@@ -297,6 +297,7 @@ def test_the_policy_pack_passes_gpu_canary_and_load_balanced_services(
         },
     )
     config["teams"][0]["allow_load_balancers"] = True
+    config["cluster"]["custom_metrics_adapter"] = True
     plan = run_plan(make_stack(config, name="served"))
     report = check_plan(plan)
     assert report.violations == [], [v.message for v in report.violations]

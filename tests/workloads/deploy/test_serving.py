@@ -7,13 +7,16 @@ version."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
-from crd_schema import error_path, metadata_problems
+from crd_schema import close_schema, error_path, metadata_problems
+from jsonschema import Draft4Validator, FormatChecker
 
 from mlstack.components.backend import get_backend
 from mlstack.policies.queues import PRIORITIES
@@ -65,6 +68,9 @@ from tests.workloads.deploy.placements import GCS, LAB_S3
 SERVICE = {"name": "chat", "team": "language", "pool": "a100", "model": "lm-small"}
 Manifests = dict[str, dict[str, Any]]
 GCP_INTERNAL_LB = get_backend("gcp").internal_lb_annotations
+POD_MONITORING_SCHEMA = (
+    Path(__file__).resolve().parents[2] / "data/crds/podmonitoring/v1/podmonitoring.json"
+)
 
 
 def _platform(lab_config: dict[str, Any], **service: Any) -> Platform:
@@ -83,8 +89,14 @@ def _built(
     config = platform.workloads.inference_services[0]
     settings = service_settings(config, platform.pool(config.pool))
     team = next(t for t in platform.teams if t.name == config.team)
-    internal_lb = get_backend(cloud).internal_lb_annotations
-    return settings, service_manifests(settings, team, placement, internal_lb)
+    backend = get_backend(cloud)
+    return settings, service_manifests(
+        settings,
+        team,
+        placement,
+        backend.internal_lb_annotations,
+        pod_monitoring=backend.scrapes_pod_monitorings,
+    )
 
 
 def _pod(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -259,6 +271,68 @@ def test_prometheus_scrapes_the_metrics_endpoint(lab_config: dict[str, Any]) -> 
     }
 
 
+def _pod_monitoring_problems(manifest: dict[str, Any]) -> list[str]:
+    """What the API server would say about a PodMonitoring, per the vendored excerpt of its
+    v1 CRD schema (tests/data/crds/podmonitoring/SOURCE.md), closed to unknown fields."""
+    schema = json.loads(POD_MONITORING_SCHEMA.read_text())
+    close_schema(schema)
+    validator = Draft4Validator(schema, format_checker=FormatChecker())
+    problems = [
+        f"{error_path(e.absolute_path)}: {e.message}"
+        for e in validator.iter_errors({**manifest, "metadata": {}})
+    ]
+    return problems + metadata_problems(manifest["metadata"], namespaced=True)
+
+
+def test_on_gke_a_pod_monitoring_has_managed_prometheus_scrape_every_pod(
+    lab_config: dict[str, Any],
+) -> None:
+    """Issue 16, item 13: GKE's managed Prometheus scrapes only what a PodMonitoring selects;
+    the prometheus.io annotations alone left the serving metrics unscraped."""
+    _, m = _built(
+        lab_config,
+        placement=GCS,
+        cloud="gcp",
+        canary={"version": "step-2"},
+        version="step-1",
+        replicas=2,
+        max_replicas=3,
+    )
+    monitoring = m["pod-monitoring"]
+    assert (monitoring["apiVersion"], monitoring["kind"]) == (
+        "monitoring.googleapis.com/v1",
+        "PodMonitoring",
+    )
+    assert _pod_monitoring_problems(monitoring) == []
+    assert monitoring["metadata"]["namespace"] == "language"
+    selector = monitoring["spec"]["selector"]["matchLabels"]
+    for track in ("deployment", "canary"):
+        template = m[track]["spec"]["template"]
+        assert _selects(selector, template["metadata"]["labels"])
+        (endpoint,) = monitoring["spec"]["endpoints"]
+        (port,) = _container(m[track])["ports"]
+        assert endpoint["port"] == port["name"]
+        assert endpoint["path"] == template["metadata"]["annotations"]["prometheus.io/path"]
+
+
+@pytest.mark.parametrize("cloud", ["aws", "onprem"])
+def test_clouds_without_managed_collection_declare_no_pod_monitoring(
+    lab_config: dict[str, Any], cloud: Cloud
+) -> None:
+    _, m = _built(lab_config, cloud=cloud)
+    assert "pod-monitoring" not in m
+
+
+def test_the_pod_monitoring_excerpt_refuses_what_the_crd_refuses() -> None:
+    bad = {
+        "apiVersion": "monitoring.googleapis.com/v1",
+        "kind": "PodMonitoring",
+        "metadata": {"name": "x", "namespace": "t"},
+        "spec": {"selector": {}, "endpoints": [{"port": "http"}]},
+    }
+    assert _pod_monitoring_problems(bad) == ["spec.endpoints[0]: 'interval' is a required property"]
+
+
 # --- placement, resources, security -----------------------------------------------------------
 
 
@@ -403,6 +477,7 @@ def test_the_autoscaler_follows_cpu_utilization(lab_config: dict[str, Any]) -> N
 def test_the_autoscaler_follows_requests_per_second_per_pod(
     lab_config: dict[str, Any], target: float, quantity: str
 ) -> None:
+    lab_config["cluster"]["custom_metrics_adapter"] = True
     _, m = _built(
         lab_config,
         max_replicas=4,
@@ -644,6 +719,9 @@ def _api_server_problems(manifest: dict[str, Any]) -> list[str]:
 
 def _validate(manifests: Manifests, version: str) -> None:
     for role, manifest in manifests.items():
+        if manifest["kind"] == "PodMonitoring":  # a CRD kind, GKE's: its own vendored schema
+            assert _pod_monitoring_problems(manifest) == [], role
+            continue
         try:
             kubernetes_validate.validate(manifest, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
@@ -696,6 +774,7 @@ VARIANTS: dict[str, tuple[Placement, Cloud, dict[str, Any], dict[str, Any]]] = {
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_variant_is_strictly_valid(lab_config: dict[str, Any], variant: str) -> None:
     placement, cloud, service, team = VARIANTS[variant]
+    lab_config["cluster"]["custom_metrics_adapter"] = True  # for the requests-per-second variant
     lab_config["teams"][1].update(team)
     _, manifests = _built(lab_config, placement=placement, cloud=cloud, **service)
     _validate(manifests, "1.33.0")
