@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from moto.server import ThreadedMotoServer
 
 from mlstack.stacks import offline
@@ -50,7 +51,11 @@ def moto_server(
             server._server.app = wrap(server._server.app)  # type: ignore[union-attr]
         try:
             host, port = server.get_host_and_port()
-            yield f"http://{host}:{port}"
+            url = f"http://{host}:{port}"
+            # moto keeps its backends per process, not per server: without a reset, buckets
+            # (and their policies) from an earlier test's server are still there.
+            requests.post(f"{url}/moto-api/reset", timeout=10).raise_for_status()
+            yield url
         finally:
             server.stop()
 
