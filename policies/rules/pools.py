@@ -229,9 +229,25 @@ POOL_SOURCES: dict[str, Callable[[Mapping[str, Any]], PoolNodes | None]] = {
 }
 
 
+#: pool_of's answers by props object: several rules read every node patch's pool, and under
+#: `mlstack check` they all get the same props objects (the object is kept, so an id is never
+#: reused for another while its answer is cached).
+_POOLS_READ: dict[int, tuple[Mapping[str, Any], PoolNodes | None]] = {}
+_POOLS_READ_MAX = 50_000
+
+
 def pool_of(resource_type: str, props: Mapping[str, Any]) -> PoolNodes | None:
     reader = POOL_SOURCES.get(resource_type)
-    return reader(props) if reader is not None else None
+    if reader is None:
+        return None
+    hit = _POOLS_READ.get(id(props))
+    if hit is not None and hit[0] is props:
+        return hit[1]
+    nodes = reader(props)
+    if len(_POOLS_READ) >= _POOLS_READ_MAX:
+        _POOLS_READ.clear()
+    _POOLS_READ[id(props)] = (props, nodes)
+    return nodes
 
 
 def gpu_pools_tainted(args: ResourceValidationArgs, report: ReportViolation) -> None:

@@ -316,9 +316,9 @@ def pods_fit_a_pool(args: StackValidationArgs, report: ReportViolation) -> None:
         except UnknownValueError:
             continue
         for t in templates:
+            if any(refusal(t, pool) is None for pool in pools.values()):
+                continue  # the common case: stop at the first pool that holds it
             reasons = {name: refusal(t, pool) for name, pool in sorted(pools.items())}
-            if any(reason is None for reason in reasons.values()):
-                continue
             why = "; ".join(f"pool {name!r}: {reason}" for name, reason in reasons.items())
             report(
                 f"{t.where} fits no node pool, so its pods would stay Pending ({why}); lower "

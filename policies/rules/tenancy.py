@@ -56,6 +56,9 @@ class Objects:
 
     by_kind: dict[str, list[PolicyResource]] = field(default_factory=lambda: defaultdict(list))
     pools: dict[str, tuple[PoolNodes, PolicyResource]] = field(default_factory=dict)
+    #: Built on first use and kept: many rules ask for them, some once per object.
+    _by_namespace: dict[tuple[str, str | None], list[PolicyResource]] | None = None
+    _workloads: list[tuple[str, PolicyResource, list[PodTemplate]]] | None = None
 
     @classmethod
     def of(cls, resources: list[PolicyResource]) -> Objects:
@@ -81,7 +84,13 @@ class Objects:
         return objects
 
     def in_namespace(self, kind: str, namespace: str) -> list[PolicyResource]:
-        return [r for r in self.by_kind.get(kind, ()) if _namespace(r) == namespace]
+        if self._by_namespace is None:
+            index: dict[tuple[str, str | None], list[PolicyResource]] = defaultdict(list)
+            for k, items in self.by_kind.items():
+                for r in items:
+                    index[(k, _namespace(r))].append(r)
+            self._by_namespace = index
+        return list(self._by_namespace.get((kind, namespace), ()))
 
     def named(self, kind: str, name: str, namespace: str | None = None) -> PolicyResource | None:
         for r in self.by_kind.get(kind, ()):
@@ -96,12 +105,16 @@ class Objects:
             if labels_of(r.props).get(TEAM_LABEL)
         ]
 
-    def workloads(self) -> Iterable[tuple[str, PolicyResource, list[PodTemplate]]]:
-        for kind, items in self.by_kind.items():
-            for r in items:
-                templates = pod_templates(kind, r.props)
-                if templates:
-                    yield kind, r, templates
+    def workloads(self) -> list[tuple[str, PolicyResource, list[PodTemplate]]]:
+        """(kind, resource, pod templates) of every workload object."""
+        if self._workloads is None:
+            self._workloads = [
+                (kind, r, templates)
+                for kind, items in self.by_kind.items()
+                for r in items
+                if (templates := pod_templates(kind, r.props))
+            ]
+        return self._workloads
 
 
 #: The last list indexed by Objects.of and its index.
