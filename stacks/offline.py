@@ -27,6 +27,7 @@ from mlstack.stacks.errors import ConfigError, Problem
 from mlstack.stacks.plan import SECRET_SIG, SECRET_VALUE, Plan, PlannedResource
 from mlstack.stacks.stackfile import PROJECT, StackFile
 from mlstack.stacks.validate import load_platform
+from mlstack.workloads.deploy.checks import workload_notes
 
 SECRET_PLACEHOLDER = "offline-placeholder"
 
@@ -213,6 +214,7 @@ def run_plan(stack: StackFile, secrets: Mapping[str, str] | None = None) -> Plan
         secret_keys = sorted({*secret_keys, full})
         notes = [n for n in notes if not n.startswith(f"{full} is not set")]
     notes += backend.notes(platform)
+    notes += workload_notes(platform)
     resources, outputs = run_program(
         stack.name,
         config,

@@ -469,8 +469,8 @@ class TrainingJob(Model):
     )
     priority: str = Field(
         default=TRAINING_PRIORITY,
-        description=f"Priority class: {SERVING_PRIORITY}, {TRAINING_PRIORITY} or "
-        f"{BEST_EFFORT_PRIORITY}.",
+        description=f"Priority class: {TRAINING_PRIORITY} or {BEST_EFFORT_PRIORITY} "
+        f"({SERVING_PRIORITY} is the model servers' and is refused: the job would preempt them).",
     )
     fsdp: int | None = Field(
         default=None,

@@ -18,7 +18,7 @@ from typing import Any
 from mlstack.policies.gpu_quota import pool_gpu_quota
 from mlstack.policies.queues import PRIORITIES
 from mlstack.stacks.errors import Problem, format_path
-from mlstack.stacks.names import SERVE_REPOSITORY, TRAIN_REPOSITORY
+from mlstack.stacks.names import SERVE_REPOSITORY, SERVING_PRIORITY, TRAIN_REPOSITORY
 from mlstack.stacks.prefixes import prefix_problem
 from mlstack.stacks.schema import (
     InferenceService,
@@ -286,6 +286,16 @@ def _training_job_problems(
                 path("priority"),
                 "names no priority class",
                 f"use one of: {', '.join(priorities)}",
+                job.priority,
+            )
+        )
+    elif job.priority == SERVING_PRIORITY:
+        problems.append(
+            Problem(
+                path("priority"),
+                "is the model servers' priority: when the quota is short, Kueue would let the "
+                "job preempt the team's serving pods",
+                f"use {', or '.join(p for p in priorities if p != SERVING_PRIORITY)}",
                 job.priority,
             )
         )
@@ -571,3 +581,20 @@ def _service_name_problems(
                 )
             )
     return problems
+
+
+def workload_notes(p: Platform) -> list[str]:
+    """What a valid config should still tell its user: a service whose model no training job
+    of the stack exports serves only a bundle someone put in the models bucket by hand."""
+    notes = []
+    for service in p.workloads.inference_services:
+        exported = sorted(j.name for j in p.workloads.training_jobs if j.team == service.team)
+        if service.model_name not in exported:
+            known = ", ".join(exported) or "none"
+            notes.append(
+                f"inference service {service.team}/{service.name} serves model "
+                f"{service.model_name!r}, which no training job of team {service.team} exports "
+                f"(its jobs: {known}); it becomes ready only once a bundle of that name is in "
+                "the models bucket"
+            )
+    return notes

@@ -167,3 +167,26 @@ def test_applying_any_suggested_lower_bound_causes_no_field_conflict(
                     after = _problems(copy.deepcopy(lab_config), service=fixed)
                     assert not [q for q in after if "is below replicas" in q.message], (service, p)
     assert suggested > 5
+
+
+def test_a_training_job_at_the_serving_priority_is_refused(lab_config: dict[str, Any]) -> None:
+    (p,) = _problems(lab_config, job={"priority": "mlstack-serving"})
+    assert (p.path, p.value) == ("platform.workloads.training_jobs[0].priority", "mlstack-serving")
+    assert "preempt the team's serving pods" in p.message
+    assert p.fix == "use mlstack-training, or mlstack-best-effort"
+
+
+def test_a_service_whose_model_no_job_exports_gets_a_note_naming_the_jobs(
+    lab_config: dict[str, Any],
+) -> None:
+    from mlstack.workloads.deploy.checks import workload_notes
+
+    lab_config["workloads"] = {
+        "training_jobs": [JOB],
+        "inference_services": [{**SERVICE, "model": "lm-large"}],
+    }
+    (note,) = workload_notes(Platform.model_validate(lab_config))
+    assert "serves model 'lm-large', which no training job of team language exports" in note
+    assert "(its jobs: lm)" in note
+    lab_config["workloads"]["inference_services"][0]["model"] = "lm"
+    assert workload_notes(Platform.model_validate(lab_config)) == []

@@ -358,7 +358,7 @@ VARIANTS: dict[str, tuple[Placement, dict[str, Any]]] = {
     "cpu pool on gcs": (GCS, {"pool": "cpu", "num_hosts": 4, "cpu": 0.5, "memory_gib": 1.5}),
     "digest image, custom priority": (
         GCS,
-        {"image": "sha256:" + "0f" * 32, "priority": "mlstack-serving", "max_restarts": 0},
+        {"image": "sha256:" + "0f" * 32, "priority": "mlstack-best-effort", "max_restarts": 0},
     ),
 }
 
