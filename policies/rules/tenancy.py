@@ -167,13 +167,13 @@ def team_namespaces_have_limit_ranges(args: StackValidationArgs, report: ReportV
 
 def _denies_all_ingress(policy: PolicyResource) -> bool:
     spec = mapping(policy.props.get("spec"))
-    selector = mapping(spec.get("podSelector"))
-    selects_all = not mapping(selector.get("matchLabels")) and not sequence(
-        selector.get("matchExpressions")
-    )
     # Without policyTypes, Kubernetes takes Ingress (and Egress only with egress rules).
     types = sequence(spec.get("policyTypes")) or ["Ingress"]
-    return selects_all and "Ingress" in types and not sequence(spec.get("ingress"))
+    return (
+        _selects_everything(spec.get("podSelector"))
+        and "Ingress" in types
+        and not sequence(spec.get("ingress"))
+    )
 
 
 def team_namespaces_deny_ingress_by_default(
