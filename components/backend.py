@@ -147,6 +147,13 @@ class CloudBackend(ABC):
         return True
 
     @classmethod
+    def spot_notice_s(cls, platform: Platform) -> int | None:
+        """Seconds a pod on this cloud's spot capacity has from SIGTERM to the end of its node
+        when the cloud reclaims it: the most a spot pod's terminationGracePeriodSeconds can
+        use. None where the cloud has no spot capacity."""
+        return None
+
+    @classmethod
     def supports(cls, feature: Feature) -> bool:
         return feature not in cls.unsupported
 

@@ -460,12 +460,13 @@ class TrainingJob(Model):
         description="Times the whole job restarts (from its latest checkpoint) after a pod "
         "fails, before it is marked failed.",
     )
-    termination_grace_period_s: int = Field(
-        default=300,
+    termination_grace_period_s: int | None = Field(
+        default=None,
         ge=30,
         le=3600,
         description="Seconds a pod has after SIGTERM (preemption, node drain) to save a "
-        "checkpoint before it is killed.",
+        "checkpoint before it is killed; default 300, or on a spot pool the cloud's reclaim "
+        "notice if shorter (AWS 120, GKE 105 from 1.35, else 15), which it may not exceed.",
     )
     priority: str = Field(
         default=TRAINING_PRIORITY,
@@ -606,12 +607,13 @@ class InferenceService(Model):
         description="Seconds a replica may take to load the bundle and compile and warm up "
         "every batch bucket before it is restarted (the startup probe's budget).",
     )
-    termination_grace_period_s: int = Field(
-        default=60,
+    termination_grace_period_s: int | None = Field(
+        default=None,
         ge=15,
         le=3600,
         description="Seconds a replica has to stop before it is killed: 5 s for the Service "
-        "to drop it, then SIGTERM, and it finishes the requests in flight.",
+        "to drop it, then SIGTERM, and it finishes the requests in flight; default 60, or on a "
+        "spot pool the cloud's reclaim notice if shorter, which it may not exceed.",
     )
     internal_load_balancer: bool = Field(
         default=False,

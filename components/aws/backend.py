@@ -19,6 +19,7 @@ from mlstack.components.aws.autoscaler import ClusterAutoscaler, ClusterAutoscal
 from mlstack.components.aws.catalog import (
     MACHINES,
     REGIONS,
+    SPOT_INTERRUPTION_NOTICE_S,
     default_zones,
     family,
     is_gpu_family,
@@ -79,6 +80,10 @@ class AwsBackend(CloudBackend):
         "service.beta.kubernetes.io/aws-load-balancer-internal": "true",
     }
     needs_gpu_device_plugin = True
+
+    @classmethod
+    def spot_notice_s(cls, platform: Platform) -> int | None:
+        return SPOT_INTERRUPTION_NOTICE_S
 
     @classmethod
     def check(cls, platform: Platform) -> list[Problem]:

@@ -110,6 +110,13 @@ REGIONS: MappingProxyType[str, Region] = MappingProxyType(
     }
 )
 
+#: Seconds between EC2's spot interruption notice and the interruption: "a warning that is
+#: issued two minutes before Amazon EC2 stops or terminates your Spot Instance" (EC2 User Guide,
+#: "Spot Instance interruption notices"). EKS managed node groups drain a spot node when the
+#: notice (or an earlier rebalance recommendation) comes, so pods on spot get at most this long
+#: between SIGTERM and the end of the node.
+SPOT_INTERRUPTION_NOTICE_S = 120
+
 #: Instance families that carry GPUs (P and G families: p3, p5en, p6-b200, g4ad, g5g, gr6, ...):
 #: a CPU pool must not name one.
 _GPU_FAMILY = re.compile(r"^(p|g|gr)[0-9]")

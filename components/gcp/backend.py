@@ -34,7 +34,14 @@ from mlstack.components.checks import (
 )
 from mlstack.components.cidr import cidr_fix, parsed_cidrs, within
 from mlstack.components.features import Feature
-from mlstack.components.gcp.catalog import GPU_SERIES, MACHINES, REGIONS, default_zones, series
+from mlstack.components.gcp.catalog import (
+    GPU_SERIES,
+    MACHINES,
+    REGIONS,
+    default_zones,
+    series,
+    spot_shutdown_s,
+)
 from mlstack.components.gcp.cluster import GkeCluster, GkeClusterArgs
 from mlstack.components.gcp.iam import (
     BUCKET_READ_PERMISSIONS,
@@ -101,6 +108,12 @@ class GcpBackend(CloudBackend):
     #: installs those CRDs with the cluster.
     metrics_collector_namespaces = ("gmp-system",)
     scrapes_pod_monitorings = True
+
+    @classmethod
+    def spot_notice_s(cls, platform: Platform) -> int | None:
+        """Ordinary pods' share of a spot node's graceful shutdown (catalog.spot_shutdown_s)."""
+        whole, critical = spot_shutdown_s(platform.cluster.kubernetes_version)
+        return whole - critical
 
     @classmethod
     def needs_metrics_server(cls, platform: Platform) -> bool:
@@ -255,7 +268,10 @@ class GcpBackend(CloudBackend):
                     zones,
                     (cfg.system_pool.min_nodes, cfg.system_pool.max_nodes),
                 ),
-                pools=[pool_shape(p, pool_zones(cfg, p, zones)) for p in platform.node_pools],
+                pools=[
+                    pool_shape(p, pool_zones(cfg, p, zones), platform.cluster.kubernetes_version)
+                    for p in platform.node_pools
+                ],
             ),
             pulumi.ResourceOptions(provider=provider, depends_on=[gke.cluster]),
         )

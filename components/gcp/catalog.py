@@ -196,6 +196,28 @@ def boot_disk_type(machine_type: str) -> str:
     )
 
 
+#: Graceful node shutdown of a spot node (GKE "Spot VMs" concept page, "Termination and
+#: graceful shutdown of Spot VMs"): on the preemption notice the kubelet has 30 s by default, the
+#: first 15 s for ordinary pods and the last 15 s for critical system pods. A Standard node pool
+#: may extend the whole period to 120 s through the node system configuration (kubelet
+#: `shutdownGracePeriodSeconds`, `shutdownGracePeriodCriticalPodsSeconds`: pulumi-gcp's
+#: NodePoolNodeConfigKubeletConfigArgs, "only if the node pool uses Spot VMs or Preemptible
+#: VMs") when the control plane runs 1.35.0-gke.1171000 or later; mlstack does so on 1.35 and up.
+SPOT_SHUTDOWN_DEFAULT_S: tuple[int, int] = (30, 15)
+SPOT_SHUTDOWN_EXTENDED_S: tuple[int, int] = (120, 15)
+SPOT_SHUTDOWN_EXTENDED_FROM: tuple[int, int] = (1, 35)
+
+
+def spot_shutdown_s(kubernetes_version: str) -> tuple[int, int]:
+    """(whole period, critical pods' share) of a spot node's graceful shutdown on a cluster of
+    `kubernetes_version` ('1.35'), as mlstack configures it: ordinary pods get the difference."""
+    major, _, minor = kubernetes_version.partition(".")
+    known = major.isdigit() and minor.isdigit()
+    if known and (int(major), int(minor)) >= SPOT_SHUTDOWN_EXTENDED_FROM:
+        return SPOT_SHUTDOWN_EXTENDED_S
+    return SPOT_SHUTDOWN_DEFAULT_S
+
+
 def default_zones(region: str, environment: str) -> tuple[str, ...] | None:
     """The first 2 zones in dev, 3 otherwise; None for a region the catalog does not know."""
     known = REGIONS.get(region)

@@ -18,7 +18,12 @@ import pulumi
 import pulumi_gcp as gcp
 
 from mlstack.components import Options
-from mlstack.components.gcp.catalog import ACCELERATOR_TYPES, boot_disk_type
+from mlstack.components.gcp.catalog import (
+    ACCELERATOR_TYPES,
+    SPOT_SHUTDOWN_DEFAULT_S,
+    boot_disk_type,
+    spot_shutdown_s,
+)
 from mlstack.components.gcp.cluster import CLOUD_PLATFORM_SCOPE
 from mlstack.stacks.names import POOL_KIND_LABEL, POOL_LABEL, SYSTEM_POOL
 from mlstack.stacks.schema import Capacity, NodePool, PoolKind, TaintEffect
@@ -47,15 +52,20 @@ class PoolShape:
     disk_type: str
     accelerator_type: str | None = None
     gpus: int = 0
+    #: A spot pool's graceful shutdown (whole period, critical pods' share) where it differs
+    #: from GKE's default (catalog.spot_shutdown_s); None: the default.
+    spot_shutdown_s: tuple[int, int] | None = None
 
 
-def pool_shape(pool: NodePool, zones: Sequence[str]) -> PoolShape:
+def pool_shape(pool: NodePool, zones: Sequence[str], kubernetes_version: str) -> PoolShape:
+    spot = pool.capacity is Capacity.SPOT
+    shutdown = spot_shutdown_s(kubernetes_version) if spot else None
     return PoolShape(
         name=pool.name,
         machine_type=pool.instance_type or "",
         zones=tuple(zones),
         sizes=(pool.min_nodes or 0, pool.max_nodes),
-        spot=pool.capacity is Capacity.SPOT,
+        spot=spot,
         labels=pool.node_labels,
         taints=tuple((t.key, t.value, TAINT_EFFECTS[t.effect]) for t in pool.effective_taints),
         disk_gib=pool.disk_gib,
@@ -64,6 +74,7 @@ def pool_shape(pool: NodePool, zones: Sequence[str]) -> PoolShape:
             ACCELERATOR_TYPES.get(pool.accelerator or "") if pool.kind is PoolKind.GPU else None
         ),
         gpus=pool.gpus,
+        spot_shutdown_s=shutdown if shutdown != SPOT_SHUTDOWN_DEFAULT_S else None,
     )
 
 
@@ -168,6 +179,7 @@ class NodePools(pulumi.ComponentResource):
                         for key, value, effect in shape.taints
                     ],
                     guest_accelerators=accelerators,
+                    kubelet_config=_spot_kubelet(shape),
                     service_account=c["service_account"],
                     oauth_scopes=[CLOUD_PLATFORM_SCOPE],
                     workload_metadata_config=gcp.container.NodePoolNodeConfigWorkloadMetadataConfigArgs(
@@ -183,3 +195,16 @@ class NodePools(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["initialNodeCount"]),
         )
+
+
+def _spot_kubelet(shape: PoolShape) -> gcp.container.NodePoolNodeConfigKubeletConfigArgs | None:
+    """A spot pool's extended graceful shutdown, so that pods get the time their
+    terminationGracePeriodSeconds asks (up to the whole period less the critical pods' share);
+    None leaves GKE's default kubelet."""
+    if shape.spot_shutdown_s is None:
+        return None
+    whole, critical = shape.spot_shutdown_s
+    return gcp.container.NodePoolNodeConfigKubeletConfigArgs(
+        shutdown_grace_period_seconds=whole,
+        shutdown_grace_period_critical_pods_seconds=critical,
+    )

@@ -17,7 +17,9 @@ from typing import Any
 from pulumi_policy import ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 from pulumi_policy.proxy import UnknownValueError
 
+from mlstack.components.aws.catalog import SPOT_INTERRUPTION_NOTICE_S
 from mlstack.components.aws.catalog import node_allocatable as eks_allocatable
+from mlstack.components.gcp.catalog import SPOT_SHUTDOWN_DEFAULT_S
 from mlstack.components.gcp.catalog import node_allocatable as gke_allocatable
 from mlstack.components.onprem.pools import parse_taints
 from mlstack.policies.rules.objects import MANDATORY, get, mapping, number, sequence
@@ -47,6 +49,10 @@ class PoolNodes:
     node: Allocatable | None = field(default=None, compare=False)
     #: The most nodes this resource declares: a node group's maximum size, 1 for a node patch.
     max_nodes: int | None = field(default=None, compare=False)
+    #: On spot capacity, the seconds a pod has from SIGTERM to the end of its node when the
+    #: cloud reclaims it (EC2's interruption notice; a GKE spot node's graceful shutdown less
+    #: the critical pods' share); None for other capacity or where the plan does not say.
+    reclaim_notice_s: float | None = field(default=None, compare=False)
 
 
 def pool_from_labels(labels: Mapping[str, Any], taints: Sequence[Any]) -> PoolNodes | None:
@@ -132,7 +138,7 @@ def _eks_node_group(props: Mapping[str, Any]) -> PoolNodes | None:
     )
     nodes = replace(nodes, node=node, max_nodes=int(number(max_size)) or None)
     if capacity_type == "SPOT":
-        nodes = replace(nodes, capacity="spot")
+        nodes = replace(nodes, capacity="spot", reclaim_notice_s=SPOT_INTERRUPTION_NOTICE_S)
     elif (
         not labelled_capacity
         and isinstance(capacity_type, str)
@@ -184,6 +190,17 @@ def _gke_max_nodes(props: Mapping[str, Any]) -> int | None:
     return int(per_zone) * zones or None
 
 
+def _gke_spot_notice(config: Mapping[str, Any]) -> float:
+    """Ordinary pods' share of a spot node's graceful shutdown: the kubelet's whole period less
+    the critical pods' share, GKE's defaults where the node config leaves them unset
+    (components/gcp/catalog.py)."""
+    kubelet = mapping(config.get("kubeletConfig"))
+    whole = number(kubelet.get("shutdownGracePeriodSeconds")) or SPOT_SHUTDOWN_DEFAULT_S[0]
+    critical = kubelet.get("shutdownGracePeriodCriticalPodsSeconds")
+    critical_s = number(critical) if critical is not None else SPOT_SHUTDOWN_DEFAULT_S[1]
+    return max(whole - critical_s, 0)
+
+
 def _gke_node_pool(props: Mapping[str, Any]) -> PoolNodes | None:
     """A GKE node pool, read from the Kubernetes node labels and taints of its nodeConfig.
 
@@ -209,11 +226,12 @@ def _gke_node_pool(props: Mapping[str, Any]) -> PoolNodes | None:
         gpus = _gke_gpu_machine(config)
         node = _gke_node(config)
         max_nodes = _gke_max_nodes(props)
+        notice = _gke_spot_notice(config) if spot else None
     except UnknownValueError:
         return None
     nodes = replace(nodes, node=node, max_nodes=max_nodes)
     if spot:
-        nodes = replace(nodes, capacity="spot")
+        nodes = replace(nodes, capacity="spot", reclaim_notice_s=notice)
     if gpus:
         nodes = replace(nodes, kind="gpu")
     return nodes

@@ -19,7 +19,9 @@ from pulumi_policy import (
     StackValidationArgs,
 )
 
+from mlstack.components.kubernetes.chart_defaults import EffectivePlacement
 from mlstack.components.kubernetes.system import REGISTRY_ENV
+from mlstack.policies.rules.addons import placement_refusal
 from mlstack.policies.rules.objects import (
     BATCH_KINDS,
     PodTemplate,
@@ -403,6 +405,68 @@ def spot_capacity_only_for_checkpointing_jobs(
             )
 
 
+#: terminationGracePeriodSeconds when a pod spec leaves it unset (PodSpec API reference).
+DEFAULT_GRACE_S = 30
+
+
+def _pools_of_flavors(objects: Objects, flavors: Iterable[str]) -> set[str]:
+    """The pools Kueue's flavors `flavors` put pods on: by the pool label of their nodeLabels,
+    or every spot pool for a flavor that selects spot capacity."""
+    found: set[str] = set()
+    for name in flavors:
+        flavor = objects.named("ResourceFlavor", name)
+        labels = mapping(get(flavor.props, "spec", "nodeLabels")) if flavor else {}
+        if POOL_LABEL in labels:
+            found.add(str(labels[POOL_LABEL]))
+        elif labels.get(CAPACITY_LABEL) == "spot":
+            found |= {n for n, (nodes, _) in objects.pools.items() if nodes.capacity == "spot"}
+    return found
+
+
+def spot_pods_stop_within_the_notice(args: StackValidationArgs, report: ReportViolation) -> None:
+    objects = Objects.of(args.resources)
+    notices = {
+        name: nodes.reclaim_notice_s
+        for name, (nodes, _) in objects.pools.items()
+        if nodes.capacity == "spot" and nodes.reclaim_notice_s is not None
+    }
+    if not notices:
+        return
+    for kind, r, templates in objects.workloads():
+        if kind == "DaemonSet":
+            continue  # node agents end with their node; they have nothing to save
+        requested = {name for t in templates for name in t.resource_names()}
+        queued = _pools_of_flavors(objects, _queue_flavors(objects, kind, r, requested))
+        for t in templates:
+            grace = get(t.spec, "terminationGracePeriodSeconds")
+            grace_s = number(grace) if grace is not None else DEFAULT_GRACE_S
+            placement = EffectivePlacement(
+                node_selector=mapping(t.spec.get("nodeSelector")),
+                affinity=mapping(t.spec.get("affinity")),
+                tolerations=sequence(t.spec.get("tolerations")),
+            )
+            placed = {
+                name
+                for name in notices
+                if name in queued or placement_refusal(placement, objects.pools[name][0]) is None
+            }
+            if not placed:
+                continue
+            pool = min(placed, key=lambda name: notices[name])
+            if grace_s > notices[pool]:
+                report(
+                    f"{t.where} may run on spot pool {pool!r}, whose nodes give a pod "
+                    f"{notices[pool]:g} s from SIGTERM to the reclaim, but its "
+                    f"terminationGracePeriodSeconds is {grace_s:g}"
+                    + ("" if grace is not None else " (the default)")
+                    + ": its checkpoint or drain would be cut off; set it to at most "
+                    f"{notices[pool]:g} (training_jobs/inference_services"
+                    "[].termination_grace_period_s) and finish within it, or keep it off spot "
+                    "pools",
+                    r.urn,
+                )
+
+
 @dataclass(frozen=True)
 class _GpuQuota:
     queue: str
@@ -538,6 +602,11 @@ POLICIES = [
                 }
             }
         ),
+    ),
+    stack_rule(
+        "spot-pods-stop-within-the-notice",
+        "Pods that may land on spot nodes stop within the cloud's reclaim notice.",
+        spot_pods_stop_within_the_notice,
     ),
     stack_rule(
         "gpu-quota-within-pool-capacity",

@@ -15,12 +15,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mlstack.components.backend import get_backend
 from mlstack.policies.gpu_quota import pool_gpu_quota
 from mlstack.policies.queues import PRIORITIES
 from mlstack.stacks.errors import Problem, format_path
 from mlstack.stacks.names import SERVE_REPOSITORY, SERVING_PRIORITY, TRAIN_REPOSITORY
 from mlstack.stacks.prefixes import prefix_problem
 from mlstack.stacks.schema import (
+    Capacity,
     InferenceService,
     NodePool,
     Platform,
@@ -29,8 +31,17 @@ from mlstack.stacks.schema import (
     TrainingJob,
 )
 from mlstack.workloads.deploy.serving import deployment_name
-from mlstack.workloads.deploy.settings import service_settings
-from mlstack.workloads.train.configs import CONFIGS
+from mlstack.workloads.deploy.settings import job_settings, service_settings
+from mlstack.workloads.train.configs import CONFIGS, TrainConfig
+
+#: Bytes per parameter in a checkpoint: float32 parameters and Adam's two float32 moments
+#: (workloads/train/state.py; "parameters and optimizer state stay float32", configs.py).
+CHECKPOINT_BYTES_PER_PARAM = 12
+#: The rate a SIGTERM save is assumed to reach, in MiB/s: process 0 writes the state with orbax
+#: to the node's disk, then uploads it. benchmarks/checkpoint_io.py measured 111 MiB/s for that
+#: path (RESULTS.md) and a gp3 root volume's baseline is 125 MiB/s (EBS "General Purpose SSD
+#: volumes"), so 100 is what a node can be counted on for.
+SAVE_MIB_PER_S = 100
 
 
 def workload_problems(p: Platform, sound: Mapping[str, tuple[int, int]]) -> list[Problem]:
@@ -363,6 +374,72 @@ def _training_job_problems(
                     job.fsdp,
                 )
             )
+        problems += _job_preemption_problems(p, path, job, pool, config)
+    return problems
+
+
+def _spot_notice_s(p: Platform) -> int | None:
+    """The cloud's spot reclaim notice for pods; None for a cloud without a backend (reported
+    by the cloud check)."""
+    try:
+        return get_backend(p.cloud).spot_notice_s(p)
+    except LookupError:
+        return None
+
+
+def checkpoint_save_s(config: TrainConfig) -> float:
+    """Seconds a checkpoint of `config`'s state takes to save at SAVE_MIB_PER_S."""
+    size = config.model.num_params * CHECKPOINT_BYTES_PER_PARAM
+    return size / (SAVE_MIB_PER_S * 2**20)
+
+
+def _job_preemption_problems(
+    p: Platform, path: Callable[[str], str], job: TrainingJob, pool: NodePool, config: TrainConfig
+) -> list[Problem]:
+    """What a preemption or a drain costs the job: on SIGTERM it saves a checkpoint within its
+    grace period, which on spot the cloud's reclaim notice bounds, and on spot it also saves
+    periodically (a reclaim may come with no notice the save can use)."""
+    notice = _spot_notice_s(p)
+    spot = pool.capacity is Capacity.SPOT and notice is not None
+    grace = job_settings(job, pool, notice).termination_grace_period_s
+    where = f"spot pool {pool.name!r}"
+    if spot and grace > (notice or 0):
+        return [
+            Problem(
+                path("termination_grace_period_s"),
+                f"is longer than the {notice} s {p.cloud.upper()} gives a pod on {where} "
+                "before it reclaims the node, so the checkpoint save on SIGTERM would be cut off",
+                f"use at most {notice}, or leave it unset (the notice is the default on spot)",
+                grace,
+            )
+        ]
+    problems = []
+    save_s = checkpoint_save_s(config)
+    if save_s > grace:
+        gib = config.model.num_params * CHECKPOINT_BYTES_PER_PARAM / 2**30
+        problems.append(
+            Problem(
+                path("termination_grace_period_s" if job.termination_grace_period_s else "pool"),
+                f"model {config.name!r} saves {gib:.1f} GiB of checkpoint on SIGTERM, about "
+                f"{save_s:.0f} s at {SAVE_MIB_PER_S} MiB/s, but its pods get {grace} s"
+                + (f" on {where}" if spot else ""),
+                "run it on an on-demand pool"
+                if spot
+                else f"set termination_grace_period_s to at least {int(save_s) + 30}",
+                job.termination_grace_period_s or job.pool,
+            )
+        )
+    steps = job.steps or config.total_steps
+    if spot and job.checkpoint_every_steps >= steps:
+        problems.append(
+            Problem(
+                path("checkpoint_every_steps"),
+                f"saves no checkpoint before step {steps}, the last, so a reclaim of {where} "
+                "that the SIGTERM save cannot catch loses the whole run",
+                f"save every at most {max(steps // 10, 1)} steps, or use an on-demand pool",
+                job.checkpoint_every_steps,
+            )
+        )
     return problems
 
 
@@ -416,7 +493,22 @@ def _inference_service_problems(
         canary is not None and canary.replicas >= service.replicas
     ):
         return problems  # the sizes below need sound replica counts
-    settings = service_settings(service, pool)
+    notice = _spot_notice_s(p)
+    settings = service_settings(service, pool, notice)
+    if (
+        pool.capacity is Capacity.SPOT
+        and notice is not None
+        and settings.termination_grace_period_s > notice
+    ):
+        problems.append(
+            Problem(
+                path("termination_grace_period_s"),
+                f"is longer than the {notice} s {p.cloud.upper()} gives a pod on spot pool "
+                f"{pool.name!r} before it reclaims the node, so the drain would be cut off",
+                f"use at most {notice}, or leave it unset (the notice is the default on spot)",
+                settings.termination_grace_period_s,
+            )
+        )
     gpus = settings.gpus_per_replica
     surge = settings.deployments
     surge_pods = "1 surge pod" if surge == 1 else f"{surge} surge pods"

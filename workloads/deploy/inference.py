@@ -45,8 +45,10 @@ class InferenceService(pulumi.ComponentResource):
         super().__init__("mlstack:workloads:InferenceService", name, None, opts)
         service, platform = args.service, args.platform
         team = next(t for t in platform.teams if t.name == service.team)
-        settings = service_settings(service, platform.pool(service.pool))
         backend = get_backend(platform.cloud)
+        settings = service_settings(
+            service, platform.pool(service.pool), backend.spot_notice_s(platform)
+        )
         manifests = service_manifests(
             settings,
             team,

@@ -137,7 +137,7 @@ def pod_template(settings: JobSettings, team: Team, placement: Placement) -> dic
         "restartPolicy": "Never",
         "serviceAccountName": SERVICE_ACCOUNT_NAME,
         "priorityClassName": job.priority,
-        "terminationGracePeriodSeconds": job.termination_grace_period_s,
+        "terminationGracePeriodSeconds": settings.termination_grace_period_s,
         **node_placement(settings.pool),
         "securityContext": pod_security_context(),
         "containers": [container],

@@ -102,20 +102,21 @@ def pinned_version(service: InferenceService, track: Track) -> str | None:
     return service.version
 
 
-def drain_timeout_s(service: InferenceService) -> int:
+def drain_timeout_s(settings: ServiceSettings) -> int:
     """How long the server drains after SIGTERM: what the grace period leaves after the preStop
     pause, less a margin to exit before the kubelet kills it."""
-    return service.termination_grace_period_s - PRESTOP_SLEEP_S - EXIT_MARGIN_S
+    return settings.termination_grace_period_s - PRESTOP_SLEEP_S - EXIT_MARGIN_S
 
 
-def container_args(service: InferenceService) -> list[str]:
+def container_args(settings: ServiceSettings) -> list[str]:
     """The entry point's flags (`python -m mlstack.workloads.serve.main --help`)."""
+    service = settings.service
     return [
         *("--host", "0.0.0.0", "--port", str(HTTP_PORT)),
         *("--max-batch", str(service.max_batch)),
         *("--max-queue", str(service.max_queue)),
         *("--reload-interval-s", str(service.reload_interval_s)),
-        *("--drain-timeout-s", str(drain_timeout_s(service))),
+        *("--drain-timeout-s", str(drain_timeout_s(settings))),
     ]
 
 
@@ -198,7 +199,7 @@ def pod_template(
         "image": image_ref(placement.registry, SERVE_REPOSITORY, service.image),
         "imagePullPolicy": "IfNotPresent",
         "command": ["python", "-m", ENTRY_MODULE],
-        "args": container_args(service),
+        "args": container_args(settings),
         "env": container_env(settings, team, placement, track),
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "resources": guaranteed_resources(service.cpu, service.memory_gib, gpus),
@@ -212,7 +213,7 @@ def pod_template(
     spec: dict[str, Any] = {
         "serviceAccountName": SERVICE_ACCOUNT_NAME,
         "priorityClassName": SERVING_PRIORITY,
-        "terminationGracePeriodSeconds": service.termination_grace_period_s,
+        "terminationGracePeriodSeconds": settings.termination_grace_period_s,
         "enableServiceLinks": False,
         **node_placement(settings.pool),
         "topologySpreadConstraints": [

@@ -9,8 +9,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlstack.stacks.schema import InferenceService, NodePool, PoolKind, TrainingJob
+from mlstack.stacks.schema import Capacity, InferenceService, NodePool, PoolKind, TrainingJob
 from mlstack.workloads.train.configs import CONFIGS, TrainConfig
+
+#: A training pod's time from SIGTERM to the kill when its job does not say: enough to finish
+#: the step and save a checkpoint; on spot capacity no more than the cloud's reclaim notice.
+DEFAULT_TRAINING_GRACE_S = 300
+#: A serving replica's, likewise: the preStop pause, then the drain of what is in flight.
+DEFAULT_SERVING_GRACE_S = 60
+
+
+def grace_period_s(chosen: int | None, default: int, pool: NodePool, notice_s: int | None) -> int:
+    """A pod's terminationGracePeriodSeconds: the config's choice, else `default`, capped on a
+    spot pool at `notice_s` (what the cloud gives a pod when it reclaims the node: a longer
+    grace would be cut short by the node's end, so the default never asks for more)."""
+    if chosen is not None:
+        return chosen
+    if pool.capacity is Capacity.SPOT and notice_s is not None:
+        return min(default, notice_s)
+    return default
 
 
 @dataclass(frozen=True)
@@ -20,6 +37,18 @@ class JobSettings:
     job: TrainingJob
     pool: NodePool
     config: TrainConfig
+    #: The cloud's spot reclaim notice for pods (CloudBackend.spot_notice_s); None: unknown or
+    #: no spot on this cloud.
+    spot_notice_s: int | None = None
+
+    @property
+    def termination_grace_period_s(self) -> int:
+        return grace_period_s(
+            self.job.termination_grace_period_s,
+            DEFAULT_TRAINING_GRACE_S,
+            self.pool,
+            self.spot_notice_s,
+        )
 
     @property
     def gpus_per_host(self) -> int:
@@ -41,9 +70,9 @@ class JobSettings:
         return self.job.global_batch_size or self.config.global_batch_size
 
 
-def job_settings(job: TrainingJob, pool: NodePool) -> JobSettings:
+def job_settings(job: TrainingJob, pool: NodePool, spot_notice_s: int | None = None) -> JobSettings:
     """The settings of `job` on `pool`; its model must be one of CONFIGS (validation checks)."""
-    return JobSettings(job=job, pool=pool, config=CONFIGS[job.model])
+    return JobSettings(job=job, pool=pool, config=CONFIGS[job.model], spot_notice_s=spot_notice_s)
 
 
 @dataclass(frozen=True)
@@ -52,6 +81,17 @@ class ServiceSettings:
 
     service: InferenceService
     pool: NodePool
+    #: As JobSettings.spot_notice_s.
+    spot_notice_s: int | None = None
+
+    @property
+    def termination_grace_period_s(self) -> int:
+        return grace_period_s(
+            self.service.termination_grace_period_s,
+            DEFAULT_SERVING_GRACE_S,
+            self.pool,
+            self.spot_notice_s,
+        )
 
     @property
     def gpus_per_replica(self) -> int:
@@ -89,5 +129,7 @@ class ServiceSettings:
         return self.max_replicas + self.deployments
 
 
-def service_settings(service: InferenceService, pool: NodePool) -> ServiceSettings:
-    return ServiceSettings(service=service, pool=pool)
+def service_settings(
+    service: InferenceService, pool: NodePool, spot_notice_s: int | None = None
+) -> ServiceSettings:
+    return ServiceSettings(service=service, pool=pool, spot_notice_s=spot_notice_s)

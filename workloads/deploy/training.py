@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pulumi
 
 from mlstack.components import Options
+from mlstack.components.backend import get_backend
 from mlstack.components.kubernetes.resources import declare
 from mlstack.stacks import schema
 from mlstack.workloads import contract
@@ -38,7 +39,9 @@ class TrainingJob(pulumi.ComponentResource):
         super().__init__("mlstack:workloads:TrainingJob", name, None, opts)
         job, platform = args.job, args.platform
         team = next(t for t in platform.teams if t.name == job.team)
-        settings = job_settings(job, platform.pool(job.pool))
+        settings = job_settings(
+            job, platform.pool(job.pool), get_backend(platform.cloud).spot_notice_s(platform)
+        )
         self.jobset = declare(
             f"{name}-jobset",
             jobset_manifest(settings, team, args.placement),

@@ -326,7 +326,7 @@ def test_pool_shapes_carry_the_boot_disk_of_their_machine() -> None:
             "max_nodes": 2,
         }
     )
-    assert pool_shape(pool, ("us-central1-b",)).disk_type == "hyperdisk-balanced"
+    assert pool_shape(pool, ("us-central1-b",), "1.35").disk_type == "hyperdisk-balanced"
     assert system_shape("e2-standard-4", ("us-central1-a",), (1, 2)).disk_type == "pd-balanced"
     assert system_shape("n4-standard-4", ("us-central1-a",), (1, 2)).disk_type == (
         "hyperdisk-balanced"

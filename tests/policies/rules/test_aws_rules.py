@@ -989,3 +989,41 @@ def test_a_cpu_only_job_queued_next_to_a_spot_gpu_flavor_need_not_checkpoint(dev
     }
     dev.add(JOB, "etl", job)
     assert dev.run(tenancy.spot_capacity_only_for_checkpointing_jobs) == []
+
+
+# --- spot: pods stop within the reclaim notice ----------------------------------------------
+
+JOBSET = "kubernetes:jobset.x-k8s.io/v1alpha2:JobSet"
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+
+
+def _one(stack: Stack, type_: str) -> Any:
+    [item] = [i for i in stack.items if i.type == type_ and i.inputs["metadata"]["namespace"]]
+    return item
+
+
+@fails("spot-pods-stop-within-the-notice")
+def test_a_spot_jobset_asking_more_than_ec2s_two_minutes_is_reported(dev: Stack) -> None:
+    """aws-dev's lm-tiny runs on the spot L4 group, whose nodes EC2 reclaims 120 s after its
+    notice: the plan's default grace is that notice; 300 s (the old default) is not."""
+    jobset = _one(dev, JOBSET)
+    pod = jobset.inputs["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 120
+    assert dev.run(tenancy.spot_pods_stop_within_the_notice) == []
+    pod["terminationGracePeriodSeconds"] = 300
+    [(message, urn)] = dev.run(tenancy.spot_pods_stop_within_the_notice)
+    assert urn == jobset.urn
+    assert "may run on spot pool 'l4', whose nodes give a pod 120 s" in message
+    assert "terminationGracePeriodSeconds is 300" in message
+    # On an on-demand group the same job may take its time.
+    dev.inputs(NODE_GROUP, "aws-nodes-l4")["capacityType"] = "ON_DEMAND"
+    dev.inputs(NODE_GROUP, "aws-nodes-l4")["labels"][CAPACITY_LABEL] = "on-demand"
+    assert dev.run(tenancy.spot_pods_stop_within_the_notice) == []
+
+
+@fails("spot-pods-stop-within-the-notice")
+def test_a_spot_serving_deployment_with_a_long_drain_is_reported(dev: Stack) -> None:
+    deployment = _one(dev, DEPLOYMENT)
+    deployment.inputs["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 180
+    [(message, urn)] = dev.run(tenancy.spot_pods_stop_within_the_notice)
+    assert urn == deployment.urn and "terminationGracePeriodSeconds is 180" in message

@@ -1011,3 +1011,33 @@ def test_a_spot_node_pool_reaches_the_spot_rule_by_its_spot_setting(dev: Stack) 
     job["metadata"]["annotations"][CHECKPOINTS_ANNOTATION] = "true"
     dev.pool("l4").inputs["nodeConfig"]["spot"] = True
     assert dev.run(tenancy.spot_capacity_only_for_checkpointing_jobs) == []
+
+
+# --- spot: pods stop within the reclaim notice ----------------------------------------------
+
+
+@fails("spot-pods-stop-within-the-notice")
+def test_spot_pods_are_held_to_the_node_pools_graceful_shutdown(dev: Stack) -> None:
+    """gcp-dev's l4 pool is spot on 1.35: its kubelet has 120 s to shut down, 15 of them for
+    critical pods, so the job (105 s, the default there) and the server (60 s) fit. Without
+    that kubelet config GKE's default gives ordinary pods 15 s, and both are cut off."""
+    kubelet = dev.pool("l4").inputs["nodeConfig"]["kubeletConfig"]
+    assert (
+        kubelet["shutdownGracePeriodSeconds"],
+        kubelet["shutdownGracePeriodCriticalPodsSeconds"],
+    ) == (120, 15)
+    assert dev.run(tenancy.spot_pods_stop_within_the_notice) == []
+    del dev.pool("l4").inputs["nodeConfig"]["kubeletConfig"]
+    found = dev.run(tenancy.spot_pods_stop_within_the_notice)
+    assert sorted(m.split(" may run")[0] for m, _ in found) == [
+        "Deployment ml/lm-tiny-api",
+        "JobSet ml/lm-tiny, replicatedJob workers",
+    ]
+    assert all("whose nodes give a pod 15 s from SIGTERM" in m for m, _ in found)
+    # A critical share that leaves more for ordinary pods admits the server again.
+    dev.pool("l4").inputs["nodeConfig"]["kubeletConfig"] = {
+        "shutdownGracePeriodSeconds": 90,
+        "shutdownGracePeriodCriticalPodsSeconds": 10,
+    }
+    [(message, _)] = dev.run(tenancy.spot_pods_stop_within_the_notice)
+    assert message.startswith("JobSet ml/lm-tiny") and "give a pod 80 s" in message

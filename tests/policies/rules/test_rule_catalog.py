@@ -78,6 +78,7 @@ MODULE_RULES: dict[ModuleType, list[str]] = {
         "gpu-pools-have-flavors",
         "workloads-use-existing-queues",
         "spot-capacity-only-for-checkpointing-jobs",
+        "spot-pods-stop-within-the-notice",
         "gpu-quota-within-pool-capacity",
         "images-from-platform-registry",
     ],
@@ -132,7 +133,7 @@ def test_policies_have_kebab_case_names_and_one_sentence_descriptions(module: Mo
 def test_all_policies_are_the_modules_policies_with_unique_names() -> None:
     assert [p for m in RULE_MODULES for p in m.POLICIES] == ALL_POLICIES
     names = [p.name for p in ALL_POLICIES]
-    assert len(names) == 62
+    assert len(names) == 63
     assert sorted(set(names)) == sorted(names)
 
 

@@ -190,3 +190,75 @@ def test_a_service_whose_model_no_job_exports_gets_a_note_naming_the_jobs(
     assert "(its jobs: lm)" in note
     lab_config["workloads"]["inference_services"][0]["model"] = "lm"
     assert workload_notes(Platform.model_validate(lab_config)) == []
+
+
+# --- spot: what a reclaim leaves the job --------------------------------------------------------
+
+
+def _spot_problems(stack: str, version: str | None = None, **job: Any) -> list[Problem]:
+    """The problems of the stack's first training job with `job`'s fields, on its spot pool."""
+    platform = copy.deepcopy(read_stack(stack).platform)
+    platform["workloads"]["training_jobs"][0].update(job)
+    if version is not None:
+        platform["cluster"]["kubernetes_version"] = version
+    loaded = Platform.model_validate(platform)
+    sound = {p.name: (i, p.gpus_per_node or 1) for i, p in enumerate(loaded.node_pools)}
+    return workload_problems(loaded, sound)
+
+
+def test_the_dev_stacks_jobs_default_to_their_spot_notice() -> None:
+    from mlstack.workloads.deploy.settings import job_settings
+
+    for stack, notice in (("aws-dev", 120), ("gcp-dev", 105)):
+        platform = load_platform(read_stack(stack).platform)
+        job = platform.workloads.training_jobs[0]
+        pool = platform.pool(job.pool)
+        assert pool.capacity.value == "spot"
+        assert job_settings(job, pool, notice).termination_grace_period_s == notice
+        assert _spot_problems(stack) == []
+
+
+def test_a_spot_job_asking_more_than_the_notice_is_refused() -> None:
+    [p] = _spot_problems("aws-dev", termination_grace_period_s=300)
+    assert p.path == "platform.workloads.training_jobs[0].termination_grace_period_s"
+    assert "longer than the 120 s AWS gives a pod on spot pool 'l4'" in p.message
+    assert p.fix.startswith("use at most 120")
+    [p] = _spot_problems("gcp-dev", termination_grace_period_s=120)
+    assert "longer than the 105 s GCP gives" in p.message
+
+
+def test_a_spot_job_whose_checkpoint_cannot_be_saved_in_the_notice_is_refused() -> None:
+    """GKE before 1.35 gives a spot pod 15 s, and "medium" saves 4 GiB, about 40 s at 100 MiB/s:
+    refused there, accepted with 1.35's 105 s."""
+    assert _spot_problems("gcp-dev", "1.34", model="medium", steps=2000) != []
+    [p] = _spot_problems("gcp-dev", "1.34", model="medium", steps=2000)
+    assert p.path == "platform.workloads.training_jobs[0].pool"
+    assert "model 'medium' saves 4.0 GiB of checkpoint on SIGTERM, about 40 s" in p.message
+    assert "its pods get 15 s on spot pool 'l4'" in p.message
+    assert p.fix == "run it on an on-demand pool"
+    assert _spot_problems("gcp-dev", "1.35", model="medium", steps=2000) == []
+
+
+def test_a_spot_job_that_only_saves_at_the_end_is_refused() -> None:
+    [p] = _spot_problems("aws-dev", checkpoint_every_steps=2000)
+    assert p.path == "platform.workloads.training_jobs[0].checkpoint_every_steps"
+    assert "saves no checkpoint before step 2000, the last" in p.message
+    assert p.fix == "save every at most 200 steps, or use an on-demand pool"
+    assert _spot_problems("aws-dev", checkpoint_every_steps=1999) == []
+
+
+def test_a_job_on_demand_gets_the_save_time_it_needs(lab_config: dict[str, Any]) -> None:
+    [p] = _problems(lab_config, job={"model": "medium", "termination_grace_period_s": 30})
+    assert p.path == "platform.workloads.training_jobs[0].termination_grace_period_s"
+    assert p.fix == "set termination_grace_period_s to at least 70"
+    assert _problems(lab_config, job={"model": "medium"}) == []
+
+
+def test_a_spot_service_asking_more_than_the_notice_is_refused() -> None:
+    platform = copy.deepcopy(read_stack("aws-dev").platform)
+    platform["workloads"]["inference_services"][0]["termination_grace_period_s"] = 200
+    loaded = Platform.model_validate(platform)
+    sound = {p.name: (i, p.gpus_per_node or 1) for i, p in enumerate(loaded.node_pools)}
+    [p] = workload_problems(loaded, sound)
+    assert p.path == "platform.workloads.inference_services[0].termination_grace_period_s"
+    assert "120 s AWS gives a pod on spot pool 'l4'" in p.message
