@@ -7,7 +7,6 @@ the words differ (node group or node pool, instance or machine type), so they ar
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -69,11 +68,13 @@ def cpu_machine_problems(
     words: PoolWords,
     platform: Platform,
     settings: Sequence[tuple[str, str]],
-    pattern: re.Pattern[str],
+    unsold: Callable[[str, str], tuple[str, str] | None],
     is_gpu_machine: Callable[[str], bool],
 ) -> list[Problem]:
     """Machine types of CPU nodes: the section's own `settings` ((field, type) pairs) and each
-    CPU pool's instance_type must be well formed and carry no GPU."""
+    CPU pool's instance_type must be types the cloud sells and carry no GPU. `unsold(type,
+    example)` is the cloud's table: None for a type it sells, else what is wrong ('' for a value
+    not even shaped like a type) and the nearest real type to suggest."""
     where = [(f"platform.{words.section}.{field}", mtype) for field, mtype in settings]
     where += [
         (format_path(("node_pools", i, "instance_type")), pool.instance_type)
@@ -82,9 +83,16 @@ def cpu_machine_problems(
     ]
     problems = []
     for path, mtype in where:
-        if not pattern.match(mtype):
+        verdict = unsold(mtype, words.cpu_example)
+        if verdict is not None:
+            reason, instead = verdict
             problems.append(
-                Problem(path, f"not {words.machine}", f"use e.g. {words.cpu_example}", mtype)
+                Problem(
+                    path,
+                    f"not {words.machine}" + (f" ({reason})" if reason else ""),
+                    f"use e.g. {instead}",
+                    mtype,
+                )
             )
         elif is_gpu_machine(mtype):
             in_pool = path.startswith("platform.node_pools")

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import pulumi
 import pulumi_aws as aws
 
+from mlstack.components.aws import instance_types
 from mlstack.components.aws.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from mlstack.components.aws.catalog import (
     MACHINES,
@@ -59,7 +60,6 @@ from mlstack.stacks.schema import AwsConfig, NodePool, Platform, PoolKind
 _REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$")
 #: Regions of the aws-cn and aws-us-gov partitions: every ARN mlstack builds is in 'aws'.
 _OTHER_PARTITIONS = ("cn-", "us-gov-")
-_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
 _PRINCIPAL = re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:(role|user)/[A-Za-z0-9+=,.@_/-]+$")
 MAX_ZONES = 6
 WORDS = PoolWords(
@@ -529,7 +529,7 @@ def _check_pools(cfg: AwsConfig, platform: Platform) -> list[Problem]:
             ("default_cpu_instance_type", cfg.default_cpu_instance_type),
             ("system_pool.instance_type", cfg.system_pool.instance_type),
         ],
-        _INSTANCE_TYPE,
+        instance_types.unsold,
         lambda itype: is_gpu_family(family(itype)),
     )
     known = REGIONS.get(cfg.region)

@@ -34,6 +34,7 @@ from mlstack.components.checks import (
 )
 from mlstack.components.cidr import cidr_fix, parsed_cidrs, within
 from mlstack.components.features import Feature
+from mlstack.components.gcp import machine_types
 from mlstack.components.gcp.catalog import (
     GPU_SERIES,
     MACHINES,
@@ -62,7 +63,6 @@ from mlstack.stacks.schema import GcpConfig, NodePool, Platform, PoolKind
 
 _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
-_MACHINE_TYPE = re.compile(r"^[a-z][a-z0-9]*-[a-z0-9-]+$")
 _SECURITY_GROUP = re.compile(r"^gke-security-groups@[a-z0-9.-]+\.[a-z]{2,}$")
 #: The Workload Identity annotation GKE reads on a Kubernetes ServiceAccount.
 GSA_ANNOTATION = "iam.gke.io/gcp-service-account"
@@ -522,7 +522,7 @@ def _check_pools(cfg: GcpConfig, platform: Platform) -> list[Problem]:
             ("default_cpu_machine_type", cfg.default_cpu_machine_type),
             ("system_pool.machine_type", cfg.system_pool.machine_type),
         ],
-        _MACHINE_TYPE,
+        machine_types.unsold,
         lambda mtype: series(mtype) in GPU_SERIES,
     )
     pools = {p.name: p for p in platform.node_pools}

@@ -21,6 +21,7 @@ from typer.testing import CliRunner, Result
 
 from mlstack.components.aws.backend import AwsBackend
 from mlstack.components.aws.catalog import REGIONS, family
+from mlstack.components.aws.instance_types import unsold
 from mlstack.components.features import Feature
 from mlstack.stacks import catalog
 from mlstack.stacks.catalog import ACCELERATORS, Accelerator
@@ -429,6 +430,31 @@ def test_a_cpu_instance_type_that_is_not_an_ec2_type(cfg: dict[str, Any]) -> Non
     p = only_problem(cfg)
     assert (p.path, p.value) == ("platform.node_pools[0].instance_type", "large")
     assert "m6i.2xlarge" in p.fix
+
+
+@pytest.mark.parametrize(
+    ("where", "path", "value", "reason"),
+    [
+        ("pool", "platform.node_pools[0].instance_type", "m9.huge", "(no family m9)"),
+        ("system", "platform.aws.system_pool.instance_type", "m6i.3xlarge", "no size 3xlarge"),
+        ("default", "platform.aws.default_cpu_instance_type", "m6i.3xlarge", "no size 3xlarge"),
+    ],
+)
+def test_a_cpu_instance_type_aws_does_not_sell(
+    cfg: dict[str, Any], where: str, path: str, value: str, reason: str
+) -> None:
+    """The old check took any `family.size`: EC2 refused these only at deploy time."""
+    if where == "pool":
+        cfg["node_pools"][0]["instance_type"] = value
+    elif where == "system":
+        cfg["aws"]["system_pool"]["instance_type"] = value
+    else:
+        cfg["aws"]["default_cpu_instance_type"] = value
+    p = only_problem(cfg)
+    assert (p.path, p.value) == (path, value)
+    assert p.message.startswith("not an EC2 instance type (") and reason in p.message
+    suggested = p.fix.removeprefix("use e.g. ")
+    assert unsold(suggested, "m6i.2xlarge") is None, p.fix
 
 
 def test_system_pool_min_above_max(cfg: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ from typer.testing import CliRunner, Result
 from mlstack.components.features import Feature
 from mlstack.components.gcp.backend import GcpBackend
 from mlstack.components.gcp.catalog import REGIONS, default_zones
+from mlstack.components.gcp.machine_types import unsold
 from mlstack.stacks.cli import app
 from mlstack.stacks.errors import ConfigError
 from mlstack.stacks.offline import run_plan
@@ -470,6 +471,37 @@ def test_the_cpu_defaults_may_not_be_gpu_machines(
     p = only_problem(cfg)
     assert (p.path, p.value) == (path, "g2-standard-4")
     assert "GPU machine" in p.message
+
+
+@pytest.mark.parametrize(
+    ("where", "path", "value", "reason"),
+    [
+        ("pool", "platform.node_pools[0].instance_type", "n9-standard-4", "(no series n9)"),
+        ("pool", "platform.node_pools[0].instance_type", "n2-custom-3-16384", "vCPUs"),
+        ("system", "platform.gcp.system_pool.machine_type", "e2-standard-5", "no size 5"),
+        ("default", "platform.gcp.default_cpu_machine_type", "n2-standard-3", "no size 3"),
+    ],
+)
+def test_a_cpu_machine_type_compute_engine_does_not_sell(
+    cfg: dict[str, Any], where: str, path: str, value: str, reason: str
+) -> None:
+    """The old check took any `series-words`: GKE refused these only at deploy time."""
+    if where == "pool":
+        cfg["node_pools"][0]["instance_type"] = value
+    elif where == "system":
+        cfg["gcp"]["system_pool"]["machine_type"] = value
+    else:
+        cfg["gcp"]["default_cpu_machine_type"] = value
+    p = only_problem(cfg)
+    assert (p.path, p.value) == (path, value)
+    assert p.message.startswith("not a GCE machine type (") and reason in p.message
+    suggested = p.fix.removeprefix("use e.g. ")
+    assert unsold(suggested, "n2-standard-8") is None, p.fix
+
+
+def test_a_custom_machine_type_loads(cfg: dict[str, Any]) -> None:
+    cfg["node_pools"][0]["instance_type"] = "n2-custom-4-16384"
+    assert load_platform(cfg).pool("cpu").instance_type == "n2-custom-4-16384"
 
 
 @pytest.mark.parametrize("machine_type", ["large", "N2-standard-8", "n2_standard_8", "n2"])
