@@ -6,10 +6,17 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import botocore
 import pytest
 
 from mlstack.components.aws.catalog import MACHINES
-from mlstack.components.aws.instance_types import INSTANCE_TYPES, unsold
+from mlstack.components.aws.instance_types import (
+    DATA,
+    botocore_types,
+    instance_types,
+    render,
+    unsold,
+)
 from mlstack.stacks.schema import AwsConfig
 
 REPO = Path(__file__).resolve().parents[3]
@@ -23,8 +30,18 @@ def _shipped_types() -> set[str]:
     return found
 
 
+def test_the_table_is_the_ec2_apis_own_list() -> None:
+    """Every type in the data file is in the InstanceType enum of the installed botocore's EC2
+    model (nothing invented), and with the botocore it was copied from, the file is that enum."""
+    real = botocore_types()
+    assert instance_types() <= set(real)
+    header = DATA.read_text().splitlines()[0]
+    if header.endswith(f"botocore {botocore.__version__}"):
+        assert DATA.read_text() == render(real, botocore.__version__)
+
+
 def test_every_catalog_type_is_sold() -> None:
-    assert set(MACHINES) <= INSTANCE_TYPES
+    assert set(MACHINES) <= instance_types()
     for name in MACHINES:
         assert unsold(name, "m6i.2xlarge") is None, name
 
@@ -50,6 +67,9 @@ def test_the_defaults_and_the_shipped_stacks_types_are_sold() -> None:
         "p5.4xlarge",
         "p6-b200.48xlarge",
         "hpc7g.16xlarge",
+        "m8azn.large",
+        "g7e.2xlarge",
+        "m9g.large",
     ],
 )
 def test_real_types_are_sold(name: str) -> None:
@@ -73,7 +93,7 @@ def test_unsold_types_name_what_is_wrong_and_a_real_type(
     verdict = unsold(name, "m6i.2xlarge")
     assert verdict is not None
     assert verdict[0].startswith(reason)
-    assert verdict[1] in INSTANCE_TYPES
+    assert verdict[1] in instance_types()
     if instead is not None:
         assert verdict[1] == instead
 
