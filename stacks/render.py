@@ -84,14 +84,21 @@ def render_yaml(plan: Plan) -> str:
             "# Helm releases are not rendered offline; install them with helm first (they bring "
             "the CRDs some objects below need):"
         )
+        declared = {o["metadata"]["name"] for o in objs if o.get("kind") == "Namespace"}
+        if any(r.inputs.get("namespace") in declared for r in releases):
+            header.append(
+                "# (--create-namespace for a namespace declared below too: applying this file "
+                "then sets its Pod Security labels)"
+            )
         for r in sorted(releases, key=lambda r: r.name):
             repo = (r.inputs.get("repositoryOpts") or {}).get("repo")
+            create = r.inputs.get("createNamespace") or r.inputs.get("namespace") in declared
             header.append(
                 f"#   helm upgrade --install {r.inputs.get('name', r.name)} {r.inputs['chart']} "
                 + (f"--repo {repo} " if repo else "")
                 + f"--version {r.inputs.get('version', '')} "
                 f"--namespace {r.inputs.get('namespace', 'default')} "
-                + ("--create-namespace " if r.inputs.get("createNamespace") else "")
+                + ("--create-namespace " if create else "")
                 + "(values: mlstack plan --json)"
             )
     docs = yaml.safe_dump_all(objs, sort_keys=False, default_flow_style=False)

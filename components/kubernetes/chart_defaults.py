@@ -65,6 +65,15 @@ class ChartDefaults:
     #: A node agent that must run on every GPU node (the device plugin): its effective placement
     #: must admit every GPU pool.
     runs_on_gpu_nodes: bool = False
+    #: The Pod Security Standards level the chart's pods meet with mlstack's values
+    #: (privileged, baseline or restricted), and what in the chart decides it: the namespace it
+    #: installs into must enforce exactly this level (policies/rules/addons.py), or be a
+    #: documented exemption (NAMESPACE_EXEMPTIONS).
+    pod_security: str = "restricted"
+    pod_security_why: str = ""
+    # The levels were read from the charts' values.yaml and pod templates at stored main-branch
+    # and near-tag commits (the exact tags were not stored offline); the settings that decide
+    # them have not changed across those copies.
 
 
 #: Helm's default-values rule for the placement keys: `nodeSelector: {}`, `affinity: {}`,
@@ -127,6 +136,10 @@ RECORDED: tuple[ChartDefaults, ...] = (
             ),
         ),
         runs_on_gpu_nodes=True,
+        pod_security="privileged",
+        pod_security_why="templates/daemonset-device-plugin.yml mounts hostPath "
+        "/var/lib/kubelet/device-plugins (and /run/nvidia/mps, /var/run/cdi), which baseline "
+        "forbids; the default MPS control daemon runs privileged: true",
     ),
     ChartDefaults(
         chart=KUEUE.chart,
@@ -139,6 +152,10 @@ RECORDED: tuple[ChartDefaults, ...] = (
         placement=Placement(
             path=("controllerManager",), node_selector={}, affinity={}, tolerations=()
         ),
+        pod_security="restricted",
+        pod_security_why="values.yaml podSecurityContext runAsNonRoot and seccompProfile "
+        "RuntimeDefault, containerSecurityContext allowPrivilegeEscalation false, drop ALL; "
+        "secret, configMap and emptyDir volumes only (templates/manager/manager.yaml)",
     ),
     ChartDefaults(
         chart=JOBSET.chart,
@@ -148,6 +165,10 @@ RECORDED: tuple[ChartDefaults, ...] = (
         file="charts/jobset/values.yaml",
         # controller.nodeSelector {}, affinity {}, tolerations [] (read at commit 0928ac5e).
         placement=Placement(path=("controller",), node_selector={}, affinity={}, tolerations=()),
+        pod_security="restricted",
+        pod_security_why="values.yaml controller.podSecurityContext runAsNonRoot and seccomp "
+        "RuntimeDefault, controller.securityContext allowPrivilegeEscalation false, drop ALL; "
+        "configMap and secret volumes only (templates/controller/deployment.yaml)",
     ),
     ChartDefaults(
         chart=CLUSTER_AUTOSCALER.chart,
@@ -158,6 +179,10 @@ RECORDED: tuple[ChartDefaults, ...] = (
         # Root affinity {}, nodeSelector {}, tolerations [] (an older stored copy, 028eaaf3; the
         # keys have kept these defaults across the chart's 9.x line).
         placement=_NONE,
+        pod_security="baseline",
+        pod_security_why="securityContext and containerSecurityContext default to {} (no "
+        "runAsNonRoot, seccomp or drop ALL, so not restricted); no hostPath outside the Magnum "
+        "provider, no host namespaces or ports (templates/deployment.yaml)",
     ),
     ChartDefaults(
         chart=METRICS_SERVER.chart,
@@ -168,6 +193,10 @@ RECORDED: tuple[ChartDefaults, ...] = (
         # Root nodeSelector {}, tolerations [], affinity {} (read at commit 026af897; the keys
         # have had these defaults since the chart's first release, 3.5.0).
         placement=_NONE,
+        pod_security="restricted",
+        pod_security_why="values.yaml securityContext allowPrivilegeEscalation false, "
+        "runAsNonRoot, runAsUser 1000, seccomp RuntimeDefault, drop ALL; one emptyDir "
+        "(templates/deployment.yaml)",
     ),
 )
 
@@ -176,6 +205,24 @@ CHART_DEFAULTS: dict[tuple[str, str], ChartDefaults] = {(d.chart, d.version): d 
 
 def recorded(chart: HelmChart) -> ChartDefaults | None:
     return CHART_DEFAULTS.get((chart.chart, chart.version))
+
+
+def pod_security_level(chart: HelmChart) -> str:
+    """The Pod Security level `chart`'s pods meet at its pinned version (recorded above)."""
+    found = recorded(chart)
+    if found is None:
+        raise LookupError(f"no recorded defaults for {chart.chart} {chart.version}")
+    return found.pod_security
+
+
+#: Namespaces add-ons install into that mlstack does not declare, and why their Pod Security is
+#: left as it is: an exemption has to be written down here, never silence.
+NAMESPACE_EXEMPTIONS: Mapping[str, str] = {
+    "kube-system": "the cluster's own namespace: its CNI and kube-proxy (EKS's aws-node and "
+    "kube-proxy DaemonSets, GKE's own agents) run privileged there, so mlstack neither labels it "
+    "nor could enforce a stricter level; add-ons that need host access (the NVIDIA device "
+    "plugin's hostPath) are installed there for that reason and no other",
+}
 
 
 def helm_merge(defaults: Any, values: Any) -> Any:

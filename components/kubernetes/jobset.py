@@ -25,6 +25,9 @@ import pulumi_kubernetes as k8s
 
 from mlstack.components import Options
 from mlstack.components.kubernetes.addons import JOBSET
+from mlstack.components.kubernetes.chart_defaults import pod_security_level
+from mlstack.components.kubernetes.resources import declare
+from mlstack.components.kubernetes.system import namespace_manifest
 from mlstack.stacks.names import JOBSET_NAMESPACE as NAMESPACE
 
 CRD_KIND = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
@@ -67,13 +70,19 @@ class JobSetController(pulumi.ComponentResource):
             file=crd_url(JOBSET.version),
             opts=pulumi.ResourceOptions(parent=self, transforms=[force_crd_apply]),
         )
+        # mlstack declares the namespace (Helm's createNamespace would leave it without a Pod
+        # Security label) at the level the chart's pods meet (chart_defaults.py).
+        self.namespace = declare(
+            f"{name}-namespace",
+            namespace_manifest(NAMESPACE, pod_security_level(JOBSET)),
+            pulumi.ResourceOptions(parent=self),
+        )
         self.release = JOBSET.release(
             f"{name}-release",
             name="jobset",
             namespace=NAMESPACE,
             parent=self,
-            create_namespace=True,
             skip_crds=True,
-            opts=pulumi.ResourceOptions(depends_on=[self.crd]),
+            opts=pulumi.ResourceOptions(depends_on=[self.crd, self.namespace]),
         )
         self.register_outputs({"release": self.release.name})

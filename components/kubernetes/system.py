@@ -34,16 +34,17 @@ REGISTRY_ENV = "MLSTACK_REGISTRY"
 MODELS_ENV = "MLSTACK_MODELS_URL"
 
 
-def namespace_manifest() -> dict[str, Any]:
+def namespace_manifest(name: str = NAMESPACE, level: str = "restricted") -> dict[str, Any]:
+    """A namespace of mlstack's own (the platform's, an add-on's) enforcing Pod Security `level`."""
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {
-            "name": NAMESPACE,
+            "name": name,
             "labels": {
                 **MANAGED_BY,
-                POD_SECURITY_ENFORCE_LABEL: "restricted",
-                POD_SECURITY_WARN_LABEL: "restricted",
+                POD_SECURITY_ENFORCE_LABEL: level,
+                POD_SECURITY_WARN_LABEL: level,
             },
         },
     }

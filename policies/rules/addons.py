@@ -5,6 +5,8 @@ A release's values are only half of its placement: the chart's values.yaml fills
 merge the two as Helm does and check that a GPU node agent can run on every GPU pool: its
 nodeSelector, its required node affinity and its tolerations against each pool's node labels
 and taints as the plan declares them (an EKS node group, a GKE node pool, an on-prem node patch).
+The same records say which Pod Security level each chart's pods meet, and every namespace a
+release installs into must enforce exactly that level or be a documented exemption.
 """
 
 from __future__ import annotations
@@ -23,12 +25,22 @@ from pulumi_policy.proxy import UnknownValueError
 
 from mlstack.components.kubernetes.chart_defaults import (
     CHART_DEFAULTS,
+    NAMESPACE_EXEMPTIONS,
     ChartDefaults,
     EffectivePlacement,
     effective_placement,
 )
-from mlstack.policies.rules.objects import get, mapping, resource_rule, sequence, stack_rule
+from mlstack.policies.rules.objects import (
+    get,
+    kind_of,
+    labels_of,
+    mapping,
+    resource_rule,
+    sequence,
+    stack_rule,
+)
 from mlstack.policies.rules.pools import PoolNodes, pool_of
+from mlstack.stacks.names import POD_SECURITY_ENFORCE_LABEL
 
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 #: Taint effects that keep a pod off a node it does not tolerate (PreferNoSchedule only steers).
@@ -150,12 +162,73 @@ def addon_placement_recorded(args: ResourceValidationArgs, report: ReportViolati
         )
 
 
+def addon_namespaces_enforce_their_level(
+    args: StackValidationArgs, report: ReportViolation
+) -> None:
+    levels = {
+        str(get(r.props, "metadata", "name")): labels_of(r.props).get(POD_SECURITY_ENFORCE_LABEL)
+        for r in args.resources
+        if kind_of(r.resource_type) == "Namespace"
+    }
+    for r in args.resources:
+        if r.resource_type != HELM_RELEASE:
+            continue
+        try:
+            defaults = release_defaults(r.props)
+            namespace = str(r.props.get("namespace") or "default")
+            created = r.props.get("createNamespace") is True
+        except UnknownValueError:
+            continue
+        if defaults is None or (namespace not in levels and namespace in NAMESPACE_EXEMPTIONS):
+            continue  # unrecorded charts are addon-placement-recorded's to report
+        needed = defaults.pod_security
+        what = (
+            f"Helm release {r.name!r} ({defaults.chart} {defaults.version}) runs pods that meet "
+            f"Pod Security {needed!r} ({defaults.pod_security_why})"
+        )
+        fix = (
+            f"declare namespace {namespace!r} in the stack with {POD_SECURITY_ENFORCE_LABEL}: "
+            f"{needed}, or write down why it is exempt in NAMESPACE_EXEMPTIONS "
+            "(components/kubernetes/chart_defaults.py)"
+        )
+        if namespace not in levels:
+            how = (
+                "Helm's createNamespace creates without a Pod Security level"
+                if created
+                else "the plan does not declare, so it has no Pod Security level"
+            )
+            report(
+                f"{what} in namespace {namespace!r}, which {how}: nothing says what may run "
+                f"there; {fix}",
+                r.urn,
+            )
+        elif levels[namespace] != needed:
+            effect = (
+                "admission would refuse them"
+                if levels[namespace] == "restricted"
+                or (levels[namespace] == "baseline" and needed == "privileged")
+                else "it admits more than they need"
+            )
+            report(
+                f"{what} in namespace {namespace!r}, which enforces "
+                f"{levels[namespace] or 'no level'}: {effect}; set its "
+                f"{POD_SECURITY_ENFORCE_LABEL} to {needed}",
+                r.urn,
+            )
+
+
 POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
     stack_rule(
         "gpu-addons-reach-gpu-pools",
         "GPU node agents' effective placement (chart defaults merged with the release's values) "
         "admits every GPU pool.",
         gpu_addons_reach_gpu_pools,
+    ),
+    stack_rule(
+        "addon-namespaces-enforce-their-level",
+        "Each add-on release installs into a namespace that enforces exactly the Pod Security "
+        "level its chart's pods meet, or one with a documented exemption (kube-system).",
+        addon_namespaces_enforce_their_level,
     ),
     resource_rule(
         "addon-placement-recorded",

@@ -39,12 +39,15 @@ _EXPECT = re.compile(r"^# expect: (?P<rules>[a-z0-9-]+(, ?[a-z0-9-]+)*)\s*$")
 #: only; the config refuses a 0.0.0.0/0 authorized network). The AWS endpoint's public CIDRs, an
 #: aws-auth ConfigMap and a pool's taints are reachable. The add-on releases' charts, versions
 #: and values are code: the device plugin tolerates every GPU pool's taint keys and selects the
-#: reserved pool-kind label no config can change. Node patches are only the on-prem pools' (extra
-#: manifests declare whole objects, never patches), and those name their taints in an annotation.
+#: reserved pool-kind label no config can change, and each release's namespace is code too (the
+#: add-on namespaces are declared at their charts' levels; kube-system is a documented
+#: exemption). Node patches are only the on-prem pools' (extra manifests declare whole objects,
+#: never patches), and those name their taints in an annotation.
 UNREACHABLE = {
     "node-patches-leave-taints",
     "gpu-addons-reach-gpu-pools",
     "addon-placement-recorded",
+    "addon-namespaces-enforce-their-level",
     "gpu-pools-have-flavors",
     "aws-s3-encrypted-with-kms",
     "aws-s3-public-access-blocked",

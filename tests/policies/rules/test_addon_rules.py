@@ -148,3 +148,74 @@ def test_a_chart_bump_without_recorded_defaults_is_reported() -> None:
     )
     assert "nvidia-device-plugin 0.20.0 has no recorded placement defaults" in message
     assert "chart_defaults.py" in message
+
+
+# --- addon-namespaces-enforce-their-level ---------------------------------------------------
+
+NAMESPACE = "kubernetes:core/v1:Namespace"
+
+
+def _levels(plan: PlanCopy) -> list[str]:
+    return messages(addons.addon_namespaces_enforce_their_level, stack_args(plan.resources()))
+
+
+def _namespace(plan: PlanCopy, name: str) -> Any:
+    return next(
+        i for i in plan.items if i.type == NAMESPACE and i.inputs["metadata"]["name"] == name
+    )
+
+
+def test_the_shipped_add_on_namespaces_enforce_their_charts_levels(
+    lab_plan: Plan, aws_plan: Plan
+) -> None:
+    for plan in (lab_plan, aws_plan):
+        copy = PlanCopy.of(plan)
+        assert _levels(copy) == []
+        for name in ("kueue-system", "jobset-system"):
+            labels = _namespace(copy, name).inputs["metadata"]["labels"]
+            assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+@fails("addon-namespaces-enforce-their-level")
+def test_a_release_into_a_namespace_helm_creates_is_reported(aws_plan: Plan) -> None:
+    """What mlstack did before: Helm's createNamespace, so kueue-system had no level at all."""
+    plan = PlanCopy.of(aws_plan)
+    plan.items.remove(_namespace(plan, "kueue-system"))
+    plan.find(RELEASE, name="kueue").inputs["createNamespace"] = True
+    [message] = _levels(plan)
+    assert message.startswith("Helm release 'kueue-release' (oci://registry.k8s.io/kueue/")
+    assert "runs pods that meet Pod Security 'restricted'" in message
+    assert "namespace 'kueue-system', which Helm's createNamespace creates without" in message
+    assert "pod-security.kubernetes.io/enforce: restricted" in message
+
+
+@fails("addon-namespaces-enforce-their-level")
+@pytest.mark.parametrize(
+    ("level", "effect"),
+    [("privileged", "it admits more than they need"), (None, "it admits more than they need")],
+)
+def test_an_add_on_namespace_looser_than_its_chart_is_reported(
+    aws_plan: Plan, level: str | None, effect: str
+) -> None:
+    plan = PlanCopy.of(aws_plan)
+    labels = _namespace(plan, "jobset-system").inputs["metadata"]["labels"]
+    if level is None:
+        del labels["pod-security.kubernetes.io/enforce"]
+    else:
+        labels["pod-security.kubernetes.io/enforce"] = level
+    [message] = _levels(plan)
+    assert f"which enforces {level or 'no level'}: {effect}" in message
+
+
+@fails("addon-namespaces-enforce-their-level")
+def test_a_privileged_chart_outside_an_exempt_namespace_is_reported(lab_plan: Plan) -> None:
+    """The device plugin needs hostPath: in a declared restricted namespace admission refuses
+    it; in an undeclared one nothing records that it runs privileged."""
+    plan = PlanCopy.of(lab_plan)
+    _device_plugin(plan)["namespace"] = "kueue-system"
+    [message] = _levels(plan)
+    assert "meet Pod Security 'privileged' (templates/daemonset-device-plugin.yml" in message
+    assert "which enforces restricted: admission would refuse them" in message
+    _device_plugin(plan)["namespace"] = "gpu-operators"
+    [message] = _levels(plan)
+    assert "in namespace 'gpu-operators', which the plan does not declare" in message

@@ -53,7 +53,11 @@ MODULE_RULES: dict[ModuleType, list[str]] = {
         "gpu-pods-tolerate-gpu-taint",
         "gpu-pods-use-a-queue",
     ],
-    addons: ["gpu-addons-reach-gpu-pools", "addon-placement-recorded"],
+    addons: [
+        "gpu-addons-reach-gpu-pools",
+        "addon-namespaces-enforce-their-level",
+        "addon-placement-recorded",
+    ],
     scheduling: ["pods-fit-a-pool"],
     access: [
         "no-wildcard-rbac",
@@ -133,7 +137,7 @@ def test_policies_have_kebab_case_names_and_one_sentence_descriptions(module: Mo
 def test_all_policies_are_the_modules_policies_with_unique_names() -> None:
     assert [p for m in RULE_MODULES for p in m.POLICIES] == ALL_POLICIES
     names = [p.name for p in ALL_POLICIES]
-    assert len(names) == 63
+    assert len(names) == 64
     assert sorted(set(names)) == sorted(names)
 
 
