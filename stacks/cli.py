@@ -412,9 +412,12 @@ def _check_up_args(port: int, prompt: str, max_tokens: int, processes: int) -> N
 def _compile_cache_dir(store_url: str) -> str | None:
     """XLA's compile cache beside a local store; none for an object store (a path made from
     an s3:// URL would be a `./s3:` folder in the current directory)."""
-    if not store_url.startswith("file://"):
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(store_url)
+    if parts.scheme != "file":
         return None
-    return str(Path(store_url.removeprefix("file://")) / "xla-cache")
+    return str(Path(unquote(parts.path)) / "xla-cache")
 
 
 def _show_event(event: dict[str, Any]) -> None:

@@ -191,12 +191,9 @@ class _FakeServer:
         pass
 
 
-def test_local_up_with_an_s3_store_makes_no_local_folder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Only the wiring: no dataset, training or server (the S3 store itself is tested in
-    # tests/workloads/test_storage.py).
-    monkeypatch.chdir(tmp_path)
+def _serve_options(store: str, monkeypatch: pytest.MonkeyPatch) -> server_module.ServeOptions:
+    """The options `local up --store STORE` starts its server with. Only the wiring: no
+    dataset, training or server (the stores themselves are tested in test_storage.py)."""
     monkeypatch.setattr(local_module, "ensure_dataset", lambda run, say: None)
     monkeypatch.setattr(local_module, "Launch", lambda *args, **kwargs: None)
     monkeypatch.setattr(
@@ -204,7 +201,23 @@ def test_local_up_with_an_s3_store_makes_no_local_folder(
     )
     monkeypatch.setattr(server_module, "ServerProcess", _FakeServer)
     _FakeServer.options.clear()
-    result = runner.invoke(app, ["local", "up", "--once", "--store", "s3://bucket/mlstack"])
+    result = runner.invoke(app, ["local", "up", "--once", "--store", store])
     assert result.exit_code == 1 and "stopped by the test" in result.stderr, result.output
-    assert [o.compile_cache_dir for o in _FakeServer.options] == [None]
+    [options] = _FakeServer.options
+    return options
+
+
+def test_local_up_with_an_s3_store_makes_no_local_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert _serve_options("s3://bucket/mlstack", monkeypatch).compile_cache_dir is None
     assert list(tmp_path.iterdir()) == []
+
+
+def test_local_up_keeps_the_compile_cache_in_a_local_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "my store"
+    options = _serve_options(str(store), monkeypatch)
+    assert options.compile_cache_dir == str(store / "xla-cache")
