@@ -13,18 +13,21 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from mlstack.stacks.errors import ConfigError, mask_credentials
-from mlstack.stacks.offline import run_plan
-from mlstack.stacks.plan import Plan
-from mlstack.stacks.render import render_yaml
-from mlstack.stacks.report import StackCheck, print_check, print_plan, print_rules
+from mlstack.stacks.parse import parse_platform
 from mlstack.stacks.stackfile import read_stack, shipped_stacks
 from mlstack.stacks.versions import support_warning
+
+# The offline plan, its report and the policy pack load Pulumi and the provider SDKs (seconds):
+# each command imports them when it runs, so that `--help` and usage errors answer at once
+# (tests/stacks/test_cli_startup.py checks which modules `--help` loads).
+if TYPE_CHECKING:
+    from mlstack.stacks.plan import Plan
 
 app = typer.Typer(
     add_completion=False,
@@ -66,14 +69,57 @@ def _guard(action: Callable[[], T], bad_input: tuple[type[Exception], ...] = (Co
         raise typer.Exit(1) from None
 
 
+def _fail(message: str) -> typer.Exit:
+    """One `error:` line on stderr; the exit (code 2: the user's input) for the caller to raise."""
+    err.print(f"error: {message}", markup=False)
+    return typer.Exit(2)
+
+
+def _check_destination(flag: str, path: Path | None) -> None:
+    """Refuse an output file that cannot be written before any work is done (a plan of a large
+    stack takes seconds, and `check`'s exit code 1 means a policy violation, not a bad path)."""
+    if path is None or str(path) == "-":
+        return
+    fix = "fix: name a file in an existing directory you can write to"
+    if path.is_dir():
+        raise _fail(f"{flag} {path} is a directory; {fix}")
+    if not path.parent.is_dir():
+        raise _fail(f"{flag} {path}: {path.parent} is not an existing directory; {fix}")
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise _fail(f"{flag} {path} is not writable; {fix}")
+
+
+def _write_output(flag: str, path: Path, text: str) -> None:
+    """Write an output file; what `_check_destination` cannot foresee (a full disk, a
+    permission it could not see) is still one line and exit 2."""
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        raise _fail(
+            f"cannot write {flag} {path}: {exc.strerror or exc}; fix: name a file in an "
+            "existing directory you can write to"
+        ) from None
+
+
+def _run_plan(ref: str) -> Plan:
+    """Read, parse and plan one stack. The fields are parsed before the offline plan's modules
+    load Pulumi and the SDKs (seconds), so that a typo in a stack file is reported at once;
+    `run_plan` parses them again (milliseconds) with its cross-field checks."""
+    stack = read_stack(ref)
+    parse_platform(stack.platform, source=str(stack.path))
+    from mlstack.stacks.offline import run_plan
+
+    return run_plan(stack)
+
+
 def _plan(ref: str) -> Plan:
-    return _guard(lambda: run_plan(read_stack(ref)))
+    return _guard(lambda: _run_plan(ref))
 
 
 def _plan_or_refusal(ref: str) -> Plan | ConfigError:
     """The stack's plan, or the ConfigError that refused it (for `check` to report)."""
     try:
-        return run_plan(read_stack(ref))
+        return _run_plan(ref)
     except ConfigError as exc:
         return exc
 
@@ -91,6 +137,7 @@ def plan(
     if json_file is not None and len(refs) != 1:
         err.print("error: --json takes exactly one stack; name it", markup=False)
         raise typer.Exit(2)
+    _check_destination("--json", json_file)
     for ref in refs:
         result = _plan(ref)
         if json_file is not None:
@@ -98,8 +145,10 @@ def plan(
             if str(json_file) == "-":
                 sys.stdout.write(text)
                 continue
-            json_file.write_text(text)
+            _write_output("--json", json_file, text)
             err.print(f"wrote {len(result.resources)} resources to {json_file}", markup=False)
+        from mlstack.stacks.report import print_plan
+
         print_plan(result, out)
         cluster = result.platform.cluster
         warning = support_warning(result.platform.cloud, cluster.kubernetes_version, today())
@@ -115,11 +164,14 @@ def render(
     ] = None,
 ) -> None:
     """Write the stack's Kubernetes objects as YAML for `kubectl apply`."""
+    from mlstack.stacks.render import render_yaml
+
+    _check_destination("--output", output)
     text = render_yaml(_plan(stack))
     if output is None:
         sys.stdout.write(text)
     else:
-        output.write_text(text)
+        _write_output("--output", output, text)
         err.print(f"wrote {output}", markup=False)
 
 
@@ -144,10 +196,12 @@ def check(
     """Plan each stack offline and run the policy pack on it; exit 1 on a mandatory violation."""
     from mlstack.policies.check import PolicyConfigError, check_plan, load_policy_config
     from mlstack.policies.rules import ALL_POLICIES
+    from mlstack.stacks.report import StackCheck, print_check, print_rules
 
     if list_rules:
         print_rules(ALL_POLICIES, out)
         return
+    _check_destination("--json", json_file)
     try:
         config = load_policy_config(policy_config) if policy_config is not None else {}
     except PolicyConfigError as exc:
@@ -171,6 +225,9 @@ def check(
             continue
         plan_seconds = time.perf_counter() - started
         results.append(StackCheck(check_plan(planned, config=config), plan_seconds))
+    if str(json_file) != "-":
+        # The table first: should the JSON file still fail to be written, the results are shown.
+        print_check(results, len(ALL_POLICIES), out)
     if json_file is not None:
         report = {
             "rules": [p.name for p in ALL_POLICIES],
@@ -181,9 +238,7 @@ def check(
         if str(json_file) == "-":
             sys.stdout.write(text)
         else:
-            json_file.write_text(text)
-    if str(json_file) != "-":
-        print_check(results, len(ALL_POLICIES), out)
+            _write_output("--json", json_file, text)
     if refused:
         raise typer.Exit(2)
     if any(r.report.mandatory for r in results):
@@ -316,6 +371,55 @@ def _store_url(store: str) -> str:
     return store if "://" in store else Path(store).expanduser().resolve().as_uri()
 
 
+def _check_processes(config: str, global_batch: int, processes: int) -> None:
+    """Each local process has one CPU device, and the global batch splits evenly over the
+    devices: refuse a count that does not divide it before any process starts."""
+    if global_batch % processes:
+        works = [n for n in range(1, global_batch + 1) if global_batch % n == 0]
+        raise ValueError(
+            f"-n {processes} does not divide {config}'s global batch of {global_batch} (one "
+            f"device per local process); fix: use -n {', '.join(map(str, works))}"
+        )
+
+
+def _check_up_args(port: int, prompt: str, max_tokens: int, processes: int) -> None:
+    """What `local up` would only find out after training: a port already taken, a request
+    that does not fit tiny's context (the server's rule, `protocol.check_fits`)."""
+    from mlstack.workloads.serve.server import bind
+    from mlstack.workloads.train.configs import get_config
+    from mlstack.workloads.train.data import encode
+
+    tiny = get_config("tiny")
+    _check_processes("tiny", tiny.global_batch_size, processes)
+    if port:
+        try:
+            bind("127.0.0.1", port).close()
+        except OSError as exc:
+            raise ValueError(
+                f"--port {port} on 127.0.0.1 cannot be used ({exc.strerror or exc}); fix: "
+                "stop what listens there, pick another port, or pass --port 0 for a free one"
+            ) from None
+    prompt_tokens = int(encode(prompt).size)
+    context = tiny.model.seq_len
+    if not prompt_tokens or prompt_tokens + max_tokens > context:
+        raise ValueError(
+            f"--prompt is {prompt_tokens} tokens and --max-tokens {max_tokens}: together at most "
+            f"{context} (tiny's context) fit, with at least one prompt token; fix: shorten the "
+            "prompt or lower --max-tokens"
+        )
+
+
+def _compile_cache_dir(store_url: str) -> str | None:
+    """XLA's compile cache beside a local store; none for an object store (a path made from
+    an s3:// URL would be a `./s3:` folder in the current directory)."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(store_url)
+    if parts.scheme != "file":
+        return None
+    return str(Path(unquote(parts.path)) / "xla-cache")
+
+
 def _show_event(event: dict[str, Any]) -> None:
     """One human line per training event of process 0."""
     kind = event.get("event")
@@ -378,7 +482,7 @@ def local_train(  # noqa: PLR0917 - a typer command: its options are its paramet
     from mlstack.workloads.train.data import DataError
 
     def start() -> Launch:
-        get_config(config)
+        _check_processes(config, get_config(config).global_batch_size, processes)
         local = LocalRun(_store_url(store), run=run)
         ensure_dataset(local, lambda line: err.print(line, markup=False))
         args = ["--config", config, "--checkpoint-every", str(checkpoint_every)]
@@ -429,6 +533,7 @@ def local_up(  # noqa: PLR0917 - a typer command: its options are its parameters
     from mlstack.workloads.storage import StoreError
     from mlstack.workloads.train.data import DataError
 
+    _guard(lambda: _check_up_args(port, prompt, max_tokens, processes), bad_input=(ValueError,))
     local = LocalRun(_store_url(store), run="local-up")
 
     def say(text: str) -> None:
@@ -462,7 +567,7 @@ def local_up(  # noqa: PLR0917 - a typer command: its options are its parameters
             # Up to 8 requests a batch: 36 executables for tiny, compiled in about 8 s on 2 CPUs,
             # and cached under the store for the next start.
             max_batch=8,
-            compile_cache_dir=str(Path(local.store_url.removeprefix("file://")) / "xla-cache"),
+            compile_cache_dir=_compile_cache_dir(local.store_url),
         ),
         on_event=lambda event: say(_server_line(event)),
         on_line=lambda line: err.print(f"[server] {line}", markup=False),

@@ -52,6 +52,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "mlstack.stacks.errors",
             "mlstack.stacks.schema",
+            "mlstack.stacks.parse",
             "mlstack.stacks.prefixes",
             "mlstack.stacks.catalog",
             "mlstack.stacks.names",

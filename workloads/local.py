@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -36,6 +37,8 @@ DEFAULT_DATASET = "pystdlib"
 STOP_GRACE_S = 60.0
 #: Seconds the others get to notice that one process failed before they are killed.
 FAILURE_GRACE_S = 10.0
+#: A run or dataset name: one path segment, never '.' or '..'.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def free_port() -> int:
@@ -56,6 +59,16 @@ class LocalRun:
     store_url: str
     run: str = "run"
     dataset: str = DEFAULT_DATASET
+
+    def __post_init__(self) -> None:
+        # Each name is one path segment under the store: `--run ../../x` would put checkpoints
+        # and bundles outside it (a file store resolves the '..').
+        for flag, name in (("--run", self.run), ("dataset", self.dataset)):
+            if not _NAME.fullmatch(name):
+                raise ValueError(
+                    f"{flag} {name!r} is not a plain name (letters, digits, '.', '_', '-', "
+                    "starting with a letter or digit); fix: pass one, e.g. --run exp-1"
+                )
 
     @property
     def data_url(self) -> str:

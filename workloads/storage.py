@@ -341,9 +341,18 @@ class S3Store(Store):
         # Custom endpoints (MinIO, Ceph, an IP address) rarely serve bucket-name subdomains.
         style = {"addressing_style": "path"} if self.endpoint else {}
         config = Config(max_pool_connections=max(10, transfer.max_concurrency), s3=style)
-        self._client: Any = Session().client(
-            "s3", endpoint_url=self.endpoint, region_name=region, config=config
-        )
+        try:
+            self._client: Any = Session().client(
+                "s3", endpoint_url=self.endpoint, region_name=region, config=config
+            )
+        except ValueError as err:
+            # botocore refuses an endpoint that is not an http(s) URL with a host: ValueError
+            # "Invalid endpoint: ..." (botocore.endpoint.EndpointCreator.create_endpoint).
+            raise StoreError(
+                f"S3 endpoint {self.endpoint!r} ({_endpoint_source(endpoint)}) is not an "
+                "http(s) URL with a host; fix: write it as http(s)://host[:port], e.g. "
+                "http://127.0.0.1:9000"
+            ) from err
         # "classic" so that the threshold and part size above apply: the CRT client needs
         # awscrt, which mlstack does not ship, and picks its own part sizes.
         self._config = TransferConfig(
@@ -603,6 +612,13 @@ class GCSStore(Store):
             raise StoreError(f"{action} {self._where(key)} failed: {err}") from err
 
 
+def _endpoint_source(argument: str | None) -> str:
+    """Where an S3 endpoint came from, for messages: the argument or the variable that set it."""
+    if argument:
+        return "the endpoint argument"
+    return next(f"${var}" for var in S3_ENDPOINT_VARS if os.environ.get(var))
+
+
 def _run_parallel(tasks: Sequence[Callable[[], object]], max_workers: int) -> None:
     """Run `tasks` on a thread pool; the first failure cancels those not yet started."""
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
@@ -618,11 +634,22 @@ def _run_parallel(tasks: Sequence[Callable[[], object]], max_workers: int) -> No
 
 @contextmanager
 def _atomic_writer(path: Path) -> Iterator[IO[bytes]]:
-    """A file that replaces `path` only once it is fully written and fsynced."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """A file that replaces `path` only once it is fully written and fsynced.
+
+    A destination that cannot be created (a read-only or full disk, no permission, a file where
+    a directory should be) is a StoreError naming it, not the OSError of the first mkdir.
+    """
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{PARTIAL_SUFFIX}")
     try:
-        with tmp.open("wb") as out:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = tmp.open("wb")
+    except OSError as err:
+        raise StoreError(
+            f"cannot write {path}: {err.strerror or err}; fix: choose a directory you can "
+            "write to, or fix its permissions"
+        ) from err
+    try:
+        with handle as out:
             yield out
             out.flush()
             os.fsync(out.fileno())

@@ -183,3 +183,9 @@ def test_free_port_is_bindable() -> None:
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+@pytest.mark.parametrize("run", ["../../..", "..", "a/b", "", ".hidden"])
+def test_a_run_name_is_one_segment_inside_the_store(tmp_path: Path, run: str) -> None:
+    with pytest.raises(ValueError, match="is not a plain name"):
+        LocalRun(tmp_path.as_uri(), run=run)

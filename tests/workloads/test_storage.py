@@ -304,3 +304,22 @@ def test_transfer_settings_refuse_parts_s3_would_reject() -> None:
     with pytest.raises(StoreError, match="chunk_size_bytes=1048576"):
         TransferSettings(chunk_size_bytes=1 * MIB)
     assert TransferSettings().max_concurrency >= 8
+
+
+def test_an_unwritable_file_store_is_a_store_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    store = open_store((blocker / "store").as_uri())
+    with pytest.raises(StoreError, match=r"cannot write .*a-file/store/k: Not a directory; fix:"):
+        store.put_bytes("k", b"x")
+    assert list(tmp_path.iterdir()) == [blocker]
+
+
+def test_a_malformed_s3_endpoint_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLSTACK_S3_ENDPOINT", "minio:9000")
+    with pytest.raises(StoreError, match=r"'minio:9000' \(\$MLSTACK_S3_ENDPOINT\) is not an"):
+        open_store("s3://bucket/prefix")
+    with pytest.raises(StoreError, match=r"'http://' \(the endpoint argument\)"):
+        open_store("s3://bucket/prefix", endpoint="http://")

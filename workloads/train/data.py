@@ -63,6 +63,9 @@ _NP_DTYPE = np.dtype("<u2")
 #: 4 Mi tokens, 8 MiB per shard: small enough to fetch on demand, large enough that a dataset
 #: of billions of tokens stays at a few thousand objects.
 DEFAULT_SHARD_TOKENS = 1 << 22
+#: A shard is built in memory (2 bytes a token): 2 GiB at most, so that a typo in
+#: --shard-tokens is refused instead of failing to allocate terabytes.
+MAX_SHARD_TOKENS = 1 << 30
 #: Directories never walked: installed packages, bytecode caches, VCS and tool metadata (any
 #: name starting with a dot).
 SKIP_DIRS = frozenset({"__pycache__", "site-packages", "dist-packages", "node_modules"})
@@ -320,6 +323,12 @@ def prepare_dataset(
             f"shard_tokens={shard_tokens} is not positive",
             store.base_url,
             f"use a positive count, e.g. {DEFAULT_SHARD_TOKENS}",
+        )
+    if shard_tokens > MAX_SHARD_TOKENS:
+        raise DataError(
+            f"shard_tokens={shard_tokens} is over {MAX_SHARD_TOKENS:,} (2 GiB, built in memory)",
+            store.base_url,
+            f"use a smaller count, e.g. {DEFAULT_SHARD_TOKENS}",
         )
     if not corpus.root.is_dir():
         raise DataError(
