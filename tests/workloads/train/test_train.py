@@ -162,3 +162,25 @@ def test_a_non_finite_step_leaves_the_state_as_it_was(monkeypatch: pytest.Monkey
         strict=True,
     ):
         np.testing.assert_array_equal(np.asarray(new), old)
+
+
+def test_a_run_resumes_from_the_previous_step_when_the_newest_is_damaged(
+    tmp_path: Path, dataset_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train_and_evaluate(_options(tmp_path, dataset_url, steps=4, checkpoint_every=2, model_url=None))
+    step_dir = tmp_path / "ckpt" / "step_00000004"
+    files = [p for p in step_dir.rglob("*") if p.is_file() and p.name != "COMMIT"]
+    biggest = max(files, key=lambda p: p.stat().st_size)
+    data = bytearray(biggest.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    biggest.write_bytes(bytes(data))
+    capsys.readouterr()
+    resumed = train_and_evaluate(
+        _options(tmp_path, dataset_url, steps=6, checkpoint_every=2, model_url=None)
+    )
+    assert (resumed.start_step, resumed.final_step, resumed.committed_step) == (2, 6, 6)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
+    name = biggest.relative_to(step_dir).as_posix()
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"warning: checkpoint step 4 is damaged: {name} does not match")
+    assert warnings[0].endswith("resuming from step 2, the newest intact one")
