@@ -193,7 +193,9 @@ class Trainer:
         return state.to_devices(state.unflatten(host, self.abstract), self.shardings)
 
     def restore(self, ckpt: checkpoint.Checkpoints, step: int) -> State:
-        return self.place(ckpt.restore(step, self.target(), _warn))
+        """Committed `step`, checked and on the devices (the processes other than 0, which
+        restore the step process 0 picked and already reported on)."""
+        return self.place(ckpt.restore(step, self.target()))
 
     def mfu(self, tokens_per_s: float) -> float | None:
         flops = self.opts.config.model.flops_per_token()
