@@ -11,8 +11,9 @@ newer model is served, so requests in flight finish on the model they started wi
 with the same model config reuses the compiled executables (only its parameters change, and
 the warm-up runs them once with the new ones); a new config compiles its own set first.
 
-Loading failures (the store is unreachable, no bundle yet, a broken bundle) are logged and
-retried at the next check; a server that has a model keeps serving it.
+Loading failures (the store is unreachable, no bundle yet, a broken bundle, one with a NaN or
+an infinity in its parameters, which `read_bundle` refuses) are logged and retried at the next
+check; a server that has a model keeps serving it, and one without never becomes ready.
 """
 
 from __future__ import annotations

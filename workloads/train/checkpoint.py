@@ -12,6 +12,19 @@ A step counts only once its COMMIT exists, so a crash mid-upload never leaves a 
 left. After a commit, committed steps beyond `keep` are deleted
 (COMMIT first, so a step is never seen committed and half deleted).
 
+COMMIT also records every file's size and sha256, hashed from the local staging files while
+they upload, and restore checks them before orbax reads anything. Orbax and tensorstore verify
+nothing of the array bytes at the pinned versions: OCDBT checksums (CRC-32C) only its manifest
+and tree nodes, not the out-of-line values that hold the arrays (tensorstore's
+kvstore/ocdbt/index.rst, "Storage format"), and orbax's default zarr2 arrays carry no checksum
+codec (orbax 0.12.8, `serialization/tensorstore_utils.py`: `crc32c` appears only in the zarr3
+shard *index* codecs). A flipped bit therefore restores as a wrong (often NaN) weight, and a
+truncated file fails deep inside tensorstore, which used to print one "Event loop is closed"
+traceback per array still being read (orbax's `asyncio_utils._run_sync_via_new_loop` closes
+its loop at the first error while tensorstore's other reads are in flight). Checked first, a
+damaged step never reaches orbax: `restore_newest` names the step and the file in one line and
+falls back to the previous committed step.
+
 The state arrives as a flat `{name: numpy array}` dict already on the host (the caller gathers
 it from the devices), so every process can restore it regardless of how it was sharded.
 Every process restores on its own: it downloads the step and reads it with its own orbax
@@ -20,18 +33,19 @@ manager.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import orbax.checkpoint as ocp
 
-from mlstack.workloads.storage import Store
+from mlstack.workloads.storage import NotFound, Store
 
 COMMIT = "COMMIT"
 _STEP_PREFIX = "step_"
@@ -41,6 +55,74 @@ HostState = dict[str, np.ndarray]
 
 class CheckpointError(RuntimeError):
     """A checkpoint could not be saved, committed or restored."""
+
+
+class DamagedCheckpoint(CheckpointError):  # noqa: N818 - reads as `checkpoint.DamagedCheckpoint`.
+    """A committed step whose files do not match its COMMIT marker."""
+
+    def __init__(self, step: int, problem: str) -> None:
+        super().__init__(f"checkpoint step {step} is damaged: {problem}")
+        self.step = step
+        self.problem = problem
+
+
+Target = Mapping[str, tuple[tuple[int, ...], np.dtype]]
+
+#: Bytes hashed per read; hashlib releases the GIL for each, so files hash in parallel.
+_HASH_CHUNK = 8 << 20
+_HASH_THREADS = 4
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _file_sums(root: Path, pool: ThreadPoolExecutor) -> dict[str, Future[str]]:
+    """relative path -> future sha256 of every file under `root`."""
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {p.relative_to(root).as_posix(): pool.submit(_sha256, p) for p in files}
+
+
+def _verify(step: int, local_step: Path, marker: dict[str, object]) -> str | None:
+    """Check the downloaded files of `step` against its COMMIT `marker`; raises
+    DamagedCheckpoint naming the first bad file. Returns a warning for an old marker, which
+    has no checksums: only its file count and total size can be checked."""
+    files = {p.relative_to(local_step).as_posix(): p for p in local_step.rglob("*") if p.is_file()}
+    sums = marker.get("sha256")
+    sizes = marker.get("sizes")
+    if not isinstance(sums, dict) or not isinstance(sizes, dict):
+        # Written before checksums existed. Accepted, not refused: refusing would strand every
+        # run started before this change (its only checkpoints unusable, back to step 0). What
+        # the old marker has still catches a missing or truncated file.
+        total = sum(p.stat().st_size for p in files.values())
+        if len(files) != marker.get("files") or total != marker.get("bytes"):
+            raise DamagedCheckpoint(
+                step,
+                f"{len(files)} files of {total} bytes, its COMMIT says "
+                f"{marker.get('files')} files of {marker.get('bytes')} bytes",
+            )
+        return (
+            f"checkpoint step {step} has no checksums (written by an older mlstack): "
+            "a damaged byte in it would go unnoticed"
+        )
+    for name in sorted(sums):
+        path = files.get(name)
+        if path is None:
+            raise DamagedCheckpoint(step, f"{name} is missing")
+        if path.stat().st_size != sizes.get(name):
+            raise DamagedCheckpoint(
+                step, f"{name} has {path.stat().st_size} bytes, its COMMIT says {sizes.get(name)}"
+            )
+    with ThreadPoolExecutor(_HASH_THREADS, thread_name_prefix="ckpt-verify") as pool:
+        got = {name: pool.submit(_sha256, files[name]) for name in sorted(sums)}
+        for name, future in got.items():
+            if future.result() != sums[name]:
+                raise DamagedCheckpoint(step, f"{name} does not match its sha256 in COMMIT")
+    return None
 
 
 def step_prefix(step: int) -> str:
@@ -127,31 +209,34 @@ class Checkpoints:
         return committed[-1] if committed else None
 
     def restore(
-        self, step: int, target: Mapping[str, tuple[tuple[int, ...], np.dtype]]
+        self, step: int, target: Target, warn: Callable[[str], None] | None = None
     ) -> HostState:
-        """The host state of committed `step`, shaped like `target` (name -> shape, dtype)."""
+        """The host state of committed `step`, shaped like `target` (name -> shape, dtype).
+
+        Its files are checked against the checksums in COMMIT before orbax reads them; a
+        mismatch raises DamagedCheckpoint. `warn` gets the note that an old step has no
+        checksums."""
         prefix = step_prefix(step)
-        if not self.store.exists(f"{prefix}/{COMMIT}"):
+        try:
+            marker = json.loads(self.store.get_bytes(f"{prefix}/{COMMIT}"))
+        except NotFound:
             raise CheckpointError(
                 f"{self.store.url(prefix)} is not committed (no {COMMIT}); restore a committed step"
-            )
+            ) from None
+        except ValueError:
+            raise DamagedCheckpoint(step, f"its {COMMIT} is not valid JSON") from None
         root = self._local / f"restore-p{self.process_index}"
         shutil.rmtree(root, ignore_errors=True)
         local_step = root / str(step)
-        self.store.download_dir(prefix, local_step)
-        (local_step / COMMIT).unlink(missing_ok=True)
-        manager = _manager(root, self.process_index)
         try:
-            item = {name: np.empty(shape, dtype) for name, (shape, dtype) in target.items()}
-            restored = manager.restore(step, args=ocp.args.StandardRestore(item))
-        except Exception as exc:
-            raise CheckpointError(
-                f"cannot read checkpoint {self.store.url(prefix)}: {type(exc).__name__}: {exc}"
-            ) from exc
+            self.store.download_dir(prefix, local_step)
+            (local_step / COMMIT).unlink(missing_ok=True)
+            note = _verify(step, local_step, marker)
+            if note is not None and warn is not None:
+                warn(note)
+            state = self._read(root, step, target, verified=note is None)
         finally:
-            manager.close()
             shutil.rmtree(root, ignore_errors=True)
-        state = {name: np.asarray(restored[name]) for name in target}
         for name, (shape, dtype) in target.items():
             got = state[name]
             if tuple(got.shape) != tuple(shape) or got.dtype != dtype:
@@ -161,6 +246,58 @@ class Checkpoints:
                     "config; fix: resume with the config that wrote it, or use a new checkpoint URL"
                 )
         return state
+
+    def _read(self, root: Path, step: int, target: Target, *, verified: bool) -> HostState:
+        """Orbax's read of the step downloaded under `root`. A step whose checksums matched
+        fails here only for a reason of this run (a config that does not fit it); one without
+        checksums may be damaged, which lets `restore_newest` fall back past it."""
+        manager = _manager(root, self.process_index)
+        try:
+            item = {name: np.empty(shape, dtype) for name, (shape, dtype) in target.items()}
+            restored = manager.restore(step, args=ocp.args.StandardRestore(item))
+        except Exception as exc:
+            problem = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            if not verified:
+                raise DamagedCheckpoint(step, f"orbax cannot read it ({problem})") from exc
+            raise CheckpointError(
+                f"cannot read checkpoint {self.store.url(step_prefix(step))}: {problem}"
+            ) from exc
+        finally:
+            manager.close()
+        return {name: np.asarray(restored[name]) for name in target}
+
+    def restore_newest(
+        self, target: Target, warn: Callable[[str], None]
+    ) -> tuple[int, HostState] | None:
+        """(step, state) of the newest committed step that is intact; None when no step is
+        committed. Each damaged newer step is reported through `warn`, in one line naming the
+        step and the file, and loses its COMMIT (process 0 only; its files stay until the next
+        commit prunes them), so that the steps this run saves again and the pruning never count
+        it. Raises CheckpointError, touching nothing, when every committed step is damaged."""
+        committed, _ = self.steps()
+        damaged: list[DamagedCheckpoint] = []
+        for step in reversed(committed):
+            try:
+                state = self.restore(step, target, warn)
+            except DamagedCheckpoint as exc:
+                damaged.append(exc)
+                continue
+            for bad in damaged:
+                warn(
+                    f"{bad} ({self.store.url(step_prefix(bad.step))}); resuming from step "
+                    f"{step}, the newest intact one"
+                )
+                if self.primary:
+                    self.store.delete(f"{step_prefix(bad.step)}/{COMMIT}")
+            return step, state
+        if not damaged:
+            return None
+        problems = "; ".join(str(exc) for exc in damaged)
+        raise CheckpointError(
+            f"every committed checkpoint at {self.store.url()} is damaged ({problems}); fix: "
+            "restore their files from a copy, or move them aside (or pass a new "
+            "--checkpoint-url) to start again from step 0"
+        )
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -207,9 +344,23 @@ class Checkpoints:
         self._saver.save(step, args=ocp.args.StandardSave(state), force=True)
         local_step = self._save_root / str(step)
         prefix = step_prefix(step)
-        keys = self.store.upload_dir(local_step, prefix)
-        size = sum(p.stat().st_size for p in local_step.rglob("*") if p.is_file())
-        marker = {"step": step, "files": len(keys), "bytes": size, "time": time.time()}
+        # What an earlier try at this step left (a crash mid-upload, or a damaged step that a
+        # resume fell back past) goes first, so the step holds exactly the files hashed below.
+        self._delete_step(step)
+        # Hash while the files upload: the upload reads the same files, from the page cache.
+        with ThreadPoolExecutor(_HASH_THREADS, thread_name_prefix="ckpt-hash") as pool:
+            pending = _file_sums(local_step, pool)
+            keys = self.store.upload_dir(local_step, prefix)
+            sums = {name: future.result() for name, future in pending.items()}
+        sizes = {name: (local_step / name).stat().st_size for name in sums}
+        marker = {
+            "step": step,
+            "files": len(keys),
+            "bytes": sum(sizes.values()),
+            "time": time.time(),
+            "sizes": sizes,
+            "sha256": sums,
+        }
         self.store.put_bytes(f"{prefix}/{COMMIT}", json.dumps(marker).encode())
         with self._lock:
             self.last_committed = step

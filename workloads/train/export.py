@@ -5,6 +5,10 @@ one array per dotted name) and `bundle.json` (format, version, the model config,
 facts, the training run's step, config and last metrics). `<model url>/latest` is a small JSON
 pointer to the newest version, written after every object of that version, so a reader that
 follows it always finds a whole bundle.
+
+A bundle never holds a non-finite parameter: `export_bundle` refuses to write one and
+`read_bundle` refuses to return one (a bundle written before this check, or damaged in the
+store), so a server never becomes ready on it and keeps the model it has.
 """
 
 from __future__ import annotations
@@ -29,6 +33,24 @@ PARAMS = "params.npz"
 MANIFEST = "bundle.json"
 
 
+class ExportError(RuntimeError):
+    """The parameters cannot make a bundle."""
+
+
+def non_finite(params: dict[str, np.ndarray]) -> list[str]:
+    """The names of the arrays of `params` that hold a NaN or an infinity, sorted."""
+    return sorted(
+        name
+        for name, value in params.items()
+        if np.issubdtype(value.dtype, np.inexact) and not np.isfinite(value).all()
+    )
+
+
+def _describe_non_finite(names: list[str]) -> str:
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return f"{len(names)} parameter array(s) hold NaN or infinity ({shown})"
+
+
 def bundle_version(step: int) -> str:
     return f"step-{step:08d}"
 
@@ -43,8 +65,15 @@ def export_bundle(
     metrics: dict[str, Any],
     dataset_url: str | None,
 ) -> str:
-    """Write a bundle of `params` (flat host arrays) and point `latest` at it; its version."""
+    """Write a bundle of `params` (flat host arrays) and point `latest` at it; its version.
+    Raises ExportError, writing nothing, when a parameter is not finite."""
     version = bundle_version(step)
+    bad = non_finite(params)
+    if bad:
+        raise ExportError(
+            f"refusing to export step {step} to {store.url()}: {_describe_non_finite(bad)}; "
+            "fix: resume from an earlier checkpoint (the training diverged or its state is damaged)"
+        )
     local = staging / version
     shutil.rmtree(local, ignore_errors=True)
     local.mkdir(parents=True)
@@ -95,4 +124,10 @@ def read_bundle(
             params = {name: archive[name] for name in archive.files}
     finally:
         local.unlink(missing_ok=True)
+    bad = non_finite(params)
+    if bad:
+        raise ValueError(
+            f"{store.url(f'versions/{version}')} is not servable: {_describe_non_finite(bad)}; "
+            "fix: export a good version and point latest at it (or pin one)"
+        )
     return manifest, ModelConfig(**manifest["model"]), params

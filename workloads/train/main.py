@@ -2,7 +2,8 @@
 
 Where it runs comes from the environment contract (`workloads.contract`); what to train comes
 from these flags. Every process of a run starts the same command. Bad input ends with one
-`error:` line and exit code 2.
+`error:` line and exit code 2; a run stopped by a non-finite loss, gradient norm or parameters
+(nothing of it committed or exported) with one `error:` line and exit code 3.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ EXIT_BAD_INPUT = 2
 #: Exit code of a run that stopped for a preemption after committing its checkpoint; the
 #: JobSet restarts it (failurePolicy), and the restart resumes.
 EXIT_PREEMPTED = 143
+#: Exit code of a run stopped by a non-finite loss or gradient norm (`--non-finite-patience`):
+#: nothing from the bad steps was committed or exported. Not 2: the input may be fine.
+EXIT_NON_FINITE = 3
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,6 +56,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--export-every", type=int, default=0, help="also export every M steps (0: at the end)"
     )
     parser.add_argument("--log-every", type=int, default=10)
+    parser.add_argument(
+        "--non-finite-patience",
+        type=int,
+        default=0,
+        help="steps in a row with a non-finite loss or gradient norm to skip before stopping "
+        "(exit 3); 0: stop at the first",
+    )
     parser.add_argument("--data", default=None, help=f"dataset URL (default ${DATA_URL})")
     parser.add_argument(
         "--checkpoint-url", default=None, help=f"checkpoint URL (default ${CHECKPOINT_URL})"
@@ -81,6 +92,10 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     _positive(args, "log_every")
     if args.export_every < 0:
         raise ValueError(f"--export-every {args.export_every} is negative; fix: use 0 or more")
+    if args.non_finite_patience < 0:
+        raise ValueError(
+            f"--non-finite-patience {args.non_finite_patience} is negative; fix: use 0 or more"
+        )
     overrides: dict[str, object] = {}
     if args.global_batch_size is not None:
         overrides["global_batch_size"] = args.global_batch_size
@@ -125,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         keep_checkpoints=args.keep_checkpoints,
         export_every=args.export_every,
         log_every=args.log_every,
+        non_finite_patience=args.non_finite_patience,
     )
     return run(opts)
 
@@ -146,10 +162,14 @@ def initialize_distributed(env: Environment) -> None:
 def run(opts: RunOptions) -> int:
     from mlstack.workloads.train.checkpoint import CheckpointError
     from mlstack.workloads.train.data import DataError
-    from mlstack.workloads.train.train import train_and_evaluate
+    from mlstack.workloads.train.export import ExportError
+    from mlstack.workloads.train.train import NonFiniteError, train_and_evaluate
 
     try:
         result = train_and_evaluate(opts)
+    except (NonFiniteError, ExportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NON_FINITE
     except (StoreError, DataError, CheckpointError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

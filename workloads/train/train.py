@@ -9,6 +9,7 @@ the batches the uninterrupted run would have.
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +49,9 @@ class RunOptions:
     #: Export a bundle every M steps as well as at the end; 0: only at the end.
     export_every: int = 0
     log_every: int = 10
+    #: Consecutive steps with a non-finite loss or gradient norm that are skipped (parameters
+    #: and optimizer state left as they were) before the run stops; 0: stop at the first.
+    non_finite_patience: int = 0
 
 
 @dataclass
@@ -113,10 +117,20 @@ def make_train_step(
             return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
 
         loss, grads = jax.value_and_grad(loss_fn)(current["params"])
+        grad_norm = optax.tree.norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt = tx.update(grads, current["opt"], current["params"])
         params = optax.apply_updates(current["params"], updates)
+        # A non-finite step leaves the parameters and the optimizer state as they were (what
+        # optax.apply_if_finite does, without changing the state's layout, so checkpoints
+        # stay compatible); `NonFiniteGuard` counts such steps and stops the run.
+        params, opt = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old),
+            (params, opt),
+            (current["params"], current["opt"]),
+        )
         new = {"params": params, "opt": opt, "step": current["step"] + 1}
-        return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        return new, {"loss": loss, "grad_norm": grad_norm, "finite": finite}
 
     return jax.jit(
         train_step,
@@ -167,17 +181,77 @@ class Trainer:
     def global_batch(self, local: np.ndarray) -> jax.Array:
         return jax.make_array_from_process_local_data(self.batch_sharding, local)
 
-    def restore(self, ckpt: checkpoint.Checkpoints, step: int) -> State:
-        target = {
+    def target(self) -> checkpoint.Target:
+        """Name -> (shape, dtype) of the flat host state that checkpoints hold."""
+        return {
             name: (tuple(x.shape), np.dtype(x.dtype))
             for name, x in state.flatten(self.abstract).items()
         }
-        host = state.unflatten(ckpt.restore(step, target), self.abstract)
-        return state.to_devices(host, self.shardings)
+
+    def place(self, host: checkpoint.HostState) -> State:
+        """A restored flat host state, on the devices."""
+        return state.to_devices(state.unflatten(host, self.abstract), self.shardings)
+
+    def restore(self, ckpt: checkpoint.Checkpoints, step: int) -> State:
+        """Committed `step`, checked and on the devices (the processes other than 0, which
+        restore the step process 0 picked and already reported on)."""
+        return self.place(ckpt.restore(step, self.target()))
 
     def mfu(self, tokens_per_s: float) -> float | None:
         flops = self.opts.config.model.flops_per_token()
         return mfu(flops, tokens_per_s, jax.device_count(), self.peak)
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+class NonFiniteError(RunError):
+    """The loss or gradient norm stayed non-finite for more steps than the patience."""
+
+
+class NonFiniteGuard:
+    """Counts consecutive steps whose loss or gradient norm is not finite; raises
+    NonFiniteError once there are more than `patience` in a row.
+
+    `push` checks the step before the one just dispatched, whose result is (nearly) ready,
+    so the loop never waits on the device for it; `flush` checks the newest step, and the
+    loop calls it before anything is saved or exported, so a non-finite step is never
+    committed or exported."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.run = 0
+        self._pending: tuple[int, dict[str, jax.Array]] | None = None
+
+    def push(self, step: int, metrics: dict[str, jax.Array]) -> None:
+        previous, self._pending = self._pending, (step, metrics)
+        if previous is not None:
+            self._check(*previous)
+
+    def flush(self) -> None:
+        previous, self._pending = self._pending, None
+        if previous is not None:
+            self._check(*previous)
+
+    def _check(self, step: int, metrics: dict[str, jax.Array]) -> None:
+        if bool(metrics["finite"]):
+            self.run = 0
+            return
+        self.run += 1
+        loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
+        if self.run <= self.patience:
+            _warn(
+                f"step {step}: loss {loss}, gradient norm {grad_norm}: skipped "
+                f"({self.run} in a row, --non-finite-patience {self.patience})"
+            )
+            return
+        raise NonFiniteError(
+            f"step {step}: loss {loss}, gradient norm {grad_norm}, non-finite {self.run} "
+            f"step(s) in a row (--non-finite-patience {self.patience}); stopped before "
+            "committing or exporting it; fix: check the data and the newest checkpoint, lower "
+            "the learning rate, or raise --non-finite-patience to skip such steps"
+        )
 
 
 def _agreed(value: int, distributed: bool) -> int:
@@ -219,14 +293,20 @@ class _Run:
         )
         self.models = open_store(opts.model_url) if opts.model_url else None
         self.last_metrics: dict[str, Any] = {}
+        self.guard = NonFiniteGuard(opts.non_finite_patience)
         self.current: State = {}
         self.result = RunResult(start_step=0, final_step=0)
 
     def start(self) -> int:
-        """Restore the newest committed checkpoint or initialize; the step to start from."""
-        latest = self.ckpt.latest_step() if self.primary else None
-        start = _agreed(-1 if latest is None else latest, self.distributed)
+        """Restore the newest intact committed checkpoint or initialize; the step to start
+        from. Process 0 picks the step (falling back past damaged ones), the others restore
+        the step it picked."""
         cfg, trainer = self.opts.config, self.trainer
+        restored: tuple[int, checkpoint.HostState] | None = None
+        clock = time.perf_counter()
+        if self.primary:
+            restored = self.ckpt.restore_newest(trainer.target(), _warn)
+        start = _agreed(-1 if restored is None else restored[0], self.distributed)
         self.log(
             "start",
             config=cfg.name,
@@ -246,13 +326,16 @@ class _Run:
             self.current = trainer.init_state()
             start = 0
         else:
-            t = time.perf_counter()
-            self.current = trainer.restore(self.ckpt, start)
-            self.log("restored", step=start, seconds=round(time.perf_counter() - t, 3))
+            if restored is None:
+                self.current = trainer.restore(self.ckpt, start)
+            else:
+                self.current = trainer.place(restored[1])
+            self.log("restored", step=start, seconds=round(time.perf_counter() - clock, 3))
         self.result = RunResult(start_step=start, final_step=start)
         return start
 
     def save(self, step: int, host: State | None = None) -> None:
+        self.guard.flush()
         t = time.perf_counter()
         host = host if host is not None else state.to_host(self.current)
         self.ckpt.save(step, state.flatten(host))
@@ -261,6 +344,7 @@ class _Run:
     def export(self, step: int, host_params: Any | None = None) -> None:
         if self.models is None:
             return
+        self.guard.flush()
         params = host_params if host_params is not None else state.to_host(self.current["params"])
         if self.primary:
             version = export.export_bundle(
@@ -318,6 +402,7 @@ class _Run:
                 )
                 step = index + 1
                 window.steps += 1
+                self.guard.push(step, metrics)
                 if not window.compiled:
                     float(metrics["loss"])
                     self.log("compiled", step=step, seconds=round(window.reset(), 3))
@@ -336,6 +421,7 @@ class _Run:
     def finish(self, step: int) -> None:
         """Commit the last step (and export it, unless preempted)."""
         self.result.final_step = step
+        self.guard.flush()
         host = state.to_host(self.current)
         if step > self.result.start_step or self.ckpt.latest_step() != step:
             self.save(step, host)

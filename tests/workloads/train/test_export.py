@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from tests_support import RecordingStore
 
-from mlstack.workloads.storage import open_store
+from mlstack.workloads.storage import Store, open_store
 from mlstack.workloads.train.configs import get_config
 from mlstack.workloads.train.data import tokenizer_facts
 from mlstack.workloads.train.export import (
     BUNDLE_FORMAT,
     LATEST,
+    ExportError,
     bundle_version,
     export_bundle,
     latest_version,
@@ -81,3 +82,56 @@ def test_a_foreign_directory_is_not_read_as_a_bundle(tmp_path: Path) -> None:
     store.put_bytes("versions/v1/bundle.json", json.dumps({"format": "other"}).encode())
     with pytest.raises(ValueError, match="is not an mlstack serving bundle"):
         read_bundle(store, "v1", tmp_path)
+
+
+def nan_bundle(store: Store, staging: Path, step: int, params: dict[str, np.ndarray]) -> str:
+    """Export `params` with a NaN in one array the way a run before the check could, and
+    point `latest` at it (export_bundle itself refuses); its version."""
+    version = export_bundle(
+        store,
+        staging,
+        step=step,
+        params=params,
+        config=get_config("tiny"),
+        metrics={},
+        dataset_url=None,
+    )
+    name = sorted(params)[0]
+    poisoned = dict(params)
+    poisoned[name] = params[name].copy()
+    poisoned[name].flat[0] = np.nan
+    local = staging / "poisoned.npz"
+    np.savez(local, **poisoned)  # pyright: ignore[reportArgumentType]
+    store.upload_file(local, f"versions/{version}/params.npz")
+    local.unlink()
+    return version
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_parameters_that_are_not_finite_are_not_exported(tmp_path: Path, bad: float) -> None:
+    store = open_store((tmp_path / "models").as_uri())
+    params = {**PARAMS, "embed.embedding": PARAMS["embed.embedding"].copy()}
+    params["embed.embedding"][1, 2] = bad
+    with pytest.raises(ExportError) as caught:
+        export_bundle(
+            store,
+            tmp_path / "staging",
+            step=40,
+            params=params,
+            config=get_config("tiny"),
+            metrics={},
+            dataset_url=None,
+        )
+    assert str(caught.value) == (
+        f"refusing to export step 40 to {store.url()}: 1 parameter array(s) hold NaN or "
+        "infinity (embed.embedding); fix: resume from an earlier checkpoint (the training "
+        "diverged or its state is damaged)"
+    )
+    assert store.list() == []
+
+
+def test_a_bundle_with_a_nan_is_not_read(tmp_path: Path) -> None:
+    store = open_store((tmp_path / "models").as_uri())
+    version = nan_bundle(store, tmp_path / "staging", 40, PARAMS)
+    with pytest.raises(ValueError, match="is not servable: 1 parameter array"):
+        read_bundle(store, version, tmp_path / "read")

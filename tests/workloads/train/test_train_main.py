@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[3]
         (["--config", "huge"], {}, "unknown model config 'huge'; fix: use one of tiny, small"),
         (["--steps", "0"], {}, "--steps 0 must be at least 1"),
         (["--export-every", "-1"], {}, "--export-every -1 is negative"),
+        (["--non-finite-patience", "-1"], {}, "--non-finite-patience -1 is negative"),
         ([], {}, "no --data given and $MLSTACK_DATA_URL is not set; fix: set one of them"),
         (
             ["--data", "file:///d"],
