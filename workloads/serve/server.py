@@ -150,18 +150,23 @@ class _DrainingServer(uvicorn.Server):
         self.drain()
 
     def drain(self) -> None:
-        """Refuse new completions, finish the queued ones, then stop serving."""
+        """Refuse new completions, finish the queued ones, then stop serving. Called from the
+        signal handler, so it only starts the drain's thread: that thread logs, and whatever
+        logging does (block on the event log's lock, which the interrupted main thread may
+        hold; fail on a closed stdout), the drain goes on and later signals still count."""
         if self._drain_started:
             return
         self._drain_started = True
-        self.log("draining", queued=self.service.batcher.depth)
         threading.Thread(target=self._drain, name="mlstack-drain", daemon=True).start()
 
     def _drain(self) -> None:
-        start = time.perf_counter()
-        finished = self.service.drain(self.drain_timeout_s)
-        self.log("drained", finished=finished, seconds=round(time.perf_counter() - start, 3))
-        self.should_exit = True
+        try:
+            self.log("draining", queued=self.service.batcher.depth)
+            start = time.perf_counter()
+            finished = self.service.drain(self.drain_timeout_s)
+            self.log("drained", finished=finished, seconds=round(time.perf_counter() - start, 3))
+        finally:
+            self.should_exit = True
 
 
 class _Running:
