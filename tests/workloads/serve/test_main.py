@@ -26,6 +26,7 @@ import pytest
 from flax import nnx
 
 from mlstack.workloads.contract import MODEL_URL, MODEL_VERSION
+from mlstack.workloads.serve.http_limits import HttpLimits
 from mlstack.workloads.serve.main import build_options, main, parse_args
 from mlstack.workloads.serve.server import ServeOptions, ServerProcess
 from mlstack.workloads.storage import open_store
@@ -73,6 +74,9 @@ def test_bad_input_is_one_error_line_and_exit_2(
     assert _error(capsys, ["--model-url", url, "--length-buckets", "16,x"]).startswith(
         "error: --length-buckets '16,x' is not a comma-separated list of integers"
     )
+    assert _error(capsys, ["--model-url", url, "--max-headers", "0"]) == (
+        "error: --max-headers 0 must be at least 1; fix: raise it"
+    )
     assert _error(capsys, ["--model-url", url, "--port", "70000"]) == (
         "error: --port 70000 is not a TCP port; fix: use 0 to 65535"
     )
@@ -93,6 +97,15 @@ def test_the_contract_gives_the_url_and_the_pinned_version(
     options = build_options(parse_args(["--max-batch", "8", "--length-buckets", "32,16"]))
     assert (options.model_url, options.model_version) == (tmp_path.as_uri(), "step-00000010")
     assert (options.max_batch, options.length_buckets) == (8, (32, 16))
+    assert options.http_limits() == HttpLimits()
+    limits = ["--max-header-bytes", "9000", "--max-headers", "7", "--header-timeout-s", "2.5"]
+    tight = build_options(parse_args(limits)).http_limits()
+    assert (tight.max_header_bytes, tight.max_headers, tight.header_timeout_s) == (9000, 7, 2.5)
+    # The child process gets the same limits (ServerProcess passes as_args()).
+    given = ServeOptions(
+        model_url=tmp_path.as_uri(), model_version="v3", max_header_line_bytes=300, max_headers=7
+    )
+    assert build_options(parse_args(given.as_args())) == given
     flag = build_options(parse_args(["--model-url", "file:///other", "--model-version", "v2"]))
     assert (flag.model_url, flag.model_version) == ("file:///other", "v2")
 
