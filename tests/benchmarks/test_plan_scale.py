@@ -3,30 +3,12 @@ platform and its floor, and the measured resource model predicts what a plan rec
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from tests.benchmarks.conftest import run_benchmark
-
-REPO = Path(__file__).resolve().parents[2]
-BENCHMARKS = REPO / "benchmarks"
-
-
-def load_benchmark(name: str) -> ModuleType:
-    """A benchmark script as a module (benchmarks/ is not a package; its scripts import each
-    other by name, so the folder goes on sys.path)."""
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmarks.conftest import load_benchmark, run_benchmark
 
 
 @pytest.fixture(scope="module")

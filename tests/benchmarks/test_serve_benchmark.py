@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
 
-from tests.benchmarks.conftest import run_benchmark
+from tests.benchmarks.conftest import load_benchmark, run_benchmark
 
 #: The concurrency levels of serve_load.py --quick.
 QUICK_LEVELS = {1, 8}
@@ -75,3 +77,35 @@ def test_serve_gpu_runs_the_engine_at_each_batch_when_allowed_on_a_cpu(tmp_path:
         assert run["tokens_per_s"] > 0 and run["requests_per_s"] > 0, run
         # A call makes at most 8 steps: a step takes at least an eighth of a call.
         assert run["ms_per_step"] * 8 >= run["ms_per_call"] * 0.99, run
+
+
+def _run(batching: str, concurrency: int, tokens_per_s: float, p50_ms: float) -> Any:
+    return serve_load().Run(
+        batching=batching,
+        concurrency=concurrency,
+        seconds=6.0,
+        requests=10,
+        requests_per_s=1.0,
+        tokens_per_s=tokens_per_s,
+        p50_ms=p50_ms,
+        p99_ms=p50_ms,
+        non_2xx=0,
+        socket_errors=0,
+        mean_batch=1.0,
+        statuses={"200": 10},
+    )
+
+
+def serve_load() -> ModuleType:
+    return load_benchmark("serve_load")
+
+
+def test_a_goal_whose_concurrency_was_not_run_reads_not_measured() -> None:
+    # `serve_load.py --concurrency 32` has no level 1: the p50 goal at 1 used to end the whole
+    # run (every load measured) with a StopIteration traceback.
+    runs = [_run("on", 32, 2000.0, 470.0), _run("off", 32, 500.0, 2100.0)]
+    overload = _run("on, overload", 128, 1000.0, 9.0)
+    goals = serve_load().goals(runs, overload, 32)
+    assert goals["tokens_per_s_ratio_at_32"] == 4.0
+    assert goals["p50_ratio_at_1"] == "not measured"
+    assert goals["overload_5xx"] == 0

@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from mlstack.workloads.contract import MODEL_URL, MODEL_VERSION, ContractError, read_environment
+from mlstack.workloads.serve.http_limits import HttpLimits
 from mlstack.workloads.serve.server import DEFAULT_DRAIN_TIMEOUT_S, ServeOptions, run
 from mlstack.workloads.storage import StoreError, open_store
 
@@ -50,6 +51,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile-threads", type=int, default=2)
     parser.add_argument("--max-body-bytes", type=int, default=64 * 1024)
     parser.add_argument("--drain-timeout-s", type=float, default=DEFAULT_DRAIN_TIMEOUT_S)
+    limits = HttpLimits()
+    parser.add_argument(
+        "--max-header-line-bytes",
+        type=int,
+        default=limits.max_header_line_bytes,
+        help="the most bytes in one header line; then 431",
+    )
+    parser.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=limits.max_header_bytes,
+        help="the most bytes in a request line and its headers; then 431",
+    )
+    parser.add_argument(
+        "--max-headers", type=int, default=limits.max_headers, help="headers per request; then 431"
+    )
+    parser.add_argument(
+        "--header-timeout-s",
+        type=float,
+        default=limits.header_timeout_s,
+        help="seconds to send a request's headers; then 408 (slow clients hold no connection)",
+    )
     return parser.parse_args(argv)
 
 
@@ -86,6 +109,10 @@ def build_options(args: argparse.Namespace) -> ServeOptions:
     _at_least(args.max_body_bytes, 1024, "--max-body-bytes")
     _at_least(args.reload_interval_s, 0.1, "--reload-interval-s")
     _at_least(args.drain_timeout_s, 0, "--drain-timeout-s")
+    _at_least(args.max_header_line_bytes, 256, "--max-header-line-bytes")
+    _at_least(args.max_header_bytes, args.max_header_line_bytes, "--max-header-bytes")
+    _at_least(args.max_headers, 1, "--max-headers")
+    _at_least(args.header_timeout_s, 0.1, "--header-timeout-s")
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port {args.port} is not a TCP port; fix: use 0 to 65535")
     return ServeOptions(
@@ -102,6 +129,10 @@ def build_options(args: argparse.Namespace) -> ServeOptions:
         compile_threads=args.compile_threads,
         max_body_bytes=args.max_body_bytes,
         drain_timeout_s=args.drain_timeout_s,
+        max_header_line_bytes=args.max_header_line_bytes,
+        max_header_bytes=args.max_header_bytes,
+        max_headers=args.max_headers,
+        header_timeout_s=args.header_timeout_s,
     )
 
 

@@ -6,6 +6,7 @@ Each server has its own registry, so that several servers (tests) live in one pr
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -40,13 +41,43 @@ class EventLog:
         self._lock = threading.Lock()
 
     def __call__(self, event: str, **fields: Any) -> None:
+        """Log one event; never raises for the stream (see `_write`)."""
         record = {"event": event, "time": round(time.time(), 3), **fields}
         if self.stream is not None:
-            with self._lock:
-                self.stream.write(json.dumps(record) + "\n")
-                self.stream.flush()
+            self._write(json.dumps(record) + "\n")
         if self.on_event is not None:
             self.on_event(record)
+
+    def _write(self, line: str) -> None:
+        """Write a line; when the stream fails (its reader went away: `grep` exited, the
+        terminal closed), stop writing to it instead of raising. The drain logs from the
+        SIGTERM handler: an exception there would leave the server half-drained and deaf to
+        later signals. The stream's descriptor is pointed at /dev/null, as the note on SIGPIPE
+        in Python's `signal` docs advises, so that the interpreter's last flush at exit does
+        not fail too (exit code 120 and an "Exception ignored" message)."""
+        with self._lock:
+            stream = self.stream
+            if stream is None:
+                return
+            try:
+                stream.write(line)
+                stream.flush()
+            except (OSError, ValueError):  # ValueError: the stream was closed.
+                self.stream = None
+                _silence(stream)
+
+
+def _silence(stream: TextIO) -> None:
+    """Point the stream's file descriptor at /dev/null (if it has one)."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # No descriptor: a closed stream, or an in-memory one.
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 class _TokenRate:

@@ -31,6 +31,7 @@ import uvicorn
 
 from mlstack.workloads.serve.app import DEFAULT_MAX_BODY_BYTES, ApiOptions, Service, create_app
 from mlstack.workloads.serve.engine import Engine, EngineOptions
+from mlstack.workloads.serve.http_limits import HttpLimits, limited_protocol
 from mlstack.workloads.serve.metrics import EventLog
 
 #: Seconds a drain waits for queued and running requests before the server exits anyway.
@@ -58,6 +59,11 @@ class ServeOptions:
     compile_threads: int = 2
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
+    #: Limits on each request's head (`http_limits.HttpLimits`): over them, 431 or 408.
+    max_header_line_bytes: int = HttpLimits.max_header_line_bytes
+    max_header_bytes: int = HttpLimits.max_header_bytes
+    max_headers: int = HttpLimits.max_headers
+    header_timeout_s: float = HttpLimits.header_timeout_s
 
     def engine_options(self) -> EngineOptions:
         return EngineOptions(
@@ -77,6 +83,14 @@ class ServeOptions:
             max_body_bytes=self.max_body_bytes,
         )
 
+    def http_limits(self) -> HttpLimits:
+        return HttpLimits(
+            max_header_line_bytes=self.max_header_line_bytes,
+            max_header_bytes=self.max_header_bytes,
+            max_headers=self.max_headers,
+            header_timeout_s=self.header_timeout_s,
+        )
+
     def as_args(self) -> list[str]:
         """The entry point's flags for these options."""
         args = [
@@ -90,6 +104,10 @@ class ServeOptions:
             *("--compile-threads", str(self.compile_threads)),
             *("--max-body-bytes", str(self.max_body_bytes)),
             *("--drain-timeout-s", str(self.drain_timeout_s)),
+            *("--max-header-line-bytes", str(self.max_header_line_bytes)),
+            *("--max-header-bytes", str(self.max_header_bytes)),
+            *("--max-headers", str(self.max_headers)),
+            *("--header-timeout-s", str(self.header_timeout_s)),
         ]
         if self.model_version:
             args += ["--model-version", self.model_version]
@@ -150,18 +168,23 @@ class _DrainingServer(uvicorn.Server):
         self.drain()
 
     def drain(self) -> None:
-        """Refuse new completions, finish the queued ones, then stop serving."""
+        """Refuse new completions, finish the queued ones, then stop serving. Called from the
+        signal handler, so it only starts the drain's thread: that thread logs, and whatever
+        logging does (block on the event log's lock, which the interrupted main thread may
+        hold; fail on a closed stdout), the drain goes on and later signals still count."""
         if self._drain_started:
             return
         self._drain_started = True
-        self.log("draining", queued=self.service.batcher.depth)
         threading.Thread(target=self._drain, name="mlstack-drain", daemon=True).start()
 
     def _drain(self) -> None:
-        start = time.perf_counter()
-        finished = self.service.drain(self.drain_timeout_s)
-        self.log("drained", finished=finished, seconds=round(time.perf_counter() - start, 3))
-        self.should_exit = True
+        try:
+            self.log("draining", queued=self.service.batcher.depth)
+            start = time.perf_counter()
+            finished = self.service.drain(self.drain_timeout_s)
+            self.log("drained", finished=finished, seconds=round(time.perf_counter() - start, 3))
+        finally:
+            self.should_exit = True
 
 
 class _Running:
@@ -176,6 +199,7 @@ class _Running:
         self.service = Service(self.engine, options.api_options())
         config = uvicorn.Config(
             create_app(self.service),
+            http=limited_protocol(options.http_limits()),
             log_level="warning",
             access_log=False,
             lifespan="off",

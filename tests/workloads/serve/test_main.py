@@ -8,9 +8,15 @@ without any timing assertion."""
 
 from __future__ import annotations
 
+import json
+import os
+import select
 import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +26,7 @@ import pytest
 from flax import nnx
 
 from mlstack.workloads.contract import MODEL_URL, MODEL_VERSION
+from mlstack.workloads.serve.http_limits import HttpLimits
 from mlstack.workloads.serve.main import build_options, main, parse_args
 from mlstack.workloads.serve.server import ServeOptions, ServerProcess
 from mlstack.workloads.storage import open_store
@@ -27,7 +34,7 @@ from mlstack.workloads.train.configs import ModelConfig, TrainConfig
 from mlstack.workloads.train.export import export_bundle
 from mlstack.workloads.train.model import init_model
 from mlstack.workloads.train.state import flatten
-from tests.workloads.serve.conftest import READY_TIMEOUT_S, Client
+from tests.workloads.serve.conftest import READY_TIMEOUT_S, Bundle, Client, server_options
 
 WAIT_S = 60.0
 SLOW = TrainConfig(
@@ -67,6 +74,9 @@ def test_bad_input_is_one_error_line_and_exit_2(
     assert _error(capsys, ["--model-url", url, "--length-buckets", "16,x"]).startswith(
         "error: --length-buckets '16,x' is not a comma-separated list of integers"
     )
+    assert _error(capsys, ["--model-url", url, "--max-headers", "0"]) == (
+        "error: --max-headers 0 must be at least 1; fix: raise it"
+    )
     assert _error(capsys, ["--model-url", url, "--port", "70000"]) == (
         "error: --port 70000 is not a TCP port; fix: use 0 to 65535"
     )
@@ -87,6 +97,15 @@ def test_the_contract_gives_the_url_and_the_pinned_version(
     options = build_options(parse_args(["--max-batch", "8", "--length-buckets", "32,16"]))
     assert (options.model_url, options.model_version) == (tmp_path.as_uri(), "step-00000010")
     assert (options.max_batch, options.length_buckets) == (8, (32, 16))
+    assert options.http_limits() == HttpLimits()
+    limits = ["--max-header-bytes", "9000", "--max-headers", "7", "--header-timeout-s", "2.5"]
+    tight = build_options(parse_args(limits)).http_limits()
+    assert (tight.max_header_bytes, tight.max_headers, tight.header_timeout_s) == (9000, 7, 2.5)
+    # The child process gets the same limits (ServerProcess passes as_args()).
+    given = ServeOptions(
+        model_url=tmp_path.as_uri(), model_version="v3", max_header_line_bytes=300, max_headers=7
+    )
+    assert build_options(parse_args(given.as_args())) == given
     flag = build_options(parse_args(["--model-url", "file:///other", "--model-version", "v2"]))
     assert (flag.model_url, flag.model_version) == ("file:///other", "v2")
 
@@ -173,3 +192,59 @@ def test_a_server_process_reloads_on_sighup_refuses_when_full_and_drains_on_sigt
     finally:
         server.stop(10)
     assert not [line for line in lines if "Traceback" in line], lines
+
+
+def _read_until_ready(proc: subprocess.Popen[bytes], timeout_s: float) -> str:
+    """The server's URL, once its `ready` event is out (read without a thread, so that the
+    pipe can be closed afterwards)."""
+    assert proc.stdout is not None
+    fd, buffer, url = proc.stdout.fileno(), b"", None
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise AssertionError(f"the server exited: {buffer.decode()[-2000:]}")
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            event = json.loads(line) if line.startswith(b"{") else {}
+            if event.get("event") == "listening":
+                url = str(event["url"])
+            elif event.get("event") == "ready":
+                assert url is not None
+                return url
+    raise AssertionError(f"the server was not ready within {timeout_s:g} s")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_server_whose_output_pipe_is_closed_still_drains_and_exits_on_a_signal(
+    tiny_bundle: Bundle, signum: int
+) -> None:
+    # `mlstack local up | grep ...` then Ctrl-C, or a closed terminal: the reader of the
+    # server's stdout is gone before the signal comes, and the drain's first event fails to
+    # write (EPIPE). The drain must go on: exit 0, the port closed.
+    options = server_options(tiny_bundle.url)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlstack.workloads.serve.main", *options.as_args()],
+        env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        url = _read_until_ready(proc, READY_TIMEOUT_S)
+        assert proc.stdout is not None
+        proc.stdout.close()
+        proc.send_signal(signum)
+        # The old server raised BrokenPipeError in its handler and then ignored every signal,
+        # answering on its port until killed.
+        assert proc.wait(30) == 0
+        host, _, port = url.removeprefix("http://").rpartition(":")
+        with pytest.raises(ConnectionRefusedError), socket.create_connection((host, int(port)), 5):
+            pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
