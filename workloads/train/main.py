@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -126,7 +127,28 @@ def main(argv: list[str] | None = None) -> int:
         export_every=args.export_every,
         log_every=args.log_every,
     )
-    return run(opts)
+    return run_distributed(opts) if env.distributed else run(opts)
+
+
+def run_distributed(opts: RunOptions) -> int:
+    """`run` on one process of several: a failed process exits at once, with its error.
+
+    JAX's exit hook calls `jax.distributed.shutdown()`, whose shutdown barrier waits up to
+    `shutdown_timeout_seconds` (300 s by default) for every other process to shut down too;
+    after a failure the others are blocked in a collective this process will never join, so
+    exiting normally would hold the error back for minutes. The error is printed first; the
+    launcher (locally) or the JobSet's restart (on the cluster) stops the others."""
+    try:
+        code = run(opts)
+    except BaseException:
+        # A bug, not bad input: its traceback, then out.
+        traceback.print_exc()
+        code = 1
+    if code not in (0, EXIT_PREEMPTED):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def initialize_distributed(env: Environment) -> None:
