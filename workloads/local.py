@@ -38,6 +38,7 @@ from typing import IO, Any
 
 from mlstack.workloads.contract import Environment
 from mlstack.workloads.storage import NotFound, open_store
+from mlstack.workloads.train.main import EXIT_PREEMPTED
 
 DEFAULT_DATASET = "pystdlib"
 #: Seconds the processes get to save after a stop request before they are killed.
@@ -260,8 +261,9 @@ class Launch:
                 self._on_line(index, line)
 
     def _note_exit(self, index: int, code: int) -> None:
+        """Note the first process that failed (a preempted one, stopped on request, did not)."""
         with self._lock:
-            if code != 0 and self._failed is None:
+            if code not in (0, EXIT_PREEMPTED) and self._failed is None:
                 self._failed = index
 
     def signal_all(self, signum: int) -> None:
@@ -304,11 +306,12 @@ class Launch:
             now = time.monotonic()
             if deadline is not None and now > deadline:
                 return
-            for index, proc in enumerate(self.procs):
-                code = proc.poll()
+            codes = [proc.poll() for proc in self.procs]
+            for index, code in enumerate(codes):
                 if code is not None:
                     self._note_exit(index, code)
-            if self._failed is not None and not stopping:
+            # One that ended early, even preempted, leaves the others waiting for it.
+            if any(code not in (None, 0) for code in codes) and not stopping:
                 stopping = True
                 self.stop(FAILURE_GRACE_S)
             if self._kill_at is not None and now > self._kill_at:

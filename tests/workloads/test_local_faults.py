@@ -9,7 +9,6 @@ that waited in the step's collective for it: both hung until killed.)"""
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -100,9 +99,7 @@ def _launch_and_wait(run: LocalRun, **kwargs: Any) -> tuple[LaunchResult, float]
     return result, time.monotonic() - first.at
 
 
-def _assert_failed_fast(
-    result: LaunchResult, seconds: float, process: int, *reasons: str
-) -> None:
+def _assert_failed_fast(result: LaunchResult, seconds: float, process: int, *reasons: str) -> None:
     assert all(code != 0 for code in result.returncodes), result.returncodes
     assert seconds < FAULT_BOUND_S, f"the others took {seconds:.0f} s to stop"
     assert result.failed == process, result.failure
@@ -172,8 +169,8 @@ def test_the_scratch_directory_goes_on_success_and_on_failure(
     run = _run(tmp_path)
     ok = Launch(run, 2, [*ARGS[:2], "--steps", "2"]).wait(TIMEOUT_S)
     assert ok.returncodes == [0, 0]
-    assert not os.listdir(tmp)
+    assert not list(tmp.iterdir())
     (_store_path(run.data_url) / _shard_only_process_1_reads_first(run)).unlink()
     failed = Launch(LocalRun(run.store_url, run="other"), 2, ARGS).wait(TIMEOUT_S)
     assert failed.failed == 1
-    assert not os.listdir(tmp)
+    assert not list(tmp.iterdir())
