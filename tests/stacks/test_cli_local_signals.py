@@ -88,10 +88,10 @@ def _start(args: list[str], tmp: Path) -> subprocess.Popen[str]:
     )
 
 
-def _stop_and_check(proc: subprocess.Popen[str], signum: int, tmp: Path) -> int:
-    """Signal the command; assert it ended within the bound with every child gone and TMPDIR
-    empty; its exit code."""
-    children = _descendants(proc.pid)
+def _stop_and_check(proc: subprocess.Popen[str], signum: int, tmp: Path, children: set[int]) -> int:
+    """Note the command's children in `children`, signal it; assert it ended within the bound
+    with every child gone and TMPDIR empty; its exit code."""
+    children |= _descendants(proc.pid)
     assert children, "the command has no child processes"
     proc.send_signal(signum)
     try:
@@ -107,8 +107,9 @@ def _stop_and_check(proc: subprocess.Popen[str], signum: int, tmp: Path) -> int:
     return code
 
 
-def _kill_tree(proc: subprocess.Popen[str]) -> None:
-    for pid in [proc.pid, *_descendants(proc.pid)]:
+def _kill_all(proc: subprocess.Popen[str], children: set[int]) -> None:
+    """Kill what a failed test left: the command and its children (orphaned ones too)."""
+    for pid in [proc.pid, *_descendants(proc.pid), *children]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     proc.wait(10)
@@ -136,22 +137,24 @@ def test_a_signal_stops_local_train_with_its_output_closed(
     launcher must not die of a write, and every process saves and stops as if preempted."""
     args = ["local", "train", "tiny", "-n", "2", "--steps", "100000", "--log-every", "1"]
     proc = _start([*args, "--store", str(store)], tmp)
+    children: set[int] = set()
     try:
         assert proc.stdout is not None
         _wait_for_line(proc.stdout, "step      2", then_close=True)
-        code = _stop_and_check(proc, signum, tmp)
+        code = _stop_and_check(proc, signum, tmp, children)
         assert code == 143
         assert list(store.glob("checkpoints/local/run/step_*/COMMIT"))
     finally:
-        _kill_tree(proc)
+        _kill_all(proc, children)
 
 
 def test_sighup_stops_local_up_and_its_server(store: Path, tmp: Path) -> None:
     args = ["local", "up", "-n", "1", "--steps", "2", "--store", str(store)]
     proc = _start(args, tmp)
+    children: set[int] = set()
     try:
         assert proc.stdout is not None
         _wait_for_line(proc.stdout, "stop it with Ctrl-C", then_close=False)
-        _stop_and_check(proc, signal.SIGHUP, tmp)
+        _stop_and_check(proc, signal.SIGHUP, tmp, children)
     finally:
-        _kill_tree(proc)
+        _kill_all(proc, children)

@@ -89,13 +89,19 @@ class _FirstExit:
 
 def _launch_and_wait(run: LocalRun, **kwargs: Any) -> tuple[LaunchResult, float]:
     """The result, and seconds from the first process's exit to the last one's."""
-    launch = Launch(run, 2, ARGS, **kwargs)
+    return _wait(Launch(run, 2, ARGS, **kwargs))
+
+
+def _wait(launch: Launch) -> tuple[LaunchResult, float]:
+    """`_launch_and_wait` for a launch already started."""
     first = _FirstExit(launch)
+    started = time.monotonic()
     try:
         result = launch.wait(TIMEOUT_S)
     finally:
         launch.kill()
-    assert first.at is not None, "no process exited before the timeout: the run hung"
+    assert time.monotonic() - started < TIMEOUT_S, "the run hung: killed at the timeout"
+    assert first.at is not None
     return result, time.monotonic() - first.at
 
 
@@ -126,13 +132,8 @@ def test_a_process_killed_in_a_step_ends_the_run(tmp_path: Path) -> None:
             launch.procs[1].send_signal(signal.SIGKILL)
 
     launch = Launch(run, 2, ARGS, on_event=on_event)
-    first = _FirstExit(launch)
-    try:
-        result = launch.wait(TIMEOUT_S)
-    finally:
-        launch.kill()
-    assert first.at is not None
-    _assert_failed_fast(result, time.monotonic() - first.at, 1, "killed by SIGKILL")
+    result, seconds = _wait(launch)
+    _assert_failed_fast(result, seconds, 1, "killed by SIGKILL")
     assert result.returncode == 128 + signal.SIGKILL
 
 

@@ -157,6 +157,11 @@ def initialize_distributed(env: Environment) -> None:
 
     # CPU collectives between processes (the local executor, CPU tests); GPUs use NCCL.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # Bounded waits (JAX's defaults): initialize gives up after 300 s without every peer, and
+    # a peer silent for 100 s is considered dead (heartbeat_timeout_seconds); when process 0,
+    # the coordination service's host, exits, the others terminate at once. A peer that died
+    # still leaves the others in a collective: locally the launcher stops them within
+    # seconds, on the cluster the JobSet's restart.
     if env.distributed:
         jax.distributed.initialize(
             coordinator_address=env.coordinator_address,
