@@ -6,12 +6,15 @@ import datetime
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -28,6 +31,7 @@ from mlstack.stacks.versions import support_warning
 # (tests/stacks/test_cli_startup.py checks which modules `--help` loads).
 if TYPE_CHECKING:
     from mlstack.stacks.plan import Plan
+    from mlstack.workloads.local import LocalRun
 
 app = typer.Typer(
     add_completion=False,
@@ -476,7 +480,7 @@ def local_train(  # noqa: PLR0917 - a typer command: its options are its paramet
     Ctrl-C stops every process the way a preemption does: they save one agreed step first.
     """
     _need_workloads()
-    from mlstack.workloads.local import Launch, LocalRun, ensure_dataset, run_until_done
+    from mlstack.workloads.local import Launch, LocalRun, ensure_dataset, guarded, run_until_done
     from mlstack.workloads.storage import StoreError
     from mlstack.workloads.train.configs import get_config
     from mlstack.workloads.train.data import DataError
@@ -501,6 +505,8 @@ def local_train(  # noqa: PLR0917 - a typer command: its options are its paramet
 
     launch = _guard(start, bad_input=(ConfigError, StoreError, DataError, ValueError))
     result = run_until_done(launch)
+    if result.failure is not None:
+        guarded(err.print)(f"error: {result.failure}", markup=False)
     if result.returncode:
         raise typer.Exit(result.returncode)
 
@@ -528,8 +534,7 @@ def local_up(  # noqa: PLR0917 - a typer command: its options are its parameters
     """The whole stack on this machine: a local store, the default corpus, `tiny` trained with
     N processes, its bundle served on 127.0.0.1, and one request answered."""
     _need_workloads("starlette", "uvicorn", "prometheus_client")
-    from mlstack.workloads.local import Launch, LocalRun, complete, ensure_dataset, run_until_done
-    from mlstack.workloads.serve.server import ServeOptions, ServerProcess
+    from mlstack.workloads.local import Launch, LocalRun, ensure_dataset, guarded, run_until_done
     from mlstack.workloads.storage import StoreError
     from mlstack.workloads.train.data import DataError
 
@@ -553,13 +558,53 @@ def local_up(  # noqa: PLR0917 - a typer command: its options are its parameters
         )
     )
     if trained.returncode:
-        err.print(
-            f"error: training stopped with exit code {trained.returncode}; fix: see the lines "
-            "above, then run again (it resumes from the last checkpoint)",
+        guarded(err.print)(
+            f"error: {trained.failure or 'training stopped'}; fix: see the lines above, then "
+            "run again (it resumes from the last checkpoint)",
             markup=False,
         )
         raise typer.Exit(trained.returncode)
     say(f"== serving {local.model_url} (compiling and warming up every batch and length bucket)")
+    with _server_scratch() as scratch, _stop_signals_interrupt():
+        _serve(local, port, prompt, max_tokens, once=once, scratch=scratch)
+
+
+@contextmanager
+def _server_scratch() -> Iterator[Path]:
+    """The model server's TMPDIR, removed once it has stopped (it stages bundles there)."""
+    scratch = Path(tempfile.mkdtemp(prefix="mlstack-local-up-"))
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP (the terminal closing) interrupt like Ctrl-C, so that `finally`
+    stops the server: their default action would end this process and leave it running."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _serve(
+    local: LocalRun, port: int, prompt: str, max_tokens: int, *, once: bool, scratch: Path
+) -> None:
+    """Serve `local`'s bundle, answer one request, then serve until stopped (`local up`)."""
+    from mlstack.workloads.local import complete, guarded
+    from mlstack.workloads.serve.server import ServeOptions, ServerProcess
+
+    def say(text: str) -> None:
+        out.print(text, markup=False, soft_wrap=True)
+
     server = ServerProcess(
         ServeOptions(
             model_url=local.model_url,
@@ -569,9 +614,10 @@ def local_up(  # noqa: PLR0917 - a typer command: its options are its parameters
             max_batch=8,
             compile_cache_dir=_compile_cache_dir(local.store_url),
         ),
-        on_event=lambda event: say(_server_line(event)),
-        on_line=lambda line: err.print(f"[server] {line}", markup=False),
-        env={"JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")},
+        # Its output reader must outlive a closed terminal or pipe.
+        on_event=guarded(lambda event: say(_server_line(event))),
+        on_line=guarded(lambda line: err.print(f"[server] {line}", markup=False)),
+        env={"JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"), "TMPDIR": str(scratch)},
     )
     try:
         server.wait_ready(timeout_s=600)
@@ -613,11 +659,11 @@ def _server_line(event: dict[str, Any]) -> str:
 
 
 def signal_wait(proc: subprocess.Popen[str]) -> None:
-    """Wait for a child in the foreground until it exits or Ctrl-C / SIGTERM arrives."""
+    """Wait for a child in the foreground until it exits or Ctrl-C / SIGTERM / SIGHUP arrives."""
     stop = threading.Event()
     previous = {
         s: signal.signal(s, lambda signum, frame: stop.set())
-        for s in (signal.SIGINT, signal.SIGTERM)
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     }
     try:
         while not stop.is_set() and proc.poll() is None:

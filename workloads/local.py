@@ -8,15 +8,22 @@ into one local or S3 store laid out like the platform's buckets:
     <store>/checkpoints/local/<run>/       step_<n>/..., step_<n>/COMMIT
     <store>/models/local/<run>/            versions/<v>/..., latest
 
-Ctrl-C (or SIGTERM to this process) asks every process to stop the way a preemption does:
-they agree on a step, save and commit it, and exit; the next launch resumes from it.
+Ctrl-C (or SIGTERM, or SIGHUP when the terminal closes) asks every process to stop the way a
+preemption does: they agree on a step, save and commit it, and exit; the next launch resumes
+from it. A second one kills them at once. When one process fails, the others are stopped too
+(they would wait for it in a collective forever) and the first failure is reported once, with
+its process index. Scratch space (staging, the data cache, the children's TMPDIR) lives in one
+temporary directory that is removed when the launch ends, however it ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +39,7 @@ from typing import IO, Any
 
 from mlstack.workloads.contract import Environment
 from mlstack.workloads.storage import NotFound, open_store
+from mlstack.workloads.train.main import EXIT_PREEMPTED
 
 DEFAULT_DATASET = "pystdlib"
 #: Seconds the processes get to save after a stop request before they are killed.
@@ -39,6 +48,11 @@ STOP_GRACE_S = 60.0
 FAILURE_GRACE_S = 10.0
 #: A run or dataset name: one path segment, never '.' or '..'.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: Seconds a process's output line is held before it is shown: when one process fails, what the
+#: others print in that time is their echo of it (a lost peer), and is dropped.
+ECHO_HOLD_S = 1.0
+#: The signals that stop a launch: Ctrl-C, `kill`, and the terminal closing.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def free_port() -> int:
@@ -112,16 +126,51 @@ def ensure_dataset(run: LocalRun, say: Callable[[str], None]) -> None:
     say(f"dataset ready: {index.total_tokens:,} tokens in {len(index.shards)} shards")
 
 
+def guarded(callback: Callable[..., None]) -> Callable[..., None]:
+    """`callback`, but a failure to write our own output (a closed pipe or terminal: OSError,
+    or ValueError on a closed file) is dropped: output readers must keep draining the
+    children's pipes, or a child blocks on a full one and the run hangs."""
+
+    def call(*args: Any) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            callback(*args)
+
+    return call
+
+
 @dataclass
 class LaunchResult:
     returncodes: list[int]
     #: JSON events process 0 printed, in order.
     events: list[dict[str, Any]] = field(default_factory=list)
+    #: The process that failed first, if one did.
+    failed: int | None = None
+    #: Its error in one line: `process 1 of 2 failed (exit code 2): ...`.
+    failure: str | None = None
 
     @property
     def returncode(self) -> int:
-        failed = [code for code in self.returncodes if code != 0]
-        return failed[0] if failed else 0
+        """The first failed process's exit code (128 + N for a process killed by signal N,
+        as a shell reports it); 0 when every process succeeded."""
+        if self.failed is not None:
+            code = self.returncodes[self.failed]
+        else:
+            code = next((code for code in self.returncodes if code != 0), 0)
+        return 128 - code if code < 0 else code
+
+
+def _why(code: int, tail: Sequence[str], error: str | None) -> str:
+    """A failed process's reason in one line: its `error:` line, or the last line it printed."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}"
+    if error is not None:
+        return error
+    last = next((line.strip() for line in reversed(tail) if line.strip()), None)
+    return last or "it printed nothing"
 
 
 class Launch:
@@ -140,18 +189,33 @@ class Launch:
     ) -> None:
         self.run = run
         self.events: list[dict[str, Any]] = []
-        self._on_event = on_event
-        self._on_line = on_line
-        root = workdir or Path(tempfile.mkdtemp(prefix="mlstack-local-"))
+        self._on_event = guarded(on_event) if on_event else None
+        self._on_line = guarded(on_line) if on_line else None
+        #: Removed when the launch ends; `workdir` (a caller's) is left alone.
+        self.scratch = None if workdir else Path(tempfile.mkdtemp(prefix="mlstack-local-"))
+        root = workdir or self.scratch
+        assert root is not None
         self.procs: list[subprocess.Popen[str]] = []
         self._kill_at: float | None = None
         self._readers: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        #: (received at, process, line) for the forwarder thread; None ends it.
+        self._lines: queue.Queue[tuple[float, int, str] | None] = queue.Queue()
+        self._forwarder = threading.Thread(target=self._forward, daemon=True)
+        self._forwarder.start()
+        self._tails: list[deque[str]] = [deque(maxlen=20) for _ in range(processes)]
+        self._errors: list[str | None] = [None] * processes
+        self._failed: int | None = None
         for env in run.environments(processes):
+            tmp = root / f"p{env.process_id}" / "tmp"
+            tmp.mkdir(parents=True, exist_ok=True)
             child_env = {
                 **os.environ,
                 # One CPU device per process: two with async dispatch were seen to deadlock.
                 "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"),
                 "PYTHONUNBUFFERED": "1",
+                # Whatever a library puts in the temp directory goes with the scratch.
+                "TMPDIR": str(tmp),
                 **env.as_env(),
                 **(extra_env or {}),
             }
@@ -173,6 +237,7 @@ class Launch:
             )
             self.procs.append(proc)
             assert proc.stdout is not None
+            # Only after `procs` holds it: the reader waits for the process when its output ends.
             reader = threading.Thread(
                 target=self._read, args=(env.process_id, proc.stdout), daemon=True
             )
@@ -187,8 +252,32 @@ class Launch:
                 self.events.append(event)
                 if self._on_event:
                     self._on_event(event)
-            elif self._on_line:
+                continue
+            self._tails[index].append(line)
+            if line.startswith("error: "):
+                # Held back: the launch reports the first failure once, with its index.
+                self._errors[index] = line.removeprefix("error: ")
+                continue
+            self._lines.put((time.monotonic(), index, line))
+        # Its output ends when it exits: note a failure before the others can echo it.
+        self._note_exit(index, self.procs[index].wait())
+
+    def _forward(self) -> None:
+        """Hand lines to `on_line` ECHO_HOLD_S after they arrived, unless another process has
+        failed by then: the first failure is reported once, not buried in its echoes."""
+        while (item := self._lines.get()) is not None:
+            received, index, line = item
+            time.sleep(max(0.0, received + ECHO_HOLD_S - time.monotonic()))
+            with self._lock:
+                echo = self._failed is not None and self._failed != index
+            if self._on_line and not echo:
                 self._on_line(index, line)
+
+    def _note_exit(self, index: int, code: int) -> None:
+        """Note the first process that failed (a preempted one, stopped on request, did not)."""
+        with self._lock:
+            if code not in (0, EXIT_PREEMPTED) and self._failed is None:
+                self._failed = index
 
     def signal_all(self, signum: int) -> None:
         for proc in self.procs:
@@ -202,27 +291,58 @@ class Launch:
         kill_at = time.monotonic() + grace_s
         self._kill_at = kill_at if self._kill_at is None else min(self._kill_at, kill_at)
 
+    def kill(self) -> None:
+        """Kill every process now (a second Ctrl-C)."""
+        self.signal_all(signal.SIGKILL)
+
     def wait(self, timeout_s: float | None = None) -> LaunchResult:
-        """Wait for every process; if one fails, the others are stopped, then killed."""
+        """Wait for every process; if one fails, the others are stopped, then killed. The
+        scratch directory is removed however this ends."""
+        try:
+            self._supervise(timeout_s)
+        finally:
+            self.kill()
+            for proc in self.procs:
+                proc.wait()
+            for reader in self._readers:
+                reader.join(timeout=5)
+            self._lines.put(None)
+            self._forwarder.join(timeout=5)
+            if self.scratch is not None:
+                shutil.rmtree(self.scratch, ignore_errors=True)
+        return self._result()
+
+    def _supervise(self, timeout_s: float | None) -> None:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        failed_at: float | None = None
+        stopping = False
         while any(proc.poll() is None for proc in self.procs):
             now = time.monotonic()
             if deadline is not None and now > deadline:
-                self.signal_all(signal.SIGKILL)
-                break
+                return
             codes = [proc.poll() for proc in self.procs]
-            if failed_at is None and any(code not in (None, 0) for code in codes):
-                failed_at = now
+            for index, code in enumerate(codes):
+                if code is not None:
+                    self._note_exit(index, code)
+            # One that ended early, even preempted, leaves the others waiting for it.
+            if any(code not in (None, 0) for code in codes) and not stopping:
+                stopping = True
                 self.stop(FAILURE_GRACE_S)
             if self._kill_at is not None and now > self._kill_at:
-                self.signal_all(signal.SIGKILL)
+                self.kill()
             time.sleep(0.05)
-        for proc in self.procs:
-            proc.wait()
-        for reader in self._readers:
-            reader.join(timeout=5)
-        return LaunchResult([proc.returncode for proc in self.procs], self.events)
+
+    def _result(self) -> LaunchResult:
+        codes = [proc.returncode for proc in self.procs]
+        result = LaunchResult(codes, self.events, failed=self._failed)
+        if self._failed is not None:
+            index = self._failed
+            why = _why(codes[index], self._tails[index], self._errors[index])
+            result.failure = (
+                why
+                if len(codes) == 1
+                else f"process {index} of {len(codes)} failed (exit code {codes[index]}): {why}"
+            )
+        return result
 
 
 def _event(line: str) -> dict[str, Any] | None:
@@ -236,12 +356,19 @@ def _event(line: str) -> dict[str, Any] | None:
 
 
 def run_until_done(launch: Launch) -> LaunchResult:
-    """Wait for a launch in the foreground; Ctrl-C or SIGTERM stops it like a preemption."""
+    """Wait for a launch in the foreground; Ctrl-C, SIGTERM or SIGHUP stops it like a
+    preemption, a second one kills it. The handler only signals the children: it writes
+    nothing, so a closed terminal or pipe cannot break it."""
+    signalled: list[int] = []
 
     def on_signal(signum: int, frame: object) -> None:
-        launch.stop()
+        if signalled:
+            launch.kill()
+        else:
+            launch.stop()
+        signalled.append(signum)
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
     try:
         return launch.wait()
     finally:

@@ -169,6 +169,11 @@ def jobset_manifest(settings: JobSettings, team: Team, placement: Placement) -> 
             "annotations": {CHECKPOINTS_ANNOTATION: "true"},
         },
         "spec": {
+            # No rules: any failed child Job restarts the JobSet, recreating every Job, up to
+            # maxRestarts times (JobSet's default action, RestartJobSet; its example
+            # examples/simple/max-restarts.yaml pairs it with backoffLimit 0 below, so that one
+            # failed pod fails its Job at once instead of being retried alone while its peers
+            # wait for it in a collective).
             "failurePolicy": {"maxRestarts": job.max_restarts},
             "network": {
                 "enableDNSHostnames": True,

@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -142,7 +143,28 @@ def main(argv: list[str] | None = None) -> int:
         log_every=args.log_every,
         non_finite_patience=args.non_finite_patience,
     )
-    return run(opts)
+    return run_distributed(opts) if env.distributed else run(opts)
+
+
+def run_distributed(opts: RunOptions) -> int:
+    """`run` on one process of several: a failed process exits at once, with its error.
+
+    JAX's exit hook calls `jax.distributed.shutdown()`, whose shutdown barrier waits up to
+    `shutdown_timeout_seconds` (300 s by default) for every other process to shut down too;
+    after a failure the others are blocked in a collective this process will never join, so
+    exiting normally would hold the error back for minutes. The error is printed first; the
+    launcher (locally) or the JobSet's restart (on the cluster) stops the others."""
+    try:
+        code = run(opts)
+    except BaseException:
+        # A bug, not bad input: its traceback, then out.
+        traceback.print_exc()
+        code = 1
+    if code not in (0, EXIT_PREEMPTED):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def initialize_distributed(env: Environment) -> None:
@@ -151,6 +173,11 @@ def initialize_distributed(env: Environment) -> None:
 
     # CPU collectives between processes (the local executor, CPU tests); GPUs use NCCL.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # Bounded waits (JAX's defaults): initialize gives up after 300 s without every peer, and
+    # a peer silent for 100 s is considered dead (heartbeat_timeout_seconds); when process 0,
+    # the coordination service's host, exits, the others terminate at once. A peer that died
+    # still leaves the others in a collective: locally the launcher stops them within
+    # seconds, on the cluster the JobSet's restart.
     if env.distributed:
         jax.distributed.initialize(
             coordinator_address=env.coordinator_address,

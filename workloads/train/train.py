@@ -450,10 +450,13 @@ def train_and_evaluate(opts: RunOptions, log: MetricsLog | None = None) -> RunRe
         start = run.start()
         step = run.loop(start, preemption) if start < opts.steps else start
         run.finish(step)
-        return run.result
     finally:
         preemption.close()
         run.ckpt.close()
-        if run.distributed:
-            # Nobody leaves before process 0 has committed and exported.
-            multihost_utils.sync_global_devices("mlstack-train-exit")
+    if run.distributed:
+        # Nobody leaves before process 0 has committed and exported. Only after a run that
+        # finished: a process that failed skips it and exits with its error at once, since its
+        # peers may be waiting in another collective (a step's) that it will never join, and a
+        # barrier there would hold every process forever.
+        multihost_utils.sync_global_devices("mlstack-train-exit")
+    return run.result
