@@ -208,11 +208,16 @@ def recorded(chart: HelmChart) -> ChartDefaults | None:
 
 
 def pod_security_level(chart: HelmChart) -> str:
-    """The Pod Security level `chart`'s pods meet at its pinned version (recorded above)."""
+    """The Pod Security level `chart`'s pods meet at its pinned version (recorded above). A
+    version not recorded yet (a bump in progress, which `addon-placement-recorded` reports) gets
+    the level of the chart's other recorded versions, none of which has changed it."""
     found = recorded(chart)
-    if found is None:
-        raise LookupError(f"no recorded defaults for {chart.chart} {chart.version}")
-    return found.pod_security
+    if found is not None:
+        return found.pod_security
+    others = [d for d in RECORDED if d.chart == chart.chart]
+    if not others:
+        raise LookupError(f"no recorded defaults for chart {chart.chart}")
+    return others[-1].pod_security
 
 
 #: Namespaces add-ons install into that mlstack does not declare, and why their Pod Security is
