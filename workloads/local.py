@@ -159,6 +159,11 @@ class LaunchResult:
         return 128 - code if code < 0 else code
 
 
+def _status(code: int) -> str:
+    """'exit code 2', or 'signal' for a process a signal ended (its reason names the signal)."""
+    return "signal" if code < 0 else f"exit code {code}"
+
+
 def _why(code: int, tail: Sequence[str], error: str | None) -> str:
     """A failed process's reason in one line: its `error:` line, or the last line it printed."""
     if code < 0:
@@ -340,7 +345,7 @@ class Launch:
             result.failure = (
                 why
                 if len(codes) == 1
-                else f"process {index} of {len(codes)} failed (exit code {codes[index]}): {why}"
+                else f"process {index} of {len(codes)} failed ({_status(codes[index])}): {why}"
             )
         return result
 
