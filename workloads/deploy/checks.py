@@ -403,8 +403,11 @@ def _job_preemption_problems(
     spot = pool.capacity is Capacity.SPOT and notice is not None
     grace = job_settings(job, pool, notice).termination_grace_period_s
     where = f"spot pool {pool.name!r}"
+    problems = []
+    save_s = checkpoint_save_s(config)
+    needed = int(save_s) + 30
     if spot and grace > (notice or 0):
-        return [
+        problems.append(
             Problem(
                 path("termination_grace_period_s"),
                 f"is longer than the {notice} s {p.cloud.upper()} gives a pod on {where} "
@@ -412,20 +415,20 @@ def _job_preemption_problems(
                 f"use at most {notice}, or leave it unset (the notice is the default on spot)",
                 grace,
             )
-        ]
-    problems = []
-    save_s = checkpoint_save_s(config)
-    if save_s > grace:
+        )
+    elif save_s > grace:
         gib = config.model.num_params * CHECKPOINT_BYTES_PER_PARAM / 2**30
+        fits = not spot or needed <= (notice or 0)
         problems.append(
             Problem(
                 path("termination_grace_period_s" if job.termination_grace_period_s else "pool"),
                 f"model {config.name!r} saves {gib:.1f} GiB of checkpoint on SIGTERM, about "
                 f"{save_s:.0f} s at {SAVE_MIB_PER_S} MiB/s, but its pods get {grace} s"
                 + (f" on {where}" if spot else ""),
-                "run it on an on-demand pool"
-                if spot
-                else f"set termination_grace_period_s to at least {int(save_s) + 30}",
+                f"set termination_grace_period_s to at least {needed}"
+                + (f" (at most {notice} on spot)" if spot else "")
+                if fits
+                else "run it on an on-demand pool",
                 job.termination_grace_period_s or job.pool,
             )
         )

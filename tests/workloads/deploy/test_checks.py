@@ -262,3 +262,18 @@ def test_a_spot_service_asking_more_than_the_notice_is_refused() -> None:
     [p] = workload_problems(loaded, sound)
     assert p.path == "platform.workloads.inference_services[0].termination_grace_period_s"
     assert "120 s AWS gives a pod on spot pool 'l4'" in p.message
+
+
+def test_a_spot_job_gets_every_preemption_problem_at_once() -> None:
+    found = _spot_problems("aws-dev", termination_grace_period_s=300, checkpoint_every_steps=2000)
+    assert [p.path.rsplit(".", 1)[1] for p in found] == [
+        "termination_grace_period_s",
+        "checkpoint_every_steps",
+    ]
+
+
+def test_a_spot_job_whose_save_fits_the_notice_is_told_the_grace_it_needs() -> None:
+    """'medium' needs about 40 s (+30 s margin) and AWS gives 120 s: raising the grace fixes it."""
+    [p] = _spot_problems("aws-dev", model="medium", steps=2000, termination_grace_period_s=30)
+    assert p.path == "platform.workloads.training_jobs[0].termination_grace_period_s"
+    assert p.fix == "set termination_grace_period_s to at least 70 (at most 120 on spot)"
