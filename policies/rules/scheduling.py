@@ -130,7 +130,8 @@ class Template:
     pods_detail: str = ""
 
 
-def _placement(spec: Mapping[str, Any]) -> EffectivePlacement:
+def pod_placement(spec: Mapping[str, Any]) -> EffectivePlacement:
+    """A pod spec's nodeSelector, affinity and tolerations, as the placement checks read them."""
     return EffectivePlacement(
         node_selector=mapping(spec.get("nodeSelector")),
         affinity=mapping(spec.get("affinity")),
@@ -185,7 +186,7 @@ def _workload_templates(
 
 
 def _template(t: PodTemplate, pods: int | None, detail: str) -> Template:
-    return Template(t.where, _placement(t.spec), pod_requests(t.spec), pods, detail)
+    return Template(t.where, pod_placement(t.spec), pod_requests(t.spec), pods, detail)
 
 
 def _hpa_maxima(resources: Iterable[Any]) -> dict[tuple[str, str], int]:

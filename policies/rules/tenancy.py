@@ -19,7 +19,6 @@ from pulumi_policy import (
     StackValidationArgs,
 )
 
-from mlstack.components.kubernetes.chart_defaults import EffectivePlacement
 from mlstack.components.kubernetes.system import REGISTRY_ENV
 from mlstack.policies.rules.addons import placement_refusal
 from mlstack.policies.rules.objects import (
@@ -39,6 +38,7 @@ from mlstack.policies.rules.objects import (
     stack_rule,
 )
 from mlstack.policies.rules.pools import PoolNodes, pool_of
+from mlstack.policies.rules.scheduling import pod_placement
 from mlstack.stacks.names import (
     ALLOW_OVERCOMMIT_ANNOTATION,
     CAPACITY_LABEL,
@@ -440,11 +440,7 @@ def spot_pods_stop_within_the_notice(args: StackValidationArgs, report: ReportVi
         for t in templates:
             grace = get(t.spec, "terminationGracePeriodSeconds")
             grace_s = number(grace) if grace is not None else DEFAULT_GRACE_S
-            placement = EffectivePlacement(
-                node_selector=mapping(t.spec.get("nodeSelector")),
-                affinity=mapping(t.spec.get("affinity")),
-                tolerations=sequence(t.spec.get("tolerations")),
-            )
+            placement = pod_placement(t.spec)
             placed = {
                 name
                 for name in notices
