@@ -45,6 +45,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "mlstack.workloads.storage",
             "mlstack.workloads.contract",
             "mlstack.workloads.local",
+            "mlstack.workloads.pipeline",
+            "mlstack.workloads.registry",
         ),
     ),
     (
