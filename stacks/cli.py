@@ -439,24 +439,31 @@ def models_list(
     model: Annotated[
         str | None, typer.Argument(help="A model: list its versions instead of the models.")
     ] = None,
+    last: Annotated[
+        int,
+        typer.Option(
+            "--last",
+            min=0,
+            help="With MODEL: only the last N versions by name (run ids and steps sort by "
+            "time); 0 for all. Each shown version costs two small reads.",
+        ),
+    ] = 0,
 ) -> None:
     """Without MODEL: each model, its version count and aliases. With MODEL: one line per
     version (created, step, eval metrics, the aliases on it)."""
 
     def models() -> list[tuple[str, ...]]:
-        from mlstack.workloads.registry import list_models
+        from mlstack.workloads.registry import version_counts
 
-        root = _store_url(store_url).rstrip("/")
         rows = [("MODEL", "VERSIONS", "ALIASES")]
-        for name in list_models(root):
-            registry = _open_model(store_url, name)
-            aliases = " ".join(f"{a.name}={a.version}" for a in registry.aliases().values())
-            rows.append((name, str(len(registry.version_names())), aliases or "-"))
+        for name, count in version_counts(_store_url(store_url).rstrip("/")).items():
+            found = _open_model(store_url, name).aliases().values()
+            rows.append((name, str(count), " ".join(f"{a.name}={a.version}" for a in found) or "-"))
         return rows
 
     def versions(name: str) -> list[tuple[str, ...]]:
         rows = [("VERSION", "CREATED", "STEP", "METRICS", "ALIASES")]
-        for info in _open_model(store_url, name).versions():
+        for info in _open_model(store_url, name).versions(last=last):
             step = "-" if info.step is None else str(info.step)
             metrics = _metrics_text(info.metrics())
             rows.append(

@@ -65,6 +65,8 @@ def test_promote_then_list_models_and_versions(root: Path) -> None:
         "champion",
     ]
     assert rows[3][-1] == "-"
+    last = models("list", str(root), "lm", "--last", "1")
+    assert [line.split()[0] for line in last.stdout.splitlines()] == ["VERSION", "v3"]
 
 
 def test_show_has_lineage_evals_aliases_and_the_log(root: Path) -> None:
