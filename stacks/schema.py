@@ -504,10 +504,28 @@ def _bundle_version(value: str) -> str:
 BundleVersion = Annotated[str, AfterValidator(_bundle_version)]
 
 
+def _alias(value: str) -> str:
+    if value == "latest":
+        raise ValueError(
+            "'latest' is the export pointer, which every export moves: name "
+            "another alias, e.g. 'canary' or 'champion'"
+        )
+    return _dns_label(value)
+
+
+AliasName = Annotated[str, AfterValidator(_alias)]
+
+
 class Canary(Model):
-    version: BundleVersion = Field(
+    version: BundleVersion | None = Field(
+        default=None,
         description="The bundle version the canary replicas serve, e.g. 'step-00003000' (a "
-        "directory under the model's versions/)."
+        "directory under the model's versions/); or set alias.",
+    )
+    alias: AliasName | None = Field(
+        default=None,
+        description="A registry alias (e.g. 'canary', which a pipeline's promote step moves) "
+        "whose version the canary replicas serve, reloading when it moves; instead of version.",
     )
     replicas: int = Field(
         default=1,
@@ -532,8 +550,15 @@ class InferenceService(Model):
     )
     version: BundleVersion | None = Field(
         default=None,
-        description="Bundle version the (stable) replicas serve; unset: follow the model's "
-        "`latest` and load each new export within reload_interval_s. A canary needs it set.",
+        description="Bundle version the (stable) replicas serve; unset (and no alias): follow "
+        "the model's `latest` and load each new export within reload_interval_s. A canary "
+        "needs it or alias set.",
+    )
+    alias: AliasName | None = Field(
+        default=None,
+        description="A registry alias (e.g. 'champion') whose version the (stable) replicas "
+        "serve, loading the new one within reload_interval_s when it moves (`mlstack models "
+        "promote`, a pipeline's promote step); instead of version.",
     )
     image: Annotated[str, AfterValidator(_image_ref)] = Field(
         default=RELEASE,
@@ -631,9 +656,9 @@ class InferenceService(Model):
     )
     canary: Canary | None = Field(
         default=None,
-        description="A second set of replicas serving another bundle version behind the same "
-        "Service; promote by setting version to it and removing canary, roll back by removing "
-        "canary.",
+        description="A second set of replicas serving another bundle version (or alias) behind "
+        "the same Service; promote by setting version to it and removing canary (or by moving "
+        "the aliases), roll back by removing canary (or `mlstack models rollback`).",
     )
 
     @property
@@ -784,18 +809,6 @@ class SelectStep(_PipelineStep):
         description="select: how much lower than the model's `champion` the best candidate's "
         "metric must be to be selected; otherwise none is.",
     )
-
-
-def _alias(value: str) -> str:
-    if value == "latest":
-        raise ValueError(
-            "'latest' is the export pointer, which every export moves: name "
-            "another alias, e.g. 'canary' or 'champion'"
-        )
-    return _dns_label(value)
-
-
-AliasName = Annotated[str, AfterValidator(_alias)]
 
 
 class PromoteStep(_PipelineStep):

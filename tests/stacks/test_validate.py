@@ -1194,7 +1194,8 @@ def test_a_service_is_not_named_like_another_services_canary(lab_config: dict[st
         ("termination_grace_period_s", 10),
         ("autoscale_on", "memory"),
         ("allow_from_namespaces", ["Apps"]),
-        ("canary", {"replicas": 1}),
+        ("canary", {"alias": "Canary"}),
+        ("alias", "latest"),
         ("canary", {"version": "step-2", "weight": 10}),
     ],
 )

@@ -22,6 +22,7 @@ from mlstack.stacks.errors import Problem, format_path
 from mlstack.stacks.names import SERVE_REPOSITORY, SERVING_PRIORITY, TRAIN_REPOSITORY
 from mlstack.stacks.prefixes import prefix_problem
 from mlstack.stacks.schema import (
+    Canary,
     Capacity,
     InferenceService,
     NodePool,
@@ -617,28 +618,19 @@ def _service_own_problems(path: Callable[..., str], service: InferenceService) -
                     service.model,
                 )
             )
+    if service.version is not None and service.alias is not None:
+        problems.append(
+            Problem(
+                path("alias"),
+                f"is set together with version {service.version!r}: the replicas serve one",
+                "keep alias to follow the registry, or version to pin a bundle",
+                service.alias,
+            )
+        )
     canary = service.canary
     if canary is None:
         return problems
-    if service.version is None:
-        problems.append(
-            Problem(
-                path("version"),
-                "a canary needs the stable replicas pinned: unset, they follow `latest` and "
-                "load each new export, canary or not",
-                f"set version to the bundle the service serves now (not the canary's "
-                f"{canary.version!r})",
-            )
-        )
-    elif canary.version == service.version:
-        problems.append(
-            Problem(
-                path("canary", "version"),
-                "is the version the stable replicas serve",
-                "name the new bundle version, or remove canary once it is promoted",
-                canary.version,
-            )
-        )
+    problems.extend(_canary_source_problems(service, canary, path))
     if canary.replicas >= service.replicas:
         problems.append(
             Problem(
@@ -648,6 +640,55 @@ def _service_own_problems(path: Callable[..., str], service: InferenceService) -
                 f"set it below {service.replicas}, or raise replicas (and max_replicas, now "
                 f"{most}) to make room",
                 canary.replicas,
+            )
+        )
+    return problems
+
+
+def _canary_source_problems(
+    service: InferenceService, canary: Canary, path: Callable[..., str]
+) -> list[Problem]:
+    """What the canary serves: one version or one alias, and not what the stable replicas
+    serve (then it is no canary)."""
+    problems = []
+    canary_source = canary.version if canary.version is not None else canary.alias
+    if (canary.version is None) == (canary.alias is None):
+        problems.append(
+            Problem(
+                path("canary"),
+                "needs exactly one of version and alias"
+                + (" (both are set)" if canary.version is not None else ""),
+                "set version to a bundle, e.g. 'step-00003000', or alias to a registry "
+                "alias, e.g. 'canary'",
+            )
+        )
+    if service.version is None and service.alias is None:
+        problems.append(
+            Problem(
+                path("version"),
+                "a canary needs the stable replicas pinned: unset, they follow `latest` and "
+                "load each new export, canary or not",
+                f"set version to the bundle the service serves now (not the canary's "
+                f"{canary_source!r}), or alias to the registry alias it serves (e.g. "
+                "'champion')",
+            )
+        )
+    elif canary.version is not None and canary.version == service.version:
+        problems.append(
+            Problem(
+                path("canary", "version"),
+                "is the version the stable replicas serve",
+                "name the new bundle version, or remove canary once it is promoted",
+                canary.version,
+            )
+        )
+    elif canary.alias is not None and canary.alias == service.alias:
+        problems.append(
+            Problem(
+                path("canary", "alias"),
+                "is the alias the stable replicas serve",
+                "name the alias a promotion moves first, e.g. 'canary'",
+                canary.alias,
             )
         )
     return problems

@@ -8,8 +8,9 @@ NetworkPolicy opens port 8080 to clients the tenancy layer's default-deny would 
 namespace's pods, the internal load balancer).
 
 Pods take the environment contract's MLSTACK_MODEL_URL (the model's directory under the team's
-prefix in the models bucket) and, when pinned, MLSTACK_MODEL_VERSION; unpinned, they follow the
-model's `latest` pointer. Every Deployment is queued by Kueue at the `mlstack-serving` priority:
+prefix in the models bucket) and, when pinned, MLSTACK_MODEL_VERSION, or, following a registry
+alias (`champion`, `canary`: workloads/registry.py), MLSTACK_MODEL_ALIAS; otherwise they follow
+the model's `latest` pointer. Every Deployment is queued by Kueue at the `mlstack-serving` priority:
 its pods count against the team's quota like the team's training, and preempt it.
 """
 
@@ -95,11 +96,19 @@ def deployment_name(service: InferenceService, track: Track) -> str:
 
 
 def pinned_version(service: InferenceService, track: Track) -> str | None:
-    """The bundle version a track serves; None: the model's `latest`."""
+    """The bundle version a track serves; None: an alias, or the model's `latest`."""
     if track == "canary":
         assert service.canary is not None, "a canary track needs a canary"
         return service.canary.version
     return service.version
+
+
+def followed_alias(service: InferenceService, track: Track) -> str | None:
+    """The registry alias a track follows (workloads/registry.py), or None."""
+    if track == "canary":
+        assert service.canary is not None, "a canary track needs a canary"
+        return service.canary.alias
+    return service.alias
 
 
 def drain_timeout_s(settings: ServiceSettings) -> int:
@@ -129,6 +138,9 @@ def container_env(
     version = pinned_version(service, track)
     if version is not None:
         env.append(env_value(contract.MODEL_VERSION, version))
+    alias = followed_alias(service, track)
+    if alias is not None:
+        env.append(env_value(contract.MODEL_ALIAS, alias))
     return env + store_env(placement)
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
+
 from mlstack.stacks.errors import Problem
 from mlstack.stacks.schema import Platform
 from mlstack.stacks.stackfile import read_stack
@@ -277,3 +279,49 @@ def test_a_spot_job_whose_save_fits_the_notice_is_told_the_grace_it_needs() -> N
     [p] = _spot_problems("aws-dev", model="medium", steps=2000, termination_grace_period_s=30)
     assert p.path == "platform.workloads.training_jobs[0].termination_grace_period_s"
     assert p.fix == "set termination_grace_period_s to at least 70 (at most 120 on spot)"
+
+
+def test_a_service_follows_an_alias_or_a_version_never_both(lab_config: dict[str, Any]) -> None:
+    (p,) = _problems(lab_config, service={"alias": "champion", "version": "step-1"})
+    assert (p.path, p.value) == ("platform.workloads.inference_services[0].alias", "champion")
+    assert "is set together with version 'step-1'" in p.message
+    assert _problems(lab_config, service={"alias": "champion"}) == []
+
+
+@pytest.mark.parametrize(
+    ("service", "path", "message"),
+    [
+        (
+            {"alias": "champion", "canary": {"replicas": 1}},
+            "canary",
+            "needs exactly one of version and alias",
+        ),
+        (
+            {"alias": "champion", "canary": {"alias": "canary", "version": "s-2"}},
+            "canary",
+            "needs exactly one of version and alias (both are set)",
+        ),
+        (
+            {"canary": {"alias": "canary"}},
+            "version",
+            "a canary needs the stable replicas pinned",
+        ),
+        (
+            {"alias": "champion", "canary": {"alias": "champion"}},
+            "canary.alias",
+            "is the alias the stable replicas serve",
+        ),
+    ],
+)
+def test_what_a_canary_serves_is_checked(
+    lab_config: dict[str, Any], service: dict[str, Any], path: str, message: str
+) -> None:
+    found = _problems(lab_config, service={"replicas": 2, **service})
+    assert [(p.path, p.message[: len(message)]) for p in found] == [
+        (f"platform.workloads.inference_services[0].{path}", message)
+    ]
+
+
+def test_a_canary_may_follow_the_canary_alias(lab_config: dict[str, Any]) -> None:
+    service = {"replicas": 2, "alias": "champion", "canary": {"alias": "canary"}}
+    assert _problems(lab_config, service=service) == []

@@ -841,3 +841,16 @@ def test_startup_threshold_rounds_up() -> None:
     )
     startup = _container(manifests["deployment"])["startupProbe"]
     assert startup["failureThreshold"] == math.ceil(31 / startup["periodSeconds"]) == 4
+
+
+def test_tracks_that_follow_aliases_get_the_alias_not_a_version(
+    lab_config: dict[str, Any],
+) -> None:
+    _, m = _built(lab_config, alias="champion", replicas=3, canary={"alias": "canary"})
+    stable, canary = _env(m["deployment"]), _env(m["canary"])
+    assert stable[contract.MODEL_ALIAS] == "champion"
+    assert canary[contract.MODEL_ALIAS] == "canary"
+    assert contract.MODEL_VERSION not in stable and contract.MODEL_VERSION not in canary
+    assert {k: v for k, v in stable.items() if k != contract.MODEL_ALIAS} == {
+        k: v for k, v in canary.items() if k != contract.MODEL_ALIAS
+    }
