@@ -21,6 +21,8 @@ import importlib
 import json
 import re
 import ssl
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -461,8 +463,12 @@ class ClusterExecutor:
         command_for: CommandFor = _step_command_for,
         poll_s: float = 2.0,
         max_poll_s: float = 15.0,
+        stop: threading.Event | None = None,
     ) -> None:
         self.api = api
+        #: Set (by the runner's SIGTERM handler) to stop every step this executor runs, as
+        #: each step's own `ctx.cancel` stops that step.
+        self.stop = stop or threading.Event()
         self.namespace = namespace
         self.command_for = command_for
         self.poll_s = poll_s
@@ -517,7 +523,7 @@ class ClusterExecutor:
         self._retrying(lambda: self.api.delete(self.namespace, kind, name, "Foreground"), ctx)
         delay = self.poll_s
         while self._retrying(lambda: self.api.get(self.namespace, kind, name), ctx) is not None:
-            if ctx.cancel.wait(delay):
+            if self._wait(ctx, delay):
                 raise StepCancelled(f"cancelled while {kind} {name} was being deleted")
             delay = min(delay * 2, self.max_poll_s)
 
@@ -528,7 +534,7 @@ class ClusterExecutor:
         delay = self.poll_s
         said: Phase | None = None
         while True:
-            if ctx.cancel.is_set():
+            if self._stopping(ctx):
                 self._cancel(kind, name, ctx, what)
             obj = self._retrying(lambda: self.api.get(self.namespace, kind, name), ctx)
             if obj is None:
@@ -548,9 +554,22 @@ class ClusterExecutor:
                 ctx.say(_progress(phase, obj, what))
                 said = phase
                 delay = self.poll_s
-            if ctx.cancel.wait(delay):
+            if self._wait(ctx, delay):
                 self._cancel(kind, name, ctx, what)
             delay = min(delay * 2, self.max_poll_s)
+
+    def _stopping(self, ctx: StepContext) -> bool:
+        return ctx.cancel.is_set() or self.stop.is_set()
+
+    def _wait(self, ctx: StepContext, delay: float) -> bool:
+        """Sleep up to `delay` seconds; True (at once) when the step or the runner stops."""
+        end = time.monotonic() + delay
+        while not self._stopping(ctx):
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            self.stop.wait(min(left, 0.2))
+        return True
 
     def _cancel(self, kind: Kind, name: str, ctx: StepContext, what: str) -> None:
         # Background: the API server removes the object now and its pods after; the runner
@@ -570,7 +589,7 @@ class ClusterExecutor:
                 if not exc.transient or attempt == MAX_TRANSIENT:
                     raise
                 ctx.say(f"{ctx.run_id}: {exc}; retrying")
-            if ctx.cancel.wait(delay):
+            if self._wait(ctx, delay):
                 raise StepCancelled("cancelled while the API server was unavailable")
             delay = min(delay * 2, self.max_poll_s)
         raise AssertionError("unreachable")

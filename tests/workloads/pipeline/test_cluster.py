@@ -351,14 +351,17 @@ def test_an_object_created_concurrently_is_followed_on_409(pipeline: Pipeline) -
     assert any("exists already; following it" in line for line in lines)
 
 
-def test_cancel_deletes_the_object_it_follows(pipeline: Pipeline) -> None:
+@pytest.mark.parametrize("stopped_by", ["step cancel", "runner stop"])
+def test_cancel_deletes_the_object_it_follows(pipeline: Pipeline, stopped_by: str) -> None:
     api = simulated(pipeline, quota=0)
     ctx = context(pipeline, [])
+    runner = ClusterExecutor(api, NAMESPACE, command_for=fake_command_for, poll_s=30.0)
+    stop = ctx.cancel if stopped_by == "step cancel" else runner.stop
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            executor(api).run(pipeline.step("data"), ctx)
+            runner.run(pipeline.step("data"), ctx)
         except BaseException as exc:
             errors.append(exc)
 
@@ -369,11 +372,13 @@ def test_cancel_deletes_the_object_it_follows(pipeline: Pipeline) -> None:
             if api.creations():
                 break
             threading.Event().wait(0.01)
-        ctx.cancel.set()
+        # Mid-sleep (a 30 s poll): the stop must wake it, not wait for the next poll.
+        stop.set()
+        worker.join(timeout=10)
+        assert not worker.is_alive()
     finally:
         ctx.cancel.set()
         worker.join(timeout=30)
-    assert not worker.is_alive()
     assert [type(e) for e in errors] == [StepCancelled]
     assert api.names() == []
     name = object_name("nightly", RUN, "data")
