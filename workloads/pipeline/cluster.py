@@ -460,7 +460,7 @@ class ClusterExecutor:
         api: JobsApi,
         namespace: str,
         *,
-        command_for: CommandFor = _step_command_for,
+        command_for: CommandFor | None = None,
         poll_s: float = 2.0,
         max_poll_s: float = 15.0,
         stop: threading.Event | None = None,
@@ -470,12 +470,16 @@ class ClusterExecutor:
         #: each step's own `ctx.cancel` stops that step.
         self.stop = stop or threading.Event()
         self.namespace = namespace
+        #: None: `step.command_for`, looked up when a step runs.
         self.command_for = command_for
         self.poll_s = poll_s
         self.max_poll_s = max_poll_s
 
     def run(self, step: Step, ctx: StepContext) -> dict[str, Any]:
-        manifest = step_manifest(step, ctx, self.command_for(step, ctx), self.namespace)
+        if self._stopping(ctx):
+            raise StepCancelled(f"step {step.name!r} not started: the run is stopping")
+        command = (self.command_for or _step_command_for)(step, ctx)
+        manifest = step_manifest(step, ctx, command, self.namespace)
         kind: Kind = manifest["kind"]
         name = manifest["metadata"]["name"]
         what = _describe(kind, self.namespace, name)

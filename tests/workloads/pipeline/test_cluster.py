@@ -83,14 +83,23 @@ def _job(jobset: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def manifests(lab_config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def step_manifests(lab_config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     jobset = _jobset(lab_config)
     return {"Job": _job(jobset), "JobSet": jobset}
 
 
 @pytest.fixture
+def manifests(lab_config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return step_manifests(lab_config)
+
+
+@pytest.fixture
 def pipeline(tmp_path: Path, manifests: dict[str, dict[str, Any]]) -> Pipeline:
+    return four_steps(tmp_path, manifests)
+
+
+def four_steps(tmp_path: Path, manifests: dict[str, dict[str, Any]]) -> Pipeline:
+    """prepare, two train candidates after it, evaluate after both."""
     steps = (
         Step("data", "prepare", manifest=manifests["Job"]),
         Step("cand-a", "train", after=("data",), manifest=manifests["JobSet"]),
