@@ -379,8 +379,10 @@ def step_manifest(
         ATTEMPT_ANNOTATION: str(ctx.attempt),
     }
     spec = manifest["spec"]
-    # Created suspended, Kueue's way to queue a Job or JobSet: Kueue unsuspends it when the
-    # team's ClusterQueue admits it (its webhook would suspend a queued one anyway).
+    # Created suspended, as Kueue asks ("You should create the Job in a suspended state, as
+    # Kueue will decide when it's the best time to start the Job": kueue.sigs.k8s.io, "Run A
+    # Kubernetes Job"): Kueue unsuspends it when the team's ClusterQueue admits it, and
+    # suspends it again if it preempts it (the executor then reports it waiting again).
     spec["suspend"] = True
     if kind == "JobSet":
         _rename_jobset(manifest, name, labels)
@@ -552,7 +554,7 @@ class ClusterExecutor:
             if phase == "failed":
                 raise StepFailed(
                     f"step {step.name!r}: {what} failed ({reason}); fix: read its logs with "
-                    f"`kubectl logs -n {self.namespace} -l {STEP_LABEL}={step.name}`"
+                    f"`kubectl logs -n {self.namespace} -l {self._selector(ctx, step)}`"
                 )
             if phase != said:
                 ctx.say(_progress(phase, obj, what))
@@ -561,6 +563,10 @@ class ClusterExecutor:
             if self._wait(ctx, delay):
                 self._cancel(kind, name, ctx, what)
             delay = min(delay * 2, self.max_poll_s)
+
+    def _selector(self, ctx: StepContext, step: Step) -> str:
+        labels = step_labels(ctx.pipeline.name, ctx.run_id, step.name)
+        return _label_selector({k: labels[k] for k in (RUN_LABEL, STEP_LABEL)})
 
     def _stopping(self, ctx: StepContext) -> bool:
         return ctx.cancel.is_set() or self.stop.is_set()
@@ -613,7 +619,7 @@ class ClusterExecutor:
         except NotFound:
             raise StepFailed(
                 f"step {step.name!r} finished but wrote no {ctx.run_url}/{key}; fix: read its "
-                f"logs (`kubectl logs -n {self.namespace} -l {STEP_LABEL}={step.name}`)"
+                f"logs (`kubectl logs -n {self.namespace} -l {self._selector(ctx, step)}`)"
             ) from None
         except (StoreError, ValueError) as exc:
             raise StepFailed(f"step {step.name!r}: reading its outputs: {exc}") from None

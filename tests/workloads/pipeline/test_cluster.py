@@ -306,7 +306,7 @@ def test_a_failed_step_fails_in_one_line_and_a_retry_replaces_its_object(
     message = str(exc.value)
     assert "\n" not in message
     assert "failed (BackoffLimitExceeded: Job has reached the limit)" in message
-    assert f"kubectl logs -n {NAMESPACE} -l {STEP_LABEL}=data" in message
+    assert f"kubectl logs -n {NAMESPACE} -l {RUN_LABEL}={RUN},{STEP_LABEL}=data" in message
     # The failed object stays for its logs until the retry, which removes it first.
     name = object_name("nightly", RUN, "data")
     assert api.exists("Job", name)
