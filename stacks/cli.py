@@ -32,6 +32,7 @@ from mlstack.stacks.versions import support_warning
 if TYPE_CHECKING:
     from mlstack.stacks.plan import Plan
     from mlstack.workloads.local import LocalRun
+    from mlstack.workloads.pipeline.spec import Pipeline
 
 app = typer.Typer(
     add_completion=False,
@@ -567,6 +568,130 @@ def local_up(  # noqa: PLR0917 - a typer command: its options are its parameters
     say(f"== serving {local.model_url} (compiling and warming up every batch and length bucket)")
     with _server_scratch() as scratch, _stop_signals_interrupt():
         _serve(local, port, prompt, max_tokens, once=once, scratch=scratch)
+
+
+@local_app.command("pipeline")
+def local_pipeline(  # noqa: PLR0917 - a typer command: its options are its parameters
+    stack: StackArg,
+    name: Annotated[str, typer.Argument(help="A pipeline in the stack's workloads.pipelines.")],
+    store: Annotated[
+        str, typer.Option("--store", help="Local object store: a directory, file:///abs or s3://.")
+    ] = DEFAULT_LOCAL_STORE,
+    run: Annotated[
+        str | None,
+        typer.Option("--run", help="Run id to start or resume; default: the newest unfinished."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Model config for every train step (e.g. tiny)."),
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option("--steps", min=1, help="Training steps of every train step.")
+    ] = None,
+    processes: Annotated[
+        int, typer.Option("--processes", "-n", min=1, max=64, help="Processes per train step.")
+    ] = 2,
+) -> None:
+    """Run a stack's pipeline on this machine, each step as local processes with the cluster's
+    environment contract; a rerun resumes an unfinished run and skips cached steps.
+
+    Ctrl-C stops the running steps (training saves a checkpoint first); run again to resume.
+    """
+    _need_workloads()
+    from mlstack.workloads.local import guarded
+    from mlstack.workloads.pipeline.engine import RunStateError, new_run_id, run_pipeline
+    from mlstack.workloads.pipeline.local import LocalExecutor, summary
+    from mlstack.workloads.pipeline.spec import SpecError
+    from mlstack.workloads.storage import StoreError
+    from mlstack.workloads.train.data import DataError
+
+    bad_input = (ConfigError, StoreError, DataError, SpecError, RunStateError, ValueError)
+    pipeline = _guard(
+        lambda: _local_pipeline_spec(
+            stack, name, _store_url(store), model=model, steps=steps, processes=processes
+        ),
+        bad_input=bad_input,
+    )
+    run_id = _guard(lambda: run or _unfinished_or_new(pipeline, new_run_id), bad_input=bad_input)
+
+    @guarded
+    def say(line: str) -> None:
+        out.print(line, markup=False, soft_wrap=True)
+
+    executor = LocalExecutor()
+    stop = threading.Event()
+    signals: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        # Writes nothing: a closed terminal or pipe cannot break it.
+        if signals:
+            executor.kill()
+        stop.set()
+        signals.append(signum)
+
+    say(f"run {run_id} of pipeline {pipeline.name} in {pipeline.work_url}/runs/{run_id}")
+    previous = {
+        s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
+    try:
+        state = _guard(
+            lambda: run_pipeline(pipeline, executor, run_id=run_id, say=say, stop=stop),
+            bad_input=bad_input,
+        )
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    for line in summary(pipeline, state):
+        say(line)
+    if signals:
+        raise typer.Exit(128 + signals[0])
+    if state.status != "succeeded":
+        for step_name, step in state.steps.items():
+            if step.status == "failed":
+                guarded(err.print)(
+                    f"error: step {step_name} failed: {step.error}; fix: see its log, then run "
+                    f"again with --run {run_id} to resume",
+                    markup=False,
+                )
+        raise typer.Exit(1)
+
+
+def _local_pipeline_spec(
+    stack: str, name: str, store_url: str, *, model: str | None, steps: int | None, processes: int
+) -> Pipeline:
+    """The stack's pipeline with the local store's URLs and the local overrides; the source
+    datasets the default corpus can provide are prepared first, as `local up` does."""
+    from mlstack.stacks.pipelines import runtime_pipeline
+    from mlstack.workloads.local import DEFAULT_DATASET, LocalRun, ensure_dataset, join_url
+    from mlstack.workloads.pipeline.local import localize
+    from mlstack.workloads.train.configs import get_config
+
+    source = read_stack(stack)
+    platform = parse_platform(source.platform, source=str(source.path))
+    declared = runtime_pipeline(
+        platform,
+        name,
+        datasets_url=join_url(store_url, "datasets"),
+        checkpoints_url=join_url(store_url, "checkpoints"),
+        models_url=join_url(store_url, "models"),
+        image="local",
+    )
+    pipeline = localize(declared, model=model, steps=steps, processes=processes)
+    for step in pipeline.steps:
+        if step.kind == "train":
+            config = get_config(str(step.config["model"]))
+            batch = step.config.get("global_batch_size") or config.global_batch_size
+            _check_processes(config.name, int(batch), processes)
+        if step.kind == "prepare" and step.config.get("dataset") == DEFAULT_DATASET:
+            local = LocalRun(store_url, dataset=DEFAULT_DATASET)
+            ensure_dataset(local, lambda line: err.print(line, markup=False))
+    return pipeline
+
+
+def _unfinished_or_new(pipeline: Pipeline, new_run_id: Callable[[], str]) -> str:
+    from mlstack.workloads.pipeline.local import unfinished_run
+
+    return unfinished_run(pipeline) or new_run_id()
 
 
 @contextmanager

@@ -62,6 +62,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def die_with_parent() -> None:
+    """In a child between fork and exec (`preexec_fn`): have Linux kill it when the thread
+    that started it dies, so that a launcher killed with SIGKILL (which it cannot catch)
+    leaves no orphan behind (prctl(2), PR_SET_PDEATHSIG; the setting survives the exec).
+    Elsewhere a no-op. A `preexec_fn` can deadlock when another thread holds a lock the child
+    needs (the subprocess docs' warning): this one only calls a libc function looked up at
+    import, with two ints, and takes no lock."""
+    if sys.platform == "linux":
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+_PR_SET_PDEATHSIG = 1
+if sys.platform == "linux":
+    import ctypes
+
+    # Looked up before any fork: the child only makes the call.
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
 def join_url(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
 
@@ -191,7 +210,10 @@ class Launch:
         on_event: Callable[[dict[str, Any]], None] | None = None,
         on_line: Callable[[int, str], None] | None = None,
         extra_env: dict[str, str] | None = None,
+        orphan_safe: bool = False,
     ) -> None:
+        """`orphan_safe`: the processes die with the thread that starts them (`die_with_parent`;
+        the pipeline executor, whose runner may be killed outright and then resumed)."""
         self.run = run
         self.events: list[dict[str, Any]] = []
         self._on_event = guarded(on_event) if on_event else None
@@ -239,6 +261,7 @@ class Launch:
                 stderr=subprocess.STDOUT,
                 text=True,
                 start_new_session=True,
+                preexec_fn=die_with_parent if orphan_safe else None,  # noqa: PLW1509
             )
             self.procs.append(proc)
             assert proc.stdout is not None
