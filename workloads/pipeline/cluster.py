@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib
 import json
 import re
 import ssl
@@ -39,6 +38,8 @@ from mlstack.workloads.pipeline.executor import (
     StepFailed,
 )
 from mlstack.workloads.pipeline.spec import Step
+from mlstack.workloads.pipeline.step import StepError, version_name
+from mlstack.workloads.pipeline.step import command_for as step_command_for
 from mlstack.workloads.storage import NotFound, StoreError, open_store
 
 Kind = Literal["Job", "JobSet"]
@@ -442,12 +443,6 @@ def phase_of(obj: Mapping[str, Any]) -> tuple[Phase, str]:
 CommandFor = Callable[[Step, StepContext], StepCommand]
 
 
-def _step_command_for(step: Step, ctx: StepContext) -> StepCommand:
-    """`workloads.pipeline.step.command_for`, loaded when first used."""
-    module = importlib.import_module("mlstack.workloads.pipeline.step")
-    return module.command_for(step, ctx)
-
-
 class ClusterExecutor:
     """Runs each step as a Job or JobSet in `namespace` (the `Executor` protocol).
 
@@ -472,15 +467,18 @@ class ClusterExecutor:
         #: each step's own `ctx.cancel` stops that step.
         self.stop = stop or threading.Event()
         self.namespace = namespace
-        #: None: `step.command_for`, looked up when a step runs.
-        self.command_for = command_for
+        #: What a step runs: `step.command_for`, the local executor's too (tests pass theirs).
+        self.command_for = command_for or step_command_for
         self.poll_s = poll_s
         self.max_poll_s = max_poll_s
 
     def run(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         if self._stopping(ctx):
             raise StepCancelled(f"step {step.name!r} not started: the run is stopping")
-        command = (self.command_for or _step_command_for)(step, ctx)
+        try:
+            command = self.command_for(step, ctx)
+        except (StepError, StoreError) as exc:
+            raise StepFailed(f"step {step.name!r}: {exc}") from None
         manifest = step_manifest(step, ctx, command, self.namespace)
         kind: Kind = manifest["kind"]
         name = manifest["metadata"]["name"]
@@ -625,7 +623,7 @@ class ClusterExecutor:
             raise StepFailed(f"step {step.name!r}: reading its outputs: {exc}") from None
 
     def _train_outputs(self, step: Step, ctx: StepContext, run: Any, key: str) -> dict[str, Any]:
-        version = f"{ctx.run_id}.{step.name}"
+        version = version_name(ctx.run_id, step.name)
         models = open_store(ctx.pipeline.model_url)
         bundle_key = f"versions/{version}/bundle.json"
         try:
@@ -638,6 +636,7 @@ class ClusterExecutor:
         outputs = {
             "version": version,
             "model_url": ctx.pipeline.model_url,
+            # The checkpoint step it was exported at (export.py's bundle.json: training.step).
             "step": bundle.get("training", {}).get("step"),
         }
         run.put_bytes(key, (json.dumps(outputs, indent=2, sort_keys=True) + "\n").encode())

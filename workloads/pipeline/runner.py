@@ -5,20 +5,21 @@
 It reads the pipeline (the ConfigMap the stack deploys, mounted as a file), then runs it with the
 pipeline engine and the cluster executor: each step a Job or JobSet in this pod's namespace,
 created through the Kubernetes API with the pod's `pipeline-runner` ServiceAccount. A rerun with
-the same `--run` resumes that run (the engine's state in the object store; the executor finds
-the step objects a previous runner left).
+the same `--run` resumes that run, and without `--run` the newest unfinished run is resumed (a
+runner pod restarted after a drain carries on): the engine keeps the run's state in the object
+store, and the executor follows the step objects the previous runner left.
 
 SIGTERM (the pod deleted, `concurrencyPolicy: Replace`, a drain) stops the run: every step
 object it follows is deleted and the run ends as stopped.
 
-Exit codes: 0 the run succeeded; 1 a step failed (its error line says which and why); 2 bad
-input (the spec unreadable, not in a cluster); 143 stopped by SIGTERM.
+Exit codes, as `mlstack local pipeline`'s: 0 the run succeeded; 1 a step failed (an error line
+per failed step); 2 bad input (the spec or run state unreadable, not in a cluster); 143 stopped
+by SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import signal
 import sys
@@ -26,22 +27,27 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from mlstack.workloads.pipeline.cluster import (
     ApiError,
     ClusterExecutor,
+    CommandFor,
     InCluster,
     JobsApi,
     KubeJobsApi,
 )
+from mlstack.workloads.pipeline.engine import RunStateError, new_run_id, run_pipeline
+from mlstack.workloads.pipeline.local import summary, unfinished_run
 from mlstack.workloads.pipeline.spec import Pipeline, SpecError
+from mlstack.workloads.storage import StoreError
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
-#: 128 + SIGTERM, what a shell reports for a process SIGTERM ended.
+#: 128 + SIGTERM, as `mlstack local pipeline` exits on a signal.
 EXIT_STOPPED = 128 + signal.SIGTERM
+#: Bad input: one `error:` line and exit 2 (the spec, the store, the run state, the cluster).
+BAD_INPUT = (SpecError, StoreError, RunStateError, ApiError)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,7 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--spec", required=True, type=Path, help="The pipeline.json to run.")
     parser.add_argument(
-        "--run", default=None, help="The run id: resume that run; default: a new run."
+        "--run",
+        default=None,
+        help="The run id to start or resume; default: the newest unfinished run, else a new one.",
     )
     parser.add_argument(
         "--namespace",
@@ -70,17 +78,19 @@ def error(line: str) -> None:
 
 
 @contextmanager
-def stop_on_sigterm(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM sets `stop` (the executor deletes what it follows and ends each step) instead
-    of killing the runner before it has cleaned up."""
+def stop_on_sigterm(stop: threading.Event) -> Iterator[list[int]]:
+    """SIGTERM sets `stop` (the engine starts nothing more, the executor deletes the step
+    objects it follows) instead of killing the runner before it has cleaned up; the signals
+    received are in the list it yields."""
+    received: list[int] = []
 
     def handler(signum: int, frame: Any) -> None:
-        say("SIGTERM: stopping the run, deleting its running steps")
+        received.append(signum)
         stop.set()
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
-        yield
+        yield received
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -95,19 +105,15 @@ def _load(path: Path) -> Pipeline:
         ) from None
 
 
-def _engine() -> ModuleType:
-    return importlib.import_module("mlstack.workloads.pipeline.engine")
-
-
 def main(
     argv: list[str] | None = None,
     *,
     api: JobsApi | None = None,
-    engine: Any = None,
+    command_for: CommandFor | None = None,
     poll_s: float = 2.0,
 ) -> int:
-    """Run the pipeline; `api` and `engine` default to the in-cluster API and the pipeline
-    engine (tests pass their own)."""
+    """Run the pipeline; `api` defaults to the in-cluster API and `command_for` to the step
+    module's (tests pass their own)."""
     args = parse_args(argv)
     try:
         pipeline = _load(args.spec)
@@ -116,23 +122,31 @@ def main(
             cluster = InCluster.from_env(os.environ)
             api = KubeJobsApi(cluster)
             namespace = namespace or cluster.namespace
-    except (SpecError, ApiError) as exc:
+        run_id = args.run or unfinished_run(pipeline) or new_run_id()
+    except BAD_INPUT as exc:
         error(str(exc))
         return EXIT_BAD_INPUT
-    engine = engine or _engine()
-    executor = ClusterExecutor(api, namespace or pipeline.team, poll_s=poll_s)
-    run_id = args.run or engine.new_run_id()
-    say(f"pipeline {pipeline.name}: run {run_id} in namespace {executor.namespace}")
-    with stop_on_sigterm(executor.stop):
-        state = engine.run_pipeline(pipeline, executor, run_id=run_id, say=say)
-    if executor.stop.is_set():
-        error(f"run {run_id} stopped by SIGTERM; rerun with --run {run_id} to resume it")
+    executor = ClusterExecutor(
+        api, namespace or pipeline.team, command_for=command_for, poll_s=poll_s
+    )
+    say(f"run {run_id} of pipeline {pipeline.name} in namespace {executor.namespace}")
+    with stop_on_sigterm(executor.stop) as signals:
+        try:
+            state = run_pipeline(pipeline, executor, run_id=run_id, say=say, stop=executor.stop)
+        except BAD_INPUT as exc:
+            error(str(exc))
+            return EXIT_BAD_INPUT
+    for line in summary(pipeline, state):
+        say(line)
+    if signals:
+        error(f"run {run_id} stopped by SIGTERM; its running steps were deleted; rerun to resume")
         return EXIT_STOPPED
-    return 0 if _succeeded(state) else EXIT_FAILED
-
-
-def _succeeded(state: Any) -> bool:
-    return getattr(state, "status", None) == "succeeded"
+    if state.status != "succeeded":
+        for name, step in state.steps.items():
+            if step.status == "failed":
+                error(f"step {name} failed: {step.error}; fix: see its logs, then rerun to resume")
+        return EXIT_FAILED
+    return 0
 
 
 if __name__ == "__main__":

@@ -99,12 +99,34 @@ def pipeline(tmp_path: Path, manifests: dict[str, dict[str, Any]]) -> Pipeline:
 
 
 def four_steps(tmp_path: Path, manifests: dict[str, dict[str, Any]]) -> Pipeline:
-    """prepare, two train candidates after it, evaluate after both."""
+    """prepare, two train candidates after it, evaluate after both (a source dataset index
+    in the datasets directory: the engine reads its checksum)."""
+    dataset = tmp_path / "datasets" / "pystdlib"
+    dataset.mkdir(parents=True, exist_ok=True)
+    (dataset / "index.json").write_text('{"shards": []}')
+    train = {"model": "tiny", "steps": 20, "num_hosts": 2}
     steps = (
-        Step("data", "prepare", manifest=manifests["Job"]),
-        Step("cand-a", "train", after=("data",), manifest=manifests["JobSet"]),
-        Step("cand-b", "train", after=("data",), manifest=manifests["JobSet"]),
-        Step("eval", "evaluate", after=("cand-a", "cand-b"), manifest=manifests["Job"]),
+        Step(
+            "data",
+            "prepare",
+            config={"dataset": "pystdlib", "test_fraction": 0.1, "seed": 0},
+            manifest=manifests["Job"],
+        ),
+        Step("cand-a", "train", after=("data",), config=train, manifest=manifests["JobSet"]),
+        Step(
+            "cand-b",
+            "train",
+            after=("data",),
+            config={**train, "learning_rate": 1e-3},
+            manifest=manifests["JobSet"],
+        ),
+        Step(
+            "eval",
+            "evaluate",
+            after=("cand-a", "cand-b"),
+            config={"split": "test"},
+            manifest=manifests["Job"],
+        ),
     )
     return Pipeline(
         name="nightly",

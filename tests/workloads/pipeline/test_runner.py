@@ -1,59 +1,32 @@
-"""The cluster runner (`python -m mlstack.workloads.pipeline.runner`): its spec, its exit codes
-and SIGTERM, with the simulated Jobs API (a test double, see simulated_jobs_api.py) and a
-stand-in engine that runs the steps one after another (the engine's own behaviour is tested
-with it in its own tests)."""
+"""The cluster runner (`python -m mlstack.workloads.pipeline.runner`): the pipeline engine with
+the cluster executor against the simulated Jobs API (a test double, see simulated_jobs_api.py):
+its spec, its run ids, its exit codes and SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from mlstack.workloads.pipeline import runner
-from mlstack.workloads.pipeline.executor import Executor, StepCancelled, StepContext, StepFailed
-from mlstack.workloads.pipeline.spec import Pipeline, topological_order
+from mlstack.workloads.pipeline.cluster import STEP_LABEL
+from mlstack.workloads.pipeline.engine import load_state, run_url
+from mlstack.workloads.pipeline.spec import Pipeline
+from mlstack.workloads.storage import open_store
 from tests.workloads.pipeline.simulated_jobs_api import SimulatedJobsApi
 from tests.workloads.pipeline.test_cluster import (
     NAMESPACE,
     fake_command_for,
     four_steps,
     step_manifests,
-    writes_outputs,
 )
 
 RUN = "20261203T020000Z-ab12"
-
-
-class SequentialEngine:
-    """A stand-in for `workloads.pipeline.engine`: each step once, in topological order."""
-
-    def __init__(self) -> None:
-        self.ran: list[str] = []
-
-    def new_run_id(self) -> str:
-        return RUN
-
-    def run_pipeline(
-        self, pipeline: Pipeline, executor: Executor, *, run_id: str, say: Any
-    ) -> SimpleNamespace:
-        for name in topological_order(pipeline.steps):
-            step = pipeline.step(name)
-            ctx = StepContext(
-                pipeline, run_id, f"{pipeline.work_url}/runs/{run_id}", "0" * 64, 1, {}, say=say
-            )
-            try:
-                executor.run(step, ctx)
-            except StepFailed:
-                return SimpleNamespace(status="failed")
-            except StepCancelled:
-                return SimpleNamespace(status="cancelled")
-            self.ran.append(name)
-        return SimpleNamespace(status="succeeded")
 
 
 @pytest.fixture
@@ -61,10 +34,26 @@ def pipeline(tmp_path: Path, lab_config: dict[str, Any]) -> Pipeline:
     return four_steps(tmp_path, step_manifests(lab_config))
 
 
-@pytest.fixture(autouse=True)
-def _commands(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The executor's default command_for is the step module's; these tests use the stand-in.
-    monkeypatch.setattr("mlstack.workloads.pipeline.cluster._step_command_for", fake_command_for)
+def pods_write(pipeline: Pipeline) -> Any:
+    """What each step's pods write when they succeed, in the shapes the steps write them: a
+    prepare step's splits, a train step's bundle, an evaluate step's evals."""
+
+    def write(obj: dict[str, Any]) -> None:
+        step = obj["metadata"]["labels"][STEP_LABEL]
+        run_id = obj["metadata"]["labels"]["mlstack.dev/pipeline-run"]
+        runs = open_store(run_url(pipeline, run_id))
+        if obj["kind"] == "JobSet":
+            bundle = {"version": f"{run_id}.{step}", "training": {"step": 40}}
+            models = open_store(pipeline.model_url)
+            models.put_bytes(f"versions/{run_id}.{step}/bundle.json", json.dumps(bundle).encode())
+            return
+        outputs: dict[str, Any] = {"evals": {}}
+        if step == "data":
+            data = f"{pipeline.work_url}/data/k"
+            outputs = {"train_url": f"{data}/train", "test_url": f"{data}/test"}
+        runs.put_bytes(f"steps/{step}/output.json", json.dumps(outputs).encode())
+
+    return write
 
 
 def spec_file(tmp_path: Path, pipeline: Pipeline) -> Path:
@@ -73,28 +62,46 @@ def spec_file(tmp_path: Path, pipeline: Pipeline) -> Path:
     return path
 
 
-def test_a_run_creates_each_step_and_exits_0(tmp_path: Path, pipeline: Pipeline) -> None:
-    api = SimulatedJobsApi(NAMESPACE, on_success=writes_outputs(pipeline))
-    engine = SequentialEngine()
-    code = runner.main(
-        ["--spec", str(spec_file(tmp_path, pipeline))], api=api, engine=engine, poll_s=0
-    )
-    assert code == 0
-    assert engine.ran == ["data", "cand-a", "cand-b", "eval"]
+def jobs_api(pipeline: Pipeline, **kwargs: Any) -> SimulatedJobsApi:
+    return SimulatedJobsApi(NAMESPACE, on_success=pods_write(pipeline), **kwargs)
+
+
+def test_a_run_creates_each_step_once_one_admitted_at_a_time_and_exits_0(
+    tmp_path: Path, pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api = jobs_api(pipeline, quota=1)
+    code = runner.main(["--spec", str(spec_file(tmp_path, pipeline))], api=api, poll_s=0.01)
+    assert code == 0, capsys.readouterr()
+    # The engine runs the two candidates at once; the quota admits one at a time.
     assert len(api.created) == 4
+    assert api.max_admitted == 1
+    run_id = api.created[0]["metadata"]["labels"]["mlstack.dev/pipeline-run"]
+    state = load_state(run_url(pipeline, run_id))
+    assert state is not None and state.status == "succeeded"
+    # The train JobSet runs step.command_for's command with the prepare step's splits.
+    jobset = next(m for m in api.created if m["kind"] == "JobSet")
+    pod = jobset["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["MLSTACK_DATA_URL"] == f"{pipeline.work_url}/data/k/train"
+    assert pod["containers"][0]["command"][:3] == ["python", "-m", "mlstack.workloads.train.main"]
+    assert f"run {run_id}: succeeded" in capsys.readouterr().out
 
 
-def test_a_failed_step_exits_1(tmp_path: Path, pipeline: Pipeline) -> None:
-    api = SimulatedJobsApi(
-        NAMESPACE, on_success=writes_outputs(pipeline), script={"data": ["fail"]}
-    )
+def test_a_failed_step_is_an_error_line_and_exit_1(
+    tmp_path: Path, pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api = jobs_api(pipeline, script={"data": ["fail", "fail"]})
     code = runner.main(
         ["--spec", str(spec_file(tmp_path, pipeline)), "--run", RUN],
         api=api,
-        engine=SequentialEngine(),
+        command_for=fake_command_for,
         poll_s=0,
     )
     assert code == runner.EXIT_FAILED
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: step data failed: step 'data': Job language/nightly-")
+    assert line.endswith("fix: see its logs, then rerun to resume")
+    assert len(api.created) == 2  # its retry; nothing after it
 
 
 def test_an_unreadable_spec_is_one_error_line_and_exit_2(
@@ -122,23 +129,33 @@ def test_outside_a_cluster_it_says_so_and_exits_2(
     assert "KUBERNETES_SERVICE_HOST/PORT are not set" in line
 
 
-def test_sigterm_deletes_the_running_step_and_exits_143(tmp_path: Path, pipeline: Pipeline) -> None:
-    api = SimulatedJobsApi(NAMESPACE, on_success=writes_outputs(pipeline), quota=0)
+def test_sigterm_deletes_the_running_steps_exits_143_and_the_next_runner_resumes(
+    tmp_path: Path, pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api = jobs_api(pipeline, quota=1)
     original_create = api.create
+    sent: list[str] = []
 
-    def create_then_sigterm(namespace: str, manifest: Any) -> Any:
+    def create(namespace: str, manifest: Any) -> Any:
         created = original_create(namespace, manifest)
-        # The pod is deleted while its first step waits for admission.
-        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        if manifest["kind"] == "JobSet" and not sent:
+            # The runner's pod is deleted once the candidates have started.
+            sent.append(manifest["metadata"]["name"])
+            threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
         return created
 
-    api.create = create_then_sigterm  # type: ignore[method-assign]
+    api.create = create  # type: ignore[method-assign]
     previous = signal.getsignal(signal.SIGTERM)
-    engine = SequentialEngine()
-    code = runner.main(
-        ["--spec", str(spec_file(tmp_path, pipeline))], api=api, engine=engine, poll_s=0.05
-    )
-    assert code == runner.EXIT_STOPPED == 143
-    assert api.names() == []  # the step's Job deleted
-    assert len(api.created) == 1  # and nothing started after it
+    spec = str(spec_file(tmp_path, pipeline))
+    assert runner.main(["--spec", spec], api=api, command_for=fake_command_for, poll_s=0.05) == 143
     assert signal.getsignal(signal.SIGTERM) == previous
+    assert api.names() == [api.created[0]["metadata"]["name"]]  # only the finished prepare Job
+    assert "stopped by SIGTERM; its running steps were deleted" in capsys.readouterr().err
+    run_id = api.created[0]["metadata"]["labels"]["mlstack.dev/pipeline-run"]
+    state = load_state(run_url(pipeline, run_id))
+    assert state is not None and state.status == "stopped"
+    # The CronJob's next runner (no --run) resumes the stopped run: prepare is not run again.
+    assert runner.main(["--spec", spec], api=api, command_for=fake_command_for, poll_s=0) == 0
+    data = api.created[0]["metadata"]["name"]
+    assert api.creations().count(data) == 1
+    assert {m["metadata"]["labels"]["mlstack.dev/pipeline-run"] for m in api.created} == {run_id}
