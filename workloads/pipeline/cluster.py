@@ -80,6 +80,7 @@ TRANSIENT = frozenset({0, 429, 500, 502, 503, 504})
 MAX_TRANSIENT = 6
 
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
+_LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 T = TypeVar("T")
 
 
@@ -331,7 +332,12 @@ def step_labels(pipeline: str, run_id: str, step: str) -> dict[str, str]:
 
 
 def _label_value(text: str) -> str:
-    return text if len(text) <= DNS_LABEL_MAX else f"{text[:54]}-{_short_hash(text, 8)}"
+    """`text` where it is a valid label value, else a valid one with a hash of the whole (a
+    run given with `--run` may end in '-' or '.', which a label value may not)."""
+    if len(text) <= DNS_LABEL_MAX and _LABEL_VALUE.fullmatch(text):
+        return text
+    head = re.sub(r"[^A-Za-z0-9]+$", "", re.sub(r"[^-A-Za-z0-9_.]", "-", text[:54]))
+    return f"{head}-{_short_hash(text, 8)}" if head else _short_hash(text, 8)
 
 
 def _containers(manifest: dict[str, Any]) -> list[dict[str, Any]]:

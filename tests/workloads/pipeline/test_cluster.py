@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import http.server
 import json
+import re
 import ssl
 import threading
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ from mlstack.workloads.pipeline.cluster import (
     KubeJobsApi,
     name_budget,
     object_name,
+    step_labels,
     step_manifest,
 )
 from mlstack.workloads.pipeline.executor import StepCancelled, StepCommand, StepContext, StepFailed
@@ -202,6 +204,15 @@ def test_object_names_are_dns_labels_within_their_budget() -> None:
         "p" * 50, RUN, "candidate-two"
     )
     assert object_name("nightly", RUN, "data") != object_name("nightly", RUN + "x", "data")
+
+
+def test_label_values_are_valid_for_any_run_name() -> None:
+    valid = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+    for run in (RUN, "nightly-", "a.b_", "x" * 63, "r" * 70):
+        labels = step_labels("nightly", run, "data")
+        assert valid.fullmatch(labels[RUN_LABEL]) and len(labels[RUN_LABEL]) <= 63, run
+    assert step_labels("p", RUN, "s")[RUN_LABEL] == RUN
+    assert step_labels("p", "run-", "s")[RUN_LABEL] != step_labels("p", "run", "s")[RUN_LABEL]
 
 
 def test_a_jobsets_name_leaves_room_for_its_pod_names(manifests: dict[str, Any]) -> None:
