@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -139,9 +138,11 @@ def test_sigterm_deletes_the_running_steps_exits_143_and_the_next_runner_resumes
     def create(namespace: str, manifest: Any) -> Any:
         created = original_create(namespace, manifest)
         if manifest["kind"] == "JobSet" and not sent:
-            # The runner's pod is deleted once the candidates have started.
+            # The runner's pod is deleted once the candidates have started, and they run on
+            # (their JobSets never finish by themselves) until the runner deletes them.
             sent.append(manifest["metadata"]["name"])
-            threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            api.run_reads = 10**9
+            os.kill(os.getpid(), signal.SIGTERM)
         return created
 
     api.create = create  # type: ignore[method-assign]
@@ -155,6 +156,7 @@ def test_sigterm_deletes_the_running_steps_exits_143_and_the_next_runner_resumes
     state = load_state(run_url(pipeline, run_id))
     assert state is not None and state.status == "stopped"
     # The CronJob's next runner (no --run) resumes the stopped run: prepare is not run again.
+    api.run_reads = 2
     assert runner.main(["--spec", spec], api=api, command_for=fake_command_for, poll_s=0) == 0
     data = api.created[0]["metadata"]["name"]
     assert api.creations().count(data) == 1
