@@ -29,11 +29,11 @@ from mlstack.policies.rules.objects import (
     stack_rule,
 )
 from mlstack.policies.rules.tenancy import Objects
-from mlstack.stacks.names import QUEUE_LABEL
+from mlstack.stacks.names import PIPELINE_RUNNER_SA, QUEUE_LABEL
 from mlstack.workloads.pipeline.spec import Pipeline, SpecError
 
 #: The ServiceAccount a team's pipeline runner (a CronJob) runs as.
-RUNNER_ACCOUNT = "pipeline-runner"
+RUNNER_ACCOUNT = PIPELINE_RUNNER_SA
 #: The key of a pipeline ConfigMap that holds the runtime spec (`spec.Pipeline` as JSON).
 PIPELINE_KEY = "pipeline.json"
 #: What a runner may do: run its steps as Jobs and JobSets and follow them (the cluster

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 import pytest
-from rule_args import check, fails, policy_resource, stack_args, violations
+from rule_args import PlanCopy, check, fails, policy_resource, stack_args, violations
 from test_stack_rules import TYPES, Manifest, lab, obj, workload
 
 from mlstack.policies.rules import pipelines
@@ -275,3 +275,43 @@ def test_an_unreadable_pipeline_configmap_is_reported() -> None:
 def test_other_configmaps_are_not_pipelines() -> None:
     other = obj("ConfigMap", "settings", NS, data={"a.json": "{}"})
     assert run(pipelines.team_jobs_name_their_queue, [*lab(), copy.deepcopy(other)]) == []
+
+
+# --- on the shipped lab stack's own pipeline objects (the stack side's shapes) ------------
+
+
+def test_the_lab_stacks_pipeline_objects_pass(lab_plan: Any) -> None:
+    plan = PlanCopy.of(lab_plan)
+    for policy in pipelines.POLICIES[1:]:
+        assert plan.run(policy.validate) == []
+    cronjob = plan.get(CRONJOB, "pipeline-language-nightly-runner").inputs
+    assert check(pipelines.cronjobs_keep_starting, CRONJOB, cronjob) == []
+
+
+@fails("cronjobs-keep-starting")
+def test_the_lab_runner_cronjob_without_its_deadline_is_reported(lab_plan: Any) -> None:
+    cronjob = PlanCopy.of(lab_plan).get(CRONJOB, "pipeline-language-nightly-runner").inputs
+    del cronjob["spec"]["startingDeadlineSeconds"]
+    (message,) = check(pipelines.cronjobs_keep_starting, CRONJOB, cronjob)
+    assert "has no startingDeadlineSeconds" in message
+
+
+@fails("pipeline-runner-rbac-scoped")
+def test_the_lab_runner_role_reading_pods_is_reported(lab_plan: Any) -> None:
+    plan = PlanCopy.of(lab_plan)
+    role = plan.get(ALL_TYPES["Role"], "pipelines-language-role").inputs
+    role["rules"].append({"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]})
+    (found,) = plan.run(pipelines.pipeline_runner_rbac_scoped)
+    assert "grants apiGroups ''; resources pods/log" in found[0]
+
+
+@fails("team-jobs-name-their-queue")
+def test_a_lab_pipeline_step_without_its_queue_label_is_reported(lab_plan: Any) -> None:
+    plan = PlanCopy.of(lab_plan)
+    configmap = plan.get(ALL_TYPES["ConfigMap"], "pipeline-language-nightly-spec").inputs
+    spec = json.loads(configmap["data"][pipelines.PIPELINE_KEY])
+    step = spec["steps"][1]
+    del step["manifest"]["metadata"]["labels"][QUEUE_LABEL]
+    configmap["data"][pipelines.PIPELINE_KEY] = json.dumps(spec)
+    (found,) = plan.run(pipelines.team_jobs_name_their_queue)
+    assert f"step {step['name']!r}'s {step['manifest']['kind']} names no Kueue queue" in found[0]

@@ -10,6 +10,7 @@ invalid one as the API server would.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import http.server
 import json
 import re
@@ -42,6 +43,7 @@ from mlstack.workloads.pipeline.cluster import (
 )
 from mlstack.workloads.pipeline.executor import StepCancelled, StepCommand, StepContext, StepFailed
 from mlstack.workloads.pipeline.spec import Pipeline, Step
+from mlstack.workloads.pipeline.step import command_for as step_command_for
 from mlstack.workloads.storage import open_store
 from tests.workloads.deploy.placements import LAB_S3
 from tests.workloads.pipeline.simulated_jobs_api import SimulatedJobsApi, validation_problems
@@ -596,3 +598,33 @@ def test_in_cluster_settings_come_from_the_service_env_and_the_mounted_account(
         InCluster.from_env({}, tmp_path)
     with pytest.raises(ApiError, match="automountServiceAccountToken"):
         InCluster.from_env(env, tmp_path / "missing")
+
+
+# --- with the stack side's own step manifests --------------------------------------------
+
+
+def test_the_lab_stacks_step_manifests_become_valid_objects_for_a_run(
+    lab_plan: Any, tmp_path: Path
+) -> None:
+    """The shipped onprem-lab pipeline as deployed (its ConfigMap's pipeline.json), each step
+    named, labelled and given step.command_for's command for a run: all strict-valid."""
+    (configmap,) = [
+        r
+        for r in lab_plan.resources
+        if r.type == "kubernetes:core/v1:ConfigMap"
+        and "pipeline.json" in (r.inputs.get("data") or {})
+    ]
+    deployed = Pipeline.loads(configmap.inputs["data"]["pipeline.json"], "lab ConfigMap")
+    # Local stores, so that command_for can look up the model's champion alias.
+    pipeline = dataclasses.replace(
+        deployed, work_url=(tmp_path / "work").as_uri(), model_url=(tmp_path / "m").as_uri()
+    )
+    inputs = {"data": {"train_url": "s3://d/train", "test_url": "s3://d/test"}}
+    kinds = set()
+    for step in pipeline.steps:
+        ctx = dataclasses.replace(context(pipeline, []), inputs=inputs)
+        manifest = step_manifest(step, ctx, step_command_for(step, ctx), deployed.team)
+        assert validation_problems(manifest) == [], step.name
+        assert manifest["metadata"]["labels"][QUEUE_LABEL] == LOCAL_QUEUE_NAME
+        kinds.add(manifest["kind"])
+    assert kinds == {"Job", "JobSet"}
