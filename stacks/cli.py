@@ -998,6 +998,71 @@ def _server_line(event: dict[str, Any]) -> str:
     return f"server {kind}: {details}"
 
 
+pipeline_app = typer.Typer(
+    no_args_is_help=True, help="Pipelines on the cluster: start a run of a deployed pipeline."
+)
+app.add_typer(pipeline_app, name="pipeline")
+#: How long `kubectl create job` may take: one API call (plus kubeconfig auth plugins).
+KUBECTL_TIMEOUT_S = 120
+
+
+def manual_run_command(
+    stack_ref: str, name: str, context: str | None, now: datetime.datetime
+) -> list[str]:
+    """`kubectl create job --from=cronjob/pipeline-<name> <name>-manual-<utc stamp>` in the
+    pipeline's team namespace: a Job from the runner CronJob's jobTemplate, the same runner,
+    ServiceAccount and queue as a scheduled run (kubectl reference, `kubectl create job`:
+    "--from: the name of the resource to create a Job from (only CronJob is supported)")."""
+    from mlstack.stacks.pipelines import find_pipeline
+
+    stack = read_stack(stack_ref)
+    pipeline = find_pipeline(parse_platform(stack.platform, source=str(stack.path)), name)
+    stamp = now.astimezone(datetime.UTC).strftime("%Y%m%dt%H%M%Sz")
+    job = f"{pipeline.name[: 63 - len('-manual-') - len(stamp)]}-manual-{stamp}"
+    command = ["kubectl", "create", "job", f"--from=cronjob/pipeline-{pipeline.name}", job]
+    command += ["-n", pipeline.team]
+    return [*command, "--context", context] if context else command
+
+
+@pipeline_app.command("run")
+def pipeline_run(
+    stack: StackArg,
+    name: Annotated[str, typer.Argument(help="The pipeline (or team/pipeline) to run.")],
+    context: Annotated[
+        str | None, typer.Option("--context", help="The kubeconfig context of the cluster.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the kubectl command instead of running it.")
+    ] = False,
+) -> None:
+    """Start one run of a deployed pipeline now, through kubectl (its kubeconfig, its auth)."""
+    from mlstack.stacks.pipelines import PipelineNotFound
+
+    command = _guard(
+        lambda: manual_run_command(stack, name, context, datetime.datetime.now(datetime.UTC)),
+        (ConfigError, PipelineNotFound),
+    )
+    shown = " ".join(command)
+    if dry_run:
+        out.print(shown, markup=False, soft_wrap=True)
+        return
+    if shutil.which("kubectl") is None:
+        raise _fail(f"kubectl is not on PATH; fix: install kubectl, then run: {shown}")
+    try:
+        done = subprocess.run(command, check=False, timeout=KUBECTL_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise _fail(f"kubectl did not answer within {KUBECTL_TIMEOUT_S} s: {shown}") from None
+    if done.returncode != 0:
+        err.print(f"error: kubectl exited {done.returncode}: {shown}", markup=False)
+        raise typer.Exit(1)
+    job, namespace = command[4], command[6]
+    out.print(
+        f"started {job}; follow it: kubectl logs -f -n {namespace} job/{job}",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
 def signal_wait(proc: subprocess.Popen[str]) -> None:
     """Wait for a child in the foreground until it exits or Ctrl-C / SIGTERM / SIGHUP arrives."""
     stop = threading.Event()

@@ -15,6 +15,7 @@ from mlstack.policies.rules import (
     aws,
     gcp,
     ordering,
+    pipelines,
     pods,
     pools,
     scheduling,
@@ -29,6 +30,7 @@ ALL_POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
     *scheduling.POLICIES,
     *tenancy.POLICIES,
     *ordering.POLICIES,
+    *pipelines.POLICIES,
     *aws.POLICIES,
     *gcp.POLICIES,
 ]

@@ -253,6 +253,8 @@ def _gpu_cronjob(job_template_labels: dict[str, str]) -> dict[str, Any]:
         "metadata": {"name": "nightly-finetune", "namespace": "vision"},
         "spec": {
             "schedule": "0 2 * * *",
+            "startingDeadlineSeconds": 3600,
+            "concurrencyPolicy": "Forbid",
             "jobTemplate": {
                 "metadata": {"labels": job_template_labels},
                 "spec": {"suspend": True, "template": {"spec": _pod_spec(gpus=8)}},
@@ -290,7 +292,12 @@ def test_compliant_workloads_pass(tmp_path: Path) -> None:
         "metadata": {"name": "nightly-eval", "namespace": "vision"},
         "spec": {
             "schedule": "0 2 * * *",
-            "jobTemplate": {"spec": {"template": {"spec": _pod_spec()}}},
+            "startingDeadlineSeconds": 3600,
+            "concurrencyPolicy": "Forbid",
+            "jobTemplate": {
+                "metadata": {"labels": dict(_QUEUE)},
+                "spec": {"template": {"spec": _pod_spec()}},
+            },
         },
     }
     pinned = {

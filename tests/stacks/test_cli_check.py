@@ -60,7 +60,7 @@ def _error_lines(result: Result) -> list[str]:
 def test_clean_stack_exits_0() -> None:
     result = check("onprem-lab")
     assert result.exit_code == 0, result.output
-    assert "stack onprem-lab: 64 rules on" in result.stdout
+    assert "stack onprem-lab: 67 rules on" in result.stdout
     assert "no violations" in result.stdout
     assert "Policy violations" not in result.stdout
 
@@ -168,7 +168,7 @@ def test_json_to_stdout_is_only_json() -> None:
     code, data = check_json("onprem-lab", str(HOST_PID))
     assert code == 1
     assert data["rules"] == RULE_NAMES
-    assert len(data["rules"]) == 64
+    assert len(data["rules"]) == 67
     by_stack = {s["stack"]: s for s in data["stacks"]}
     assert set(by_stack) == {"onprem-lab", "host-pid"}
     for s in data["stacks"]:
@@ -342,7 +342,7 @@ def test_list_names_every_rule_once() -> None:
     result = check("--list")
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stdout.splitlines() if line.strip()]
-    assert len(lines) == len(RULE_NAMES) == 64
+    assert len(lines) == len(RULE_NAMES) == 67
     assert [line.split()[0] for line in lines] == RULE_NAMES
     for line in lines:
         assert "(resource, mandatory)" in line or "(stack, mandatory)" in line, line
@@ -379,8 +379,8 @@ def test_table_names_stack_rule_resource_and_message() -> None:
     assert rows["no-cluster-admin-bindings"][0] == "cluster-admin-binding"
     assert rows["no-cluster-admin-bindings"][3].endswith("lab-admins")
     assert "grants cluster-admin to Group lab-admins" in rows["no-cluster-admin-bindings"][4]
-    assert "stack host-pid: 64 rules on" in out
-    assert "stack cluster-admin-binding: 64 rules on" in out
+    assert "stack host-pid: 67 rules on" in out
+    assert "stack cluster-admin-binding: 67 rules on" in out
 
 
 def test_narrow_output_lists_each_violation_whole() -> None:

@@ -17,13 +17,14 @@ from mlstack.policies.rules import (
     aws,
     gcp,
     ordering,
+    pipelines,
     pods,
     pools,
     scheduling,
     tenancy,
 )
 
-RULE_MODULES = [pods, access, pools, addons, scheduling, tenancy, ordering, aws, gcp]
+RULE_MODULES = [pods, access, pools, addons, scheduling, tenancy, ordering, pipelines, aws, gcp]
 #: The test modules whose `fails(...)` marks count as failing cases.
 TEST_MODULES = (
     "test_pod_rules",
@@ -33,6 +34,7 @@ TEST_MODULES = (
     "test_scheduling_rules",
     "test_stack_rules",
     "test_ordering_rules",
+    "test_pipeline_rules",
     "test_aws_rules",
     "test_gcp_rules",
 )
@@ -87,6 +89,11 @@ MODULE_RULES: dict[ModuleType, list[str]] = {
         "images-from-platform-registry",
     ],
     ordering: ["first-deploy-ordering"],
+    pipelines: [
+        "cronjobs-keep-starting",
+        "pipeline-runner-rbac-scoped",
+        "team-jobs-name-their-queue",
+    ],
     aws: [
         "aws-s3-encrypted-with-kms",
         "aws-s3-public-access-blocked",
@@ -137,7 +144,7 @@ def test_policies_have_kebab_case_names_and_one_sentence_descriptions(module: Mo
 def test_all_policies_are_the_modules_policies_with_unique_names() -> None:
     assert [p for m in RULE_MODULES for p in m.POLICIES] == ALL_POLICIES
     names = [p.name for p in ALL_POLICIES]
-    assert len(names) == 64
+    assert len(names) == 67
     assert sorted(set(names)) == sorted(names)
 
 
