@@ -145,7 +145,11 @@ def test_the_stack_outputs_each_services_url_and_model(lab: PlanWithOptions) -> 
         "language/lm-small-api": {
             "url": "http://lm-small-api.language.svc.cluster.local",
             "models": "s3://lab-ml-models/language/lm-small",
-        }
+        },
+        "language/lm-nightly-api": {
+            "url": "http://lm-nightly-api.language.svc.cluster.local",
+            "models": "s3://lab-ml-models/language/lm-nightly",
+        },
     }
 
 
