@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import types
 from collections.abc import Mapping
-from typing import Any, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -40,10 +40,17 @@ def parse_platform(raw: Any, source: str | None = None) -> Platform:
 
 def _problem_from_pydantic(err: Mapping[str, Any]) -> Problem:
     loc = tuple(err["loc"])
-    path = format_path(loc)
+    path = format_path(_without_tags(loc))
     kind = err["type"]
     msg: str = err["msg"]
     value = err.get("input")
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        # A tagged union (a pipeline step's `kind`): the tag is missing or names no member.
+        field = str(err["ctx"]["discriminator"]).strip("'")
+        tags = str(err["ctx"].get("expected_tags") or _tags_at(loc, field)).replace("'", "")
+        if kind == "union_tag_not_found":
+            return Problem(f"{path}.{field}", "required field is missing", f"add {field}: {tags}")
+        return Problem(f"{path}.{field}", "invalid value", f"use one of: {tags}", err["ctx"]["tag"])
     if kind == "missing":
         field = _field_at(loc)
         description = field.description if field is not None else None
@@ -72,21 +79,55 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+def _union_member(union: Any, tag: Any) -> type[BaseModel] | None:
+    """The member of a tagged union of models whose tag (a Literal field) is `tag`; pydantic puts
+    the tag into an error's location, after the union's index."""
+    if get_origin(union) not in (Union, types.UnionType):
+        return None
+    for member in get_args(union):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            for field in member.model_fields.values():
+                if get_origin(field.annotation) is Literal and get_args(field.annotation) == (tag,):
+                    return member
+    return None
+
+
+def _walk(loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], Any]:
+    """The location without union tags, and the type at its end (None: not a known field)."""
     current: Any = Platform
+    kept: list[Any] = []
     for part in loc:
         current = _unwrap(current)
+        member = _union_member(current, part)
+        if member is not None:
+            current = member
+            continue
+        kept.append(part)
         origin = get_origin(current)
         if isinstance(current, type) and issubclass(current, BaseModel):
             field = current.model_fields.get(str(part))
-            if field is None:
-                return None
-            current = field.annotation
+            current = field.annotation if field is not None else None
         elif origin in (tuple, list) or origin is dict:
             current = get_args(current)[-1] if origin is dict else get_args(current)[0]
         else:
-            return None
-    current = _unwrap(current)
+            current = None
+    return tuple(kept), current
+
+
+def _without_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    return _walk(loc)[0]
+
+
+def _tags_at(loc: tuple[Any, ...], discriminator: str) -> str:
+    """The tags of the tagged union at `loc`, in declared order."""
+    union = _unwrap(_walk(loc)[1])
+    members = get_args(union) if get_origin(union) in (Union, types.UnionType) else ()
+    fields = [m.model_fields.get(discriminator) for m in members]
+    return ", ".join(str(get_args(f.annotation)[0]) for f in fields if f is not None)
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    current = _unwrap(_walk(loc)[1])
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 

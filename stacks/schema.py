@@ -8,6 +8,7 @@ A stack file carries it under the Pulumi config key `mlstack:platform`. Field ch
 from __future__ import annotations
 
 import re
+from copy import copy
 from enum import StrEnum
 from importlib.metadata import version
 from typing import Annotated, Any, Literal
@@ -639,10 +640,266 @@ class InferenceService(Model):
         return self.model if self.model is not None else self.name
 
 
+# --- pipelines --------------------------------------------------------------------------------
+
+_METRIC = re.compile(r"^[a-z][a-z0-9_-]*\.(loss|perplexity)$")
+
+
+def _metric(value: str) -> str:
+    if not _METRIC.match(value):
+        raise ValueError(
+            "use '<split>.loss' or '<split>.perplexity', e.g. 'test.loss' (lower is better)"
+        )
+    return value
+
+
+def _same_as(model: type[BaseModel], name: str) -> Any:
+    """A copy of another model's field (type checks, default, description): a train step takes
+    the training job's knobs with the same meaning and limits."""
+    return copy(model.model_fields[name])
+
+
+class _PipelineStep(Model):
+    """What every step has: a name, the steps it waits for and its retries."""
+
+    name: Name = Field(
+        description="Step name, unique within its pipeline; names the step's Job or JobSet "
+        "in each run and its directory in the run's store area."
+    )
+    after: tuple[Name, ...] = Field(
+        default=(),
+        description="Steps of the same pipeline that must finish first; none: it starts "
+        "with the run.",
+    )
+    retries: int = Field(
+        default=1,
+        ge=0,
+        le=10,
+        description="Attempts after the first failure before the run fails.",
+    )
+
+
+class PrepareStep(_PipelineStep):
+    kind: Literal["prepare"] = Field(
+        description="'prepare', 'train', 'evaluate', 'select' or 'promote': what the step does."
+    )
+    dataset: str = Field(
+        default="pystdlib",
+        description="prepare: the source dataset (`mlstack data prepare`): its path in the "
+        "datasets bucket, read only; the step splits it into train and test.",
+    )
+    test_fraction: float = Field(
+        default=0.05,
+        gt=0,
+        lt=0.5,
+        description="prepare: the share of documents held out as the test split (chosen by "
+        "content hash, so the same documents every run).",
+    )
+    seed: int = Field(
+        default=0, ge=0, description="prepare: seed of the split, part of its cache key."
+    )
+    cpu: float = Field(
+        default=2, gt=0, le=1024, description="CPU cores of the step's pod (request and limit)."
+    )
+    memory_gib: float = Field(
+        default=8,
+        gt=0,
+        le=16384,
+        description="Memory of the step's pod in GiB (request and limit).",
+    )
+
+
+class TrainStep(_PipelineStep):
+    kind: Literal["train"] = Field(
+        description="'prepare', 'train', 'evaluate', 'select' or 'promote': what the step does."
+    )
+    pool: Name = Field(description="train: the node pool the candidate trains on.")
+    model: str = Field(
+        default="tiny",
+        description="train: named model config (workloads/train/configs.py): tiny, small or "
+        "medium.",
+    )
+    num_hosts: int = _same_as(TrainingJob, "num_hosts")
+    steps: int | None = _same_as(TrainingJob, "steps")
+    global_batch_size: int | None = _same_as(TrainingJob, "global_batch_size")
+    learning_rate: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="train: peak learning rate; default the model config's. Candidates "
+        "often differ only in this.",
+    )
+    checkpoint_every_steps: int = _same_as(TrainingJob, "checkpoint_every_steps")
+    eval_every_steps: int | None = Field(
+        default=None,
+        ge=1,
+        description="train: report the test split's loss every N steps in the metrics; "
+        "default at the end only.",
+    )
+    gpus_per_host: int | None = _same_as(TrainingJob, "gpus_per_host")
+    cpu: float = _same_as(TrainingJob, "cpu")
+    memory_gib: float = _same_as(TrainingJob, "memory_gib")
+    max_restarts: int = _same_as(TrainingJob, "max_restarts")
+    termination_grace_period_s: int | None = _same_as(TrainingJob, "termination_grace_period_s")
+    priority: str = _same_as(TrainingJob, "priority")
+    fsdp: int | None = _same_as(TrainingJob, "fsdp")
+    dtype: Literal["float32", "bfloat16"] | None = _same_as(TrainingJob, "dtype")
+    seed: int = Field(
+        default=0, ge=0, description="train: seed of the parameters and the data order."
+    )
+
+
+class EvaluateStep(_PipelineStep):
+    kind: Literal["evaluate"] = Field(
+        description="'prepare', 'train', 'evaluate', 'select' or 'promote': what the step does."
+    )
+    split: Literal["test", "train"] = Field(
+        default="test",
+        description="evaluate: the prepare step's split each upstream train step's bundle "
+        "is evaluated on (loss and perplexity, in evals/<split>.json beside the bundle).",
+    )
+    max_batches: int | None = Field(
+        default=None,
+        ge=1,
+        description="evaluate: batches read at most; default the whole split.",
+    )
+    cpu: float = _same_as(PrepareStep, "cpu")
+    memory_gib: float = _same_as(PrepareStep, "memory_gib")
+
+
+class SelectStep(_PipelineStep):
+    kind: Literal["select"] = Field(
+        description="'prepare', 'train', 'evaluate', 'select' or 'promote': what the step does."
+    )
+    metric: Annotated[str, AfterValidator(_metric)] = Field(
+        default="test.loss",
+        description="select: the metric candidates are ranked by, '<split>.loss' or "
+        "'<split>.perplexity' (lower is better); an upstream evaluate must produce it.",
+    )
+    min_improvement: float = Field(
+        default=0.0,
+        ge=0,
+        description="select: how much lower than the model's `champion` the best candidate's "
+        "metric must be to be selected; otherwise none is.",
+    )
+
+
+def _alias(value: str) -> str:
+    if value == "latest":
+        raise ValueError(
+            "'latest' is the export pointer, which every export moves: name "
+            "another alias, e.g. 'canary' or 'champion'"
+        )
+    return _dns_label(value)
+
+
+AliasName = Annotated[str, AfterValidator(_alias)]
+
+
+class PromoteStep(_PipelineStep):
+    kind: Literal["promote"] = Field(
+        description="'prepare', 'train', 'evaluate', 'select' or 'promote': what the step does."
+    )
+    alias: AliasName = Field(
+        default="canary",
+        description="promote: the alias moved to the selected version (nothing moves when "
+        "the select step chose none).",
+    )
+    then_alias: AliasName | None = Field(
+        default=None,
+        description="promote: an alias moved after soak_s, if `alias` still names the "
+        "version then (nobody rolled it back), e.g. 'champion'.",
+    )
+    soak_s: int = Field(
+        default=0,
+        ge=0,
+        le=7 * 86400,
+        description="promote: seconds between moving alias and then_alias.",
+    )
+
+
+PipelineStep = Annotated[
+    PrepareStep | TrainStep | EvaluateStep | SelectStep | PromoteStep,
+    Field(discriminator="kind"),
+]
+
+
+def _some_steps(value: tuple[Any, ...]) -> tuple[Any, ...]:
+    # Not min_length: pydantic reports that too when a step is refused, a second, false line.
+    if not value:
+        raise ValueError("declare at least one step, e.g. {name: data, kind: prepare}")
+    return value
+
+
+class Pipeline(Model):
+    name: Name = Field(
+        description="Pipeline name, unique within its team; names its runner CronJob and its "
+        "ConfigMap."
+    )
+    team: Name = Field(
+        description="The team that owns it (its namespace, queue, quota and storage prefix)."
+    )
+    model: Name | None = Field(
+        default=None,
+        description="The registry model its candidates are exported to and its aliases "
+        "move in: a directory under the team's prefix in the models bucket; default the "
+        "pipeline name.",
+    )
+    schedule: str | None = Field(
+        default=None,
+        description="When runs start, as a Kubernetes CronJob schedule: 5 cron fields "
+        "('0 2 * * *') or @hourly, @daily, @weekly, @monthly, @yearly; unset: runs start only "
+        "by hand (`mlstack pipeline run`).",
+    )
+    time_zone: str = Field(
+        default="Etc/UTC",
+        description="The IANA time zone the schedule is read in, e.g. 'Europe/Berlin'.",
+    )
+    starting_deadline_s: int = Field(
+        default=3600,
+        ge=10,
+        le=7 * 86400,
+        description="Seconds after its scheduled time a missed run may still start; later it "
+        "is skipped (and a CronJob without it stops for good after 100 missed starts).",
+    )
+    pool: Name = Field(
+        description="The CPU node pool the runner and the prepare, evaluate, select and "
+        "promote steps run on."
+    )
+    image: Annotated[str, AfterValidator(_image_ref)] = Field(
+        default=RELEASE,
+        description="Tag (e.g. '0.1.0') or digest ('sha256:...') of the training image, in "
+        "the stack registry's train repository, that the runner and every step run; default "
+        "this mlstack release's version.",
+    )
+    runner_cpu: float = Field(
+        default=0.5, gt=0, le=64, description="CPU cores of the runner pod (request and limit)."
+    )
+    runner_memory_gib: float = Field(
+        default=1,
+        gt=0,
+        le=256,
+        description="Memory of the runner pod in GiB (request and limit).",
+    )
+    steps: Annotated[tuple[PipelineStep, ...], AfterValidator(_some_steps)] = Field(
+        description="The steps, each with a kind and the steps it waits for (`after`).",
+    )
+
+    @property
+    def model_name(self) -> str:
+        """The registry model, default filled in."""
+        return self.model if self.model is not None else self.name
+
+
 class Workloads(Model):
     training_jobs: tuple[TrainingJob, ...] = Field(default=(), description="JAX training jobs.")
     inference_services: tuple[InferenceService, ...] = Field(
         default=(), description="Model servers."
+    )
+    pipelines: tuple[Pipeline, ...] = Field(
+        default=(),
+        description="Continuous training: steps (prepare, train candidates, evaluate, select, "
+        "promote) run by hand or on a schedule.",
     )
 
 

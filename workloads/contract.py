@@ -15,6 +15,12 @@ processes are and where the data, checkpoints and exported models live.
 | MLSTACK_CHECKPOINT_URL | where this run's checkpoints go (store URL) |
 | MLSTACK_MODEL_URL | where this run's serving bundles go (store URL); what a server serves |
 | MLSTACK_MODEL_VERSION | serving: the bundle version to serve (a canary's); unset: `latest` |
+| MLSTACK_MODEL_ALIAS | serving: follow this registry alias (`aliases/<NAME>.json`) instead |
+| MLSTACK_EVAL_DATA_URL | training: a held-out dataset the loop evaluates on (`--eval-every`) |
+| MLSTACK_IMAGE | the image the run uses; recorded in an export's `lineage.json` |
+| MLSTACK_GIT_COMMIT | the source commit of that image; recorded in `lineage.json` |
+| MLSTACK_PIPELINE_RUN | `<pipeline>/<run-id>/<step>` of the pipeline step running this |
+| MLSTACK_PARENT_VERSION | the model version this run may replace (the champion when it started) |
 
 Store URLs are `file:///abs/path`, `s3://bucket/prefix` or `gs://bucket/prefix`
 (`workloads.storage`); an S3-compatible endpoint comes from MLSTACK_S3_ENDPOINT.
@@ -34,6 +40,25 @@ DATA_URL = "MLSTACK_DATA_URL"
 CHECKPOINT_URL = "MLSTACK_CHECKPOINT_URL"
 MODEL_URL = "MLSTACK_MODEL_URL"
 MODEL_VERSION = "MLSTACK_MODEL_VERSION"
+MODEL_ALIAS = "MLSTACK_MODEL_ALIAS"
+EVAL_DATA_URL = "MLSTACK_EVAL_DATA_URL"
+IMAGE = "MLSTACK_IMAGE"
+GIT_COMMIT = "MLSTACK_GIT_COMMIT"
+PIPELINE_RUN = "MLSTACK_PIPELINE_RUN"
+PARENT_VERSION = "MLSTACK_PARENT_VERSION"
+#: The variables read as plain strings (unset or blank: None), by Environment field.
+_STRINGS = {
+    "data_url": DATA_URL,
+    "checkpoint_url": CHECKPOINT_URL,
+    "model_url": MODEL_URL,
+    "model_version": MODEL_VERSION,
+    "model_alias": MODEL_ALIAS,
+    "eval_data_url": EVAL_DATA_URL,
+    "image": IMAGE,
+    "git_commit": GIT_COMMIT,
+    "pipeline_run": PIPELINE_RUN,
+    "parent_version": PARENT_VERSION,
+}
 
 #: The port process 0 listens on for the other processes (jax.distributed's coordinator).
 COORDINATOR_PORT = 8476
@@ -54,6 +79,12 @@ class Environment:
     checkpoint_url: str | None = None
     model_url: str | None = None
     model_version: str | None = None
+    model_alias: str | None = None
+    eval_data_url: str | None = None
+    image: str | None = None
+    git_commit: str | None = None
+    pipeline_run: str | None = None
+    parent_version: str | None = None
 
     @property
     def distributed(self) -> bool:
@@ -62,13 +93,10 @@ class Environment:
     def as_env(self) -> dict[str, str]:
         """The variables that describe this environment (for a child process)."""
         env = {NUM_PROCESSES: str(self.num_processes), PROCESS_ID: str(self.process_id)}
-        for name, value in (
-            (COORDINATOR_ADDRESS, self.coordinator_address),
-            (DATA_URL, self.data_url),
-            (CHECKPOINT_URL, self.checkpoint_url),
-            (MODEL_URL, self.model_url),
-            (MODEL_VERSION, self.model_version),
-        ):
+        if self.coordinator_address:
+            env[COORDINATOR_ADDRESS] = self.coordinator_address
+        for field, name in _STRINGS.items():
+            value = getattr(self, field)
             if value:
                 env[name] = value
         return env
@@ -111,8 +139,5 @@ def read_environment(env: Mapping[str, str] | None = None) -> Environment:
         num_processes=num,
         process_id=pid,
         coordinator_address=coordinator,
-        data_url=env.get(DATA_URL, "").strip() or None,
-        checkpoint_url=env.get(CHECKPOINT_URL, "").strip() or None,
-        model_url=env.get(MODEL_URL, "").strip() or None,
-        model_version=env.get(MODEL_VERSION, "").strip() or None,
+        **{field: env.get(name, "").strip() or None for field, name in _STRINGS.items()},
     )

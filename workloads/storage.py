@@ -42,6 +42,17 @@ Large objects and directories (``TransferSettings``):
   on GCS is across files, in ``upload_dir``.
 - ``file://``: plain copies; directories are copied with a thread pool across files.
 
+Conditional writes (compare-and-swap, for small objects such as the model registry's aliases):
+``get_with_token(key)`` returns the content and an opaque token of that exact object;
+``put_if_absent(key, data)`` writes only when nothing is at `key`, ``put_if_match(key, data,
+token)`` only when `key` still holds the object of `token`; both return the new object's token
+and raise ``Precondition`` when the condition does not hold, writing nothing. The check and the
+write are one step on every backend: S3 conditional writes (PutObject with ``If-None-Match: *``
+or ``If-Match: <ETag>``, answered 412, or 409 for a concurrent conditional write), GCS request
+preconditions (``ifGenerationMatch``, 0 meaning "no live object", answered 412), and on
+``file://`` an exclusive ``flock`` on a hidden sibling lock file held around the compare and
+the atomic rename (the token is the content's SHA-256; lock files are never listed).
+
 ``get_bytes``/``put_bytes`` hold the whole object in memory; use files for large objects.
 For older S3-compatible stores that reject boto3's default CRC trailers, set
 ``AWS_REQUEST_CHECKSUM_CALCULATION=when_required`` in the environment.
@@ -49,6 +60,8 @@ For older S3-compatible stores that reject boto3's default CRC trailers, set
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import io
 import os
 import shutil
@@ -69,10 +82,14 @@ SCHEMES = ("file", "gs", "s3")
 S3_ENDPOINT_VARS = ("MLSTACK_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 #: Suffix of file:// temporaries; list() never returns such names.
 PARTIAL_SUFFIX = ".mlstack-partial"
+#: Suffix of the file:// lock files of conditional writes; list() never returns such names.
+LOCK_SUFFIX = ".mlstack-lock"
 # S3 rejects multipart parts under 5 MiB (but the last); GCS resumable chunks must be whole
 # multiples of 256 KiB.
 _MIN_CHUNK_BYTES = 5 * MIB
 _GCS_CHUNK_QUANTUM = 256 * 1024
+#: Reads of an object for its generation and content before a change in between is an error.
+_GCS_READ_ATTEMPTS = 3
 
 #: S3 error codes of a refused request (HeadObject has no body: its code is the status).
 _S3_DENIED_CODES = ("403", "AccessDenied", "Forbidden")
@@ -91,6 +108,10 @@ class StoreError(Exception):
 
 class NotFound(StoreError):  # noqa: N818 - reads as `storage.NotFound`, like the SDKs' own.
     """The object (or prefix) does not exist."""
+
+
+class Precondition(StoreError):  # noqa: N818 - reads as `storage.Precondition`, like NotFound.
+    """A conditional write found the object present (put_if_absent) or changed (put_if_match)."""
 
 
 @dataclass(frozen=True)
@@ -188,6 +209,19 @@ class Store(ABC):
         """Whether the object `key` exists."""
 
     @abstractmethod
+    def get_with_token(self, key: str) -> tuple[bytes, str]:
+        """The content of `key` and its token for `put_if_match`; NotFound when missing."""
+
+    @abstractmethod
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        """Write `data` to `key` only if no object is there; its token. Precondition if one is."""
+
+    @abstractmethod
+    def put_if_match(self, key: str, data: bytes, token: str) -> str:
+        """Replace `key` only if it is still the object of `token`; the new token. Precondition
+        if it changed or is gone."""
+
+    @abstractmethod
     def list(self, prefix: str = "") -> KeyList:
         """Keys that start with `prefix` (a plain string prefix), recursive and sorted."""
 
@@ -281,6 +315,58 @@ class FileStore(Store):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def get_with_token(self, key: str) -> tuple[bytes, str]:
+        data = self.get_bytes(key)
+        return data, _sha256(data)
+
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        path = self._path(key)
+        with self._locked(path):
+            if path.exists():
+                raise Precondition(f"{self._where(key)} already exists")
+            return self._write_locked(path, data)
+
+    def put_if_match(self, key: str, data: bytes, token: str) -> str:
+        path = self._path(key)
+        with self._locked(path):
+            try:
+                current = _sha256(path.read_bytes())
+            except FileNotFoundError:
+                raise Precondition(f"{self._where(key)} is gone") from None
+            if current != token:
+                raise Precondition(f"{self._where(key)} changed since it was read")
+            return self._write_locked(path, data)
+
+    @contextmanager
+    def _locked(self, path: Path) -> Iterator[None]:
+        """An exclusive lock on `path`'s writers that take it (conditional ones).
+
+        flock on a hidden sibling file, not on `path`: the write renames a new file over
+        `path`, so a lock on its old inode would not exclude the next writer. Lock files stay
+        (deleting one races with a writer that has just opened it). On NFS, Linux carries flock
+        as a POSIX byte-range lock to the server, so writers on other hosts are excluded too.
+        """
+        lock = path.with_name(f".{path.name}{LOCK_SUFFIX}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise StoreError(
+                f"cannot lock {path}: {err.strerror or err}; fix: choose a directory you can "
+                "write to, or fix its permissions"
+            ) from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the last descriptor releases the lock
+
+    @staticmethod
+    def _write_locked(path: Path, data: bytes) -> str:
+        with _atomic_writer(path) as out:
+            out.write(data)
+        return _sha256(data)
+
     def list(self, prefix: str = "") -> KeyList:
         full = self._list_prefix(prefix)
         start = self.root / full.rpartition("/")[0]
@@ -289,7 +375,7 @@ class FileStore(Store):
         keys = (
             path.relative_to(self.root).as_posix()
             for path in start.rglob("*")
-            if path.is_file() and not path.name.endswith(PARTIAL_SUFFIX)
+            if path.is_file() and not path.name.endswith((PARTIAL_SUFFIX, LOCK_SUFFIX))
         )
         return sorted(key for key in keys if key.startswith(full))
 
@@ -381,6 +467,52 @@ class S3Store(Store):
         except NotFound:
             return False
         return True
+
+    def get_with_token(self, key: str) -> tuple[bytes, str]:
+        with self._errors("get", key):
+            reply = self._client.get_object(Bucket=self.bucket, Key=self._name(key))
+            with reply["Body"] as body:
+                return body.read(), reply["ETag"]
+
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        return self._put_conditional(key, data, IfNoneMatch="*")
+
+    def put_if_match(self, key: str, data: bytes, token: str) -> str:
+        try:
+            return self._put_conditional(key, data, IfMatch=token)
+        except NotFound:
+            # If-Match on a deleted key answers 404 NoSuchKey: it changed, as far as we care.
+            raise Precondition(f"{self._where(key)} is gone") from None
+
+    def _put_conditional(self, key: str, data: bytes, **condition: str) -> str:
+        """One PutObject with an S3 conditional-write header; the new ETag.
+
+        "If the ETag values do not match, the operation returns a 412 Precondition Failed
+        error. If a conflicting operation occurs during the upload S3 returns a 409
+        ConditionalRequestConflict response" (S3 API reference, PutObject IfMatch and
+        IfNoneMatch; https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html).
+        Either way this write did not happen, so both are a Precondition: the caller reads again.
+        One PutObject, not a managed (possibly multipart) upload: the objects are small.
+        """
+        from botocore.exceptions import ClientError
+
+        try:
+            with self._errors("put", key):
+                reply = self._client.put_object(
+                    Bucket=self.bucket, Key=self._name(key), Body=data, **condition
+                )
+        except StoreError as err:
+            cause = err.__cause__
+            code = (
+                str(cause.response.get("Error", {}).get("Code", ""))
+                if isinstance(cause, ClientError)
+                else ""
+            )
+            if code in ("412", "PreconditionFailed", "409", "ConditionalRequestConflict"):
+                what = "already exists" if "IfNoneMatch" in condition else "changed"
+                raise Precondition(f"{self._where(key)} {what} (S3 answered {code})") from err
+            raise
+        return reply["ETag"]
 
     def list(self, prefix: str = "") -> KeyList:
         full = self._list_prefix(prefix)
@@ -546,6 +678,58 @@ class GCSStore(Store):
         with self._errors("head", key):
             return self._blob(key).exists()
 
+    def get_with_token(self, key: str) -> tuple[bytes, str]:
+        from google.api_core.exceptions import PreconditionFailed
+
+        # The download is pinned to the generation just read: should the object change in
+        # between, GCS answers 412 instead of other content under this token, and we read again.
+        for attempt in range(1, _GCS_READ_ATTEMPTS + 1):
+            try:
+                with self._errors("get", key):
+                    return self._get_generation(key)
+            except StoreError as err:
+                if attempt == _GCS_READ_ATTEMPTS or not isinstance(
+                    err.__cause__, PreconditionFailed
+                ):
+                    raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _get_generation(self, key: str) -> tuple[bytes, str]:
+        blob = self._bucket.get_blob(self._name(key))
+        if blob is None:
+            raise NotFound(f"object not found: {self._where(key)}")
+        # Read before the download, which resets it from the response's x-goog-generation.
+        generation = blob.generation
+        return blob.download_as_bytes(if_generation_match=generation), str(generation)
+
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        # "Setting ifGenerationMatch to 0 makes the request succeed only if there are no live
+        # versions of the object" (GCS docs, Request preconditions,
+        # https://cloud.google.com/storage/docs/request-preconditions).
+        return self._put_conditional(key, data, generation=0, what="already exists")
+
+    def put_if_match(self, key: str, data: bytes, token: str) -> str:
+        return self._put_conditional(key, data, generation=int(token), what="changed")
+
+    def _put_conditional(self, key: str, data: bytes, *, generation: int, what: str) -> str:
+        """One upload with ``ifGenerationMatch``; the new object's generation. GCS answers
+        412 Precondition Failed when the live generation differs (or the object is gone)."""
+        from google.api_core.exceptions import PreconditionFailed
+
+        blob = self._blob(key, size=len(data))
+        try:
+            with self._errors("put", key):
+                blob.upload_from_string(
+                    data,
+                    content_type="application/octet-stream",
+                    if_generation_match=generation,
+                )
+        except StoreError as err:
+            if isinstance(err.__cause__, PreconditionFailed):
+                raise Precondition(f"{self._where(key)} {what} (GCS answered 412)") from err
+            raise
+        return str(blob.generation)
+
     def list(self, prefix: str = "") -> KeyList:
         full = self._list_prefix(prefix)
         with self._errors("list", prefix):
@@ -656,6 +840,10 @@ def _atomic_writer(path: Path) -> Iterator[IO[bytes]]:
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _join(base: str, rest: str) -> str:

@@ -8,8 +8,13 @@ from mlstack.workloads.contract import (
     CHECKPOINT_URL,
     COORDINATOR_ADDRESS,
     DATA_URL,
+    EVAL_DATA_URL,
+    GIT_COMMIT,
+    IMAGE,
+    MODEL_ALIAS,
     MODEL_URL,
     NUM_PROCESSES,
+    PIPELINE_RUN,
     PROCESS_ID,
     ContractError,
     Environment,
@@ -69,3 +74,21 @@ def test_bad_environments_are_one_line_with_the_fix(
 def test_urls_are_read_and_blank_ones_ignored() -> None:
     env = read_environment({DATA_URL: " file:///d ", CHECKPOINT_URL: "", MODEL_URL: "gs://m/x"})
     assert (env.data_url, env.checkpoint_url, env.model_url) == ("file:///d", None, "gs://m/x")
+
+
+def test_the_pipeline_and_lineage_variables_round_trip() -> None:
+    env = Environment(
+        model_alias="champion",
+        eval_data_url="file:///s/checkpoints/p/data/k/test",
+        image="registry/mlstack:1.2",
+        git_commit="0123abc",
+        pipeline_run="nightly/20261203T020000Z-ab12/small-a",
+        parent_version="20261202T020000Z-cd34.small-b",
+    )
+    variables = env.as_env()
+    assert variables[EVAL_DATA_URL] == "file:///s/checkpoints/p/data/k/test"
+    assert variables[MODEL_ALIAS] == "champion"
+    assert variables[PIPELINE_RUN] == "nightly/20261203T020000Z-ab12/small-a"
+    assert read_environment(variables) == env
+    # Blank is unset.
+    assert read_environment({IMAGE: "  ", GIT_COMMIT: ""}) == Environment()

@@ -23,6 +23,7 @@ from mlstack.workloads.storage import (
     MIB,
     PARTIAL_SUFFIX,
     NotFound,
+    Precondition,
     Store,
     StoreError,
     TransferSettings,
@@ -224,6 +225,96 @@ def test_directory_round_trip(store: Store, tmp_path: Path) -> None:
     assert _tree(tmp_path / "restored") == _tree(local)
     with pytest.raises(NotFound, match="ckpt/2/"):
         store.download_dir("ckpt/2", tmp_path / "nothing")
+
+
+def test_put_if_absent_writes_only_a_new_object(store: Store) -> None:
+    token = store.put_if_absent("aliases/champion.json", b"v1")
+
+    with pytest.raises(Precondition, match=r"aliases/champion\.json already exists"):
+        store.put_if_absent("aliases/champion.json", b"v2")
+    assert store.get_with_token("aliases/champion.json") == (b"v1", token)
+    assert store.list() == ["aliases/champion.json"]
+
+
+def test_put_if_match_replaces_only_the_object_of_its_token(store: Store) -> None:
+    first = store.put_if_absent("alias", b"v1")
+    second = store.put_if_match("alias", b"v2", first)
+
+    assert second != first
+    assert store.get_with_token("alias") == (b"v2", second)
+    with pytest.raises(Precondition, match="changed"):
+        store.put_if_match("alias", b"stale", first)
+    assert store.get_bytes("alias") == b"v2"
+    store.delete("alias")
+    with pytest.raises(Precondition):
+        store.put_if_match("alias", b"v3", second)
+    with pytest.raises(NotFound, match="object not found"):
+        store.get_with_token("alias")
+    assert store.list() == []
+
+
+def _race(writers: int, write: Callable[[int], str]) -> dict[int, str | Precondition]:
+    """`write(i)` from `writers` threads released at once; each one's token or Precondition."""
+    start = threading.Barrier(writers)
+    results: dict[int, str | Precondition] = {}
+
+    def run(i: int) -> None:
+        start.wait(timeout=30)
+        try:
+            results[i] = write(i)
+        except Precondition as err:
+            results[i] = err
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(results) == writers, "a writer did not finish"
+    return results
+
+
+def test_concurrent_conditional_writes_have_one_winner(store: Store) -> None:
+    created = _race(6, lambda i: store.put_if_absent("alias", f"create-{i}".encode()))
+    winners = [i for i, got in created.items() if isinstance(got, str)]
+
+    assert len(winners) == 1
+    data, token = store.get_with_token("alias")
+    assert data == f"create-{winners[0]}".encode()
+    assert token == created[winners[0]]
+
+    moved = _race(6, lambda i: store.put_if_match("alias", f"move-{i}".encode(), token))
+    winners = [i for i, got in moved.items() if isinstance(got, str)]
+    assert len(winners) == 1
+    assert store.get_bytes("alias") == f"move-{winners[0]}".encode()
+
+
+def test_file_conditional_writes_leave_no_visible_lock_or_partial(tmp_path: Path) -> None:
+    store = open_store(tmp_path.as_uri())
+    token = store.put_if_absent("m/aliases/canary.json", b"a")
+    store.put_if_match("m/aliases/canary.json", b"b", token)
+
+    assert store.list() == ["m/aliases/canary.json"]
+    assert not list(tmp_path.rglob(f"*{PARTIAL_SUFFIX}"))
+
+
+def test_gcs_conditional_writes_carry_if_generation_match(
+    gcs_admin: Any, gcs_preconditions: Any
+) -> None:
+    bucket = _new_bucket()
+    gcs_admin.create_bucket(bucket)
+    store = open_store(f"gs://{bucket}/runs/exp1")
+    gcs_preconditions.seen.clear()
+
+    token = store.put_if_absent("alias", b"v1")
+    store.put_if_match("alias", b"v2", token)
+    store.put_bytes("plain", b"x")
+
+    assert gcs_preconditions.seen == [
+        ("runs/exp1/alias", "0"),
+        ("runs/exp1/alias", token),
+        ("runs/exp1/plain", None),
+    ]
 
 
 def test_file_writes_are_atomic_for_a_concurrent_reader(tmp_path: Path) -> None:

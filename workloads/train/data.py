@@ -40,7 +40,7 @@ import sysconfig
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,7 +51,7 @@ from typing import Any, Self
 import numpy as np
 
 from mlstack.workloads.storage import NotFound, Store, open_store
-from mlstack.workloads.train.configs import BYTE_VOCAB, EOS_ID, TOKENIZER_VOCAB
+from mlstack.workloads.train.configs import BYTE_VOCAB, CONFIGS, EOS_ID, TOKENIZER_VOCAB
 
 FORMAT = "mlstack-tokens"
 FORMAT_VERSION = 1
@@ -471,11 +471,172 @@ class _ShardWriter:
         path.unlink()
 
 
+# --- test split -----------------------------------------------------------------------------
+
+#: The largest test fraction: a test split larger than the train split is a mistake.
+MAX_TEST_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    """What `split_dataset` wrote: each split's index checksum, tokens and documents."""
+
+    train_index_sha256: str
+    test_index_sha256: str
+    train_tokens: int
+    test_tokens: int
+    train_documents: int
+    test_documents: int
+
+
+def index_sha256(url: str | Store) -> str:
+    """The sha256 of a dataset's index.json bytes: what names the dataset's content (a
+    prepare's shards are named by their own sha256 inside it)."""
+    store = _open(url)
+    _read_index_json(store)  # the usual one-line error when there is no dataset
+    return hashlib.sha256(store.get_bytes(INDEX_KEY)).hexdigest()
+
+
+def _min_split_tokens() -> int:
+    """The fewest tokens a split may hold: one window (seq_len + 1) of the smallest config."""
+    return min(c.model.seq_len for c in CONFIGS.values()) + 1
+
+
+def in_test_split(document: np.ndarray, seed: int, test_fraction: float) -> bool:
+    """Whether a document (its tokens, no EOS) belongs to the test split: the first 8 bytes of
+    sha256(seed, tokens) as a fraction of 2**64, below `test_fraction`. A function of the
+    content alone, so the same document lands on the same side in every run and wherever it
+    sits in the dataset."""
+    digest = hashlib.sha256(seed.to_bytes(8, "little", signed=True))
+    digest.update(np.ascontiguousarray(document, dtype=_NP_DTYPE).tobytes())
+    return int.from_bytes(digest.digest()[:8], "little") < test_fraction * 2.0**64
+
+
+def _documents(store: Store, index: DatasetIndex, scratch: Path) -> Iterator[np.ndarray]:
+    """Every document (uint16 tokens without its EOS) of a dataset, in order, reading one
+    shard at a time (checked against its sha256); a document that spans shards is joined."""
+    carry: list[np.ndarray] = []
+    for shard in index.shards:
+        path = scratch / "shard.bin"
+        store.download_file(shard.key, path)
+        if _sha256_file(path) != shard.sha256:
+            raise DataError(
+                "shard does not match the sha256 in index.json",
+                store.url(shard.key),
+                "prepare the dataset again with `mlstack data prepare SRC URL --overwrite`",
+            )
+        tokens = np.fromfile(path, dtype=_NP_DTYPE)
+        path.unlink()
+        ends = np.flatnonzero(tokens == EOS_ID).tolist()
+        start = 0
+        for end in ends:
+            piece = tokens[start:end]
+            if carry:
+                piece = np.concatenate([*carry, piece])
+                carry = []
+            yield piece
+            start = end + 1
+        if start < len(tokens):
+            carry.append(tokens[start:])
+    if carry:
+        yield np.concatenate(carry)
+
+
+def split_dataset(
+    source: str | Store,
+    train_dest: str | Store,
+    test_dest: str | Store,
+    *,
+    test_fraction: float,
+    seed: int = 0,
+) -> SplitResult:
+    """Split a prepared dataset into a train and a test dataset, document by document.
+
+    A document goes to the test split when `in_test_split` says so (its content hash and the
+    seed), so the same source and seed always give the same splits. Both are ordinary datasets
+    (shards with sha256, index.json written last) that `Loader` reads; the source is streamed
+    one shard at a time. Refused with DataError: a fraction outside (0, 0.5], and a split that
+    would hold fewer tokens than one window of the smallest model config.
+    """
+    src = _open(source)
+    if not 0 < test_fraction <= MAX_TEST_FRACTION:
+        raise DataError(
+            f"test_fraction={test_fraction} is outside (0, {MAX_TEST_FRACTION}]",
+            src.base_url,
+            "use a fraction such as 0.05",
+        )
+    index = DatasetIndex.load(src)
+    source_sha = hashlib.sha256(src.get_bytes(INDEX_KEY)).hexdigest()
+    stores = {"train": _open(train_dest), "test": _open(test_dest)}
+    for store in stores.values():
+        if store.exists(INDEX_KEY):
+            store.delete(INDEX_KEY)  # no reader pairs an old index with new shards
+    counts = {"train": 0, "test": 0}
+    with (
+        _ShardWriter(stores["train"], index.shard_tokens) as train,
+        _ShardWriter(stores["test"], index.shard_tokens) as test,
+        tempfile.TemporaryDirectory(prefix="mlstack-split-") as scratch,
+    ):
+        writers = {"train": train, "test": test}
+        for document in _documents(src, index, Path(scratch)):
+            side = "test" if in_test_split(document, seed, test_fraction) else "train"
+            writers[side].add(document)
+            counts[side] += 1
+        shards = {side: writer.finish() for side, writer in writers.items()}
+    needed = _min_split_tokens()
+    for side, written in shards.items():
+        tokens = sum(s.tokens for s in written)
+        if tokens < needed:
+            raise DataError(
+                f"the {side} split holds {tokens} tokens ({counts[side]} documents), fewer "
+                f"than one window ({needed} tokens) of the smallest model config",
+                stores[side].base_url,
+                "split a larger dataset, or use a test_fraction nearer "
+                + ("0.5" if side == "test" else "0.05"),
+            )
+    digests: dict[str, str] = {}
+    for side, store in stores.items():
+        keys = {s.key for s in shards[side]}
+        for stale in store.list(SHARD_PREFIX):
+            if stale not in keys:
+                store.delete(stale)
+        split_index = DatasetIndex(
+            tokenizer=tokenizer_facts(),
+            shard_tokens=index.shard_tokens,
+            shards=tuple(shards[side]),
+            total_tokens=sum(s.tokens for s in shards[side]),
+            documents=counts[side],
+            source={
+                "name": f"{index.source.get('name', 'dataset')}-{side}",
+                "split": side,
+                "from": src.base_url,
+                "from_sha256": source_sha,
+                "test_fraction": test_fraction,
+                "seed": seed,
+            },
+            # The source's time, not now: the same source and seed give byte-identical
+            # indexes, so the splits' checksums (a pipeline's cache keys) repeat too.
+            created=index.created,
+        )
+        raw = (json.dumps(split_index.to_json(), indent=1) + "\n").encode()
+        store.put_bytes(INDEX_KEY, raw)
+        digests[side] = hashlib.sha256(raw).hexdigest()
+    return SplitResult(
+        train_index_sha256=digests["train"],
+        test_index_sha256=digests["test"],
+        train_tokens=sum(s.tokens for s in shards["train"]),
+        test_tokens=sum(s.tokens for s in shards["test"]),
+        train_documents=counts["train"],
+        test_documents=counts["test"],
+    )
+
+
 # --- loading --------------------------------------------------------------------------------
 
 
 class Loader:
-    """Batches of token windows from a prepared dataset; see the module docstring for the order.
+    """Batches of token windows from a prepared dataset; see the module docstring for the order
+    (with `shuffle=False`, windows in dataset order, cycling: what evaluation reads).
 
     Shards are fetched on first use into `cache_dir` (a temporary directory removed on close
     when None), named by their sha256, checked against the index once per Loader, fetched again
@@ -493,6 +654,7 @@ class Loader:
         process_count: int = 1,
         seed: int = 0,
         cache_dir: Path | None = None,
+        shuffle: bool = True,
     ) -> None:
         self._store = _open(dataset)
         self.index = DatasetIndex.load(self._store)
@@ -525,11 +687,14 @@ class Loader:
         self.seed = seed
         #: Windows of seq_len + 1 tokens at every multiple of seq_len.
         self.num_windows = (self.index.total_tokens - 1) // seq_len
-        if self.num_windows < global_batch_size:
+        #: False: row g is window g % num_windows, in order (evaluation: the same rows every
+        #: time, and a dataset smaller than a batch repeats its windows).
+        self.shuffle = shuffle
+        if self.num_windows < (global_batch_size if shuffle else 1):
+            needed = f"one global batch of {global_batch_size}" if shuffle else "one"
             raise DataError(
                 f"the dataset's {self.index.total_tokens} tokens make {self.num_windows} "
-                f"windows of seq_len={seq_len}, fewer than one global batch of "
-                f"{global_batch_size}",
+                f"windows of seq_len={seq_len}, fewer than {needed}",
                 where,
                 "prepare a larger dataset, or lower seq_len or global_batch_size",
             )
@@ -601,6 +766,8 @@ class Loader:
     def _windows(self, first_row: int, count: int) -> np.ndarray:
         rows = np.arange(first_row, first_row + count, dtype=np.int64)
         epochs, positions = np.divmod(rows, self.num_windows)
+        if not self.shuffle:
+            return positions
         out = np.empty(count, dtype=np.int64)
         for epoch in np.unique(epochs).tolist():
             mask = epochs == epoch

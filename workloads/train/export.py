@@ -6,6 +6,12 @@ facts, the training run's step, config and last metrics). `<model url>/latest` i
 pointer to the newest version, written after every object of that version, so a reader that
 follows it always finds a whole bundle.
 
+A version is `step-<8 digits>` by default, or a name given with the training entry point's
+`--version NAME` (a pipeline's `<run-id>.<step>`): the final export is NAME, intermediate ones
+(`--export-every`) are `NAME.step-<8 digits>`. Next to the bundle, `lineage.json` records what
+the version was trained on and by what (`lineage`), written after the bundle's files and before
+`latest` moves.
+
 A bundle never holds a non-finite parameter: `export_bundle` refuses to write one and
 `read_bundle` refuses to return one (a bundle written before this check, or damaged in the
 store), so a server never becomes ready on it and keeps the model it has.
@@ -14,9 +20,10 @@ store), so a server never becomes ready on it and keeps the model it has.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +38,10 @@ BUNDLE_FORMAT_VERSION = 1
 LATEST = "latest"
 PARAMS = "params.npz"
 MANIFEST = "bundle.json"
+LINEAGE = "lineage.json"
+#: A version name: a path segment of letters, digits, '.', '_' and '-' that starts with a letter
+#: or digit (no '..', no '/': it names a directory of the model store).
+VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class ExportError(RuntimeError):
@@ -51,8 +62,63 @@ def _describe_non_finite(names: list[str]) -> str:
     return f"{len(names)} parameter array(s) hold NaN or infinity ({shown})"
 
 
-def bundle_version(step: int) -> str:
-    return f"step-{step:08d}"
+def bundle_version(step: int, name: str | None = None, *, final: bool = True) -> str:
+    """The version of an export at `step`: `step-<8 digits>` without a name; with one, the
+    name for the final export and `<name>.step-<8 digits>` for an intermediate one."""
+    if name is None:
+        return f"step-{step:08d}"
+    return name if final else f"{name}.step-{step:08d}"
+
+
+def check_version_name(name: str) -> str:
+    """`name` when it can name a version; ValueError (one line, with the fix) otherwise."""
+    if not VERSION_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(
+            f"--version {name!r} is not a version name; fix: use up to 128 letters, digits, "
+            "'.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a run comes from, beyond its data and config: the contract's MLSTACK_IMAGE,
+    MLSTACK_GIT_COMMIT, MLSTACK_PIPELINE_RUN and MLSTACK_PARENT_VERSION (None when unset)."""
+
+    image: str | None = None
+    git_commit: str | None = None
+    pipeline_run: str | None = None
+    parent_version: str | None = None
+
+
+def lineage_record(
+    *,
+    version: str,
+    dataset_url: str | None,
+    dataset_sha256: str | None,
+    eval_dataset_url: str | None,
+    eval_dataset_sha256: str | None,
+    training: dict[str, Any],
+    checkpoint_step: int,
+    checkpoint_url: str,
+    provenance: Provenance,
+) -> dict[str, Any]:
+    """The contents of a version's `lineage.json`: what it was trained on and by what."""
+    return {
+        "version": version,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "dataset": dataset_url,
+        "dataset_sha256": dataset_sha256,
+        "eval_dataset": eval_dataset_url,
+        "eval_dataset_sha256": eval_dataset_sha256,
+        "image": provenance.image,
+        "git_commit": provenance.git_commit,
+        "training": training,
+        "checkpoint_step": checkpoint_step,
+        "checkpoint_url": checkpoint_url,
+        "pipeline_run": provenance.pipeline_run,
+        "parent_version": provenance.parent_version,
+    }
 
 
 def export_bundle(
@@ -64,10 +130,13 @@ def export_bundle(
     config: TrainConfig,
     metrics: dict[str, Any],
     dataset_url: str | None,
+    version: str | None = None,
+    lineage: dict[str, Any] | None = None,
 ) -> str:
-    """Write a bundle of `params` (flat host arrays) and point `latest` at it; its version.
-    Raises ExportError, writing nothing, when a parameter is not finite."""
-    version = bundle_version(step)
+    """Write a bundle of `params` (flat host arrays), then its `lineage` (when given), then
+    point `latest` at it; its version (default `step-<8 digits>`). Raises ExportError, writing
+    nothing, when a parameter is not finite."""
+    version = version or bundle_version(step)
     bad = non_finite(params)
     if bad:
         raise ExportError(
@@ -97,6 +166,11 @@ def export_bundle(
         store.upload_dir(local, f"versions/{version}")
     finally:
         shutil.rmtree(local, ignore_errors=True)
+    if lineage is not None:
+        record = {**lineage, "version": version}
+        store.put_bytes(
+            f"versions/{version}/{LINEAGE}", (json.dumps(record, indent=2) + "\n").encode()
+        )
     pointer = {"version": version, "path": f"versions/{version}/", "step": step}
     store.put_bytes(LATEST, (json.dumps(pointer) + "\n").encode())
     return version

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from mlstack.workloads.contract import (
     CHECKPOINT_URL,
     DATA_URL,
+    EVAL_DATA_URL,
     MODEL_URL,
     ContractError,
     Environment,
@@ -64,6 +65,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="steps in a row with a non-finite loss or gradient norm to skip before stopping "
         "(exit 3); 0: stop at the first",
     )
+    parser.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="evaluate on the eval dataset every N steps (and at the end); 0: at the end only",
+    )
+    parser.add_argument(
+        "--eval-batches",
+        type=int,
+        default=8,
+        help="global batches of the eval dataset per evaluation (the first K, in order)",
+    )
+    parser.add_argument(
+        "--eval-data", default=None, help=f"held-out dataset URL (default ${EVAL_DATA_URL})"
+    )
+    parser.add_argument(
+        "--version",
+        default=None,
+        help="the export's version name (default step-<8 digits>); intermediate exports of "
+        "--export-every are NAME.step-<8 digits>",
+    )
     parser.add_argument("--data", default=None, help=f"dataset URL (default ${DATA_URL})")
     parser.add_argument(
         "--checkpoint-url", default=None, help=f"checkpoint URL (default ${CHECKPOINT_URL})"
@@ -90,7 +112,14 @@ def _positive(args: argparse.Namespace, *names: str) -> None:
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
     _positive(args, "steps", "global_batch_size", "fsdp", "checkpoint_every", "keep_checkpoints")
-    _positive(args, "log_every")
+    _positive(args, "log_every", "eval_batches")
+    if args.eval_every < 0:
+        raise ValueError(f"--eval-every {args.eval_every} is negative; fix: use 0 or more")
+    if args.version is not None:
+        # Imported here: the entry point's module stays free of numpy (`workloads.local`).
+        from mlstack.workloads.train.export import check_version_name
+
+        check_version_name(args.version)
     if args.export_every < 0:
         raise ValueError(f"--export-every {args.export_every} is negative; fix: use 0 or more")
     if args.non_finite_patience < 0:
@@ -121,11 +150,19 @@ def main(argv: list[str] | None = None) -> int:
             args.checkpoint_url or env.checkpoint_url, "--checkpoint-url", CHECKPOINT_URL
         )
         model_url = None if args.no_export else (args.model_url or env.model_url)
+        eval_data_url = args.eval_data or env.eval_data_url
+        if args.eval_every and not eval_data_url:
+            raise ContractError(
+                f"--eval-every {args.eval_every} needs an eval dataset and neither --eval-data "
+                f"nor ${EVAL_DATA_URL} is set; fix: set one (a prepare step's test split), or "
+                "pass --eval-every 0"
+            )
     except (ValueError, ContractError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     workdir = Path(args.workdir or Path(tempfile.gettempdir()) / f"mlstack-train-{os.getpid()}")
     initialize_distributed(env)
+    from mlstack.workloads.train.export import Provenance
     from mlstack.workloads.train.train import RunOptions
 
     opts = RunOptions(
@@ -142,6 +179,16 @@ def main(argv: list[str] | None = None) -> int:
         export_every=args.export_every,
         log_every=args.log_every,
         non_finite_patience=args.non_finite_patience,
+        eval_data_url=eval_data_url,
+        eval_every=args.eval_every,
+        eval_batches=args.eval_batches,
+        version=args.version,
+        provenance=Provenance(
+            image=env.image,
+            git_commit=env.git_commit,
+            pipeline_run=env.pipeline_run,
+            parent_version=env.parent_version,
+        ),
     )
     return run_distributed(opts) if env.distributed else run(opts)
 

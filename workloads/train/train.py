@@ -1,13 +1,18 @@
 """The training loop: sharded steps, checkpoints to the object store, preemption, export.
 
-`train_and_evaluate` runs on every process of a run. It resumes from the newest committed
-checkpoint when there is one, so starting a run and restarting it after a crash or a preemption
-are the same call. Batches are a pure function of (seed, step), so a resumed run sees exactly
-the batches the uninterrupted run would have.
+`train_and_evaluate` runs on every process of a run. With an evaluation dataset (a held-out
+test split, `RunOptions.eval_data_url`) it evaluates every `eval_every` steps and at the end:
+the mean loss over the first `eval_batches` global batches of that dataset, read in order (the
+same batches every time, so the points compare), under the training mesh and sharding.
+
+It resumes from the newest committed checkpoint when there is one, so starting a run and
+restarting it after a crash or a preemption are the same call. Batches are a pure function of
+(seed, step), so a resumed run sees exactly the batches the uninterrupted run would have.
 """
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import time
@@ -25,7 +30,7 @@ from jax.experimental import multihost_utils
 from mlstack.workloads.storage import open_store
 from mlstack.workloads.train import checkpoint, export, state
 from mlstack.workloads.train.configs import RunError, TrainConfig
-from mlstack.workloads.train.data import Loader
+from mlstack.workloads.train.data import Loader, index_sha256
 from mlstack.workloads.train.metrics import MetricsLog, mfu, peak_flops
 from mlstack.workloads.train.model import abstract_model, init_model, param_count
 
@@ -52,6 +57,16 @@ class RunOptions:
     #: Consecutive steps with a non-finite loss or gradient norm that are skipped (parameters
     #: and optimizer state left as they were) before the run stops; 0: stop at the first.
     non_finite_patience: int = 0
+    #: A held-out dataset to evaluate on (MLSTACK_EVAL_DATA_URL); None: no evaluation.
+    eval_data_url: str | None = None
+    #: Evaluate every N steps (and at the end, whenever eval_data_url is set); 0: at the end.
+    eval_every: int = 0
+    #: Global batches of the eval dataset in each evaluation (the first K, in order).
+    eval_batches: int = 8
+    #: The final export's version name (`--version`); None: `step-<8 digits>`.
+    version: str | None = None
+    #: The image, commit, pipeline run and parent version recorded in `lineage.json`.
+    provenance: export.Provenance = field(default_factory=export.Provenance)
 
 
 @dataclass
@@ -63,6 +78,8 @@ class RunResult:
     losses: list[tuple[int, float]] = field(default_factory=list)
     committed_step: int | None = None
     exported: str | None = None
+    #: The `eval` events' fields, in order.
+    evals: list[dict[str, Any]] = field(default_factory=list)
 
 
 def make_optimizer(cfg: TrainConfig) -> tuple[optax.GradientTransformation, optax.Schedule]:
@@ -140,6 +157,26 @@ def make_train_step(
     )
 
 
+def make_eval_step(graphdef: nnx.GraphDef[Any], param_shardings: Any, batch: Any) -> Any:
+    """The mean next-token loss of one global batch, with the training step's shardings."""
+
+    def eval_step(params: Any, tokens: jax.Array) -> jax.Array:
+        logits = nnx.merge(graphdef, params)(tokens[:, :-1])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
+
+    return jax.jit(eval_step, in_shardings=(param_shardings, batch))
+
+
+def perplexity(loss: float) -> float | None:
+    """exp(loss), or None when the loss is not finite or the exponential overflows."""
+    if not math.isfinite(loss):
+        return None
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return None
+
+
 def make_init(cfg: TrainConfig, tx: optax.GradientTransformation, seed: int) -> Any:
     def init() -> State:
         params = nnx.to_pure_dict(nnx.state(init_model(cfg.model, seed), nnx.Param))
@@ -200,6 +237,36 @@ class Trainer:
     def mfu(self, tokens_per_s: float) -> float | None:
         flops = self.opts.config.model.flops_per_token()
         return mfu(flops, tokens_per_s, jax.device_count(), self.peak)
+
+
+class Evaluator:
+    """The held-out loss of the current parameters: the first `batches` global batches of a
+    dataset, read in order and placed on the devices once (the same batches every time),
+    each process holding its rows as in training. Every process calls it at the same step:
+    it is a collective."""
+
+    def __init__(self, trainer: Trainer, url: str, batches: int, cache_dir: Path) -> None:
+        cfg = trainer.opts.config
+        with Loader(
+            url,
+            seq_len=cfg.model.seq_len,
+            global_batch_size=cfg.global_batch_size,
+            process_index=trainer.process,
+            process_count=trainer.processes,
+            shuffle=False,
+            cache_dir=cache_dir,
+        ) as loader:
+            self.batches = [trainer.global_batch(loader.batch(i)) for i in range(batches)]
+        self.tokens = batches * trainer.tokens_per_step
+        self._step = make_eval_step(
+            trainer.graphdef, trainer.shardings["params"], trainer.batch_sharding
+        )
+
+    def loss(self, params: Any) -> float:
+        """The mean loss over the batches: every batch is dispatched before the first result
+        is read, so the device runs them back to back."""
+        losses = [self._step(params, batch) for batch in self.batches]
+        return sum(float(loss) for loss in losses) / len(losses)
 
 
 def _warn(message: str) -> None:
@@ -294,6 +361,8 @@ class _Run:
         self.models = open_store(opts.model_url) if opts.model_url else None
         self.last_metrics: dict[str, Any] = {}
         self.guard = NonFiniteGuard(opts.non_finite_patience)
+        self._evaluator: Evaluator | None = None
+        self.last_eval: dict[str, Any] | None = None
         self.current: State = {}
         self.result = RunResult(start_step=0, final_step=0)
 
@@ -341,20 +410,80 @@ class _Run:
         self.ckpt.save(step, state.flatten(host))
         self.log("checkpoint", step=step, blocked_s=round(time.perf_counter() - t, 3))
 
+    def evaluate(self, step: int) -> None:
+        """Log the held-out loss at `step` (every process calls it: a collective)."""
+        opts = self.opts
+        if opts.eval_data_url is None:
+            return
+        self.guard.flush()
+        if self._evaluator is None:
+            self._evaluator = Evaluator(
+                self.trainer, opts.eval_data_url, opts.eval_batches, opts.workdir / "eval-data"
+            )
+        loss = self._evaluator.loss(self.current["params"])
+        finite = math.isfinite(loss)
+        record: dict[str, Any] = {
+            "step": step,
+            "split": "test",
+            # JSON has no NaN: a non-finite loss is null, flagged, and warned about.
+            "loss": round(loss, 5) if finite else None,
+            "perplexity": perplexity(loss),
+            "tokens": self._evaluator.tokens,
+        }
+        if not finite:
+            record["non_finite"] = str(loss)
+            if self.primary:
+                _warn(f"step {step}: the eval loss on {opts.eval_data_url} is {loss}")
+        self.last_eval = record
+        self.result.evals.append(record)
+        self.log("eval", **record)
+
+    def _final_version(self) -> str:
+        return export.bundle_version(self.opts.steps, self.opts.version)
+
+    def _lineage(self, version: str, step: int) -> dict[str, Any]:
+        opts = self.opts
+        training = {
+            **asdict(opts.config),
+            "steps": opts.steps,
+            "seed": opts.seed,
+            "fsdp": opts.fsdp,
+            "processes": self.trainer.processes,
+            "eval_every": opts.eval_every,
+            "eval_batches": opts.eval_batches,
+        }
+        return export.lineage_record(
+            version=version,
+            dataset_url=opts.data_url,
+            dataset_sha256=index_sha256(opts.data_url),
+            eval_dataset_url=opts.eval_data_url,
+            eval_dataset_sha256=index_sha256(opts.eval_data_url) if opts.eval_data_url else None,
+            training=training,
+            checkpoint_step=step,
+            checkpoint_url=self.opts.checkpoint_url,
+            provenance=opts.provenance,
+        )
+
     def export(self, step: int, host_params: Any | None = None) -> None:
         if self.models is None:
             return
         self.guard.flush()
         params = host_params if host_params is not None else state.to_host(self.current["params"])
         if self.primary:
+            name = export.bundle_version(step, self.opts.version, final=step == self.opts.steps)
+            metrics = dict(self.last_metrics)
+            if self.last_eval is not None:
+                metrics["eval"] = self.last_eval
             version = export.export_bundle(
                 self.models,
                 self.opts.workdir / "export",
                 step=step,
                 params=state.flatten(params),
                 config=self.opts.config,
-                metrics=self.last_metrics,
+                metrics=metrics,
                 dataset_url=self.opts.data_url,
+                version=name,
+                lineage=self._lineage(name, step),
             )
             self.result.exported = version
             self.log(
@@ -409,6 +538,8 @@ class _Run:
                     window.compiled = True
                 if step % opts.log_every == 0 or step == opts.steps:
                     self.record(step, metrics, window)
+                if opts.eval_every and step % opts.eval_every == 0:
+                    self.evaluate(step)
                 if preemption.reached(step):
                     self.result.preempted = True
                     return step
@@ -417,6 +548,15 @@ class _Run:
                 if opts.export_every and step % opts.export_every == 0 and step < opts.steps:
                     self.export(step)
         return step
+
+    def _exported(self, step: int) -> bool:
+        """Whether the final export is already there (a run restarted after it finished)."""
+        assert self.models is not None
+        if self.opts.version is None:
+            return export.latest_version(self.models) == export.bundle_version(step)
+        # A named version: `latest` may have moved on (another candidate of the pipeline
+        # exports to the same model), so look for the version itself.
+        return self.models.exists(f"versions/{self._final_version()}/{export.MANIFEST}")
 
     def finish(self, step: int) -> None:
         """Commit the last step (and export it, unless preempted)."""
@@ -429,9 +569,9 @@ class _Run:
         if self.result.preempted:
             self.log("preempted", step=step, committed=self.result.committed_step)
             return
-        if self.models is not None and export.latest_version(self.models) != (
-            export.bundle_version(step)
-        ):
+        if self.last_eval is None or self.last_eval["step"] != step:
+            self.evaluate(step)
+        if self.models is not None and not self._exported(step):
             self.export(step, host["params"])
         self.log(
             "done", step=step, committed=self.result.committed_step, exported=self.result.exported
