@@ -105,5 +105,5 @@ def test_overrides_reach_the_config() -> None:
 def test_the_learning_rate_flag_reaches_the_config() -> None:
     """Pipeline candidates differ in learning rate (a train step's `learning_rate`)."""
     assert build_config(parse_args(["--learning-rate", "0.002"])).learning_rate == 0.002
-    with pytest.raises(ValueError, match="--learning-rate -1.0 must be positive"):
+    with pytest.raises(ValueError, match=r"--learning-rate -1\.0 must be positive"):
         build_config(parse_args(["--learning-rate", "-1"]))
