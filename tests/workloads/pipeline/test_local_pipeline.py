@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.stacks.test_cli_local_signals import _alive, _descendants
 from tests.workloads.train.conftest import prepare_small_dataset
 
 MLSTACK = Path(sys.executable).parent / "mlstack"
@@ -136,8 +137,16 @@ def test_a_run_killed_outright_resumes_without_redoing_finished_steps(
                 break
             assert proc.poll() is None, "the run ended before it could be killed"
             time.sleep(0.1)
+        children = _descendants(proc.pid)
+        assert children, "the training processes were not found"
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
+        # The training processes have their own sessions (Ctrl-C reaches the runner only), so
+        # the group kill does not reach them: they die with their parent thread.
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in children if _alive(pid)], "orphaned step processes"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
