@@ -21,7 +21,7 @@ import pulumi
 
 from mlstack.components.features import Feature
 from mlstack.stacks.catalog import Machine, MachineType, gpu_machines, resolve_gpu_machine
-from mlstack.stacks.names import SERVE_REPOSITORY, TRAIN_REPOSITORY
+from mlstack.stacks.names import PIPELINE_RUNNER_SA, SERVE_REPOSITORY, TRAIN_REPOSITORY
 
 if TYPE_CHECKING:
     import pulumi_kubernetes as k8s
@@ -66,11 +66,20 @@ class ImageRegistry:
     pull_credentials: tuple[pulumi.Input[str], pulumi.Input[str]] | None = None
 
 
+def runner_accounts(platform: Platform, team: str) -> tuple[str, ...]:
+    """The team's ServiceAccounts besides `workload` that get its storage identity: the
+    pipeline runner's, where the team has pipelines (it writes each run's state)."""
+    if any(p.team == team for p in platform.workloads.pipelines):
+        return (PIPELINE_RUNNER_SA,)
+    return ()
+
+
 def deployed_images(platform: Platform) -> dict[str, tuple[str, ...]]:
     """Per registry repository, the image tags and digests ('sha256:...') the stack's workloads
     pin, for cleanup policies that must not remove an image a workload still pulls."""
     pinned = {
-        TRAIN_REPOSITORY: [job.image for job in platform.workloads.training_jobs],
+        TRAIN_REPOSITORY: [job.image for job in platform.workloads.training_jobs]
+        + [pipeline.image for pipeline in platform.workloads.pipelines],
         SERVE_REPOSITORY: [svc.image for svc in platform.workloads.inference_services],
     }
     return {repo: tuple(sorted(set(images))) for repo, images in pinned.items()}

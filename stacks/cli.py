@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from mlstack.stacks.plan import Plan
     from mlstack.workloads.local import LocalRun
     from mlstack.workloads.pipeline.spec import Pipeline
+    from mlstack.workloads.registry import Registry
 
 app = typer.Typer(
     add_completion=False,
@@ -357,6 +358,220 @@ def data_prepare(
         f"prepared {url}: {len(index.shards)} shards, {index.total_tokens:,} tokens, "
         f"{index.documents:,} documents, {index.num_bytes:,} bytes in "
         f"{time.perf_counter() - started:.1f} s" + (f" (skipped {skipped})" if skipped else ""),
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+models_app = typer.Typer(
+    no_args_is_help=True,
+    help="The model registry in a store: versions, their evals and lineage, aliases (champion, "
+    "canary) and the log of every promotion.",
+)
+app.add_typer(models_app, name="models")
+
+ModelsUrlArg = Annotated[
+    str,
+    typer.Argument(
+        help="The team's models prefix: file:///abs/dir, s3://bucket/prefix, gs://bucket/prefix, "
+        "or a local directory."
+    ),
+]
+ModelArg = Annotated[str, typer.Argument(help="A model under STORE_URL (its directory name).")]
+AliasOpt = Annotated[str, typer.Option("--alias", help="The alias to move, e.g. champion.")]
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why, for the promotion log.")]
+
+
+def _models_call(action: Callable[[], T]) -> T:
+    """Bad input or a corrupt registry file is one line and exit 2; a lost race is one line
+    naming the winner and exit 1."""
+    from mlstack.workloads.registry import AliasRaced, RegistryError
+    from mlstack.workloads.storage import StoreError
+
+    raced: list[AliasRaced] = []
+
+    def attempt() -> T | None:
+        try:
+            return action()
+        except AliasRaced as exc:
+            raced.append(exc)
+            return None
+
+    result = _guard(attempt, bad_input=(StoreError, RegistryError))
+    if raced:
+        err.print(f"error: {raced[0]}", markup=False, soft_wrap=True)
+        raise typer.Exit(1)
+    return cast("T", result)
+
+
+def _open_model(store_url: str, model: str) -> Registry:
+    from mlstack.workloads.registry import Registry, RegistryError
+    from mlstack.workloads.storage import open_store
+
+    root = _store_url(store_url).rstrip("/")
+    if any(part in ("", ".", "..") for part in model.split("/")):
+        raise RegistryError(
+            f"model {model!r} is not a directory name under {root}; fix: name a model as "
+            "`mlstack models list` shows it"
+        )
+    registry = Registry(open_store(f"{root}/{model}"))
+    if not registry.store.list(""):
+        raise RegistryError(
+            f"no model {model!r} under {root} (nothing at {registry.store.url()}); fix: name one "
+            f"that `mlstack models list {store_url}` shows"
+        )
+    return registry
+
+
+def _metrics_text(metrics: dict[str, float]) -> str:
+    return " ".join(f"{name}={value:.4g}" for name, value in metrics.items()) or "-"
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        out.print("  ".join(cells).rstrip(), markup=False, soft_wrap=True)
+
+
+@models_app.command("list")
+def models_list(
+    store_url: ModelsUrlArg,
+    model: Annotated[
+        str | None, typer.Argument(help="A model: list its versions instead of the models.")
+    ] = None,
+    last: Annotated[
+        int,
+        typer.Option(
+            "--last",
+            min=0,
+            help="With MODEL: only the last N versions by name (run ids and steps sort by "
+            "time); 0 for all. Each shown version costs two small reads.",
+        ),
+    ] = 0,
+) -> None:
+    """Without MODEL: each model, its version count and aliases. With MODEL: one line per
+    version (created, step, eval metrics, the aliases on it)."""
+
+    def models() -> list[tuple[str, ...]]:
+        from mlstack.workloads.registry import version_counts
+
+        rows = [("MODEL", "VERSIONS", "ALIASES")]
+        for name, count in version_counts(_store_url(store_url).rstrip("/")).items():
+            found = _open_model(store_url, name).aliases().values()
+            rows.append((name, str(count), " ".join(f"{a.name}={a.version}" for a in found) or "-"))
+        return rows
+
+    def versions(name: str) -> list[tuple[str, ...]]:
+        rows = [("VERSION", "CREATED", "STEP", "METRICS", "ALIASES")]
+        for info in _open_model(store_url, name).versions(last=last):
+            step = "-" if info.step is None else str(info.step)
+            metrics = _metrics_text(info.metrics())
+            rows.append(
+                (info.name, info.created or "-", step, metrics, ",".join(info.aliases) or "-")
+            )
+        return rows
+
+    rows = _models_call(lambda: models() if model is None else versions(model))
+    if len(rows) == 1:
+        what = "models" if model is None else "versions"
+        out.print(
+            f"no {what} under {_store_url(store_url)}" + (f"/{model}" if model else ""),
+            markup=False,
+            soft_wrap=True,
+        )
+        return
+    _table(rows)
+
+
+@models_app.command("show")
+def models_show(
+    store_url: ModelsUrlArg,
+    model: ModelArg,
+    version: Annotated[
+        str | None,
+        typer.Option(
+            "--version", help="The version to show; default: champion's, else the newest."
+        ),
+    ] = None,
+) -> None:
+    """A model's aliases, one version's lineage and evals, and the promotion log."""
+
+    def lines() -> list[str]:
+        registry = _open_model(store_url, model)
+        aliases = registry.aliases()
+        shown = [f"model {registry.store.url()}", "aliases:"]
+        shown += [
+            f"  {a.name} -> {a.version} (revision {a.revision}, by {a.by} at {a.updated}"
+            + (f": {a.reason})" if a.reason else ")")
+            for a in aliases.values()
+        ] or ["  (none)"]
+        names = registry.version_names()
+        champion = aliases.get("champion")
+        pick = version or (champion.version if champion else names[-1] if names else None)
+        if pick is not None:
+            info = registry.version(pick)
+            step = "-" if info.step is None else info.step
+            on = f" ({', '.join(info.aliases)})" if info.aliases else ""
+            shown.append(f"version {info.name}{on}: created {info.created or '-'}, step {step}")
+            lineage = info.lineage or {}
+            shown.append("  lineage:" + ("" if lineage else " (none)"))
+            shown += [f"    {key}: {json.dumps(value)}" for key, value in lineage.items()]
+            shown.append("  evals: " + _metrics_text(info.metrics()))
+        shown.append("promotions:")
+        shown += [
+            f"  {p.at}  {p.action} {p.alias}: {p.from_version or '(none)'} -> {p.to_version} by "
+            f"{p.by}, {p.outcome}"
+            + (f" (winner {p.winner.get('version')} by {p.winner.get('by')})" if p.winner else "")
+            + (f": {p.reason}" if p.reason else "")
+            for p in registry.log()
+        ] or ["  (none)"]
+        return shown
+
+    for line in _models_call(lines):
+        out.print(line, markup=False, soft_wrap=True)
+
+
+@models_app.command("promote")
+def models_promote(  # noqa: PLR0917 - a typer command: its options are its parameters
+    store_url: ModelsUrlArg,
+    model: ModelArg,
+    version: Annotated[str, typer.Argument(help="The version the alias is to name.")],
+    alias: AliasOpt,
+    expect: Annotated[
+        str | None,
+        typer.Option(
+            "--expect",
+            help="The version the alias must name now (`none`: it must not exist yet); "
+            "refused, naming who moved it, when it names another.",
+        ),
+    ] = None,
+    reason: ReasonOpt = "",
+) -> None:
+    """Move an alias to a version by compare-and-swap, and log the attempt."""
+    from mlstack.workloads.registry import MISSING
+
+    wanted = MISSING if expect is None else None if expect == "none" else expect
+    moved = _models_call(
+        lambda: _open_model(store_url, model).move_alias(
+            alias, version, expect=wanted, reason=reason
+        )
+    )
+    out.print(
+        f"{alias} -> {moved.version} (revision {moved.revision}, by {moved.by})",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+@models_app.command("rollback")
+def models_rollback(
+    store_url: ModelsUrlArg, model: ModelArg, alias: AliasOpt, reason: ReasonOpt = ""
+) -> None:
+    """Move an alias back to the version it named before its last move (from the log)."""
+    moved = _models_call(lambda: _open_model(store_url, model).rollback(alias, reason=reason))
+    out.print(
+        f"{alias} -> {moved.version} (rolled back; revision {moved.revision}, by {moved.by})",
         markup=False,
         soft_wrap=True,
     )

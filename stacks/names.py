@@ -103,6 +103,11 @@ OBJECT_STORE_SECRET = "object-store-credentials"
 REGISTRY_PULL_SECRET = "registry-pull"
 #: Each team's workload ServiceAccount: every workload pod runs as it, cloud IAM binds to it.
 SERVICE_ACCOUNT_NAME = "workload"
+#: Each team's pipeline runner ServiceAccount (teams with pipelines): it may create, watch and
+#: delete the team's Jobs and JobSets, and has the team's storage identity like `workload`.
+PIPELINE_RUNNER_SA = "pipeline-runner"
+#: A pipeline's label on its runner and on every object a run creates.
+PIPELINE_LABEL = "mlstack.dev/pipeline"
 
 # Image repositories: `<registry>/<repository>:<tag>` in every workload's pod spec.
 

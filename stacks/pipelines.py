@@ -112,3 +112,32 @@ def runtime_pipeline(
         steps=steps,
         schedule=declared.schedule,
     )
+
+
+def step_training_job(pipeline: schema.Pipeline, step: schema.TrainStep) -> schema.TrainingJob:
+    """The training job a train step runs as: the same checks (pool, quota, batch split,
+    grace period) and the same JobSet builder as `workloads.training_jobs[]`."""
+    knobs = (
+        "pool",
+        "num_hosts",
+        "model",
+        "steps",
+        "global_batch_size",
+        "checkpoint_every_steps",
+        "gpus_per_host",
+        "cpu",
+        "memory_gib",
+        "max_restarts",
+        "termination_grace_period_s",
+        "priority",
+        "fsdp",
+        "dtype",
+    )
+    return schema.TrainingJob.model_validate(
+        {
+            "name": step.name,
+            "team": pipeline.team,
+            "image": pipeline.image,
+            **{knob: getattr(step, knob) for knob in knobs},
+        }
+    )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pulumi
 
-from mlstack.components.backend import SecretSource, get_backend
+from mlstack.components.backend import Provisioned, SecretSource, get_backend
 from mlstack.components.kubernetes.device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginArgs
 from mlstack.components.kubernetes.extra import ExtraManifests, ExtraManifestsArgs
 from mlstack.components.kubernetes.jobset import JobSetController, JobSetControllerArgs
@@ -13,8 +15,15 @@ from mlstack.components.kubernetes.metrics_server import MetricsServer, MetricsS
 from mlstack.components.kubernetes.system import PlatformSystem, PlatformSystemArgs
 from mlstack.policies.component import Tenancy, TenancyArgs
 from mlstack.stacks.errors import ConfigError, Problem
+from mlstack.stacks.names import REGISTRY_PULL_SECRET
 from mlstack.stacks.schema import Platform
 from mlstack.workloads.deploy.inference import InferenceService, InferenceServiceArgs
+from mlstack.workloads.deploy.pipelines import (
+    PipelineAccess,
+    PipelineAccessArgs,
+    PipelineRunner,
+    PipelineRunnerArgs,
+)
 from mlstack.workloads.deploy.pods import Placement
 from mlstack.workloads.deploy.training import TrainingJob, TrainingJobArgs
 
@@ -113,6 +122,7 @@ def build_platform(platform: Platform, secrets: SecretSource) -> dict[str, pulum
         )
         for service in platform.workloads.inference_services
     }
+    pipelines = _pipelines(platform, cloud, placement, [jobset, kueue], teams)
     return {
         "cloud": platform.cloud,
         "environment": platform.environment,
@@ -130,5 +140,58 @@ def build_platform(platform: Platform, secrets: SecretSource) -> dict[str, pulum
             key: {"url": service.url, "models": service.model_url}
             for key, service in serving.items()
         },
+        "pipelines": {
+            key: {
+                "name": runner.pipeline.name,
+                "team": runner.pipeline.team,
+                "schedule": runner.pipeline.schedule,
+                "models": runner.model_url,
+                "work": runner.work_url,
+            }
+            for key, runner in pipelines.items()
+        },
         **cloud.outputs,
+    }
+
+
+def _pipelines(
+    platform: Platform,
+    cloud: Provisioned,
+    placement: Placement,
+    addons: list[pulumi.Resource],
+    teams: Mapping[str, pulumi.Resource],
+) -> dict[str, PipelineRunner]:
+    """Each team's pipeline-runner access, then each pipeline's runner."""
+    on_cluster = pulumi.ResourceOptions(
+        provider=cloud.provider, depends_on=list(cloud.cluster_ready)
+    )
+    access = {
+        team: PipelineAccess(
+            f"pipelines-{team}",
+            PipelineAccessArgs(
+                team=next(t for t in platform.teams if t.name == team),
+                annotations=cloud.service_account_annotations.get(team, {}),
+                pull_secret=REGISTRY_PULL_SECRET
+                if cloud.registry.pull_credentials is not None
+                else None,
+                depends_on=[teams[team]],
+            ),
+            on_cluster,
+        )
+        for team in dict.fromkeys(p.team for p in platform.workloads.pipelines)
+    }
+    notice = get_backend(platform.cloud).spot_notice_s(platform)
+    return {
+        f"{p.team}/{p.name}": PipelineRunner(
+            f"pipeline-{p.team}-{p.name}",
+            PipelineRunnerArgs(
+                platform=platform,
+                pipeline=p,
+                placement=placement,
+                spot_notice_s=notice,
+                depends_on=[*addons, teams[p.team], access[p.team]],
+            ),
+            on_cluster,
+        )
+        for p in platform.workloads.pipelines
     }

@@ -12,10 +12,12 @@ from copy import copy
 from enum import StrEnum
 from importlib.metadata import version
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from mlstack.stacks.catalog import Cloud
+from mlstack.stacks.cron import cron_problem
 from mlstack.stacks.names import (
     ACCELERATOR_LABEL,
     BEST_EFFORT_PRIORITY,
@@ -824,6 +826,24 @@ PipelineStep = Annotated[
 ]
 
 
+def _schedule(value: str) -> str:
+    problem = cron_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def _time_zone(value: str) -> str:
+    # The CronJob's timeZone takes a tz database name (the CronJob documentation's "Time
+    # zones"); the API server checks it against its own copy of the database, this one against
+    # Python's (zoneinfo: the system's, or the tzdata package's).
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("use a tz database name such as 'Etc/UTC' or 'Europe/Berlin'") from None
+    return value
+
+
 def _some_steps(value: tuple[Any, ...]) -> tuple[Any, ...]:
     # Not min_length: pydantic reports that too when a step is refused, a second, false line.
     if not value:
@@ -845,13 +865,13 @@ class Pipeline(Model):
         "move in: a directory under the team's prefix in the models bucket; default the "
         "pipeline name.",
     )
-    schedule: str | None = Field(
+    schedule: Annotated[str, AfterValidator(_schedule)] | None = Field(
         default=None,
         description="When runs start, as a Kubernetes CronJob schedule: 5 cron fields "
         "('0 2 * * *') or @hourly, @daily, @weekly, @monthly, @yearly; unset: runs start only "
         "by hand (`mlstack pipeline run`).",
     )
-    time_zone: str = Field(
+    time_zone: Annotated[str, AfterValidator(_time_zone)] = Field(
         default="Etc/UTC",
         description="The IANA time zone the schedule is read in, e.g. 'Europe/Berlin'.",
     )

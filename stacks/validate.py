@@ -29,6 +29,7 @@ from mlstack.stacks.errors import ConfigError, Problem, format_path
 from mlstack.stacks.parse import parse_platform
 from mlstack.stacks.schema import NodePool, Platform, PoolKind
 from mlstack.workloads.deploy.checks import workload_problems
+from mlstack.workloads.deploy.pipeline_checks import pipeline_problems
 
 
 def load_platform(raw: Any, source: str | None = None) -> Platform:
@@ -66,6 +67,7 @@ def check_platform(p: Platform) -> list[Problem]:
     problems += gpu_quota_problems(p, sound)
     problems += tenancy_problems(p)
     problems += workload_problems(p, sound)
+    problems += pipeline_problems(p, sound)
     problems += extra_manifest_problems(p)
     problems += _backend_checks(p, backend)
     return problems

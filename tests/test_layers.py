@@ -60,6 +60,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "mlstack.stacks.names",
             "mlstack.stacks.plan",
             "mlstack.stacks.versions",
+            "mlstack.stacks.cron",
             # The stack config's pipelines in their runtime form: the deploy layer renders
             # them into the runner's ConfigMap, and the CLI runs them locally.
             "mlstack.stacks.pipelines",

@@ -167,18 +167,23 @@ def check_alias_name(name: str) -> str:
 def list_models(root_url: str) -> list[str]:
     """The models under a team's models prefix: every directory with versions/ or aliases/
     (nested paths included, as `group/model`), from one listing."""
-    models: set[str] = set()
+    return sorted(version_counts(root_url))
+
+
+def version_counts(root_url: str) -> dict[str, int]:
+    """Each model under `root_url` (as `list_models`) and its number of versions, from the
+    same one listing."""
+    counts: dict[str, int] = {}
     for key in open_store(root_url).list():
         parts = key.split("/")
-        for i, part in enumerate(parts[:-1]):
-            if not i:
-                continue
-            bundle = part == VERSIONS and parts[i + 2 :] == [BUNDLE]
-            alias = part == ALIASES and i == len(parts) - 2 and parts[-1].endswith(".json")
+        for i in range(1, len(parts) - 1):
+            bundle = parts[i] == VERSIONS and parts[i + 2 :] == [BUNDLE]
+            alias = parts[i] == ALIASES and i == len(parts) - 2 and parts[-1].endswith(".json")
             if bundle or alias:
-                models.add("/".join(parts[:i]))
+                model = "/".join(parts[:i])
+                counts[model] = counts.get(model, 0) + bundle
                 break
-    return sorted(models)
+    return dict(sorted(counts.items()))
 
 
 class Registry:
@@ -191,11 +196,13 @@ class Registry:
         """Every version with a bundle manifest, from one listing, sorted by name."""
         return _version_names(self.store.list(f"{VERSIONS}/"))
 
-    def versions(self) -> list[VersionInfo]:
-        """Every version with its manifest facts, evals and aliases, oldest first: one listing,
-        then the small documents read in parallel (no round trip per version in sequence)."""
+    def versions(self, last: int | None = None) -> list[VersionInfo]:
+        """Every version (or the `last` ones by name: run ids and step numbers sort by time)
+        with its manifest facts, evals and aliases, oldest first: one listing, then the small
+        documents of those versions read in parallel (no round trip per version in sequence)."""
         keys = self.store.list(f"{VERSIONS}/")
         names = _version_names(keys)
+        names = names[-last:] if last else names
         evals: dict[str, list[str]] = {name: [] for name in names}
         for key in keys:
             parts = key.split("/")
@@ -520,8 +527,14 @@ def _now() -> str:
 
 
 def _parallel(read: Callable[[str], T], items: list[str]) -> list[T]:
-    """`read` over `items` on a few threads, in order (small objects: latency, not bandwidth)."""
+    """`read` over `items` on a few threads, in order (small objects: latency, not bandwidth).
+    The items go in one chunk per thread, not one task each: a thousand task submissions
+    would cost more than a thousand local reads."""
     if len(items) <= 1:
         return [read(item) for item in items]
-    with ThreadPoolExecutor(max_workers=min(_READERS, len(items))) as pool:
-        return list(pool.map(read, items))
+    workers = min(_READERS, len(items))
+    chunks = [items[i::workers] for i in range(workers)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        done = list(pool.map(lambda chunk: [read(item) for item in chunk], chunks))
+    # Chunk i holds items i, i + workers, ...: interleave the results back into order.
+    return [done[i % workers][i // workers] for i in range(len(items))]

@@ -372,12 +372,7 @@ class FileStore(Store):
         start = self.root / full.rpartition("/")[0]
         if not start.is_dir():
             return []
-        keys = (
-            path.relative_to(self.root).as_posix()
-            for path in start.rglob("*")
-            if path.is_file() and not path.name.endswith((PARTIAL_SUFFIX, LOCK_SUFFIX))
-        )
-        return sorted(key for key in keys if key.startswith(full))
+        return sorted(key for key in _walk_files(self.root, start) if key.startswith(full))
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -840,6 +835,18 @@ def _atomic_writer(path: Path) -> Iterator[IO[bytes]]:
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _walk_files(root: Path, start: Path) -> Iterator[str]:
+    """Every file under `start` as a `/`-separated path relative to `root`, temporaries and
+    lock files left out. os.walk reads each directory once with scandir, file types included:
+    several times faster than Path.rglob plus a stat per path on a registry's thousands."""
+    for top, _, names in os.walk(start):
+        rel = os.path.relpath(top, root)
+        prefix = "" if rel == "." else f"{Path(rel).as_posix()}/"
+        for name in names:
+            if not name.endswith((PARTIAL_SUFFIX, LOCK_SUFFIX)):
+                yield prefix + name
 
 
 def _sha256(data: bytes) -> str:

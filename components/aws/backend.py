@@ -42,6 +42,7 @@ from mlstack.components.backend import (
     SecretSource,
     deployed_images,
     is_digest,
+    runner_accounts,
 )
 from mlstack.components.checks import (
     PoolWords,
@@ -252,6 +253,7 @@ class AwsBackend(CloudBackend):
                         repository_arns=repository_arns,
                     ),
                     description=f"Workloads of team {team.name} on {cluster_name}",
+                    more_service_accounts=runner_accounts(platform, team.name),
                 ),
                 pulumi.ResourceOptions(provider=provider, depends_on=[pod_identity]),
             )

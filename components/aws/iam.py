@@ -56,7 +56,9 @@ def service_trust(service: str) -> Document:
     }
 
 
-def pod_identity_trust(cluster_arn: str, namespace: str, service_account: str) -> Document:
+def pod_identity_trust(
+    cluster_arn: str, namespace: str, service_account: str | Sequence[str]
+) -> Document:
     """Trust for EKS Pod Identity, for one ServiceAccount of one cluster.
 
     The scope is the session tags Pod Identity sends with its AssumeRole ("You can use these
@@ -81,7 +83,10 @@ def pod_identity_trust(cluster_arn: str, namespace: str, service_account: str) -
                         "aws:SourceAccount": account,
                         f"aws:RequestTag/{POD_IDENTITY_CLUSTER_TAG}": cluster_arn,
                         f"aws:RequestTag/{POD_IDENTITY_NAMESPACE_TAG}": namespace,
-                        f"aws:RequestTag/{POD_IDENTITY_SERVICE_ACCOUNT_TAG}": service_account,
+                        # Several: any of them (a condition value list ORs its values).
+                        f"aws:RequestTag/{POD_IDENTITY_SERVICE_ACCOUNT_TAG}": service_account
+                        if isinstance(service_account, str)
+                        else list(service_account),
                     }
                 },
             }

@@ -26,6 +26,8 @@ class PodIdentityArgs:
     #: The role's one inline policy.
     policy: pulumi.Output[Document]
     description: str
+    #: More ServiceAccounts of the namespace that assume the role (the pipeline runner).
+    more_service_accounts: tuple[str, ...] = ()
 
 
 class PodIdentity(pulumi.ComponentResource):
@@ -34,11 +36,14 @@ class PodIdentity(pulumi.ComponentResource):
     def __init__(self, name: str, args: PodIdentityArgs, opts: Options = None) -> None:
         super().__init__("mlstack:aws:PodIdentity", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        accounts: str | tuple[str, ...] = args.service_account
+        if args.more_service_accounts:
+            accounts = (args.service_account, *args.more_service_accounts)
         self.role = aws.iam.Role(
             f"{name}-role",
             aws.iam.RoleArgs(
                 assume_role_policy=args.cluster_arn.apply(
-                    lambda arn: dumps(pod_identity_trust(arn, args.namespace, args.service_account))
+                    lambda arn: dumps(pod_identity_trust(arn, args.namespace, accounts))
                 ),
                 description=args.description,
             ),
@@ -59,6 +64,17 @@ class PodIdentity(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        for other in args.more_service_accounts:
+            aws.eks.PodIdentityAssociation(
+                f"{name}-{other}",
+                aws.eks.PodIdentityAssociationArgs(
+                    cluster_name=args.cluster_name,
+                    namespace=args.namespace,
+                    service_account=other,
+                    role_arn=self.role.arn,
+                ),
+                opts=child,
+            )
         self.register_outputs({"role_arn": self.role.arn})
 
 

@@ -24,6 +24,7 @@ from mlstack.components.backend import (
     Provisioned,
     SecretSource,
     deployed_images,
+    runner_accounts,
 )
 from mlstack.components.checks import (
     PoolWords,
@@ -325,6 +326,7 @@ class GcpBackend(CloudBackend):
                     project=cfg.project,
                     team=team.name,
                     service_account=SERVICE_ACCOUNT_NAME,
+                    more_service_accounts=runner_accounts(platform, team.name),
                     buckets=bucket_refs,
                     grants=team_bucket_grants(
                         prefix=team.object_prefix,

@@ -29,6 +29,9 @@ class TeamIdentityArgs:
     #: purpose -> bucket name.
     buckets: Mapping[str, pulumi.Input[str]]
     grants: Sequence[BucketGrant]
+    #: More of the team's Kubernetes ServiceAccounts that act as it: the pipeline runner,
+    #: which writes run state to the team's prefix.
+    more_service_accounts: Sequence[str] = ()
 
 
 class TeamIdentity(pulumi.ComponentResource):
@@ -55,6 +58,16 @@ class TeamIdentity(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        for other in args.more_service_accounts:
+            gcp.serviceaccount.IAMMember(
+                f"{name}-workload-identity-{other}",
+                gcp.serviceaccount.IAMMemberArgs(
+                    service_account_id=self.account.name,
+                    role=WORKLOAD_IDENTITY_USER,
+                    member=workload_identity_member(args.project, args.team, other),
+                ),
+                opts=child,
+            )
         member = self.account.email.apply(service_account_member)
         for grant in args.grants:
             gcp.storage.BucketIAMMember(

@@ -50,6 +50,8 @@ EXPECTED = {
     "mlstack.policies.component.TeamTenancy",
     "mlstack.workloads.deploy.inference.InferenceService",
     "mlstack.workloads.deploy.training.TrainingJob",
+    "mlstack.workloads.deploy.pipelines.PipelineRunner",
+    "mlstack.workloads.deploy.pipelines.PipelineAccess",
 }
 
 #: Tokens that break the rule and stay: a component's token is part of the URN of each of its

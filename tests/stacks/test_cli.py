@@ -30,7 +30,7 @@ def _lab() -> dict:
 def test_plan_prints_tree_capacity_and_notes() -> None:
     result = runner.invoke(app, ["plan", "onprem-lab"])
     assert result.exit_code == 0, result.output
-    assert "stack onprem-lab (onprem, 85 resources)" in result.output
+    assert "stack onprem-lab (onprem, 92 resources)" in result.output
     assert "kubernetes:core/v1:NodePatch x4" in result.output
     assert "GPU capacity per pool" in result.output
     # a100: 2 nodes x 8 GPUs, and both teams' quotas (8 + 8) take all of it.
@@ -52,7 +52,7 @@ def test_plan_json_writes_every_resource(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert data["stack"] == "onprem-lab"
-    assert len(data["resources"]) == 85
+    assert len(data["resources"]) == 92
     for r in data["resources"]:
         assert set(r) >= {"type", "name", "urn", "parent", "inputs"}
         assert r["urn"].startswith("urn:pulumi:onprem-lab::mlstack::")
@@ -93,6 +93,8 @@ def test_render_writes_yaml_documents(tmp_path: Path) -> None:
         "Service",
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
+        # The nightly pipeline's runner.
+        "CronJob",
     }
 
 

@@ -44,7 +44,13 @@ def _loaded(*args: str) -> tuple[object, set[str]]:
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["plan", "--help"], ["check", "--help"], ["local", "train", "--help"]],
+    [
+        ["--help"],
+        ["plan", "--help"],
+        ["check", "--help"],
+        ["local", "train", "--help"],
+        ["models", "promote", "--help"],
+    ],
 )
 def test_help_loads_no_sdk(args: list[str]) -> None:
     code, loaded = _loaded(*args)

@@ -23,6 +23,7 @@ from mlstack.workloads.registry import (
     Registry,
     RegistryError,
     list_models,
+    version_counts,
 )
 from mlstack.workloads.storage import Store, open_store
 
@@ -83,6 +84,7 @@ def test_versions_show_manifest_facts_evals_and_aliases(store: Store) -> None:
     assert (v2.created, v2.step, v2.aliases) == ("2026-01-01T00:00:20Z", 20, ("canary", "champion"))
     assert v2.metrics() == {"test.loss": 2.0, "test.perplexity": 20.0}
     assert registry.version_names() == ["v1", "v2", "v3"]
+    assert [v.name for v in registry.versions(last=2)] == ["v2", "v3"]
     assert registry.version("v2").lineage is None
 
 
@@ -346,3 +348,4 @@ def test_list_models_finds_every_model_directory(tmp_path: Path) -> None:
     root.put_bytes("versions/v1/bundle.json", b"{}")  # the root itself is no named model
 
     assert list_models(tmp_path.as_uri()) == ["group/lm-b", "lm-a", "lm-c"]
+    assert version_counts(tmp_path.as_uri()) == {"group/lm-b": 1, "lm-a": 1, "lm-c": 0}

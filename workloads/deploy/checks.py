@@ -284,11 +284,21 @@ def _repository_problems(
 def _training_job_problems(
     p: Platform, i: int, job: TrainingJob, sound: Mapping[str, tuple[int, int]]
 ) -> list[Problem]:
-    """A job's own settings, and whether its pool and its team's quota can ever run it."""
-    problems: list[Problem] = []
-
     def path(field: str) -> str:
         return format_path(("workloads", "training_jobs", i, field))
+
+    return training_job_problems(p, path, job, sound)
+
+
+def training_job_problems(
+    p: Platform,
+    path: Callable[[str], str],
+    job: TrainingJob,
+    sound: Mapping[str, tuple[int, int]],
+) -> list[Problem]:
+    """A job's own settings, and whether its pool and its team's quota can ever run it; each
+    problem at `path(field)` (a pipeline's train step is checked as the job it runs as)."""
+    problems: list[Problem] = []
 
     priorities = [x.name for x in PRIORITIES]
     if job.priority not in priorities:

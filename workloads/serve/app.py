@@ -192,7 +192,10 @@ def create_app(service: Service) -> Starlette:
         model = service.engine.current
         if reason is not None or model is None:
             return _error(503, reason or "no model")
-        return JSONResponse({"status": "ready", "model": model.version})
+        body = {"status": "ready", "model": model.version}
+        if service.engine.options.model_alias:
+            body["alias"] = service.engine.options.model_alias
+        return JSONResponse(body)
 
     async def metrics(request: Request) -> Response:
         return Response(

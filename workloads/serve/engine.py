@@ -1,15 +1,20 @@
 """The model the server answers with: loaded from the models bucket, compiled and warmed up for
 every bucket before it serves, and replaced by a newer bundle without a pause.
 
-`Engine.start` loads in a background thread: the newest bundle (`latest`), or the pinned
-version, then compiles the executables of every batch and length bucket and runs each once;
-only then does `ready` turn true. The same thread then checks for a newer bundle every
-`reload_interval_s` seconds and whenever `request_reload` is called (SIGHUP): it loads and warms
-the new one while the old one keeps serving, then swaps them in one assignment. A batch
-(`EngineSession`) belongs to the model it started on: the batcher stops admitting to it once a
-newer model is served, so requests in flight finish on the model they started with. A bundle
-with the same model config reuses the compiled executables (only its parameters change, and
-the warm-up runs them once with the new ones); a new config compiles its own set first.
+`Engine.start` loads in a background thread: the newest bundle (`latest`), the pinned version,
+or the version a registry alias names (`aliases/<NAME>.json`, field "version"), then compiles
+the executables of every batch and length bucket and runs each once; only then does `ready`
+turn true. The same thread then checks for a newer bundle every `reload_interval_s` seconds and
+whenever `request_reload` is called (SIGHUP): it loads and warms the new one while the old one
+keeps serving, then swaps them in one assignment. A batch (`EngineSession`) belongs to the
+model it started on: the batcher stops admitting to it once a newer model is served, so
+requests in flight finish on the model they started with. A bundle with the same model config
+reuses the compiled executables (only its parameters change, and the warm-up runs them once
+with the new ones); a new config compiles its own set first.
+
+An alias is read again at every check, so the server follows it when it moves; until it
+exists the server is not ready (the log and /readyz say which alias is missing and how to make
+it), and a corrupt alias file is logged with its URL while the served model stays.
 
 Loading failures (the store is unreachable, no bundle yet, a broken bundle, one with a NaN or
 an infinity in its parameters, which `read_bundle` refuses) are logged and retried at the next
@@ -18,6 +23,7 @@ check; a server that has a model keeps serving it, and one without never becomes
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import threading
@@ -38,7 +44,14 @@ from mlstack.workloads.serve.protocol import (
 )
 from mlstack.workloads.storage import NotFound, Store, open_store
 from mlstack.workloads.train.configs import ModelConfig
-from mlstack.workloads.train.export import latest_version, read_bundle
+from mlstack.workloads.train.export import VERSION_NAME, latest_version, read_bundle
+
+#: Where the registry keeps its aliases, under the model URL (`workloads.registry`).
+ALIASES = "aliases/"
+
+
+def alias_key(alias: str) -> str:
+    return f"{ALIASES}{alias}.json"
 
 
 @dataclass(frozen=True)
@@ -46,8 +59,10 @@ class EngineOptions:
     """What to serve and the shapes to compile for it."""
 
     model_url: str
-    #: Serve this version only (a canary's); None follows `latest`.
+    #: Serve this version only (a canary's); None follows `latest` (or the alias).
     model_version: str | None = None
+    #: Follow this registry alias (exclusive with model_version).
+    model_alias: str | None = None
     max_batch: int = 32
     #: The most tokens one request may ask for (capped at the context less one).
     max_tokens_limit: int = 256
@@ -152,22 +167,59 @@ class Engine:
                 self.log("load_failed", url=self.store.url(), error=self.last_error)
                 return False
 
+    def _wanted(self) -> tuple[str | None, str]:
+        """The version to serve now, or None and why there is none (for the log)."""
+        if self.options.model_version:
+            return self.options.model_version, ""
+        if self.options.model_alias:
+            return self._alias_version(self.options.model_alias)
+        return latest_version(self.store), "no bundle exported yet"
+
+    def _alias_version(self, alias: str) -> tuple[str | None, str]:
+        """The version `aliases/<alias>.json` names (written by the registry); None while it
+        does not exist. ValueError, naming the file, when it is not an alias."""
+        key = alias_key(alias)
+        try:
+            raw = self.store.get_bytes(key)
+        except NotFound:
+            return None, (
+                f"alias {alias!r} does not exist ({self.store.url(key)}); fix: move it to a "
+                "version with `mlstack models promote` (or a pipeline's promote step)"
+            )
+        try:
+            version = json.loads(raw)["version"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(
+                f"{self.store.url(key)} is not an alias file ({type(err).__name__}: {err}); "
+                "the served model stays; fix: move the alias again with `mlstack models promote`"
+            ) from None
+        if not isinstance(version, str) or not VERSION_NAME.fullmatch(version):
+            raise ValueError(
+                f"{self.store.url(key)} names no valid version ({version!r}); the served model "
+                "stays; fix: move the alias again with `mlstack models promote`"
+            )
+        return version, ""
+
     def _update(self) -> bool:
-        wanted = self.options.model_version or latest_version(self.store)
+        wanted, why = self._wanted()
         if wanted is None:
             if self.last_error is None:
-                self.log("waiting", url=self.store.url(), reason="no bundle exported yet")
-            self.last_error = f"no bundle at {self.store.url()} yet"
+                self.log("waiting", url=self.store.url(), reason=why)
+            self.last_error = (
+                why if self.options.model_alias else f"no bundle at {self.store.url()} yet"
+            )
             return False
         current = self._current
         if current is not None and current.version == wanted:
+            self.last_error = None
             return False
         model = self._load(wanted)
         self._current = model
         self.last_error = None
         if current is not None:
             self.reloads += 1
-            self.log("reloaded", version=model.version, previous=current.version)
+            extra = {"alias": self.options.model_alias} if self.options.model_alias else {}
+            self.log("reloaded", version=model.version, previous=current.version, **extra)
         return True
 
     def _load(self, version: str) -> LoadedModel:

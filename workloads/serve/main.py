@@ -1,7 +1,9 @@
 """Entry point of the serving workload: `python -m mlstack.workloads.serve.main [flags]`.
 
-Serves the newest bundle under the model URL (`--model-url`, default $MLSTACK_MODEL_URL), or the
-version pinned by `--model-version` (default $MLSTACK_MODEL_VERSION), on `--host`:`--port`.
+Serves the newest bundle under the model URL (`--model-url`, default $MLSTACK_MODEL_URL), the
+version pinned by `--model-version` (default $MLSTACK_MODEL_VERSION), or the version a registry
+alias names (`--model-alias`, default $MLSTACK_MODEL_ALIAS; followed when it moves), on
+`--host`:`--port`.
 Logs one JSON line per event on stdout: listening, loaded, warmed (with seconds), ready,
 reloaded, load_failed, draining, drained, stopped. Bad input ends with one `error:` line and
 exit code 2; SIGTERM drains and exits 0; SIGHUP checks for a newer bundle.
@@ -12,10 +14,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mlstack.workloads.contract import MODEL_URL, MODEL_VERSION, ContractError, read_environment
+from mlstack.workloads.contract import (
+    MODEL_ALIAS,
+    MODEL_URL,
+    MODEL_VERSION,
+    ContractError,
+    read_environment,
+)
 from mlstack.workloads.serve.http_limits import HttpLimits
 from mlstack.workloads.serve.server import DEFAULT_DRAIN_TIMEOUT_S, ServeOptions, run
 from mlstack.workloads.storage import StoreError, open_store
+from mlstack.workloads.train.export import VERSION_NAME
 
 EXIT_BAD_INPUT = 2
 
@@ -32,6 +41,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--model-version",
         default=None,
         help=f"serve only this version (default ${MODEL_VERSION}; unset: follow latest)",
+    )
+    parser.add_argument(
+        "--model-alias",
+        default=None,
+        help=f"serve the version this registry alias names, and follow it when it moves "
+        f"(default ${MODEL_ALIAS}; exclusive with --model-version)",
     )
     parser.add_argument("--max-batch", type=int, default=32, help="1 turns batching off")
     parser.add_argument("--max-queue", type=int, default=256, help="waiting requests; then 429")
@@ -115,9 +130,22 @@ def build_options(args: argparse.Namespace) -> ServeOptions:
     _at_least(args.header_timeout_s, 0.1, "--header-timeout-s")
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port {args.port} is not a TCP port; fix: use 0 to 65535")
+    version = args.model_version or env.model_version
+    alias = args.model_alias or env.model_alias
+    if version and alias:
+        raise ValueError(
+            f"both a version ({version!r}: --model-version or ${MODEL_VERSION}) and an alias "
+            f"({alias!r}: --model-alias or ${MODEL_ALIAS}) to serve; fix: set only one"
+        )
+    if alias and not VERSION_NAME.fullmatch(alias):
+        raise ValueError(
+            f"--model-alias {alias!r} is not an alias name; fix: use letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit (e.g. champion)"
+        )
     return ServeOptions(
         model_url=url,
-        model_version=args.model_version or env.model_version,
+        model_version=version,
+        model_alias=alias,
         host=args.host,
         port=args.port,
         max_batch=args.max_batch,

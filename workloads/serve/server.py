@@ -43,8 +43,10 @@ class ServeOptions:
     """Everything `python -m mlstack.workloads.serve.main` takes on its command line."""
 
     model_url: str
-    #: Serve only this bundle version (a canary's); None follows `latest`.
+    #: Serve only this bundle version (a canary's); None follows `latest` (or the alias).
     model_version: str | None = None
+    #: Follow this registry alias (`aliases/<NAME>.json`); exclusive with model_version.
+    model_alias: str | None = None
     host: str = "127.0.0.1"
     #: 0 picks a free port (the `listening` event and `Server.url` tell which).
     port: int = 8080
@@ -69,6 +71,7 @@ class ServeOptions:
         return EngineOptions(
             model_url=self.model_url,
             model_version=self.model_version,
+            model_alias=self.model_alias,
             max_batch=self.max_batch,
             max_tokens_limit=self.max_tokens_limit,
             length_buckets=self.length_buckets,
@@ -111,6 +114,8 @@ class ServeOptions:
         ]
         if self.model_version:
             args += ["--model-version", self.model_version]
+        if self.model_alias:
+            args += ["--model-alias", self.model_alias]
         if self.length_buckets:
             args += ["--length-buckets", ",".join(map(str, self.length_buckets))]
         if self.compile_cache_dir:

@@ -258,8 +258,12 @@ class Evaluator:
         ) as loader:
             self.batches = [trainer.global_batch(loader.batch(i)) for i in range(batches)]
         self.tokens = batches * trainer.tokens_per_step
-        self._step = make_eval_step(
-            trainer.graphdef, trainer.shardings["params"], trainer.batch_sharding
+        # Compiled now (ahead of time, from the parameters' shapes), so that the first
+        # evaluation inside the loop costs what the others do.
+        self._step = (
+            make_eval_step(trainer.graphdef, trainer.shardings["params"], trainer.batch_sharding)
+            .lower(trainer.abstract["params"], self.batches[0])
+            .compile()
         )
 
     def loss(self, params: Any) -> float:
@@ -401,7 +405,17 @@ class _Run:
                 self.current = trainer.place(restored[1])
             self.log("restored", step=start, seconds=round(time.perf_counter() - clock, 3))
         self.result = RunResult(start_step=start, final_step=start)
+        if self.opts.eval_data_url is not None and start < self.opts.steps:
+            # The eval batches are read and placed, and the eval step compiled, at start-up
+            # with the rest, not in the middle of the loop.
+            clock = time.perf_counter()
+            self._evaluator = self._make_evaluator(self.opts.eval_data_url)
+            self.log("eval_ready", seconds=round(time.perf_counter() - clock, 3))
         return start
+
+    def _make_evaluator(self, url: str) -> Evaluator:
+        opts = self.opts
+        return Evaluator(self.trainer, url, opts.eval_batches, opts.workdir / "eval-data")
 
     def save(self, step: int, host: State | None = None) -> None:
         self.guard.flush()
@@ -417,9 +431,7 @@ class _Run:
             return
         self.guard.flush()
         if self._evaluator is None:
-            self._evaluator = Evaluator(
-                self.trainer, opts.eval_data_url, opts.eval_batches, opts.workdir / "eval-data"
-            )
+            self._evaluator = self._make_evaluator(opts.eval_data_url)
         loss = self._evaluator.loss(self.current["params"])
         finite = math.isfinite(loss)
         record: dict[str, Any] = {

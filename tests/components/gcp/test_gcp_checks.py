@@ -423,6 +423,7 @@ def test_no_authorized_network_loads(cfg: dict[str, Any]) -> None:
 
 def test_a_pool_named_system(cfg: dict[str, Any]) -> None:
     cfg["node_pools"][0]["name"] = "system"
+    cfg["workloads"]["pipelines"][0]["pool"] = "system"  # the runner follows its pool
     p = only_problem(cfg)
     assert (p.path, p.value) == ("platform.node_pools[0].name", "system")
     assert "gcp.system_pool" in p.fix
@@ -655,6 +656,7 @@ def test_every_problem_is_reported_at_once(cfg: dict[str, Any]) -> None:
     cfg["gcp"]["master_authorized_networks"] = ["0.0.0.0/0"]
     cfg["gcp"]["zones"] = ["us-central1-a", "us-central1-a"]
     cfg["node_pools"][0]["name"] = "system"
+    cfg["workloads"]["pipelines"][0]["pool"] = "system"  # the runner follows its pool
     cfg["teams"][0]["storage_prefix"] = "*"
     assert {p.path for p in problems(cfg)} == {
         "platform.gcp.project",

@@ -650,7 +650,13 @@ def test_each_team_has_a_service_account_only_its_workloads_can_use(gcp: Planned
         assert sa.inputs["metadata"]["annotations"] == {
             "iam.gke.io/gcp-service-account": _email(e, f"{e.cluster}-{team}")
         }
-    assert len(gcp.of_type(ACCOUNT_IAM)) == len(e.teams)
+    # A team with pipelines lets its pipeline runner act as the same account, and only then.
+    with_pipelines = {p.team for p in gcp.plan.platform.workloads.pipelines}
+    runners = [b for b in gcp.of_type(ACCOUNT_IAM) if b.name.endswith("-pipeline-runner")]
+    assert sorted(b.inputs["member"] for b in runners) == sorted(
+        f"serviceAccount:{e.project}.svc.id.goog[{team}/pipeline-runner]" for team in with_pipelines
+    )
+    assert len(gcp.of_type(ACCOUNT_IAM)) == len(e.teams) + len(with_pipelines)
 
 
 def test_team_bucket_grants_are_least_privilege(gcp: Planned) -> None:
