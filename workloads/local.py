@@ -150,9 +150,9 @@ def guarded(callback: Callable[..., None]) -> Callable[..., None]:
     or ValueError on a closed file) is dropped: output readers must keep draining the
     children's pipes, or a child blocks on a full one and the run hangs."""
 
-    def call(*args: Any) -> None:
+    def call(*args: Any, **kwargs: Any) -> None:
         with contextlib.suppress(OSError, ValueError):
-            callback(*args)
+            callback(*args, **kwargs)
 
     return call
 

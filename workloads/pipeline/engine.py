@@ -37,6 +37,7 @@ from typing import Any, Literal, cast, get_args
 from mlstack.workloads.pipeline.executor import Executor, StepCancelled, StepContext, StepFailed
 from mlstack.workloads.pipeline.spec import (
     CACHEABLE_KINDS,
+    NAME,
     Pipeline,
     SpecError,
     Step,
@@ -276,6 +277,12 @@ class _Run:
         stop: threading.Event,
         check: Check,
     ) -> None:
+        if not NAME.fullmatch(run_id):
+            # One path segment under runs/: `../x` would put the run's files elsewhere.
+            raise ValueError(
+                f"run id {run_id!r} is not a plain name (letters, digits, '.', '_', '-', "
+                "starting with a letter or digit); fix: pass one, e.g. --run nightly-1"
+            )
         self.url = run_url(pipeline, run_id)
         self.run_store = open_store(self.url)
         self.work = open_store(pipeline.work_url)

@@ -36,7 +36,7 @@ PYTHON = "python"
 RUN_URL = "MLSTACK_PIPELINE_RUN_URL"
 STEP = "MLSTACK_PIPELINE_STEP"
 #: The test split a train step evaluates on every `eval_every_steps` (D's training loop).
-EVAL_DATA_URL = "MLSTACK_EVAL_DATA_URL"
+EVAL_DATA_URL = contract.EVAL_DATA_URL
 #: Lineage written next to the exported bundle (D's export).
 IMAGE = "MLSTACK_IMAGE"
 GIT_COMMIT = "MLSTACK_GIT_COMMIT"
@@ -353,7 +353,7 @@ def _move(registry: Any, alias: str, version: str, by: str, reason: str) -> list
     if current is not None and current.version == version:
         return []
     registry.move_alias(
-        alias, version, expect=current.revision if current else None, by=by, reason=reason
+        alias, version, expect=current.version if current else None, by=by, reason=reason
     )
     return [{"alias": alias, "from": current.version if current else None, "to": version}]
 

@@ -49,6 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", default="tiny", help=f"one of {', '.join(CONFIGS)}")
     parser.add_argument("--steps", type=int, default=None, help="train to this step")
     parser.add_argument("--global-batch-size", type=int, default=None)
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help="peak learning rate (default: the config's)",
+    )
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None)
     parser.add_argument("--fsdp", type=int, default=1, help="devices each parameter is split over")
     parser.add_argument("--seed", type=int, default=0)
@@ -131,6 +137,13 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         overrides["global_batch_size"] = args.global_batch_size
     if args.dtype is not None:
         overrides["dtype"] = args.dtype
+    if args.learning_rate is not None:
+        # Pipeline candidates differ in it (a train step's `learning_rate`).
+        if not args.learning_rate > 0:
+            raise ValueError(
+                f"--learning-rate {args.learning_rate} must be positive; fix: pass e.g. 3e-4"
+            )
+        overrides["learning_rate"] = args.learning_rate
     return get_config(args.config).with_overrides(**overrides)
 
 

@@ -100,3 +100,10 @@ def test_overrides_reach_the_config() -> None:
         parse_args(["--config", "small", "--global-batch-size", "8", "--dtype", "float32"])
     )
     assert (cfg.name, cfg.global_batch_size, cfg.model.dtype) == ("small", 8, "float32")
+
+
+def test_the_learning_rate_flag_reaches_the_config() -> None:
+    """Pipeline candidates differ in learning rate (a train step's `learning_rate`)."""
+    assert build_config(parse_args(["--learning-rate", "0.002"])).learning_rate == 0.002
+    with pytest.raises(ValueError, match=r"--learning-rate -1\.0 must be positive"):
+        build_config(parse_args(["--learning-rate", "-1"]))
