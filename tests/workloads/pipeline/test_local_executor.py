@@ -326,3 +326,65 @@ def test_the_summary_names_each_step_the_selection_and_the_moves(tmp_path: Path)
     assert any(line.split() == ["pick", "select", "succeeded", "in", "2.5", "s"] for line in lines)
     assert "selected: r1.b (best)" in lines
     assert "alias canary: (unset) -> r1.b" in lines
+
+
+def _versions(pipeline: Pipeline, *names: str) -> None:
+    for name in names:
+        root = Path(pipeline.model_url.removeprefix("file://")) / "versions" / name
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "bundle.json").write_text(json.dumps({"version": name}))
+
+
+def _alias(pipeline: Pipeline, name: str) -> str | None:
+    from mlstack.workloads.registry import Registry
+    from mlstack.workloads.storage import open_store
+
+    found = Registry(open_store(pipeline.model_url)).alias(name)
+    return found.version if found is not None else None
+
+
+SOAKED = Step(
+    name="ship",
+    kind="promote",
+    after=("pick",),
+    config={"alias": "canary", "then_alias": "champion", "soak_s": 3},
+)
+
+
+def test_a_soaked_promotion_moves_canary_then_champion(tmp_path: Path) -> None:
+    pipeline = _pipeline(tmp_path, *STEPS, SOAKED)
+    _versions(pipeline, "r1.b")
+    ctx = _context(pipeline, "ship", pick={"selected": "r1.b", "reason": "best"})
+    outputs = LocalExecutor().run(pipeline.step("ship"), ctx)
+    assert [(m["alias"], m["to"]) for m in outputs["moves"]] == [
+        ("canary", "r1.b"),
+        ("champion", "r1.b"),
+    ]
+    assert outputs["skipped"] is None
+    assert (_alias(pipeline, "canary"), _alias(pipeline, "champion")) == ("r1.b", "r1.b")
+
+
+def test_a_canary_rolled_back_during_the_soak_keeps_the_champion(tmp_path: Path) -> None:
+    from mlstack.workloads.registry import Registry
+    from mlstack.workloads.storage import open_store
+
+    pipeline = _pipeline(tmp_path, *STEPS, SOAKED)
+    _versions(pipeline, "r1.b", "old")
+    registry = Registry(open_store(pipeline.model_url))
+    registry.move_alias("champion", "old", by="test", reason="the champion before")
+    registry.move_alias("canary", "old", by="test", reason="the canary before")
+    ctx = _context(pipeline, "ship", pick={"selected": "r1.b", "reason": "best"})
+
+    def operator_rolls_back() -> None:
+        deadline = time.monotonic() + BOUND_S
+        while _alias(pipeline, "canary") != "r1.b" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        registry.rollback("canary", by="ops", reason="errors up")
+
+    watcher = threading.Thread(target=operator_rolls_back, daemon=True)
+    watcher.start()
+    outputs = LocalExecutor().run(pipeline.step("ship"), ctx)
+    watcher.join(BOUND_S)
+    assert [(m["alias"], m["to"]) for m in outputs["moves"]] == [("canary", "r1.b")]
+    assert "no longer names r1.b after the 3 s soak" in outputs["skipped"]
+    assert (_alias(pipeline, "canary"), _alias(pipeline, "champion")) == ("old", "old")
