@@ -38,7 +38,7 @@ from mlstack.workloads.pipeline.executor import (
     StepFailed,
 )
 from mlstack.workloads.pipeline.spec import Step
-from mlstack.workloads.pipeline.step import StepError, version_name
+from mlstack.workloads.pipeline.step import StepError, exported_outputs, version_name
 from mlstack.workloads.pipeline.step import command_for as step_command_for
 from mlstack.workloads.storage import NotFound, StoreError, open_store
 
@@ -629,22 +629,14 @@ class ClusterExecutor:
             raise StepFailed(f"step {step.name!r}: reading its outputs: {exc}") from None
 
     def _train_outputs(self, step: Step, ctx: StepContext, run: Any, key: str) -> dict[str, Any]:
-        version = version_name(ctx.run_id, step.name)
-        models = open_store(ctx.pipeline.model_url)
-        bundle_key = f"versions/{version}/bundle.json"
-        try:
-            bundle = json.loads(models.get_bytes(bundle_key))
-        except NotFound:
+        outputs = exported_outputs(step, ctx)
+        if outputs is None:
+            bundle_key = f"versions/{version_name(ctx.run_id, step.name)}/bundle.json"
             raise StepFailed(
-                f"step {step.name!r} finished but exported no {models.url(bundle_key)}; fix: "
-                "check its training steps and export settings in its logs"
-            ) from None
-        outputs = {
-            "version": version,
-            "model_url": ctx.pipeline.model_url,
-            # The checkpoint step it was exported at (export.py's bundle.json: training.step).
-            "step": bundle.get("training", {}).get("step"),
-        }
+                f"step {step.name!r} finished but exported no "
+                f"{open_store(ctx.pipeline.model_url).url(bundle_key)}; fix: check its training "
+                "steps and export settings in its logs"
+            )
         run.put_bytes(key, (json.dumps(outputs, indent=2, sort_keys=True) + "\n").encode())
         return outputs
 

@@ -46,7 +46,13 @@ from mlstack.workloads.pipeline.executor import (
     StepFailed,
 )
 from mlstack.workloads.pipeline.spec import Pipeline, Step
-from mlstack.workloads.pipeline.step import PYTHON, StepError, command_for, version_name
+from mlstack.workloads.pipeline.step import (
+    PYTHON,
+    StepError,
+    command_for,
+    exported_outputs,
+    version_name,
+)
 from mlstack.workloads.storage import NotFound, StoreError, open_store
 
 if TYPE_CHECKING:
@@ -192,20 +198,15 @@ class LocalExecutor:
         """A finished step's outputs: a train step's are its exported version (checked to be
         there); the others wrote their output.json."""
         if step.kind == "train":
-            version = version_name(ctx.run_id, step.name)
-            models = open_store(ctx.pipeline.model_url)
-            try:
-                bundle = json.loads(models.get_bytes(f"versions/{version}/bundle.json"))
-            except (NotFound, ValueError):
+            outputs = exported_outputs(step, ctx)
+            if outputs is None:
+                version = version_name(ctx.run_id, step.name)
                 raise StepFailed(
-                    f"{step.name} ended without exporting {models.url(f'versions/{version}')} "
+                    f"{step.name} ended without exporting "
+                    f"{open_store(ctx.pipeline.model_url).url(f'versions/{version}')} "
                     f"(log: {log_url}); fix: see the log"
-                ) from None
-            return {
-                "version": version,
-                "model_url": ctx.pipeline.model_url,
-                "step": bundle.get("step") if isinstance(bundle, dict) else None,
-            }
+                )
+            return outputs
         store = open_store(ctx.run_url)
         key = f"steps/{step.name}/output.json"
         try:

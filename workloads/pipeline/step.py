@@ -66,6 +66,25 @@ def version_name(run_id: str, step: str) -> str:
     return f"{run_id}.{step}"
 
 
+def exported_outputs(step: Step, ctx: StepContext) -> dict[str, Any] | None:
+    """A finished train step's outputs, as both executors report them: the version it exported
+    (`versions/<run>.<step>/` in the model's registry), the registry URL and the training step
+    it was exported at (bundle.json's `training.step`, workloads/train/export.py); None when
+    that version's bundle.json is missing or unreadable (the step exported nothing)."""
+    version = version_name(ctx.run_id, step.name)
+    models = open_store(ctx.pipeline.model_url)
+    try:
+        bundle = json.loads(models.get_bytes(f"versions/{version}/bundle.json"))
+    except (NotFound, ValueError):
+        return None
+    training = bundle.get("training") if isinstance(bundle, dict) else None
+    return {
+        "version": version,
+        "model_url": ctx.pipeline.model_url,
+        "step": training.get("step") if isinstance(training, dict) else None,
+    }
+
+
 def command_for(step: Step, ctx: StepContext) -> StepCommand:
     """The command and environment of one attempt of `step`."""
     env = {RUN_URL: ctx.run_url, STEP: step.name}

@@ -95,6 +95,12 @@ def test_the_loop_promotes_the_better_candidate_and_a_rerun_is_cached(
     assert {name: step["status"] for name, step in state["steps"].items()} == dict.fromkeys(
         ("data", "slow-lr", "fast-lr", "eval", "pick", "ship"), "succeeded"
     )
+    for name in ("slow-lr", "fast-lr"):
+        assert state["steps"][name]["outputs"] == {
+            "version": f"first.{name}",
+            "model_url": _models(store).as_uri(),
+            "step": TRAIN["steps"],
+        }
     evals = state["steps"]["eval"]["outputs"]["evals"]
     better = min(evals, key=lambda version: evals[version]["test.loss"])
     assert set(evals) == {"first.slow-lr", "first.fast-lr"}
