@@ -43,7 +43,7 @@ from mlstack.workloads.pipeline.spec import (
     Step,
     topological_order,
 )
-from mlstack.workloads.storage import NotFound, StoreError, open_store
+from mlstack.workloads.storage import NotFound, Precondition, Store, StoreError, open_store
 
 StepStatus = Literal["pending", "running", "succeeded", "cached", "failed"]
 RunStatus = Literal["running", "succeeded", "failed", "stopped"]
@@ -57,6 +57,12 @@ STATE_FORMAT = "mlstack-pipeline-run"
 class RunStateError(Exception):
     """A run's state.json or pipeline.json cannot be read; one line naming its URL. The file
     is left as it is: a person decides what to do with it."""
+
+
+class RunTaken(RunStateError):  # noqa: N818 - reads as `engine.RunTaken`
+    """Another runner wrote this run's state.json since this one last read or wrote it (a run
+    started by hand while the schedule's runner drives it, say): this runner stops at once,
+    touching neither the file nor the steps, and leaves the run to the other."""
 
 
 @dataclass
@@ -157,13 +163,18 @@ def run_url(pipeline: Pipeline, run_id: str) -> str:
 def load_state(url: str) -> RunState | None:
     """The state of the run at `url` (`<work_url>/runs/<id>`), None when it has none yet;
     RunStateError (naming the file's URL) when state.json is there but unreadable."""
-    store = open_store(url)
+    return _load_state(open_store(url))[0]
+
+
+def _load_state(store: Store) -> tuple[RunState | None, str | None]:
+    """The run's state and the token of the state.json it was read from (for the
+    compare-and-swap of the next write), (None, None) when it has none yet."""
     try:
-        raw = store.get_bytes("state.json")
+        raw, token = store.get_with_token("state.json")
     except NotFound:
-        return None
+        return None, None
     try:
-        return RunState.from_json(json.loads(raw))
+        return RunState.from_json(json.loads(raw)), token
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise RunStateError(
             f"{store.url('state.json')} is corrupt ({type(exc).__name__}: {exc}); it is left "
@@ -301,7 +312,7 @@ class _Run:
         """The run's pipeline and state: a new run writes pipeline.json first; a resumed one
         reads both back, and its unfinished steps become pending again."""
         stored = load_pipeline(self.url)
-        state = load_state(self.url)
+        state, self.token = _load_state(self.run_store)
         if stored is None:
             self.run_store.put_bytes("pipeline.json", pipeline.dumps().encode())
             stored = pipeline
@@ -325,9 +336,22 @@ class _Run:
         return stored, state
 
     def write(self) -> None:
-        self.run_store.put_bytes(
-            "state.json", (json.dumps(self.state.to_json(), indent=2) + "\n").encode()
-        )
+        """Rewrite state.json, on the condition that it is still the one this runner read or
+        last wrote (workloads/storage.py's conditional writes): two runners on one run would
+        otherwise overwrite each other's progress. The one that finds it changed raises
+        RunTaken."""
+        data = (json.dumps(self.state.to_json(), indent=2) + "\n").encode()
+        try:
+            if self.token is None:
+                self.token = self.run_store.put_if_absent("state.json", data)
+            else:
+                self.token = self.run_store.put_if_match("state.json", data, self.token)
+        except Precondition:
+            raise RunTaken(
+                f"{self.run_store.url('state.json')} was changed by another runner of run "
+                f"{self.run_id} since this one read it; this runner stops and leaves the run "
+                "to it; fix: let that runner finish (or stop it) and rerun, or start a new run"
+            ) from None
 
     def ready(self) -> list[Step]:
         steps = self.state.steps

@@ -395,3 +395,73 @@ def test_run_ids_sort_by_start_and_runs_are_listed_oldest_first(tmp_path: Path) 
     for run in ("20260101T000000Z-0001", "20250101T000000Z-0002"):
         _run(pipeline, FakeExecutor(), run_id=run)
     assert engine.list_runs(pipeline) == ["20250101T000000Z-0002", "20260101T000000Z-0001"]
+
+
+def test_a_second_runner_on_the_same_run_stops_and_leaves_the_state_to_the_first(
+    tmp_path: Path,
+) -> None:
+    """Two runners of one run (a run started by hand while the schedule's runner drives it):
+    the one whose state.json write finds the file changed by the other stops with RunTaken and
+    writes nothing more, so neither overwrites the other's progress."""
+    pipeline = _chain(
+        tmp_path, Step(name="a", kind="train"), Step(name="b", kind="select", after=("a",))
+    )
+    state_file = tmp_path / "work/runs/r1/state.json"
+    first_started = threading.Event()
+    second_done = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def first_hold(step: Step, ctx: StepContext) -> None:
+        if step.name == "a":
+            first_started.set()
+            if not second_done.wait(WAIT_S):
+                raise AssertionError("the second runner never ended")
+
+    def first() -> None:
+        executor = FakeExecutor()
+        executor.hold = first_hold
+        try:
+            outcome["first"] = _run(pipeline, executor)
+        except engine.RunStateError as exc:
+            outcome["first"] = exc
+
+    runner = threading.Thread(target=first, daemon=True)
+    runner.start()
+    assert first_started.wait(WAIT_S)
+    # The second runner resumes the same run: it reads the state the first one wrote, and
+    # runs `a` too; its writes win, and the first one's next write finds the file changed.
+    second = _run(pipeline, FakeExecutor())
+    written = state_file.read_text()
+    second_done.set()
+    runner.join(WAIT_S)
+    assert not runner.is_alive()
+    assert second.status == "succeeded"
+    taken = outcome["first"]
+    assert isinstance(taken, engine.RunTaken), taken
+    message = str(taken)
+    assert state_file.as_uri() in message and "another runner" in message
+    assert "\n" not in message
+    assert state_file.read_text() == written, "the runner that lost wrote over the state"
+
+
+def test_two_new_runs_of_one_id_cannot_both_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = _chain(tmp_path, Step(name="a", kind="train"))
+    started = threading.Event()
+    executor = FakeExecutor()
+    executor.hold = lambda step, ctx: started.set()
+    original = engine._load_state  # pyright: ignore[reportPrivateUsage]
+
+    def racing(store: Any) -> Any:
+        """Another runner creates the run's state between this one's read and first write."""
+        found = original(store)
+        state_file = tmp_path / "work/runs/r1/state.json"
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        state_file.write_text(json.dumps(engine.RunState("p", "r1").to_json()))
+        return found
+
+    monkeypatch.setattr(engine, "_load_state", racing)
+    with pytest.raises(engine.RunTaken):
+        _run(pipeline, executor)
+    assert not started.is_set(), "a step ran although the run was taken"
