@@ -174,6 +174,9 @@ def team_workloads(team: str, _gpu_pools: Sequence[str]) -> list[dict[str, Any]]
             "spec": {
                 "schedule": "0 3 * * *",
                 "concurrencyPolicy": "Forbid",
+                # Without it a CronJob that missed 100 starts stops for good (rule
+                # cronjobs-keep-starting).
+                "startingDeadlineSeconds": 3600,
                 "jobTemplate": {
                     "metadata": {"labels": queued},
                     "spec": {

@@ -922,10 +922,13 @@ def test_an_inference_service_fills_its_defaults(lab_config: dict[str, Any]) -> 
     assert not service.internal_load_balancer
 
 
-def test_the_shipped_stacks_serve_their_training_jobs_models() -> None:
+def test_the_shipped_stacks_serve_models_their_jobs_or_pipelines_make() -> None:
     for stack in ("onprem-lab", "aws-dev", "gcp-dev"):
         platform = load_platform(read_stack(stack).platform)
-        trained = {(j.team, j.name) for j in platform.workloads.training_jobs}
+        # A model comes from a training job, or is a pipeline's registry model.
+        trained = {(j.team, j.name) for j in platform.workloads.training_jobs} | {
+            (p.team, p.model_name) for p in platform.workloads.pipelines
+        }
         served = {(s.team, s.model_name) for s in platform.workloads.inference_services}
         assert served and served <= trained, stack
 
