@@ -20,10 +20,12 @@ throughput ratios (raw seconds / ours). Goal: >= 0.7 for save and for restore.
 from __future__ import annotations
 
 import argparse
+import atexit
 import io
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -115,6 +117,7 @@ def main() -> int:
         }
         for repeat in range(args.repeats):
             local = Path(tempfile.mkdtemp(prefix="mlstack-ckpt-bench-"))
+            atexit.register(shutil.rmtree, local, True)
             ckpt = Checkpoints(store, local, keep=1)
             step = repeat + 1
 

@@ -16,10 +16,12 @@ are reported too. Goal: with eval >= 0.95x without.
 from __future__ import annotations
 
 import argparse
+import atexit
 import io
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -70,6 +72,8 @@ def main() -> int:
 
     cfg = get_config(args.config)
     root = Path(tempfile.mkdtemp(prefix="mlstack-eval-bench-"))
+    # The datasets, splits and checkpoints go with the benchmark, however it ends.
+    atexit.register(shutil.rmtree, root, True)
     base = root.as_uri()
     corpus = default_corpus() if args.source is None else Corpus(Path(args.source))
     prepare_dataset(corpus, f"{base}/datasets/source")

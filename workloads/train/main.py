@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import traceback
@@ -173,7 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ContractError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    workdir = Path(args.workdir or Path(tempfile.gettempdir()) / f"mlstack-train-{os.getpid()}")
+    # Scratch (staging, the data cache): the caller's --workdir is left alone; one made here is
+    # removed when the run returns (a failed process of several exits at once instead).
+    own_workdir = args.workdir is None
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix=f"mlstack-train-{os.getpid()}-"))
     initialize_distributed(env)
     from mlstack.workloads.train.export import Provenance
     from mlstack.workloads.train.train import RunOptions
@@ -203,7 +207,11 @@ def main(argv: list[str] | None = None) -> int:
             parent_version=env.parent_version,
         ),
     )
-    return run_distributed(opts) if env.distributed else run(opts)
+    try:
+        return run_distributed(opts) if env.distributed else run(opts)
+    finally:
+        if own_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def run_distributed(opts: RunOptions) -> int:

@@ -230,7 +230,13 @@ def test_a_runner_killed_outright_takes_its_step_with_it(tmp_path: Path) -> None
         LocalExecutor().run(pipeline.step("pick"), t._context(pipeline, "pick", eval=t.EVALS))
         """
     )
-    runner = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    # A runner killed outright cannot remove its step's scratch: keep it in tmp_path.
+    (tmp_path / "tmp").mkdir()
+    runner = subprocess.Popen(
+        [sys.executable, "-c", script],
+        start_new_session=True,
+        env={**os.environ, "TMPDIR": str(tmp_path / "tmp")},
+    )
     pid = None
     try:
         pid = _wait_for(pid_file)

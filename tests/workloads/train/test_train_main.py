@@ -3,6 +3,7 @@ device is touched."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +108,25 @@ def test_the_learning_rate_flag_reaches_the_config() -> None:
     assert build_config(parse_args(["--learning-rate", "0.002"])).learning_rate == 0.002
     with pytest.raises(ValueError, match=r"--learning-rate -1\.0 must be positive"):
         build_config(parse_args(["--learning-rate", "-1"]))
+
+
+def test_a_run_without_workdir_leaves_nothing_in_the_temp_directory(
+    tmp_path: Path, dataset_url: str
+) -> None:
+    """The scratch the entry point makes for itself (staging, the data cache) goes when the run
+    ends; a direct `python -m mlstack.workloads.train.main` used to leave it in TMPDIR."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    argv = [sys.executable, "-m", "mlstack.workloads.train.main", "--config", "tiny"]
+    argv += ["--steps", "2", "--data", dataset_url, "--no-export", "--log-every", "1"]
+    argv += ["--checkpoint-url", (tmp_path / "ckpt").as_uri()]
+    result = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TMPDIR": str(scratch), "JAX_PLATFORMS": "cpu"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert list(scratch.iterdir()) == []
