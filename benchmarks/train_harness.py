@@ -17,10 +17,12 @@ compared; the goal is full >= 0.9x bare.
 from __future__ import annotations
 
 import argparse
+import atexit
 import io
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -85,6 +87,8 @@ def main() -> int:
     if args.global_batch_size:
         cfg = cfg.with_overrides(global_batch_size=args.global_batch_size)
     root = Path(tempfile.mkdtemp(prefix="mlstack-harness-"))
+    # The dataset and the runs' checkpoints go with the benchmark, however it ends.
+    atexit.register(shutil.rmtree, root, True)
     base = root.as_uri()
     data_url = f"{base}/datasets/pystdlib"
     prepare_dataset(default_corpus(), data_url)
