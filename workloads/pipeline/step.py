@@ -29,7 +29,7 @@ from mlstack.workloads.pipeline.spec import Pipeline, SpecError, Step
 from mlstack.workloads.storage import NotFound, StoreError, open_store
 
 if TYPE_CHECKING:
-    from mlstack.workloads.storage import Store
+    pass
 
 #: The interpreter in the image; the local executor runs its own (`sys.executable`) instead.
 PYTHON = "python"
@@ -113,7 +113,7 @@ def command_for(step: Step, ctx: StepContext) -> StepCommand:
     }
     if os.environ.get(GIT_COMMIT):
         env[GIT_COMMIT] = os.environ[GIT_COMMIT]
-    champion = _alias_version(open_store(ctx.pipeline.model_url), "champion")
+    champion = _champion(ctx.pipeline.model_url)
     if champion:
         env[PARENT_VERSION] = champion
     return StepCommand(argv=tuple(argv), env=env, processes=int(config.get("num_hosts") or 1))
@@ -124,20 +124,16 @@ def _prepared(inputs: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Any] | No
     return next((out for out in inputs.values() if "train_url" in out and "test_url" in out), None)
 
 
-def _alias_version(models: Store, alias: str) -> str | None:
-    """The version `alias` names in a model registry, None when it is unset (read directly:
-    the command is built where only the store is at hand)."""
+def _champion(model_url: str) -> str | None:
+    """The version the model's `champion` alias names, None when it was never set; a corrupt
+    alias file is a StepError naming it (the registry's own reading and checks)."""
+    from mlstack.workloads.registry import Registry, RegistryError
+
     try:
-        data = json.loads(models.get_bytes(f"aliases/{alias}.json"))
-    except NotFound:
-        return None
-    except ValueError:
-        raise StepError(
-            f"{models.url(f'aliases/{alias}.json')} is corrupt; fix: repair it with "
-            "`mlstack models promote`"
-        ) from None
-    version = data.get("version") if isinstance(data, dict) else None
-    return str(version) if version else None
+        found = Registry(open_store(model_url)).alias("champion")
+    except RegistryError as exc:
+        raise StepError(str(exc)) from None
+    return found.version if found is not None else None
 
 
 class _Run:
@@ -305,7 +301,7 @@ def select_step(run: _Run) -> dict[str, Any]:
             f"select step {run.step.name!r} waits for no evaluate step; fix: list one in `after`"
         )
     best = min(candidates, key=lambda version: (candidates[version], version))
-    champion = _alias_version(open_store(run.pipeline.model_url), "champion")
+    champion = _champion(run.pipeline.model_url)
     result: dict[str, Any] = {
         "selected": best,
         "metric": metric,

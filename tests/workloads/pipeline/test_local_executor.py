@@ -90,14 +90,15 @@ def _context(pipeline: Pipeline, step: str, **inputs: dict[str, Any]) -> StepCon
 
 
 def _champion(pipeline: Pipeline, version: str, loss: float) -> None:
+    from mlstack.workloads.registry import Registry
+    from mlstack.workloads.storage import open_store
+
     root = Path(pipeline.model_url.removeprefix("file://"))
-    (root / "aliases").mkdir(parents=True, exist_ok=True)
-    (root / "aliases" / "champion.json").write_text(
-        json.dumps({"alias": "champion", "version": version})
-    )
     evals = root / "versions" / version / "evals"
     evals.mkdir(parents=True, exist_ok=True)
     (evals / "test.json").write_text(json.dumps({"loss": loss, "perplexity": 2.0}))
+    (root / "versions" / version / "bundle.json").write_text(json.dumps({"version": version}))
+    Registry(open_store(pipeline.model_url)).move_alias("champion", version, by="test")
 
 
 EVALS = {
